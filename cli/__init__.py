@@ -1,0 +1,1 @@
+"""The ``fastpg`` command line (click), installed as package ``fastpg_cli``."""

@@ -1,0 +1,55 @@
+"""``fastpg info``: a human summary of a result file or a folder of result files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastpg.metrics import METRICS
+from fastpg.steps import COUNTERS
+from fastpg.store import load
+
+SHOWN_CONFIG = ("d", "k", "N", "features", "contexts", "base", "algorithm", "reward", "G", "baseline", "lr", "eta",
+                "steps", "seed")
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def describe_file(path) -> str:
+    try:
+        r = load(path)
+    except (OSError, KeyError, ValueError) as exc:
+        return f"{path}: unreadable or not a fastpg result ({exc.__class__.__name__}); treat it as incomplete"
+    cfg = r["config"]
+    status = r["status"]
+    rows = r["rows"]
+    steps_done = int(r["trace"]["steps"][-1]) if rows else 0
+    state = {
+        "running": "running (or killed before it finished: incomplete)",
+        "complete": "complete",
+        "failed": f"failed: {r['message']}",
+    }.get(status, status)
+    lines = [
+        f"{path}",
+        f"  status       {state}",
+        f"  progress     {steps_done} / {cfg['steps']} steps, {rows} evaluation points",
+        "  config       " + " ".join(f"{key}={cfg[key]}" for key in SHOWN_CONFIG if key in cfg),
+        f"  base         off-support fraction {_fmt(float(r['base'].get('offsupport_fraction', 0.0)))} "
+        f"(alpha_off={cfg['alpha_off']})",
+    ]
+    if rows:
+        t = r["trace"]
+        lines.append("  counters     " + " ".join(f"{c}={_fmt(float(t[c][-1]))}" for c in COUNTERS))
+        lines.append("  metrics      " + " ".join(f"{m}={_fmt(float(t[m][-1]))}" for m in METRICS))
+    return "\n".join(lines)
+
+
+def describe(path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.h5"))
+        if not files:
+            return f"{path}: no result files"
+        return "\n".join(describe_file(p) for p in files)
+    return describe_file(path)

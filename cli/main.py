@@ -1,0 +1,117 @@
+"""``fastpg`` subcommands. Thin: parse options, call the library, print one-line errors."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+import fastpg
+from fastpg.config import ConfigError
+from fastpg.store import OutputError
+
+from .info import describe
+from .options import resolve, run_options
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(fastpg.__version__, prog_name="fastpg")
+def main():
+    """Simulate policy-gradient post-training of linear autoregressive models (arXiv:2603.06957).
+
+    \b
+    Examples:
+      fastpg run --preset tiny --out tiny.h5
+      fastpg run -d 32 -k 4 -N 8 --algorithm rs --reward prm --base uniform --out rs.h5
+      fastpg info tiny.h5
+    """
+
+
+@main.command("run")
+@run_options
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
+def run_cmd(preset, out, overwrite, quiet, **given):
+    """One run: task, base model and post-training, streamed to one HDF5 file.
+
+    \b
+    Examples:
+      fastpg run --preset tiny --out tiny.h5
+      fastpg run --preset fig1-prm --steps 5000 --out prm.h5
+      fastpg run --algorithm rs --reward orm --base uniform -N 6 --eta 0 --out rs.h5
+    """
+    values = resolve(preset, given)
+    steps = values.get("steps", fastpg.RunConfig().steps)
+    argv = ["fastpg", *sys.argv[1:]]
+    if _show_progress(quiet):
+        with click.progressbar(length=max(steps, 1), label="post-training", file=sys.stderr) as bar:
+            last = [0]
+
+            def progress(done):
+                bar.update(done - last[0])
+                last[0] = done
+
+            result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=progress)
+    else:
+        result = fastpg.run(values, out, overwrite=overwrite, argv=argv)
+    if not quiet:
+        t = result.trace
+        click.echo(
+            f"wrote {out}: complete, {int(t['steps'][-1])} steps, expected_error {t['expected_error'][-1]:.4g}, "
+            f"greedy_error {t['greedy_error'][-1]:.4g}, orm_queries {t['orm_queries'][-1]:.6g}, "
+            f"prm_queries {t['prm_queries'][-1]:.6g}"
+        )
+
+
+@main.command("info")
+@click.argument("path", type=click.Path(exists=True))
+def info_cmd(path):
+    """Summary of a result file (also while it is being written) or a folder of them.
+
+    \b
+    Examples:
+      fastpg info tiny.h5
+    """
+    click.echo(describe(path))
+
+
+def _error(message: str, code: int) -> int:
+    click.echo(f"fastpg: error: {message}", err=True)
+    return code
+
+
+def cli(args=None) -> int:
+    """Console entry point: one-line errors, exit 2 for bad input, 1 for failed runs, 130 for Ctrl-C."""
+    try:
+        code = main.main(args=args, prog_name="fastpg", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except click.exceptions.Abort:
+        return _error("interrupted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        return _error(" ".join(exc.format_message().split()), EXIT_BAD_INPUT)
+    except ConfigError as exc:
+        return _error(str(exc), EXIT_BAD_INPUT)
+    except OutputError as exc:
+        return _error(str(exc), EXIT_BAD_INPUT)
+    except fastpg.RunFailed as exc:
+        return _error(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error("interrupted", EXIT_INTERRUPTED)
+
+
+def entry() -> None:
+    sys.exit(cli())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()
+

@@ -1,0 +1,82 @@
+"""Compiled kernels drawing contexts and their teacher labels (SPEC §2).
+
+A context distribution is given by cluster centres ``mu[C, d]`` and a cumulative
+distribution ``cdf[C]`` over clusters: ``x = normalise(mu_c + sigma g / sqrt(d))``
+with ``g`` standard normal. ``C = 0`` stands for the uniform distribution on the
+sphere (``x = normalise(g)``). Contexts are conditioned on the teacher margin
+``m(x) >= gamma`` by rejection.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numba import njit
+
+from .model import greedy_decode, reset_table
+from .rng import normal, uniform
+
+
+@njit(cache=True)
+def draw_context(state, centres, cdf, sigma, x_out):
+    """Draw one context into ``x_out`` (unit norm) from the run's stream."""
+    d = x_out.shape[0]
+    C = centres.shape[0]
+    if C == 0:
+        for j in range(d):
+            x_out[j] = normal(state)
+    else:
+        u = uniform(state)
+        c = 0
+        while c < C - 1 and u >= cdf[c]:
+            c += 1
+        scale = sigma / math.sqrt(d)
+        for j in range(d):
+            g = normal(state) if sigma > 0.0 else 0.0
+            x_out[j] = centres[c, j] + scale * g
+    norm = 0.0
+    for j in range(d):
+        norm += x_out[j] * x_out[j]
+    norm = math.sqrt(norm)
+    if norm == 0.0:  # measure zero: fall back to the first axis
+        x_out[0] = 1.0
+        norm = 1.0
+    for j in range(d):
+        x_out[j] /= norm
+
+
+@njit(cache=True)
+def draw_labelled_context(
+    state, W_star, features, centres, cdf, sigma, gamma, max_tries, logp, have, x_out, y_out
+):
+    """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
+
+    Returns ``-1.0`` when ``max_tries`` draws were all rejected (the caller reports it).
+    """
+    for _ in range(max_tries):
+        draw_context(state, centres, cdf, sigma, x_out)
+        reset_table(have)
+        m = greedy_decode(W_star, x_out, features, logp, have, y_out)
+        if m >= gamma:
+            return m
+    return -1.0
+
+
+@njit(cache=True)
+def draw_labelled_contexts(
+    state, W_star, features, centres, cdf, sigma, gamma, max_tries, X_out, Y_out, margin_out
+):
+    """Fill ``X_out[n, d]``, ``Y_out[n, N]``, ``margin_out[n]``; returns False if rejection failed."""
+    k = W_star.shape[1]
+    logp = np.empty((W_star.shape[0], k))
+    have = np.zeros(W_star.shape[0], dtype=np.bool_)
+    for n in range(X_out.shape[0]):
+        m = draw_labelled_context(
+            state, W_star, features, centres, cdf, sigma, gamma, max_tries, logp, have, X_out[n], Y_out[n]
+        )
+        if m < 0.0:
+            return False
+        margin_out[n] = m
+    return True

@@ -1,0 +1,81 @@
+"""From a configuration and a task to the engine's per-run arrays (pre- and post-training)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import steps as S
+from .config import ConfigError, RunConfig
+from .engine import Batch
+from .rng import seed_sequence, xoshiro_state
+from .tasks import Task
+
+
+def pack_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: float):
+    """The packed ``ip`` / ``fp`` parameter rows of :func:`fastpg.steps.advance_run`."""
+    ip = np.zeros(S.N_IP, dtype=np.int64)
+    ip[S.IP_ALGORITHM] = algorithm
+    ip[S.IP_REWARD] = S.REWARDS.index(cfg.reward)
+    ip[S.IP_G] = cfg.G
+    ip[S.IP_BASELINE] = S.BASELINES.index(cfg.baseline)
+    ip[S.IP_SKIP] = int(bool(cfg.skip))
+    ip[S.IP_LR] = S.LR_RULES.index(lr)
+    ip[S.IP_FEATURES] = task.features
+    ip[S.IP_MAX_TRIES] = task.max_tries
+    fp = np.zeros(S.N_FP)
+    fp[S.FP_ETA] = eta
+    fp[S.FP_FLOOR] = cfg.floor
+    fp[S.FP_M] = float(cfg.M)
+    fp[S.FP_SIGMA] = task.sigma
+    fp[S.FP_GAMMA] = task.gamma
+    return ip, fp
+
+
+def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: np.ndarray, pool: bool,
+               algorithm: int, lr: str, eta: float, key: dict) -> dict:
+    """One run's arrays for :class:`fastpg.engine.Batch`, with its own random stream."""
+    ip, fp = pack_params(cfg, task, algorithm=algorithm, lr=lr, eta=eta)
+    d, N = cfg.d, cfg.N
+    return dict(
+        W=np.array(W0, dtype=np.float64), W_star=task.W_star, centres=task.centres, cdf=cdf,
+        pool_x=task.pool_x if pool else np.zeros((0, d)), pool_y=task.pool_y if pool else np.zeros((0, N), np.int64),
+        state=xoshiro_state(seed_sequence(cfg.seed, stream, key)), ip=ip, fp=fp,
+        test_x=task.test_x, test_y=task.test_y,
+    )
+
+
+def pretraining_run(cfg: RunConfig, task: Task) -> dict:
+    """SGD on the log-loss over fresh contexts from the (Zipf-skewed) pre-training distribution, from ``W = 0``."""
+    W0 = np.zeros_like(task.W_star)
+    return run_arrays(cfg, task, W0, stream="pretrain", cdf=task.pre_cdf, pool=False, algorithm=S.SFT,
+                      lr=cfg.pre_lr, eta=cfg.pre_eta, key=cfg.base_params())
+
+
+def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
+    """The post-training run of ``cfg`` starting from the base weights ``W0`` (SPEC §6)."""
+    algorithm = S.ALGORITHMS.index(cfg.algorithm)
+    return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
+                      lr=cfg.lr, eta=cfg.eta, key=cfg.to_dict())
+
+
+def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
+    """Base weights ``W0`` of SPEC §3 (``sgd``, ``teacher``, ``uniform`` or ``file``)."""
+    if cfg.base == "uniform":
+        return np.zeros_like(task.W_star)
+    if cfg.base == "teacher":
+        rng = np.random.default_rng(seed_sequence(cfg.seed, "base", cfg.base_params()))
+        G = rng.standard_normal(task.W_star.shape)
+        mix = np.sqrt(1.0 - cfg.rho**2) * task.W_star + cfg.rho * G / np.linalg.norm(G)
+        return cfg.beta * mix / np.linalg.norm(mix)
+    if cfg.base == "file":
+        W = load_final_W(cfg.base_file)
+        if W.shape != task.W_star.shape:
+            raise ConfigError("--base-file", f"its final W has shape {W.shape}; allowed: a file whose W has shape {task.W_star.shape}")
+        return np.array(W, dtype=np.float64)
+    batch = Batch([pretraining_run(cfg, task)])
+    status = batch.advance(cfg.n_pre)
+    if status[0] == S.NON_FINITE:
+        raise ConfigError("--pre-eta", "pre-training weights became non-finite; allowed: a smaller --pre-eta")
+    if status[0] == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
+        raise ConfigError("--gamma", "rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
+    return batch.W[0].copy()

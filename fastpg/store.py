@@ -1,0 +1,205 @@
+"""HDF5 result files (SPEC §8): one file per run, streamed in SWMR mode.
+
+Protocol (SPEC §13): every group, dataset and attribute is created first, ``status`` is set
+to ``running``, then the file switches to SWMR mode; each evaluation point appends one row
+(``resize`` + write + ``flush``). The final status is written after the SWMR writer is
+closed, by reopening the file normally, so a killed run stays ``running``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .config import SCHEMA_VERSION, ConfigError
+from .metrics import METRICS
+from .steps import COUNTERS
+
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+
+TRACE_UNITS = {
+    "steps": ("steps", "post-training steps taken"),
+    "contexts": ("contexts", "post-training contexts drawn"),
+    "sequences": ("responses", "responses sampled, skipped ones included"),
+    "tokens": ("tokens", "tokens sampled, skipped ones included"),
+    "orm_queries": ("queries", "outcome reward model queries"),
+    "prm_queries": ("queries", "process reward model (prefix) queries"),
+    "updates": ("updates", "steps with a non-zero update"),
+    "mistakes": ("responses", "sampled responses (tokens for rs+prm) that were not correct"),
+    "expected_error": ("probability", "1 - mean_j pi_W(y*_j|x_j) over the test set"),
+    "greedy_error": ("fraction", "fraction of test contexts whose greedy decoding is not y*"),
+    "offsupport_likelihood": ("probability", "mean pi_W(y*|x) over test contexts with base likelihood < alpha_off (0 if none)"),
+    "onsupport_likelihood": ("probability", "mean pi_W(y*|x) over test contexts with base likelihood >= alpha_off (0 if none)"),
+    "mean_loglik": ("nats", "mean_j log pi_W(y*_j|x_j)"),
+    "wall_time": ("seconds", "wall-clock time since the start of post-training"),
+}
+TRACE_NAMES = COUNTERS + METRICS + ("wall_time",)
+
+
+class OutputError(Exception):
+    """The output path cannot be used; the message is one line."""
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an existing file (unless ``overwrite``) or an unwritable folder, before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out: {path} is a folder; allowed: a file path")
+    if path.exists() and not overwrite:
+        raise OutputError(f"--out: {path} exists; pass --overwrite to replace it, or choose another path")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"--out: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"--out: {path} cannot be written (permission denied)")
+    return path
+
+
+def _describe(ds, units: str, description: str) -> None:
+    ds.attrs["units"] = units
+    ds.attrs["description"] = description
+
+
+def _config_attrs(group, config: dict) -> None:
+    for key, value in config.items():
+        group.attrs[key] = "" if value is None else value
+    group.attrs["json"] = json.dumps(config)
+
+
+class RunWriter:
+    """Writes one run's file: static data at :meth:`open`, a row per :meth:`append`, then :meth:`close`."""
+
+    def __init__(self, path, *, config: dict, argv: list[str], n_test: int, N: int, token_trace: bool):
+        self.path = Path(path)
+        self.config = config
+        self.argv = argv
+        self.n_test = n_test
+        self.N = N
+        self.token_trace = token_trace
+        self.f = None
+        self.rows = 0
+
+    def open(self, *, task: dict, base: dict, lq: dict, W_shape) -> None:
+        """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode."""
+        f = h5py.File(self.path, "w", libver="latest")
+        self.f = f
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["fastpg_version"] = __version__
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["argv"] = json.dumps(self.argv)
+        f.attrs["seed"] = self.config["seed"]
+        f.attrs["status"] = RUNNING
+        f.attrs["message"] = ""
+        _config_attrs(f.create_group("config"), self.config)
+
+        g = f.create_group("task")
+        for name, (data, units, desc) in task["datasets"].items():
+            _describe(g.create_dataset(name, data=data), units, desc)
+        for key, value in task["attrs"].items():
+            g.attrs[key] = value
+        g = f.create_group("base")
+        for name, (data, units, desc) in base["datasets"].items():
+            _describe(g.create_dataset(name, data=data), units, desc)
+        for key, value in base["attrs"].items():
+            g.attrs[key] = value
+        lqg = g.create_group("lq")
+        for name, (data, units, desc) in lq.items():
+            _describe(lqg.create_dataset(name, data=data), units, desc)
+
+        tr = f.create_group("trace")
+        for name in TRACE_NAMES:
+            ds = tr.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype="f8")
+            _describe(ds, *TRACE_UNITS[name])
+        ds = tr.create_dataset("likelihood", shape=(0, self.n_test), maxshape=(None, self.n_test),
+                               chunks=(1, self.n_test), dtype="f4")
+        _describe(ds, "probability", "pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns)")
+        if self.token_trace:
+            ds = tr.create_dataset("token_loglik", shape=(0, self.n_test, self.N), maxshape=(None, self.n_test, self.N),
+                                   chunks=(1, self.n_test, self.N), dtype="f4")
+            _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
+        ds = f.create_group("final").create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
+        _describe(ds, "weight", "final weights W[block, token, d] (block layout of SPEC §1); valid once status is complete")
+        f.flush()
+        f.swmr_mode = True
+
+    def append(self, row: dict, likelihood: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
+        """Append one evaluation point (all trace datasets grow by one row) and flush."""
+        tr = self.f["trace"]
+        n = self.rows + 1
+        for name in TRACE_NAMES:
+            ds = tr[name]
+            ds.resize((n,))
+            ds[n - 1] = row[name]
+        ds = tr["likelihood"]
+        ds.resize((n, self.n_test))
+        ds[n - 1] = likelihood.astype(np.float32)
+        if self.token_trace:
+            ds = tr["token_loglik"]
+            ds.resize((n, self.n_test, self.N))
+            ds[n - 1] = token_loglik.astype(np.float32)
+        self.rows = n
+        self.f.flush()
+
+    def close(self, status: str, W_final: np.ndarray | None = None, message: str = "") -> None:
+        """Write the final weights, close the SWMR writer, then reopen to set the final ``status``."""
+        if self.f is None:
+            return
+        try:
+            if W_final is not None:
+                self.f["final/W"][...] = W_final
+                self.f.flush()
+        finally:
+            self.f.close()
+            self.f = None
+        with h5py.File(self.path, "r+", libver="latest") as f:
+            f.attrs["status"] = status
+            f.attrs["message"] = message
+
+
+def read_final_W(path) -> np.ndarray:
+    """``/final/W`` of a complete fastpg file (for ``--base file``)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("status") != COMPLETE:
+                raise ConfigError("--base-file", f"{path} is not a complete fastpg run; allowed: a file with status complete")
+            return f["final/W"][...]
+    except (OSError, KeyError) as exc:
+        raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); allowed: a fastpg HDF5 result file") from None
+
+
+def open_result(path):
+    """Open a result file for reading, also while it is being written (SWMR)."""
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    except OSError:
+        return h5py.File(path, "r")
+
+
+def load(path) -> dict:
+    """Read a result file (also a running one) into plain Python: ``status``, ``config`` (dict),
+    ``trace`` (name -> 1-D array; ``likelihood`` 2-D), ``base`` (arrays and attrs), ``rows``."""
+    with open_result(path) as f:
+        for ds in f["trace"].values():
+            if hasattr(ds, "refresh"):
+                ds.refresh()
+        trace = {name: ds[...] for name, ds in f["trace"].items()}
+        rows = min(len(v) for v in trace.values()) if trace else 0
+        trace = {name: v[:rows] for name, v in trace.items()}  # a row is whole only once all datasets have it
+        return {
+            "path": str(path),
+            "status": str(f.attrs.get("status", "")),
+            "message": str(f.attrs.get("message", "")),
+            "created": str(f.attrs.get("created", "")),
+            "fastpg_version": str(f.attrs.get("fastpg_version", "")),
+            "config": json.loads(f["config"].attrs["json"]),
+            "trace": trace,
+            "rows": rows,
+            "base": {name: f["base"][name][...] for name in ("loglik", "token_loglik")} | dict(f["base"].attrs),
+            "task": dict(f["task"].attrs),
+        }

@@ -1,0 +1,243 @@
+"""Slow, obviously-correct NumPy references for the compiled kernels (same names, STYLE §Tests).
+
+Random numbers come from the same per-run xoshiro stream (``fastpg.rng.uniform`` / ``normal``,
+themselves checked against a pure-Python xoshiro256**), consumed in the documented order, so
+the reference and the kernels can be compared exactly, step by step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from fastpg.rng import normal, uniform, uniform_pos
+
+
+def xoshiro256ss(state: list[int]):
+    """Pure-Python xoshiro256** (Blackman & Vigna); yields 64-bit outputs."""
+    mask = (1 << 64) - 1
+    s = [int(v) for v in state]
+
+    def rotl(x, r):
+        return ((x << r) | (x >> (64 - r))) & mask
+
+    while True:
+        result = (rotl((s[1] * 5) & mask, 7) * 9) & mask
+        t = (s[1] << 17) & mask
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        yield result
+
+
+def block_index(features, i, prev, k):
+    return i if features == 0 else i * (k + 1) + prev
+
+
+def log_softmax(s):
+    m = s.max()
+    return s - (m + np.log(np.exp(s - m).sum()))
+
+
+def token_logprobs(W, x, features, prefix):
+    """``log pi_W(. | x, prefix)`` over the vocabulary at position ``len(prefix)``."""
+    k = W.shape[1]
+    i = len(prefix)
+    prev = k if i == 0 else prefix[-1]
+    return log_softmax(W[block_index(features, i, prev, k)] @ x)
+
+
+def token_logliks(W, x, y, features):
+    return np.array([token_logprobs(W, x, features, y[:i])[y[i]] for i in range(len(y))])
+
+
+def sequence_loglik(W, x, y, features):
+    return float(token_logliks(W, x, y, features).sum())
+
+
+def greedy_decode(W, x, features, N):
+    y, margin = [], np.inf
+    for _ in range(N):
+        s = token_logprobs(W, x, features, y)
+        best = int(np.argmax(s))
+        others = np.delete(s, best)
+        margin = min(margin, s[best] - others.max())
+        y.append(best)
+    return np.array(y), margin
+
+
+def response_distribution(W, x, features, N):
+    """Every response and its probability (exhaustive; small k, N only)."""
+    k = W.shape[1]
+    ys = list(itertools.product(range(k), repeat=N))
+    p = np.array([math.exp(sequence_loglik(W, x, np.array(y), features)) for y in ys])
+    return ys, p
+
+
+def score_gradient(W, x, y, weights, features):
+    """``sum_i weights[i] * grad_W log pi_W(y_i | x, y_<i)`` as a full array like ``W``."""
+    k = W.shape[1]
+    g = np.zeros_like(W)
+    for i in range(len(y)):
+        prev = k if i == 0 else y[i - 1]
+        b = block_index(features, i, prev, k)
+        p = np.exp(token_logprobs(W, x, features, y[:i]))
+        e = np.zeros(k)
+        e[y[i]] = 1.0
+        g[b] += weights[i] * np.outer(e - p, x)
+    return g
+
+
+def sample_token(logp, state):
+    u = uniform(state)
+    c = np.cumsum(np.exp(logp))
+    idx = int(np.searchsorted(c, u, side="right"))
+    return min(idx, int(np.nonzero(np.exp(logp) > 0)[0].max()))
+
+
+def sample_response(W, x, features, N, state):
+    y = []
+    for _ in range(N):
+        y.append(sample_token(token_logprobs(W, x, features, y), state))
+    return np.array(y)
+
+
+def draw_context(state, centres, cdf, sigma, d):
+    if len(centres) == 0:
+        x = np.array([normal(state) for _ in range(d)])
+    else:
+        u = uniform(state)
+        c = min(int(np.searchsorted(cdf, u, side="right")), len(cdf) - 1)
+        g = np.array([normal(state) if sigma > 0 else 0.0 for _ in range(d)])
+        x = centres[c] + sigma / math.sqrt(d) * g
+    return x / np.linalg.norm(x)
+
+
+def failures_before_success(p, M, u):
+    """Reference skip-ahead with the textbook formula (valid where p is not extreme)."""
+    if p >= 1.0:
+        return 0.0
+    f = math.floor(math.log(u) / math.log1p(-p))
+    return float(min(f, M))
+
+
+def advantages(r, baseline):
+    r = np.asarray(r, dtype=float)
+    G = len(r)
+    if baseline == "none":
+        return r.copy()
+    if baseline == "mean":
+        return r - r.mean()
+    if baseline == "rloo":
+        return r - (r.sum() - r) / (G - 1)
+    return (r - r.mean()) / (r.std() + 1e-8)
+
+
+def learning_rate(rule, eta, floor, t, loss):
+    if rule == "adaptive":
+        return eta / max(loss, floor)
+    if rule == "invsqrt":
+        return eta / math.sqrt(t)
+    return eta
+
+
+def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n_steps):
+    """Reference for ``fastpg.steps.advance_run``: same stream, same counters, NumPy updates.
+
+    ``cfg`` is a dict with keys features, algorithm (pg|rs|sft), reward, G, baseline, skip, lr,
+    eta, floor, M, sigma, gamma.
+    """
+    features = cfg["features"]
+    N = pool_y.shape[1]
+    d = W.shape[2]
+    for _ in range(n_steps):
+        if len(pool_x):
+            idx = min(int(uniform(state) * len(pool_x)), len(pool_x) - 1)
+            x, y_star = pool_x[idx].copy(), pool_y[idx].copy()
+        else:
+            while True:
+                x = draw_context(state, centres, cdf, cfg["sigma"], d)
+                y_star, m = greedy_decode(W_star, x, features, N)
+                if m >= cfg["gamma"]:
+                    break
+        counters["steps"] += 1
+        counters["contexts"] += 1
+        t = counters["steps"]
+        grad = None
+        alg = cfg["algorithm"]
+        if alg == "pg":
+            G = cfg["G"]
+            ys = [sample_response(W, x, features, N, state) for _ in range(G)]
+            f = [next((i for i in range(N) if y[i] != y_star[i]), N) for y in ys]
+            counters["sequences"] += G
+            counters["tokens"] += G * N
+            counters["mistakes"] += sum(fj < N for fj in f)
+            if cfg["reward"] == "orm":
+                counters["orm_queries"] += G
+                r = np.array([1.0 if fj == N else 0.0 for fj in f])
+                target = N if r.any() else 0
+                A = np.tile(advantages(r, cfg["baseline"])[:, None], (1, N))
+            else:
+                counters["prm_queries"] += sum(min(fj + 1, N) for fj in f)
+                target = max(f)
+                A = np.zeros((G, N))
+                for i in range(N):
+                    A[:, i] = advantages([1.0 if i < fj else 0.0 for fj in f], cfg["baseline"])
+            if target > 0:
+                loss = -token_logliks(W, x, y_star, features)[:target].sum()
+                eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, loss) / G
+                grad = sum(score_gradient(W, x, ys[j], eta_t * A[j], features) for j in range(G))
+        elif alg == "rs":
+            M = float(cfg["M"])
+            tok = token_logliks(W, x, y_star, features)
+            if cfg["reward"] == "orm":
+                if cfg["skip"]:
+                    fails = failures_before_success(math.exp(tok.sum()), M, uniform_pos(state))
+                else:
+                    fails = 0.0
+                    while fails < M and not np.array_equal(sample_response(W, x, features, N, state), y_star):
+                        fails += 1
+                ok = fails < M
+                q = fails + 1 if ok else M
+                counters["orm_queries"] += q
+                counters["sequences"] += q
+                counters["tokens"] += q * N
+                counters["mistakes"] += fails
+                reached = N if ok else 0
+            else:
+                counters["sequences"] += 1
+                reached = 0
+                for i in range(N):
+                    if cfg["skip"]:
+                        fails = failures_before_success(math.exp(tok[i]), M, uniform_pos(state))
+                    else:
+                        lp = token_logprobs(W, x, features, list(y_star[:i]))
+                        fails = 0.0
+                        while fails < M and sample_token(lp, state) != y_star[i]:
+                            fails += 1
+                    ok = fails < M
+                    q = fails + 1 if ok else M
+                    counters["prm_queries"] += q
+                    counters["tokens"] += q
+                    counters["mistakes"] += fails
+                    if not ok:
+                        break
+                    reached = i + 1
+            if reached > 0:
+                eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, -tok[:reached].sum())
+                if eta_t != 0:
+                    grad = score_gradient(W, x, y_star, np.where(np.arange(N) < reached, eta_t, 0.0), features)
+        else:  # sft
+            loss = -sequence_loglik(W, x, y_star, features)
+            eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, loss)
+            if eta_t != 0:
+                grad = score_gradient(W, x, y_star, np.full(N, eta_t), features)
+        if grad is not None and np.any(grad != 0):
+            W += grad
+            counters["updates"] += 1
+    return W

@@ -1,0 +1,124 @@
+"""Model kernels against the NumPy reference: likelihoods, greedy decoding, gradients, sampling."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastpg.model import (
+    accumulate_score,
+    apply_update,
+    greedy_decode,
+    greedy_matches,
+    reset_table,
+    sample_response,
+    token_logliks,
+)
+
+import naive
+from conftest import new_state, random_W, random_x
+
+SHAPES = [(0, 1, 2, 3), (0, 3, 3, 5), (1, 3, 2, 4), (1, 4, 3, 2), (1, 1, 5, 3)]  # features, N, k, d
+
+
+def table(W):
+    return np.empty((W.shape[0], W.shape[1])), np.zeros(W.shape[0], dtype=np.bool_)
+
+
+@pytest.mark.parametrize("features,N,k,d", SHAPES)
+def test_token_logliks_match_reference(rng, features, N, k, d):
+    for _ in range(5):
+        W = random_W(rng, features, N, k, d, scale=3.0)
+        x = random_x(rng, d)
+        y = rng.integers(0, k, N)
+        logp, have = table(W)
+        out = np.empty(N)
+        total = token_logliks(W, x, y, features, logp, have, out)
+        ref = naive.token_logliks(W, x, y, features)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+        assert total == pytest.approx(ref.sum(), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("features", [0, 1])
+def test_likelihoods_below_1e300_stay_finite(rng, features):
+    N, k, d = 6, 3, 4
+    W = random_W(rng, features, N, k, d, scale=20000.0)
+    x = random_x(rng, d)
+    y_greedy, _ = naive.greedy_decode(W, x, features, N)
+    y = (y_greedy + 1) % k  # every token wrong: likelihood far below 1e-300
+    logp, have = table(W)
+    out = np.empty(N)
+    total = token_logliks(W, x, y, features, logp, have, out)
+    assert np.all(np.isfinite(out)) and math.isfinite(total)
+    assert total < math.log(1e-300)
+    np.testing.assert_allclose(out, naive.token_logliks(W, x, y, features), rtol=1e-10)
+
+
+@pytest.mark.parametrize("features,N,k,d", SHAPES)
+def test_greedy_decode_and_margin(rng, features, N, k, d):
+    for _ in range(5):
+        W = random_W(rng, features, N, k, d)
+        x = random_x(rng, d)
+        logp, have = table(W)
+        y = np.empty(N, dtype=np.int64)
+        m = greedy_decode(W, x, features, logp, have, y)
+        y_ref, m_ref = naive.greedy_decode(W, x, features, N)
+        np.testing.assert_array_equal(y, y_ref)
+        assert m == pytest.approx(m_ref, rel=1e-9, abs=1e-12)
+        reset_table(have)
+        assert greedy_matches(W, x, y_ref, features, logp, have)
+        y_bad = y_ref.copy()
+        y_bad[-1] = (y_bad[-1] + 1) % k
+        reset_table(have)
+        assert not greedy_matches(W, x, y_bad, features, logp, have)
+
+
+@pytest.mark.parametrize("features,N,k,d", SHAPES)
+def test_score_gradient_matches_reference_and_finite_differences(rng, features, N, k, d):
+    W = random_W(rng, features, N, k, d)
+    x = random_x(rng, d)
+    y = rng.integers(0, k, N)
+    weights = rng.standard_normal(N)
+    logp, have = table(W)
+    coef = np.zeros((W.shape[0], k))
+    touched = np.zeros(W.shape[0], dtype=np.bool_)
+    W_new = W.copy()
+    accumulate_score(W_new, x, y, weights, features, logp, have, coef, touched)
+    apply_update(W_new, x, coef, touched)
+    grad = W_new - W
+    np.testing.assert_allclose(grad, naive.score_gradient(W, x, y, weights, features), rtol=1e-10, atol=1e-13)
+    assert not coef.any() and not touched.any()
+
+    def objective(V):
+        return float(np.dot(weights, naive.token_logliks(V, x, y, features)))
+
+    h = 1e-6
+    fd = np.zeros_like(W)
+    for idx in np.ndindex(W.shape):
+        e = np.zeros_like(W)
+        e[idx] = h
+        fd[idx] = (objective(W + e) - objective(W - e)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("features,N,k", [(0, 2, 2), (0, 2, 3), (1, 2, 3), (1, 3, 2)])
+def test_sampling_frequencies_match_softmax(rng, features, N, k):
+    d = 3
+    W = random_W(rng, features, N, k, d, scale=1.5)
+    x = random_x(rng, d)
+    ys, p = naive.response_distribution(W, x, features, N)
+    index = {y: j for j, y in enumerate(ys)}
+    state = new_state(features * 100 + N * 10 + k)
+    logp, have = table(W)
+    n = 40000
+    counts = np.zeros(len(ys))
+    y = np.empty(N, dtype=np.int64)
+    for _ in range(n):
+        sample_response(W, x, features, logp, have, state, y)
+        counts[index[tuple(y)]] += 1
+    se = np.sqrt(p * (1 - p) / n)
+    assert np.all(np.abs(counts / n - p) < 5 * se + 1e-12)
+    # Pearson chi-square against the softmax probabilities: 5-sigma bound on its mean df
+    chi2 = np.sum((counts - n * p) ** 2 / (n * p))
+    df = len(ys) - 1
+    assert chi2 < df + 5 * np.sqrt(2 * df)

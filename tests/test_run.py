@@ -1,0 +1,205 @@
+"""End-to-end runs through the Python API: file layout, recomputation, query accounting, extremes."""
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+import fastpg
+from fastpg import store
+from fastpg.config import ConfigError, RunConfig
+from fastpg.metrics import eval_points
+
+import naive
+
+SMALL = dict(d=6, k=3, N=3, n_pre=100, steps=120, n_test=32, eval_every=40)
+
+
+def test_tiny_file_layout(tiny_result):
+    with h5py.File(tiny_result.path, "r") as f:
+        assert f.attrs["status"] == "complete"
+        for key in ("schema_version", "fastpg_version", "created", "argv", "seed"):
+            assert key in f.attrs
+        cfg = f["config"].attrs
+        for key in ("d k N features contexts C sigma zipf gamma seed base n_pre beta rho algorithm reward G "
+                    "baseline M skip lr eta floor steps n_train n_test eval_every alpha_off json").split():
+            assert key in cfg, key
+        p = fastpg.PRESETS["tiny"]
+        n_test, d, N, k = p["n_test"], p["d"], p["N"], p["k"]
+        assert f["task/W_star"].shape == (N, k, d)
+        assert f["task/test_x"].shape == (n_test, d)
+        assert f["task/test_y"].shape == (n_test, N) and f["task/test_y"].dtype == np.int32
+        assert f["task/test_margin"].shape == (n_test,)
+        assert f["base/W"].shape == (N, k, d)
+        assert f["base/loglik"].shape == (n_test,) and f["base/token_loglik"].shape == (n_test, N)
+        for name in ("alpha", "cdf", "token_cdf"):
+            assert f["base/lq"][name].ndim == 1
+        n_eval = len(eval_points(p["steps"], p["eval_every"], 0))
+        for name in store.TRACE_NAMES:
+            ds = f["trace"][name]
+            assert ds.shape == (n_eval,) and ds.chunks is not None and ds.maxshape == (None,)
+            assert "units" in ds.attrs and "description" in ds.attrs
+        assert f["trace/likelihood"].shape == (n_eval, n_test) and f["trace/likelihood"].dtype == np.float32
+        assert f["final/W"].shape == (N, k, d)
+        for name in store.TRACE_NAMES:
+            assert np.all(np.isfinite(f["trace"][name][...]))
+
+
+def test_stored_numbers_agree_with_recomputation(tiny_result):
+    """Base and final likelihoods and metrics recomputed with the NumPy reference from the stored arrays."""
+    with h5py.File(tiny_result.path, "r") as f:
+        cfg = RunConfig.from_dict({k: v for k, v in __import__("json").loads(f["config"].attrs["json"]).items()})
+        features = ("position", "markov").index(cfg.features)
+        X, Y = f["task/test_x"][...], f["task/test_y"][...]
+        W_star, W0, W1 = f["task/W_star"][...], f["base/W"][...], f["final/W"][...]
+        base_ll, base_tok = f["base/loglik"][...], f["base/token_loglik"][...]
+        trace = {name: f["trace"][name][...] for name in f["trace"]}
+        lq_cdf = f["base/lq/cdf"][...]
+        alpha = f["base/lq/alpha"][...]
+    for j in range(len(X)):
+        y_ref, m_ref = naive.greedy_decode(W_star, X[j], features, cfg.N)
+        np.testing.assert_array_equal(Y[j], y_ref)
+        tok = naive.token_logliks(W0, X[j], Y[j], features)
+        np.testing.assert_allclose(base_tok[j], tok, rtol=1e-8, atol=1e-12)
+        assert base_ll[j] == pytest.approx(tok.sum(), rel=1e-8, abs=1e-12)
+    final_ll = np.array([naive.sequence_loglik(W1, X[j], Y[j], features) for j in range(len(X))])
+    np.testing.assert_allclose(trace["likelihood"][-1], np.exp(final_ll), rtol=1e-6)
+    np.testing.assert_allclose(trace["likelihood"][0], np.exp(base_ll), rtol=1e-6)
+    assert trace["expected_error"][-1] == pytest.approx(1 - np.exp(final_ll).mean(), rel=1e-10)
+    assert trace["mean_loglik"][-1] == pytest.approx(final_ll.mean(), rel=1e-10)
+    greedy_ok = [np.array_equal(naive.greedy_decode(W1, X[j], features, cfg.N)[0], Y[j]) for j in range(len(X))]
+    assert trace["greedy_error"][-1] == pytest.approx(1 - np.mean(greedy_ok))
+    off = base_ll < math.log(cfg.alpha_off)
+    lik = np.exp(final_ll)
+    assert trace["offsupport_likelihood"][-1] == pytest.approx(lik[off].mean() if off.any() else 0.0)
+    assert trace["onsupport_likelihood"][-1] == pytest.approx(lik[~off].mean() if (~off).any() else 0.0)
+    np.testing.assert_allclose(lq_cdf, [(base_ll <= math.log(a)).mean() for a in alpha])
+    assert trace["steps"][-1] == cfg.steps
+
+
+@pytest.mark.parametrize("algorithm,reward", [("pg", "orm"), ("pg", "prm"), ("rs", "orm"), ("rs", "prm")])
+@pytest.mark.parametrize("features", ["position", "markov"])
+def test_every_algorithm_and_reward_runs(algorithm, reward, features):
+    r = fastpg.run(dict(SMALL, algorithm=algorithm, reward=reward, features=features, M=1000))
+    assert r.trace["steps"][-1] == SMALL["steps"]
+    queries = r.trace["orm_queries"] if reward == "orm" else r.trace["prm_queries"]
+    other = r.trace["prm_queries"] if reward == "orm" else r.trace["orm_queries"]
+    assert queries[-1] > 0 and other[-1] == 0
+    assert all(np.all(np.isfinite(v)) for v in r.trace.values())
+
+
+@pytest.mark.parametrize("baseline", ["mean", "rloo", "grpo"])
+@pytest.mark.parametrize("reward", ["orm", "prm"])
+def test_pg_baselines_with_groups(baseline, reward):
+    r = fastpg.run(dict(SMALL, algorithm="pg", reward=reward, G=4, baseline=baseline))
+    assert r.trace["sequences"][-1] == 4 * SMALL["steps"]
+    assert r.trace["tokens"][-1] == 4 * SMALL["steps"] * SMALL["N"]
+
+
+def _expected_queries(p, M):
+    """E[min(F + 1, M)] for F ~ Geometric(p): sum_{n=0}^{M-1} (1-p)^n."""
+    return (1.0 - (1.0 - p) ** M) / p
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_orm_query_accounting_uniform_base(skip):
+    k, N, S, M = 3, 3, 400, 60
+    p = k**-N
+    r = fastpg.run(dict(d=4, k=k, N=N, base="uniform", algorithm="rs", reward="orm", eta=0.0, skip=skip, M=M,
+                        steps=S, n_test=8, eval_every=S, seed=3))
+    expected = S * _expected_queries(p, M)
+    q = (1 - p) ** np.arange(M)
+    var = np.sum((2 * np.arange(M) + 1) * q) - _expected_queries(p, M) ** 2  # Var[min(F+1, M)]
+    assert abs(r.trace["orm_queries"][-1] - expected) < 5 * math.sqrt(S * var)
+    assert r.trace["sequences"][-1] == r.trace["orm_queries"][-1]
+    assert r.trace["tokens"][-1] == N * r.trace["orm_queries"][-1]
+    assert r.trace["updates"][-1] == 0
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_prm_query_accounting_uniform_base(skip):
+    """Token-wise: with eta = 0 every token has p = 1/k, budget M per token."""
+    k, N, S, M = 4, 5, 400, 3
+    p = 1.0 / k
+    r = fastpg.run(dict(d=4, k=k, N=N, base="uniform", algorithm="rs", reward="prm", eta=0.0, skip=skip, M=M,
+                        steps=S, n_test=8, eval_every=S, seed=4))
+    per_token = _expected_queries(p, M)
+    success = 1 - (1 - p) ** M
+    # positions reached: the response stops at the first token whose budget runs out
+    reach = np.array([success**i for i in range(N)])  # P(position i is attempted)
+    expected = S * per_token * reach.sum()
+    q = (1 - p) ** np.arange(M)
+    ex2 = np.sum((2 * np.arange(M) + 1) * q)
+    var_upper = N * N * ex2  # crude bound on Var of the per-step total
+    assert abs(r.trace["prm_queries"][-1] - expected) < 5 * math.sqrt(S * var_upper)
+    assert abs(r.trace["prm_queries"][-1] - expected) < 0.1 * expected
+    assert r.trace["tokens"][-1] == r.trace["prm_queries"][-1]
+    assert r.trace["sequences"][-1] == S
+
+
+def test_likelihoods_below_1e300_give_no_nan():
+    r = fastpg.run(dict(d=8, k=4, N=6, base="teacher", beta=20000.0, rho=0.9, algorithm="rs", reward="orm",
+                        steps=50, n_test=64, eval_every=10, alpha_off=1e-300))
+    assert np.min(r.base_loglik) < math.log(1e-300)
+    for name, v in r.trace.items():
+        assert np.all(np.isfinite(v)), name
+    assert np.all(np.isfinite(r.likelihood))
+
+
+def test_large_eta_fails_cleanly(tmp_path):
+    out = tmp_path / "boom.h5"
+    with pytest.raises(fastpg.RunFailed, match="--eta"):
+        fastpg.run(dict(SMALL, base="uniform", eta=1e308, lr="constant", algorithm="rs", reward="prm"), out)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "failed"
+        for name in store.TRACE_NAMES:
+            assert np.all(np.isfinite(f["trace"][name][...]))
+
+
+def test_infeasible_gamma_names_option_and_suggests():
+    with pytest.raises(ConfigError) as err:
+        fastpg.run(dict(SMALL, gamma=10.0))
+    assert err.value.option == "--gamma"
+    assert "quantiles" in err.value.message and "such as" in err.value.message
+
+
+def test_gamma_quantile_conditions_contexts():
+    r = fastpg.run(dict(SMALL, gamma_quantile=0.5, steps=0))
+    assert r.trace["steps"][-1] == 0
+
+
+def test_gamma_is_respected(tmp_path):
+    out = tmp_path / "g.h5"
+    fastpg.run(dict(SMALL, gamma_quantile=0.7, steps=10), out)
+    with h5py.File(out, "r") as f:
+        gamma = f["task"].attrs["gamma"]
+        assert gamma > 0
+        assert f["task/test_margin"][...].min() >= gamma
+        assert f["task"].attrs["realised_min_margin"] >= gamma
+
+
+def test_base_file_roundtrip(tiny_result):
+    p = fastpg.PRESETS["tiny"]
+    r = fastpg.run(dict(p, base="file", base_file=tiny_result.path, steps=0))
+    with h5py.File(tiny_result.path, "r") as f:
+        np.testing.assert_array_equal(r.W, f["final/W"][...])
+    with pytest.raises(ConfigError, match="--base-file"):
+        fastpg.run(dict(p, d=p["d"] + 1, base="file", base_file=tiny_result.path, steps=0))
+
+
+def test_same_task_for_orm_and_prm():
+    a = fastpg.run(dict(SMALL, reward="orm"))
+    b = fastpg.run(dict(SMALL, reward="prm"))
+    np.testing.assert_array_equal(a.base_loglik, b.base_loglik)
+    c = fastpg.run(dict(SMALL, reward="orm"))
+    for name in a.trace:
+        if name != "wall_time":
+            np.testing.assert_array_equal(a.trace[name], c.trace[name])
+
+
+def test_eval_points():
+    np.testing.assert_array_equal(eval_points(10, 4, 0), [0, 4, 8, 10])
+    np.testing.assert_array_equal(eval_points(0, 4, 0), [0])
+    pts = eval_points(1000, 1, 5)
+    assert pts[0] == 0 and pts[-1] == 1000 and np.all(np.diff(pts) > 0)

@@ -1,0 +1,164 @@
+"""Step kernels: skip-ahead in distribution, advantages, and the whole step loop against the reference."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastpg import steps as S
+from fastpg.rng import uniform_pos
+from fastpg.steps import advance_run, advantages, failures_before_success, log1mexp
+
+import naive
+from conftest import new_state, random_W
+
+
+def truncated_geometric_mean(p, M):
+    """E[min(F, M)] for F ~ Geometric(p) failures: sum_{n=1}^{M} (1-p)^n."""
+    q = 1.0 - p
+    return q * (1.0 - q**M) / p
+
+
+@pytest.mark.parametrize("p,M", [(0.5, 10**9), (0.01, 10**9), (0.3, 3), (0.05, 40), (1e-6, 10**4)])
+def test_skip_ahead_matches_truncated_geometric(p, M):
+    state = new_state(int(p * 1e6) + M % 97)
+    n = 20000
+    F = np.array([failures_before_success(math.log(p), float(M), uniform_pos(state)) for _ in range(n)])
+    assert F.min() >= 0 and F.max() <= M and np.all(F == np.floor(F))
+    mean = truncated_geometric_mean(p, M)
+    # variance of min(F, M) is at most that of F
+    se = math.sqrt((1 - p) / p**2 / n)
+    assert abs(F.mean() - mean) < 5 * se
+    for m in (1, 2, 5):
+        if m <= M:
+            frac = np.mean(F >= m)
+            expect = (1 - p) ** m
+            assert abs(frac - expect) < 5 * math.sqrt(expect * (1 - expect) / n) + 1e-12
+
+
+def test_skip_ahead_agrees_with_brute_force_in_distribution():
+    """Failures counted by sampling Bernoulli(p) trials vs the O(1) draw: same law (two-sample test)."""
+    p, M, n = 0.2, 12, 20000
+    s1, s2 = new_state(1), new_state(2)
+    fast = np.array([failures_before_success(math.log(p), float(M), uniform_pos(s1)) for _ in range(n)])
+    slow = np.empty(n)
+    for j in range(n):
+        f = 0
+        while f < M and uniform_pos(s2) > p:
+            f += 1
+        slow[j] = f
+    for m in range(0, M + 1):
+        a, b = np.mean(fast == m), np.mean(slow == m)
+        pm = (1 - p) ** m * (p if m < M else 1.0)
+        assert abs(a - b) < 5 * math.sqrt(2 * pm * (1 - pm) / n) + 1e-12
+
+
+def test_skip_ahead_extremes():
+    M = 1e15
+    assert failures_before_success(0.0, M, 0.3) == 0.0  # p = 1
+    assert failures_before_success(-1e-300, M, 0.3) == 0.0  # p = 1 - 1e-300
+    assert failures_before_success(-1e-20, M, 1.0) == 0.0  # u = 1
+    # p rounds to 1: almost never a failure, no NaN
+    assert failures_before_success(-1e-17, M, 0.5) == 0.0
+    # p underflows to 0 (likelihood e^-1000): budget always runs out
+    assert failures_before_success(-1000.0, M, 1e-300) == M
+    # p = 1e-30: F ~ 1e30 >> M
+    assert failures_before_success(math.log(1e-30), M, 0.5) == M
+    # tiny p with a budget that allows success: F = -log(u)/p in log space
+    f = failures_before_success(-705.0, 1e308, 0.5)
+    assert f == pytest.approx(math.log(2) * math.exp(705.0), rel=1e-12)
+    # p = 1e-10 with a large budget: F = floor(-log(u) / -log1p(-p))
+    f = failures_before_success(math.log(1e-10), M, 0.5)
+    assert f == math.floor(math.log(2) / -math.log1p(-1e-10))
+    for logp in (-1e-300, -1e-12, -0.5, -0.7, -0.69, -5.0, -50.0, -745.0, -1e5):
+        assert math.isfinite(log1mexp(logp)) or logp == 0.0
+    assert log1mexp(-1e-12) == pytest.approx(math.log(1e-12), rel=1e-9)
+    assert log1mexp(math.log(1e-30)) == pytest.approx(-1e-30, rel=1e-9)
+
+
+@pytest.mark.parametrize("baseline", ["none", "mean", "rloo", "grpo"])
+def test_advantages_match_reference(rng, baseline):
+    for G in (2, 3, 8):
+        r = (rng.random(G) < 0.4).astype(float)
+        out = np.empty(G)
+        advantages(r, S.BASELINES.index(baseline), out)
+        np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
+
+
+def _setup(rng, features, N, k, d, n_clusters, pool):
+    W0 = random_W(rng, features, N, k, d, scale=0.7)
+    W_star = random_W(rng, features, N, k, d)
+    W_star /= np.linalg.norm(W_star)
+    if n_clusters:
+        centres = rng.standard_normal((n_clusters, d))
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        cdf = np.cumsum(np.full(n_clusters, 1.0 / n_clusters))
+    else:
+        centres, cdf = np.zeros((0, d)), np.zeros(0)
+    if pool:
+        px = rng.standard_normal((pool, d))
+        px /= np.linalg.norm(px, axis=1, keepdims=True)
+        py = np.array([naive.greedy_decode(W_star, x, features, N)[0] for x in px], dtype=np.int64)
+    else:
+        px, py = np.zeros((0, d)), np.zeros((0, N), dtype=np.int64)
+    return W0, W_star, centres, cdf, px, py
+
+
+CASES = [
+    dict(algorithm="pg", reward="orm", G=1, baseline="none", lr="constant"),
+    dict(algorithm="pg", reward="orm", G=4, baseline="mean", lr="adaptive"),
+    dict(algorithm="pg", reward="orm", G=3, baseline="grpo", lr="invsqrt"),
+    dict(algorithm="pg", reward="prm", G=1, baseline="none", lr="adaptive"),
+    dict(algorithm="pg", reward="prm", G=4, baseline="rloo", lr="constant"),
+    dict(algorithm="pg", reward="prm", G=3, baseline="grpo", lr="adaptive"),
+    dict(algorithm="rs", reward="orm", skip=True, lr="adaptive"),
+    dict(algorithm="rs", reward="orm", skip=False, lr="constant", M=5),
+    dict(algorithm="rs", reward="prm", skip=True, lr="invsqrt", M=3),
+    dict(algorithm="rs", reward="prm", skip=False, lr="adaptive", M=4),
+    dict(algorithm="sft", reward="orm", lr="adaptive"),
+    dict(algorithm="sft", reward="orm", lr="constant"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("features,clusters,pool", [(0, 0, 0), (1, 3, 0), (0, 2, 5), (1, 0, 4)])
+def test_advance_run_matches_reference(rng, case, features, clusters, pool):
+    N, k, d = 3, 3, 4
+    W0, W_star, centres, cdf, px, py = _setup(rng, features, N, k, d, clusters, pool)
+    cfg = dict(features=features, G=1, baseline="none", skip=True, eta=0.7, floor=1e-8, M=10**6,
+               sigma=0.3, gamma=0.0, reward="orm")
+    cfg.update(case)
+    ip = np.zeros(S.N_IP, dtype=np.int64)
+    ip[S.IP_ALGORITHM] = {"pg": S.PG, "rs": S.RS, "sft": S.SFT}[cfg["algorithm"]]
+    ip[S.IP_REWARD] = S.REWARDS.index(cfg["reward"])
+    ip[S.IP_G] = cfg["G"]
+    ip[S.IP_BASELINE] = S.BASELINES.index(cfg["baseline"])
+    ip[S.IP_SKIP] = int(cfg["skip"])
+    ip[S.IP_LR] = S.LR_RULES.index(cfg["lr"])
+    ip[S.IP_FEATURES] = features
+    ip[S.IP_MAX_TRIES] = 1000
+    fp = np.array([cfg["eta"], cfg["floor"], float(cfg["M"]), cfg["sigma"], cfg["gamma"]])
+    state_fast, state_ref = new_state(7), new_state(7)
+    counters = np.zeros(8)
+    W_fast = W0.copy()
+    status = advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, ip, fp, 25)
+    assert status == S.OK
+    ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
+    W_ref = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, 25)
+    np.testing.assert_allclose(W_fast, W_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(counters, [ref_counters[c] for c in S.COUNTERS])
+    np.testing.assert_array_equal(state_fast, state_ref)  # the same random numbers were consumed
+    assert counters[S.C_STEPS] == 25
+
+
+def test_non_finite_weights_are_reported(rng):
+    N, k, d = 2, 2, 3
+    W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
+    ip = np.zeros(S.N_IP, dtype=np.int64)
+    ip[S.IP_ALGORITHM] = S.SFT
+    ip[S.IP_FEATURES] = 0
+    ip[S.IP_MAX_TRIES] = 10
+    ip[S.IP_LR] = S.CONSTANT
+    fp = np.array([1e308, 1e-8, 1.0, 0.0, 0.0])
+    status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(8), ip, fp, 50)
+    assert status == S.NON_FINITE
