@@ -203,3 +203,12 @@ def test_eval_points():
     np.testing.assert_array_equal(eval_points(0, 4, 0), [0])
     pts = eval_points(1000, 1, 5)
     assert pts[0] == 0 and pts[-1] == 1000 and np.all(np.diff(pts) > 0)
+
+
+def test_token_trace_stored(tmp_path):
+    out = tmp_path / "tok.h5"
+    r = fastpg.run(dict(SMALL, token_trace=True), out)
+    with h5py.File(out, "r") as f:
+        tok = f["trace/token_loglik"][...]
+        assert tok.shape == (len(r.trace["steps"]), SMALL["n_test"], SMALL["N"])
+        np.testing.assert_allclose(np.exp(tok.sum(axis=2)), f["trace/likelihood"][...], rtol=1e-5)

@@ -1,0 +1,40 @@
+"""Property-based checks (hypothesis) of the model kernels over shapes and weight scales."""
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastpg.model import greedy_decode, token_logliks
+
+import naive
+
+shapes = st.tuples(st.integers(0, 1), st.integers(1, 5), st.integers(2, 5), st.integers(1, 6))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, scale=st.sampled_from([0.0, 1e-3, 1.0, 50.0, 3e4]), seed=st.integers(0, 2**31))
+def test_logliks_finite_normalised_and_match_reference(shape, scale, seed):
+    features, N, k, d = shape
+    rng = np.random.default_rng(seed)
+    blocks = N if features == 0 else N * (k + 1)
+    W = scale * rng.standard_normal((blocks, k, d))
+    x = rng.standard_normal(d)
+    x /= np.linalg.norm(x)
+    y = rng.integers(0, k, N)
+    logp = np.empty((blocks, k))
+    have = np.zeros(blocks, dtype=np.bool_)
+    out = np.empty(N)
+    total = token_logliks(W, x, y, features, logp, have, out)
+    assert math.isfinite(total) and np.all(out <= 1e-12)
+    np.testing.assert_allclose(out, naive.token_logliks(W, x, y, features), rtol=1e-9, atol=1e-9)
+    # every computed row is a normalised distribution
+    for b in np.nonzero(have)[0]:
+        assert abs(np.logaddexp.reduce(logp[b])) < 1e-9
+    yg = np.empty(N, dtype=np.int64)
+    have[:] = False
+    m = greedy_decode(W, x, features, logp, have, yg)
+    assert m >= 0.0
+    if scale == 0.0:
+        assert m == 0.0 and np.all(yg == 0)
