@@ -21,25 +21,27 @@ def describe_file(path) -> str:
         r = load(path)
     except (OSError, KeyError, ValueError) as exc:
         return f"{path}: unreadable or not a fastpg result ({exc.__class__.__name__}); treat it as incomplete"
-    cfg = r["config"]
-    status = r["status"]
-    rows = r["rows"]
-    steps_done = int(r["trace"]["steps"][-1]) if rows else 0
+    cfg = r.config
+    status = r.status
+    rows = r.rows
+    steps_done = int(r.trace["steps"][-1]) if rows else 0
+    total = cfg["n_pre"] if r.experiment == "pretrain" else cfg["steps"]
     state = {
         "running": "running (or killed before it finished: incomplete)",
         "complete": "complete",
-        "failed": f"failed: {r['message']}",
+        "failed": f"failed: {r.message}",
     }.get(status, status)
     lines = [
         f"{path}",
         f"  status       {state}",
-        f"  progress     {steps_done} / {cfg['steps']} steps, {rows} evaluation points",
+        f"  experiment   {r.experiment}",
+        f"  progress     {steps_done} / {total} steps, {rows} evaluation points",
         "  config       " + " ".join(f"{key}={cfg[key]}" for key in SHOWN_CONFIG if key in cfg),
-        f"  base         off-support fraction {_fmt(float(r['base'].get('offsupport_fraction', 0.0)))} "
+        f"  base         off-support fraction {_fmt(float(r.base.get('offsupport_fraction', 0.0)))} "
         f"(alpha_off={cfg['alpha_off']})",
     ]
     if rows:
-        t = r["trace"]
+        t = r.trace
         lines.append("  counters     " + " ".join(f"{c}={_fmt(float(t[c][-1]))}" for c in COUNTERS))
         lines.append("  metrics      " + " ".join(f"{m}={_fmt(float(t[m][-1]))}" for m in METRICS))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import click
 
 import fastpg
 from fastpg.config import ConfigError
+from fastpg.plots import PlotUnavailable
 from fastpg.store import OutputError
 
 from .info import describe
@@ -32,6 +33,9 @@ def main():
       fastpg run --preset tiny --out tiny.h5
       fastpg run -d 32 -k 4 -N 8 --algorithm rs --reward prm --base uniform --out rs.h5
       fastpg info tiny.h5
+      fastpg fig1 results/fig1
+      fastpg pretrain results/pretrain
+      fastpg plot lq results/fig1/fig1-orm.h5 --out lq.png
     """
 
 
@@ -84,6 +88,13 @@ def info_cmd(path):
     click.echo(describe(path))
 
 
+from .experiments import fig1_cmd, plot_cmd, pretrain_cmd  # noqa: E402
+
+main.add_command(fig1_cmd)
+main.add_command(pretrain_cmd)
+main.add_command(plot_cmd)
+
+
 def _error(message: str, code: int) -> int:
     click.echo(f"fastpg: error: {message}", err=True)
     return code
@@ -101,6 +112,8 @@ def cli(args=None) -> int:
     except ConfigError as exc:
         return _error(str(exc), EXIT_BAD_INPUT)
     except OutputError as exc:
+        return _error(str(exc), EXIT_BAD_INPUT)
+    except PlotUnavailable as exc:
         return _error(str(exc), EXIT_BAD_INPUT)
     except fastpg.RunFailed as exc:
         return _error(str(exc), EXIT_FAILED)

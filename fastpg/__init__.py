@@ -7,6 +7,9 @@ After *Post-Training with Policy Gradients: Optimality and the Base Model Barrie
 __version__ = "0.1.0"
 
 from .api import RunFailed, RunResult, run  # noqa: E402
+from .api import pretrain  # noqa: E402
 from .config import PRESETS, ConfigError, RunConfig  # noqa: E402
+from .store import RunData, load  # noqa: E402
 
-__all__ = ["run", "RunResult", "RunFailed", "RunConfig", "ConfigError", "PRESETS", "__version__"]
+__all__ = ["run", "pretrain", "load", "RunData", "RunResult", "RunFailed", "RunConfig", "ConfigError", "PRESETS",
+           "__version__"]

@@ -12,7 +12,7 @@ from . import steps as S
 from .config import ConfigError, RunConfig, validate
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
-from .runs import base_model, post_training_run
+from .runs import base_model, post_training_run, pretraining_run
 from .store import COMPLETE, FAILED, TRACE_NAMES, RunWriter, check_output, read_final_W
 from .tasks import make_task
 
@@ -104,20 +104,47 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
     task = make_task(cfg)
     W0 = base_model(cfg, task, read_final_W)
     batch = Batch([post_training_run(cfg, task, W0)])
+    points = eval_points(cfg.steps, cfg.eval_every, cfg.eval_log)
+    return _drive(cfg, task, batch, points, out, argv=argv, progress=progress, experiment="post-training",
+                  eta_flag="--eta", eta=cfg.eta)
 
+
+def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None,
+             progress=None) -> RunResult:
+    """The statistical-learning experiment (SPEC §3): SGD on the log-loss from ``W = 0``.
+
+    Runs ``n_pre`` steps of pre-training on fresh labelled contexts from the pre-training
+    distribution, evaluating at the points given by ``eval_every`` / ``eval_log`` (counted in
+    samples seen). The file has the run layout: ``/base`` holds the starting point ``W = 0``,
+    ``/trace/steps`` the samples seen, ``/final/W`` the pre-trained weights; the root attribute
+    ``experiment`` is ``"pretrain"``.
+    """
+    cfg = _as_config(config)
+    if out is not None:
+        check_output(out, overwrite)
+    task = make_task(cfg)
+    batch = Batch([pretraining_run(cfg, task)])
+    points = eval_points(cfg.n_pre, cfg.eval_every, cfg.eval_log)
+    return _drive(cfg, task, batch, points, out, argv=argv, progress=progress, experiment="pretrain",
+                  eta_flag="--pre-eta", eta=cfg.pre_eta)
+
+
+def _drive(cfg, task, batch, points, out, *, argv, progress, experiment, eta_flag, eta) -> RunResult:
+    """Advance a one-run batch between evaluation ``points``, evaluating and streaming each row."""
+    W0 = batch.W[0].copy()
     loglik0, token0, greedy0 = (a[0] for a in batch.evaluate())
     if not np.all(np.isfinite(loglik0)):
         raise ConfigError("--beta" if cfg.base == "teacher" else "--pre-eta", "the base model's likelihoods are not finite; allowed: smaller weights")
     offsupport = loglik0 < math.log(cfg.alpha_off)
     lq = likelihood_quantile(loglik0, token0)
-    points = eval_points(cfg.steps, cfg.eval_every, cfg.eval_log)
     trace = {name: [] for name in TRACE_NAMES}
     likelihoods = []
+    diverged = f"{eta_flag}: {{what}} before step {{done}} ({eta_flag[2:].replace('-', '_')}={eta:g}); allowed: a smaller {eta_flag}"
 
     writer = None
     if out is not None:
         writer = RunWriter(out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
-                           token_trace=cfg.token_trace)
+                           token_trace=cfg.token_trace, experiment=experiment)
     try:
         if writer is not None:
             base, lq_ds = _base_record(W0, loglik0, token0, offsupport, lq)
@@ -129,19 +156,19 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
                 status = batch.advance(step - done)[0]
                 done = int(step)
                 if status == S.NON_FINITE:
-                    raise RunFailed(f"--eta: weights diverged (non-finite or above {S.MAX_ABS_WEIGHT:g}) before step {done} (eta={cfg.eta:g}); allowed: a smaller --eta")
+                    raise RunFailed(diverged.format(what=f"weights diverged (non-finite or above {S.MAX_ABS_WEIGHT:g})", done=done))
                 if status == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
                     raise RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
                 loglik, token, greedy = (a[0] for a in batch.evaluate())
             else:
                 loglik, token, greedy = loglik0, token0, greedy0
             if not np.all(np.isfinite(loglik)):
-                raise RunFailed(f"--eta: likelihoods became non-finite before step {done} (eta={cfg.eta:g}); allowed: a smaller --eta")
+                raise RunFailed(diverged.format(what="likelihoods became non-finite", done=done))
             row = dict(zip(S.COUNTERS, batch.counters[0].tolist()))
             row.update(test_metrics(loglik, greedy, offsupport))
             row["wall_time"] = time.perf_counter() - start
             if not all(math.isfinite(v) for v in row.values()):
-                raise RunFailed(f"--eta: metrics became non-finite before step {done} (eta={cfg.eta:g}); allowed: a smaller --eta")
+                raise RunFailed(diverged.format(what="metrics became non-finite", done=done))
             for name in TRACE_NAMES:
                 trace[name].append(row[name])
             likelihoods.append(np.exp(loglik).astype(np.float32))

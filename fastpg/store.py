@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -24,7 +25,7 @@ from .steps import COUNTERS
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
 TRACE_UNITS = {
-    "steps": ("steps", "post-training steps taken"),
+    "steps": ("steps", "steps taken (post-training; labelled samples seen in a pretrain experiment)"),
     "contexts": ("contexts", "post-training contexts drawn"),
     "sequences": ("responses", "responses sampled, skipped ones included"),
     "tokens": ("tokens", "tokens sampled, skipped ones included"),
@@ -75,13 +76,15 @@ def _config_attrs(group, config: dict) -> None:
 class RunWriter:
     """Writes one run's file: static data at :meth:`open`, a row per :meth:`append`, then :meth:`close`."""
 
-    def __init__(self, path, *, config: dict, argv: list[str], n_test: int, N: int, token_trace: bool):
+    def __init__(self, path, *, config: dict, argv: list[str], n_test: int, N: int, token_trace: bool,
+                 experiment: str = "post-training"):
         self.path = Path(path)
         self.config = config
         self.argv = argv
         self.n_test = n_test
         self.N = N
         self.token_trace = token_trace
+        self.experiment = experiment
         self.f = None
         self.rows = 0
 
@@ -94,6 +97,7 @@ class RunWriter:
         f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
         f.attrs["argv"] = json.dumps(self.argv)
         f.attrs["seed"] = self.config["seed"]
+        f.attrs["experiment"] = self.experiment
         f.attrs["status"] = RUNNING
         f.attrs["message"] = ""
         _config_attrs(f.create_group("config"), self.config)
@@ -181,25 +185,81 @@ def open_result(path):
         return h5py.File(path, "r")
 
 
-def load(path) -> dict:
-    """Read a result file (also a running one) into plain Python: ``status``, ``config`` (dict),
-    ``trace`` (name -> 1-D array; ``likelihood`` 2-D), ``base`` (arrays and attrs), ``rows``."""
+@dataclass
+class RunData:
+    """A result file in plain arrays (analysis is separate from simulation: nothing here reruns).
+
+    ``config`` is the ``/config`` dict; ``trace`` maps every 1-D trace name to its array (one entry
+    per evaluation point); ``likelihood`` is ``[eval point, test context]``; ``base`` holds
+    ``loglik``, ``token_loglik`` and the ``/base`` attributes; ``lq`` the Likelihood Quantile arrays.
+    """
+
+    path: str
+    status: str
+    message: str
+    experiment: str
+    created: str
+    fastpg_version: str
+    config: dict
+    trace: dict
+    likelihood: np.ndarray
+    base: dict
+    lq: dict
+    task: dict
+
+    @property
+    def rows(self) -> int:
+        return len(self.trace["steps"])
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    @property
+    def queries(self) -> np.ndarray:
+        """Total reward queries (ORM + PRM) at each evaluation point."""
+        return self.trace["orm_queries"] + self.trace["prm_queries"]
+
+    def to_pandas(self):
+        """The 1-D traces as a ``pandas.DataFrame`` (one row per evaluation point); needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ImportError("RunData.to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.trace)
+
+
+def load(path) -> RunData:
+    """Read a result file (also one still being written, through SWMR) into a :class:`RunData`.
+
+    Only whole rows are returned: a row counts once every trace dataset has it.
+    """
     with open_result(path) as f:
         for ds in f["trace"].values():
             if hasattr(ds, "refresh"):
                 ds.refresh()
-        trace = {name: ds[...] for name, ds in f["trace"].items()}
-        rows = min(len(v) for v in trace.values()) if trace else 0
-        trace = {name: v[:rows] for name, v in trace.items()}  # a row is whole only once all datasets have it
-        return {
-            "path": str(path),
-            "status": str(f.attrs.get("status", "")),
-            "message": str(f.attrs.get("message", "")),
-            "created": str(f.attrs.get("created", "")),
-            "fastpg_version": str(f.attrs.get("fastpg_version", "")),
-            "config": json.loads(f["config"].attrs["json"]),
-            "trace": trace,
-            "rows": rows,
-            "base": {name: f["base"][name][...] for name in ("loglik", "token_loglik")} | dict(f["base"].attrs),
-            "task": dict(f["task"].attrs),
-        }
+        arrays = {name: ds[...] for name, ds in f["trace"].items()}
+        rows = min(len(v) for v in arrays.values()) if arrays else 0
+        arrays = {name: v[:rows] for name, v in arrays.items()}
+        likelihood = arrays.pop("likelihood")
+        arrays.pop("token_loglik", None)
+        base = {name: f["base"][name][...] for name in ("loglik", "token_loglik")}
+        base.update({key: _plain(value) for key, value in f["base"].attrs.items()})
+        return RunData(
+            path=str(path),
+            status=str(f.attrs.get("status", "")),
+            message=str(f.attrs.get("message", "")),
+            experiment=str(f.attrs.get("experiment", "post-training")),
+            created=str(f.attrs.get("created", "")),
+            fastpg_version=str(f.attrs.get("fastpg_version", "")),
+            config=json.loads(f["config"].attrs["json"]),
+            trace=arrays,
+            likelihood=likelihood,
+            base=base,
+            lq={name: ds[...] for name, ds in f["base/lq"].items()},
+            task={key: _plain(value) for key, value in f["task"].attrs.items()},
+        )
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,151 @@
+"""``fastpg fig1``, ``fastpg pretrain`` and ``fastpg plot``: thin wrappers over fastpg.experiments / plots."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fastpg import config as C
+from fastpg.plots import X_AXES
+
+from .options import resolve, run_options
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}; allowed: comma-separated numbers", param_hint=option) from None
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+
+    def report(tag, done):
+        if sys.stderr.isatty():
+            click.echo(f"\r  {tag}: {done} steps", err=True, nl=False)
+
+    return report
+
+
+@click.command("fig1")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@run_options
+@click.option("--x", "x", type=click.Choice(X_AXES), default="steps", show_default=True, help="x axis of the figure")
+@click.option("--overwrite", is_flag=True, help="replace existing files in OUTDIR")
+@click.option("--quiet", "-q", is_flag=True, help="no progress or summary")
+def fig1_cmd(outdir, preset, x, overwrite, quiet, **given):
+    """Figure 1 end to end: PG with ORM and with PRM from one task and base model.
+
+    Writes OUTDIR/fig1-orm.h5, OUTDIR/fig1-prm.h5 and OUTDIR/fig1.png. Options override the
+    fig1-orm preset (--reward is ignored: both rewards are run).
+
+    \b
+    Examples:
+      fastpg fig1 results/fig1
+      fastpg fig1 results/fig1-queries --x queries
+      fastpg fig1 results/fig1-N12 -N 12 --steps 100000
+    """
+    from fastpg.experiments import fig1
+
+    overrides = resolve(preset, given)
+    result = fig1(outdir, overrides, x=x, overwrite=overwrite, argv=["fastpg", *sys.argv[1:]],
+                  progress=_progress(quiet))
+    if not quiet:
+        s = result.summary()
+        click.echo(f"\rwrote {result.files['orm']}, {result.files['prm']}, {result.png}")
+        click.echo(f"off-support fraction (base likelihood < {s['alpha_off']:g}): {s['offsupport_fraction']:.3f}")
+        click.echo(f"final off-support likelihood: ORM {s['orm_offsupport_likelihood']:.3g}, PRM {s['prm_offsupport_likelihood']:.3g}")
+        click.echo(f"final expected error:         ORM {s['orm_expected_error']:.3f}, PRM {s['prm_expected_error']:.3f}")
+        click.echo(f"reward queries:               ORM {s['orm_queries']:.6g}, PRM {s['prm_queries']:.6g}")
+
+
+@click.command("pretrain")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@run_options
+@click.option("--gamma-quantiles", default=",".join(f"{q:g}" for q in C.PRETRAIN_GAMMA_QUANTILES), show_default=True,
+              help="margins as quantiles of pilot margins, comma-separated")
+@click.option("--lr-rules", default=",".join(C.PRETRAIN_LR_RULES), show_default=True,
+              help=f"learning-rate rules to compare, comma-separated ({', '.join(C.LR_RULES)})")
+@click.option("--overwrite", is_flag=True, help="replace existing files in OUTDIR")
+@click.option("--quiet", "-q", is_flag=True, help="no progress or summary")
+def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **given):
+    """Statistical learning: SGD test error against samples seen, per LR rule and margin (SPEC §3).
+
+    One HDF5 file per (rule, margin) and OUTDIR/pretrain.png with the 1/(gamma^2 n) rate; prints
+    the fitted log-log slope of the greedy test error. Options override the built-in setup
+    (d=64, k=4, N=2, sphere, n_pre=300000, n_test=8192).
+
+    \b
+    Examples:
+      fastpg pretrain results/pretrain
+      fastpg pretrain results/pretrain-d16 -d 16 --n-pre 100000 --gamma-quantiles 0.3
+    """
+    from fastpg.experiments import pretrain_experiment
+
+    qs = _parse_floats(gamma_quantiles, "--gamma-quantiles")
+    if not qs or not all(0.0 <= q <= 1.0 for q in qs):
+        raise click.BadParameter(f"{gamma_quantiles!r}; allowed: numbers in [0, 1]", param_hint="--gamma-quantiles")
+    rules = tuple(r.strip() for r in lr_rules.split(",") if r.strip())
+    bad = [r for r in rules if r not in C.LR_RULES]
+    if bad or not rules:
+        raise click.BadParameter(f"{lr_rules!r}; allowed: {', '.join(C.LR_RULES)}", param_hint="--lr-rules")
+    overrides = resolve(preset, given)
+    result = pretrain_experiment(outdir, overrides, gamma_quantiles=qs, lr_rules=rules, overwrite=overwrite,
+                                 argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
+    if not quiet:
+        click.echo(f"\rwrote {len(result.runs)} runs and {result.png}")
+        click.echo("greedy test error vs samples seen, fitted log-log slope (points with 10/n_test <= error <= 0.3):")
+        for s in result.slopes():
+            click.echo(f"  lr={s['lr']:<9} gamma={s['gamma']:.4g} (q={s['gamma_quantile']:g})  slope {s['slope']:+.3f}  "
+                       f"final error {s['final_error']:.3g}")
+        click.echo("slope of log error against log(gamma^2 n), pooled over margins (-1 is the 1/(gamma^2 n) rate):")
+        for lr, slope in result.pooled_slopes().items():
+            click.echo(f"  lr={lr:<9} {slope:+.3f}")
+
+
+PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories")
+
+
+@click.command("plot")
+@click.argument("kind", type=click.Choice(PLOT_KINDS))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
+@click.option("--x", "x", type=click.Choice(X_AXES), default="steps", show_default=True, help="x axis (fig1, trajectories)")
+@click.option("--overwrite", is_flag=True, help="replace an existing --out file")
+def plot_cmd(kind, files, out, x, overwrite):
+    """Figures from result files (nothing is rerun).
+
+    \b
+    fig1 ORM.h5 PRM.h5     the three panels of Figure 1
+    lq FILE...             Likelihood Quantile CDFs of the base models (sequence and token level)
+    pretrain FILE...       test error against samples seen (files of fastpg pretrain)
+    trajectories FILE      per-context likelihood trajectories coloured by base likelihood
+
+    \b
+    Examples:
+      fastpg plot fig1 out/fig1-orm.h5 out/fig1-prm.h5 --out fig1.png --x queries
+      fastpg plot lq out/fig1-orm.h5 --out lq.png
+    """
+    from fastpg import plots
+    from fastpg.store import check_output, load
+
+    check_output(out, overwrite)
+    plots.require_matplotlib()
+    runs = [load(f) for f in files]
+    if kind == "fig1":
+        if len(runs) != 2:
+            raise click.BadParameter(f"got {len(runs)} files; allowed: exactly two, ORM then PRM", param_hint="FILES")
+        fig = plots.fig1_figure(runs[0], runs[1], x=x)
+    elif kind == "lq":
+        fig = plots.lq_figure(runs, labels=[Path(f).stem for f in files])
+    elif kind == "pretrain":
+        fig = plots.pretrain_figure(runs)
+    else:
+        if len(runs) != 1:
+            raise click.BadParameter(f"got {len(runs)} files; allowed: exactly one", param_hint="FILES")
+        fig = plots.trajectories_figure(runs[0], x=x)
+    click.echo(f"wrote {plots.save(fig, out)}")

@@ -1,0 +1,192 @@
+"""Figures from loaded result files (:class:`fastpg.store.RunData`); never reruns anything.
+
+Needs matplotlib (the optional extra ``plot``); :func:`require_matplotlib` gives a one-line
+error naming the extra when it is missing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .analysis import fit_loglog_slope
+
+X_AXES = ("steps", "queries")
+
+
+class PlotUnavailable(ImportError):
+    """matplotlib is not installed."""
+
+
+def require_matplotlib():
+    """Import matplotlib with the non-interactive Agg backend, or raise :class:`PlotUnavailable`."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotUnavailable("plots need matplotlib: pip install 'fastpg[plot]'") from None
+    return plt
+
+
+def x_values(run, x: str) -> tuple[np.ndarray, str]:
+    """The x axis of a trace: post-training steps or total reward queries (ORM + PRM)."""
+    if x == "queries":
+        return run.queries, "reward queries (ORM + PRM)"
+    return run.trace["steps"], "samples seen" if run.experiment == "pretrain" else "post-training steps"
+
+
+def _positive(xs, *ys):
+    """Drop the x = 0 row (step 0) so that the x axis can be logarithmic."""
+    keep = xs > 0
+    return (xs[keep], *(y[keep] for y in ys))
+
+
+def _trajectories(fig, ax, run, x, max_contexts=200):
+    """Draw per-context likelihood trajectories on ``ax``, coloured by base likelihood; returns (shown, n)."""
+    plt = require_matplotlib()
+    from matplotlib.colors import LogNorm
+
+    xs, _ = x_values(run, x)
+    base_lik = np.exp(run.base["loglik"])
+    n = run.likelihood.shape[1]
+    shown = np.random.default_rng(0).choice(n, size=min(n, max_contexts), replace=False)
+    floor = 1e-12  # colour scale floor: likelihoods below it share the darkest colour
+    norm = LogNorm(vmin=max(float(base_lik.min()), floor), vmax=1.0)
+    cmap = plt.get_cmap("viridis")
+    keep = xs > 0
+    for j in shown[np.argsort(base_lik[shown])]:
+        ax.plot(xs[keep], run.likelihood[keep, j], color=cmap(norm(max(base_lik[j], floor))), lw=0.7, alpha=0.7)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="base likelihood pi_0(y*|x)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("likelihood of the correct response")
+    return len(shown), n
+
+
+def fig1_figure(orm, prm, x: str = "steps"):
+    """The three panels of the paper's Figure 1 from an ORM run and a PRM run of the same task.
+
+    Left: mean likelihood over test contexts whose base likelihood is below ``alpha_off``.
+    Center: expected test error, with the Likelihood Quantile barrier ``P_j[pi_0 < alpha_off]``.
+    Right: per-context likelihood trajectories under ORM, coloured by base likelihood (log scale).
+    """
+    plt = require_matplotlib()
+    alpha_off = orm.config["alpha_off"]
+    off_fraction = float(orm.base["offsupport_fraction"])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    styles = {"ORM": dict(color="tab:red"), "PRM": dict(color="tab:blue")}
+    for name, run in (("ORM", orm), ("PRM", prm)):
+        xs, label = x_values(run, x)
+        xs, off, err = _positive(xs, run.trace["offsupport_likelihood"], run.trace["expected_error"])
+        axes[0].plot(xs, off, label=f"PG + {name}", lw=2, **styles[name])
+        axes[1].plot(xs, err, label=f"PG + {name}", lw=2, **styles[name])
+    axes[0].set_ylim(-0.03, 1.03)
+    axes[0].set_title(f"off-support contexts (base likelihood < {alpha_off:g}; {off_fraction:.0%} of test set)")
+    axes[0].set_ylabel("mean likelihood of the correct response")
+    axes[1].axhline(off_fraction, color="gray", ls="--", lw=1.2, label=f"LQ barrier: P[base lik. < {alpha_off:g}]")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_title("expected test error 1 - E[pi(y*|x)]")
+    axes[1].set_ylabel("expected test error")
+
+    label_orm = x_values(orm, x)[1]
+    shown, n = _trajectories(fig, axes[2], orm, x)
+    axes[2].set_title(f"PG + ORM: likelihood per test context ({shown} of {n})")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(label_orm)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="center left")
+    axes[1].legend(loc="lower left")
+    cfg = orm.config
+    fig.suptitle(f"Figure 1: d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']} (C={cfg['C']}, zipf={cfg['zipf']}), "
+                 f"base={cfg['base']} (n_pre={cfg['n_pre']}), pg G={cfg['G']}, lr={cfg['lr']} eta={cfg['eta']}, seed={cfg['seed']}")
+    return fig
+
+
+def trajectories_figure(run, x: str = "steps", max_contexts: int = 200):
+    """Per-context likelihood trajectories of one run, coloured by base likelihood (log scale)."""
+    plt = require_matplotlib()
+
+    fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+    shown, n = _trajectories(fig, ax, run, x, max_contexts)
+    label = x_values(run, x)[1]
+    cfg = run.config
+    ax.set(xscale="log", xlabel=label, title=f"{cfg['algorithm']} + {cfg['reward'].upper()}: {shown} of {n} test contexts")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def lq_figure(runs, labels=None):
+    """Likelihood Quantile of base models: ``P_j[pi_0(y*_j|x_j) <= alpha]`` and its token-level twin."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), constrained_layout=True)
+    labels = labels or [run.path for run in runs]
+    for i, (run, label) in enumerate(zip(runs, labels)):
+        color = f"C{i}"
+        alpha = run.lq["alpha"]
+        ax.step(alpha, run.lq["cdf"], where="post", color=color, lw=2, label=f"{label}: sequence pi_0(y*|x)")
+        ax.step(alpha, run.lq["token_cdf"], where="post", color=color, lw=1.5, ls="--",
+                label=f"{label}: token min_i pi_0(y*_i|x,y*_<i)")
+        a_off = run.config["alpha_off"]
+        frac = float(np.mean(run.base["loglik"] <= math.log(a_off)))
+        ax.plot([a_off], [frac], "o", color=color)
+        ax.annotate(f"{frac:.0%} below {a_off:g}", (a_off, frac), textcoords="offset points", xytext=(6, -12),
+                    color=color)
+    lo = min(max(float(np.exp(run.lq["loglik_quantile"][0])), 1e-300) for run in runs)
+    ax.set(xscale="log", xlim=(max(lo / 10, 1e-300), 1.5), ylim=(0, 1.02), xlabel="likelihood threshold alpha",
+           ylabel="fraction of test contexts with likelihood <= alpha",
+           title="Likelihood Quantile of the base model")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def pretrain_figure(runs, metric: str = "greedy_error"):
+    """Test error against samples seen for pre-training runs, against the ``1/(gamma^2 n)`` rate.
+
+    Left: the error (log-log) with its fitted slope per run and ``1/(gamma^2 n)`` per margin.
+    Right: ``error * gamma^2 * n``, which stays below a constant when the rate holds.
+    """
+    plt = require_matplotlib()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.2), constrained_layout=True)
+    gammas = sorted({round(float(run.task["gamma"]), 12) for run in runs})
+    styles = {"adaptive": "-", "constant": "--", "invsqrt": ":"}
+    n_test = runs[0].config["n_test"]
+    for run in runs:
+        g = round(float(run.task["gamma"]), 12)
+        color = f"C{gammas.index(g)}"
+        ls = styles.get(run.config["pre_lr"], "-")
+        n, err = _positive(run.trace["steps"], run.trace[metric])
+        slope = fit_loglog_slope(n, err, run.config["n_test"])
+        label = f"gamma={g:.3g}, {run.config['pre_lr']} (slope {slope:.2f})"
+        ax.plot(n, np.maximum(err, 0.5 / n_test), ls, color=color, lw=1.8, label=label)
+        resolved = err >= 1.0 / n_test
+        ax2.plot(n[resolved], (err * g * g * n)[resolved], ls, color=color, lw=1.8, label=label)
+    n_max = max(float(run.trace["steps"][-1]) for run in runs)
+    grid = np.logspace(0, math.log10(max(n_max, 10)), 100)
+    for i, g in enumerate(gammas):
+        if g > 0:
+            ax.plot(grid, np.minimum(1.0, 1.0 / (g * g * grid)), color=f"C{i}", lw=1, alpha=0.5, ls="-.",
+                    label=f"1/(gamma^2 n), gamma={g:.3g}")
+    ax.axhline(1.0 / n_test, color="gray", lw=0.8, ls=":", label=f"resolution 1/n_test = {1 / n_test:.1e}")
+    ax2.axhline(1.0, color="gray", lw=1, ls="-.", label="error = 1/(gamma^2 n)")
+    cfg = runs[0].config
+    what = metric.replace("_", " ")
+    ax.set(xscale="log", yscale="log", xlabel="labelled samples seen n", ylabel=f"{what} (test)",
+           ylim=(0.3 / n_test, 1.5),
+           title=f"Statistical learning (SGD on log-loss): d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']}")
+    ax2.set(xscale="log", yscale="log", xlabel="labelled samples seen n", ylabel=f"{what} x gamma^2 n",
+            title="rate check: error x gamma^2 n stays bounded (points with >= 1 test error)")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower left")
+    ax2.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def save(fig, path) -> str:
+    fig.savefig(path, dpi=110)
+    require_matplotlib().close(fig)
+    return str(path)

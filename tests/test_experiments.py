@@ -1,0 +1,116 @@
+"""The paper's experiments on small settings, and the default Figure 1 against its numeric conditions."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastpg
+from fastpg.config import flag
+from fastpg.analysis import fit_loglog_slope, pooled_rate_slope
+from fastpg.experiments import fig1, pretrain_experiment
+
+from test_cli import fastpg as fastpg_cmd
+
+SMALL_FIG1 = dict(d=8, N=4, C=4, n_pre=200, steps=300, n_test=64, eval_log=8)
+
+
+def test_default_fig1_shows_the_orm_barrier_and_prm_passing_it(tmp_path):
+    """The conditions of the paper-experiments issue, on the default settings (seed 0)."""
+    s = fig1(tmp_path).summary()
+    assert 0.15 <= s["offsupport_fraction"] <= 0.85
+    assert s["orm_offsupport_likelihood"] < 1e-3
+    assert s["prm_offsupport_likelihood"] > 0.3
+    assert s["orm_expected_error"] >= s["offsupport_fraction"] - 0.05
+    assert s["prm_expected_error"] <= s["orm_expected_error"] - 0.1
+    assert (tmp_path / "fig1.png").stat().st_size > 10_000
+
+
+def test_fig1_command_small(tmp_path):
+    r = fastpg_cmd("fig1", tmp_path / "out", *[a for k, v in SMALL_FIG1.items() for a in (flag(k), v)], "--x", "queries")
+    assert r.returncode == 0, r.stderr
+    for name in ("fig1-orm.h5", "fig1-prm.h5", "fig1.png"):
+        assert (tmp_path / "out" / name).exists()
+    orm, prm = fastpg.load(tmp_path / "out" / "fig1-orm.h5"), fastpg.load(tmp_path / "out" / "fig1-prm.h5")
+    assert orm.complete and prm.complete
+    assert orm.config["reward"] == "orm" and prm.config["reward"] == "prm"
+    np.testing.assert_array_equal(orm.base["loglik"], prm.base["loglik"])  # same task and base model
+    assert "off-support fraction" in r.stdout
+    again = fastpg_cmd("fig1", tmp_path / "out", "-d", "8")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_pretrain_experiment_small(tmp_path):
+    res = pretrain_experiment(tmp_path, dict(d=16, N=2, n_pre=20000, n_test=2048, eval_log=15),
+                              gamma_quantiles=(0.2, 0.4), lr_rules=("adaptive",))
+    assert len(res.runs) == 2 and (tmp_path / "pretrain.png").exists()
+    for run in res.runs:
+        assert run.experiment == "pretrain" and run.complete
+        assert run.trace["steps"][-1] == 20000
+        err = run.trace["greedy_error"]
+        assert err[-1] < err[0]  # learning happened
+    for s in res.slopes():
+        assert math.isnan(s["slope"]) or -5 < s["slope"] < 0
+    gammas = [r.task["gamma"] for r in res.runs]
+    assert gammas[0] < gammas[1]
+
+
+def test_pretrain_command_rejects_bad_lists(tmp_path):
+    r = fastpg_cmd("pretrain", tmp_path, "--gamma-quantiles", "0.5,2")
+    assert r.returncode == 2 and "--gamma-quantiles" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = fastpg_cmd("pretrain", tmp_path, "--lr-rules", "adaptive,fast")
+    assert r.returncode == 2 and "--lr-rules" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def small_fig1(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fig1")
+    return fig1(out, SMALL_FIG1)
+
+
+@pytest.mark.parametrize("kind,files", [("fig1", ["orm", "prm"]), ("lq", ["orm", "prm"]), ("trajectories", ["orm"]),
+                                         ("pretrain", ["orm"])])
+def test_plot_command_writes_png(tmp_path, small_fig1, kind, files):
+    paths = [small_fig1.files[f] for f in files]
+    r = fastpg_cmd("plot", kind, *paths, "--out", tmp_path / "p.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_wrong_file_count(tmp_path, small_fig1):
+    r = fastpg_cmd("plot", "fig1", small_fig1.files["orm"], "--out", tmp_path / "p.png")
+    assert r.returncode == 2 and "exactly two" in r.stderr
+
+
+def test_missing_matplotlib_is_one_clear_line(tmp_path, small_fig1):
+    blocker = tmp_path / "block"
+    (blocker / "matplotlib").mkdir(parents=True)
+    (blocker / "matplotlib" / "__init__.py").write_text("raise ImportError('blocked for the test')\n")
+    r = fastpg_cmd("plot", "lq", small_fig1.files["orm"], "--out", tmp_path / "p.png",
+                   env={"PYTHONPATH": str(blocker)})
+    assert r.returncode == 2 and "pip install 'fastpg[plot]'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_load_and_to_pandas(small_fig1):
+    run = fastpg.load(small_fig1.files["prm"])
+    df = run.to_pandas()
+    assert list(df["steps"]) == list(run.trace["steps"])
+    assert run.likelihood.shape == (run.rows, SMALL_FIG1["n_test"])
+    assert run.config["N"] == SMALL_FIG1["N"] and run.lq["cdf"].shape == run.lq["alpha"].shape
+    np.testing.assert_array_equal(run.queries, run.trace["prm_queries"])
+
+
+def test_slope_fits():
+    n = np.logspace(1, 5, 30)
+    err = 50.0 / n
+    assert fit_loglog_slope(n, err, n_test=10**6) == pytest.approx(-1.0, abs=1e-9)
+    assert math.isnan(fit_loglog_slope(n, np.zeros_like(n), n_test=100))
+
+    class Run:
+        def __init__(self, g):
+            self.task = {"gamma": g}
+            self.config = {"n_test": 10**7}
+            self.trace = {"steps": n, "greedy_error": np.minimum(0.9, 0.01 / (g * g * n))}
+
+    assert pooled_rate_slope([Run(0.01), Run(0.03)]) == pytest.approx(-1.0, abs=1e-9)
