@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -107,14 +108,15 @@ def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **
             click.echo(f"  lr={lr:<9} {slope:+.3f}")
 
 
-PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories")
+PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories", "scaling")
 
 
 @click.command("plot")
 @click.argument("kind", type=click.Choice(PLOT_KINDS))
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
-@click.option("--x", "x", type=click.Choice(X_AXES), default="steps", show_default=True, help="x axis (fig1, trajectories)")
+@click.option("--x", "x", default="steps", show_default=True,
+              help="x axis: steps or queries (fig1, trajectories); a grid parameter (scaling)")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 def plot_cmd(kind, files, out, x, overwrite):
     """Figures from result files (nothing is rerun).
@@ -124,17 +126,26 @@ def plot_cmd(kind, files, out, x, overwrite):
     lq FILE...             Likelihood Quantile CDFs of the base models (sequence and token level)
     pretrain FILE...       test error against samples seen (files of fastpg pretrain)
     trajectories FILE      per-context likelihood trajectories coloured by base likelihood
+    scaling SWEEPDIR       queries_to_eps against the grid parameter --x, fitted growth printed
 
     \b
     Examples:
       fastpg plot fig1 out/fig1-orm.h5 out/fig1-prm.h5 --out fig1.png --x queries
       fastpg plot lq out/fig1-orm.h5 --out lq.png
+      fastpg plot scaling out/expN --x N --out scaling.png
     """
     from fastpg import plots
     from fastpg.store import check_output, load
 
     check_output(out, overwrite)
     plots.require_matplotlib()
+    if kind == "scaling":
+        return _plot_scaling(files, x, out)
+    if x not in X_AXES:
+        raise click.BadParameter(f"{x!r}; allowed for {kind}: {', '.join(X_AXES)}", param_hint="--x")
+    dirs = [f for f in files if Path(f).is_dir()]
+    if dirs:
+        raise click.BadParameter(f"{dirs[0]} is a folder; allowed for {kind}: result files", param_hint="FILES")
     runs = [load(f) for f in files]
     if kind == "fig1":
         if len(runs) != 2:
@@ -149,3 +160,30 @@ def plot_cmd(kind, files, out, x, overwrite):
             raise click.BadParameter(f"got {len(runs)} files; allowed: exactly one", param_hint="FILES")
         fig = plots.trajectories_figure(runs[0], x=x)
     click.echo(f"wrote {plots.save(fig, out)}")
+
+
+def _plot_scaling(files, x, out):
+    import json
+
+    from fastpg import plots
+    from fastpg.analysis import scaling_table
+    from fastpg.sweep import MANIFEST, read_index
+
+    if len(files) != 1 or not Path(files[0]).is_dir():
+        raise click.BadParameter("allowed for scaling: exactly one sweep folder", param_hint="FILES")
+    folder = Path(files[0])
+    if not (folder / MANIFEST).exists():
+        raise click.BadParameter(f"{folder} has no {MANIFEST}; allowed: a fastpg sweep folder", param_hint="FILES")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    grid = list(manifest["grid"])
+    if x not in grid:
+        raise click.BadParameter(f"{x!r} is not a grid parameter of this sweep; allowed: {', '.join(grid)}", param_hint="--x")
+    table = scaling_table(read_index(folder), grid, x)
+    for g in table:
+        name = ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all runs"
+        fit = g["fit"]
+        click.echo(f"{name}: median queries_to_eps {', '.join(f'{v:.4g}' for v in g['median'])} at {x} = "
+                   f"{', '.join(f'{v:g}' for v in g['x'])}")
+        click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
+                   f"in log {x}: {fit['poly_slope']:.3f}")
+    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, eps=manifest.get('eps')), out)}")

@@ -47,8 +47,39 @@ def describe_file(path) -> str:
     return "\n".join(lines)
 
 
+def describe_sweep(path: Path) -> str:
+    """A sweep folder: runs by status (read from the files themselves) and the runs not complete."""
+    import json
+
+    from fastpg.config import ConfigError
+    from fastpg.sweep import Sweep
+
+    manifest = json.loads((path / "sweep.json").read_text())
+    try:
+        sweep = Sweep(path, dict(manifest["fixed"]), manifest["grid"], manifest["seeds"], manifest.get("eps", 0.1))
+    except ConfigError as exc:
+        return f"{path}: sweep.json cannot be read as a sweep ({exc})"
+    by_status: dict = {}
+    for run in sweep.runs:
+        by_status.setdefault(sweep.status(run), []).append(run.id)
+    counts = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(by_status.items()))
+    grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in sweep.grid.items())
+    lines = [f"{path}", f"  sweep        {len(sweep.runs)} runs: {counts}",
+             f"  grid         {grid} seeds={','.join(map(str, sweep.seeds))}"]
+    waiting = [(status, rid) for status, ids in by_status.items() if status != "complete" for rid in ids]
+    for status, rid in waiting[:20]:
+        lines.append(f"  {status:<12} {rid}")
+    if len(waiting) > 20:
+        lines.append(f"  ... and {len(waiting) - 20} more not complete")
+    if (path / "index.csv").exists():
+        lines.append(f"  index        {path / 'index.csv'}")
+    return "\n".join(lines)
+
+
 def describe(path) -> str:
     path = Path(path)
+    if path.is_dir() and (path / "sweep.json").exists():
+        return describe_sweep(path)
     if path.is_dir():
         files = sorted(path.rglob("*.h5"))
         if not files:

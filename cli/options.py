@@ -85,8 +85,9 @@ def run_options(func):
     return func
 
 
-def resolve(preset: str | None, given: dict) -> dict:
-    """Parameters from defaults < preset < explicitly given options."""
+def resolve(preset: str | None, given: dict, middle: dict | None = None) -> dict:
+    """Parameters from defaults < preset < ``middle`` (e.g. a TOML file) < explicitly given options."""
     values = dict(C.PRESETS[preset]) if preset else {}
+    values.update(middle or {})
     values.update({key: value for key, value in given.items() if key in RUN_OPTIONS and value is not None})
     return values

@@ -39,3 +39,50 @@ def pooled_rate_slope(runs, metric="greedy_error"):
     if len(x) < 3:
         return float("nan")
     return float(np.polyfit(x, y, 1)[0])
+
+
+def fit_growth(x, y) -> dict:
+    """Growth of positive ``y`` in ``x``: slope of ``log y`` in ``x`` (exponential) and in ``log x`` (polynomial).
+
+    ``exp_slope`` = b in ``log y ~ a + b x`` (so ``y`` grows by ``e^b`` per unit of ``x``);
+    ``poly_slope`` = c in ``log y ~ a + c log x``. ``nan`` with fewer than 2 points.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    m = (y > 0) & np.isfinite(y)
+    if m.sum() < 2:
+        return {"exp_slope": float("nan"), "poly_slope": float("nan"), "points": int(m.sum())}
+    out = {"exp_slope": float(np.polyfit(x[m], np.log(y[m]), 1)[0]), "points": int(m.sum())}
+    mx = m & (x > 0)
+    out["poly_slope"] = float(np.polyfit(np.log(x[mx]), np.log(y[mx]), 1)[0]) if mx.sum() >= 2 else float("nan")
+    return out
+
+
+def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_to_eps") -> list[dict]:
+    """Median and quartiles of ``y`` over seeds for each value of ``x``, per combination of the other grid parameters.
+
+    ``rows`` are the rows of a sweep's ``index.csv`` (complete runs only count; runs that never
+    reached eps have no ``y`` and are left out of the median, and counted in ``missing``).
+    """
+    others = [g for g in grid if g != x]
+    groups: dict = {}
+    for row in rows:
+        if row.get("status") != "complete":
+            continue
+        key = tuple(row.get(g) for g in others)
+        groups.setdefault(key, {}).setdefault(row[x], []).append(row.get(y))
+    table = []
+    for key, by_x in groups.items():
+        xs = sorted(by_x)
+        vals = [[v for v in by_x[v_x] if v is not None] for v_x in xs]
+        med = [float(np.median(v)) if v else float("nan") for v in vals]
+        table.append({
+            "group": dict(zip(others, key)),
+            "x": np.array(xs, float),
+            "median": np.array(med),
+            "q25": np.array([float(np.percentile(v, 25)) if v else float("nan") for v in vals]),
+            "q75": np.array([float(np.percentile(v, 75)) if v else float("nan") for v in vals]),
+            "n": [len(v) for v in vals],
+            "missing": [len(by_x[v_x]) - len(v) for v_x, v in zip(xs, vals)],
+            "fit": fit_growth(xs, med),
+        })
+    return table

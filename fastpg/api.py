@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import steps as S
-from .config import ConfigError, RunConfig, validate
+from .config import ConfigError, RunConfig
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
@@ -23,10 +23,12 @@ class RunFailed(RuntimeError):
 
 @dataclass
 class RunResult:
-    """What a run produced: its config, the trace (one entry per evaluation point) and final weights."""
+    """What a run produced: its config, status, trace (one entry per evaluation point), final weights."""
 
     config: RunConfig
     path: str | None
+    status: str = COMPLETE
+    message: str = ""
     trace: dict = field(default_factory=dict)
     likelihood: np.ndarray | None = None
     W: np.ndarray | None = None
@@ -38,8 +40,7 @@ class RunResult:
 
 def _as_config(config) -> RunConfig:
     if isinstance(config, RunConfig):
-        validate(config)
-        return config
+        config = config.to_dict()
     return RunConfig.from_dict(dict(config or {}))
 
 
@@ -97,16 +98,54 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
         Replace an existing ``out``; otherwise an existing file is refused before any work.
     progress : callable, optional
         Called with the number of post-training steps done after each evaluation point.
+
+    Raises :class:`ConfigError` for bad input (nothing written) and :class:`RunFailed` when the
+    weights diverge (the file is marked ``failed``).
     """
-    cfg = _as_config(config)
-    if out is not None:
-        check_output(out, overwrite)
-    task = make_task(cfg)
-    W0 = base_model(cfg, task, read_final_W)
-    batch = Batch([post_training_run(cfg, task, W0)])
-    points = eval_points(cfg.steps, cfg.eval_every, cfg.eval_log)
-    return _drive(cfg, task, batch, points, out, argv=argv, progress=progress, experiment="post-training",
-                  eta_flag="--eta", eta=cfg.eta)
+    (result,) = run_batch([config], [out], overwrite=overwrite, argv=argv, progress=progress, raise_errors=True)
+    return result
+
+
+def run_batch(configs, outs, *, overwrite: bool = False, argv=None, progress=None,
+              raise_errors: bool = False) -> list[RunResult]:
+    """Runs of one shape and one evaluation schedule, advanced together by one parallel kernel.
+
+    Every run keeps its own random streams, so its results are bit-identical to running it
+    alone. With ``raise_errors=False`` a run that cannot start (bad input) or diverges is
+    returned with ``status = "failed"`` and its ``message``; the others go on.
+    """
+    cfgs = [_as_config(c) for c in configs]
+    shape = {_batch_key(c) for c in cfgs}
+    if len(shape) > 1:
+        raise ValueError("run_batch needs runs of one shape and one evaluation schedule")
+    for out in outs:
+        if out is not None:
+            check_output(out, overwrite)
+    results, members, arrays = [None] * len(cfgs), [], []
+    for i, (cfg, out) in enumerate(zip(cfgs, outs)):
+        try:
+            task = make_task(cfg)
+            W0 = base_model(cfg, task, read_final_W)
+        except ConfigError as exc:
+            if raise_errors:
+                raise
+            results[i] = RunResult(config=cfg, path=None, status=FAILED, message=str(exc))
+            continue
+        members.append(_Member(i, cfg, task, out, "post-training", "--eta", cfg.eta))
+        arrays.append(post_training_run(cfg, task, W0))
+    if members:
+        points = eval_points(cfgs[0].steps, cfgs[0].eval_every, cfgs[0].eval_log)
+        _drive(members, Batch(arrays), points, argv=argv, progress=progress, raise_errors=raise_errors)
+        for m in members:
+            results[m.index] = m.result
+    return results
+
+
+def _batch_key(cfg: RunConfig) -> tuple:
+    """Runs with equal keys can share a batch: same array shapes and evaluation points."""
+    contexts = cfg.C if cfg.contexts == "clusters" else 0
+    return (cfg.d, cfg.k, cfg.N, cfg.features, contexts, cfg.n_train, cfg.n_test, cfg.G, cfg.steps,
+            cfg.eval_every, cfg.eval_log, cfg.token_trace)
 
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None,
@@ -123,67 +162,112 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] 
     if out is not None:
         check_output(out, overwrite)
     task = make_task(cfg)
-    batch = Batch([pretraining_run(cfg, task)])
+    member = _Member(0, cfg, task, out, "pretrain", "--pre-eta", cfg.pre_eta)
     points = eval_points(cfg.n_pre, cfg.eval_every, cfg.eval_log)
-    return _drive(cfg, task, batch, points, out, argv=argv, progress=progress, experiment="pretrain",
-                  eta_flag="--pre-eta", eta=cfg.pre_eta)
+    _drive([member], Batch([pretraining_run(cfg, task)]), points, argv=argv, progress=progress, raise_errors=True)
+    return member.result
 
 
-def _drive(cfg, task, batch, points, out, *, argv, progress, experiment, eta_flag, eta) -> RunResult:
-    """Advance a one-run batch between evaluation ``points``, evaluating and streaming each row."""
-    W0 = batch.W[0].copy()
-    loglik0, token0, greedy0 = (a[0] for a in batch.evaluate())
-    if not np.all(np.isfinite(loglik0)):
-        raise ConfigError("--beta" if cfg.base == "teacher" else "--pre-eta", "the base model's likelihoods are not finite; allowed: smaller weights")
-    offsupport = loglik0 < math.log(cfg.alpha_off)
-    lq = likelihood_quantile(loglik0, token0)
-    trace = {name: [] for name in TRACE_NAMES}
-    likelihoods = []
-    diverged = f"{eta_flag}: {{what}} before step {{done}} ({eta_flag[2:].replace('-', '_')}={eta:g}); allowed: a smaller {eta_flag}"
+class _Member:
+    """One run of a batch: its writer, its trace so far and whether it is still going."""
 
-    writer = None
-    if out is not None:
-        writer = RunWriter(out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
-                           token_trace=cfg.token_trace, experiment=experiment)
+    def __init__(self, index, cfg, task, out, experiment, eta_flag, eta):
+        self.index, self.cfg, self.task, self.out = index, cfg, task, out
+        self.experiment, self.eta_flag, self.eta = experiment, eta_flag, eta
+        self.writer = None
+        self.trace = {name: [] for name in TRACE_NAMES}
+        self.likelihoods = []
+        self.error: Exception | None = None
+        self.result: RunResult | None = None
+
+    def diverged(self, what: str, done: int) -> RunFailed:
+        name = self.eta_flag[2:].replace("-", "_")
+        return RunFailed(f"{self.eta_flag}: {what} before step {done} ({name}={self.eta:g}); allowed: a smaller {self.eta_flag}")
+
+    def record(self, row, loglik, token):
+        for name in TRACE_NAMES:
+            self.trace[name].append(row[name])
+        self.likelihoods.append(np.exp(loglik).astype(np.float32))
+        if self.writer is not None:
+            self.writer.append(row, np.exp(loglik), token)
+
+    def finish(self, status: str, W: np.ndarray | None, message: str = "") -> None:
+        if self.writer is not None:
+            self.writer.close(status, W_final=W if status == COMPLETE else None, message=message)
+            self.writer = None
+        self.result = RunResult(
+            config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
+            trace={k: np.array(v) for k, v in self.trace.items()}, likelihood=np.array(self.likelihoods),
+            W=None if W is None else W.copy(), base_loglik=self.base_loglik,
+        )
+
+
+def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
+    """Advance a batch between evaluation ``points``, evaluating every run and streaming its rows.
+
+    A run that fails is closed as ``failed`` and frozen (it takes no more steps); with
+    ``raise_errors`` its error is raised once every file is closed.
+    """
+    loglik0, token0, greedy0 = batch.evaluate()
+    for r, m in enumerate(members):
+        m.base_loglik = loglik0[r]
+        if not np.all(np.isfinite(loglik0[r])):
+            flag = "--beta" if m.cfg.base == "teacher" else "--pre-eta"
+            m.error = ConfigError(flag, "the base model's likelihoods are not finite; allowed: smaller weights")
+            continue
+        m.offsupport = loglik0[r] < math.log(m.cfg.alpha_off)
     try:
-        if writer is not None:
-            base, lq_ds = _base_record(W0, loglik0, token0, offsupport, lq)
-            writer.open(task=_task_record(cfg, task), base=base, lq=lq_ds, W_shape=W0.shape)
+        for r, m in enumerate(members):
+            if m.error is None and m.out is not None:
+                m.writer = RunWriter(m.out, config=m.cfg.to_dict(), argv=list(argv or []), n_test=m.cfg.n_test,
+                                     N=m.cfg.N, token_trace=m.cfg.token_trace, experiment=m.experiment)
+                base, lq_ds = _base_record(batch.W[r], loglik0[r], token0[r], m.offsupport,
+                                           likelihood_quantile(loglik0[r], token0[r]))
+                m.writer.open(task=_task_record(m.cfg, m.task), base=base, lq=lq_ds, W_shape=batch.W[r].shape)
         start = time.perf_counter()
         done = 0
         for step in points:
             if step > done:
-                status = batch.advance(step - done)[0]
+                n_steps = np.array([0 if m.error else step - done for m in members])
+                status = batch.advance(n_steps)
                 done = int(step)
-                if status == S.NON_FINITE:
-                    raise RunFailed(diverged.format(what=f"weights diverged (non-finite or above {S.MAX_ABS_WEIGHT:g})", done=done))
-                if status == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
-                    raise RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
-                loglik, token, greedy = (a[0] for a in batch.evaluate())
+                loglik, token, greedy = batch.evaluate()
             else:
+                status = np.zeros(len(members), dtype=np.int64)
                 loglik, token, greedy = loglik0, token0, greedy0
-            if not np.all(np.isfinite(loglik)):
-                raise RunFailed(diverged.format(what="likelihoods became non-finite", done=done))
-            row = dict(zip(S.COUNTERS, batch.counters[0].tolist()))
-            row.update(test_metrics(loglik, greedy, offsupport))
-            row["wall_time"] = time.perf_counter() - start
-            if not all(math.isfinite(v) for v in row.values()):
-                raise RunFailed(diverged.format(what="metrics became non-finite", done=done))
-            for name in TRACE_NAMES:
-                trace[name].append(row[name])
-            likelihoods.append(np.exp(loglik).astype(np.float32))
-            if writer is not None:
-                writer.append(row, np.exp(loglik), token)
+            for r, m in enumerate(members):
+                if m.error is not None:
+                    continue
+                if status[r] == S.NON_FINITE:
+                    m.error = m.diverged(f"weights diverged (non-finite or above {S.MAX_ABS_WEIGHT:g})", done)
+                elif status[r] == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
+                    m.error = RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
+                elif not np.all(np.isfinite(loglik[r])):
+                    m.error = m.diverged("likelihoods became non-finite", done)
+                else:
+                    row = dict(zip(S.COUNTERS, batch.counters[r].tolist()))
+                    row.update(test_metrics(loglik[r], greedy[r], m.offsupport))
+                    row["wall_time"] = time.perf_counter() - start
+                    if all(math.isfinite(v) for v in row.values()):
+                        m.record(row, loglik[r], token[r])
+                    else:
+                        m.error = m.diverged("metrics became non-finite", done)
+                if m.error is not None:
+                    m.finish(FAILED, None, str(m.error))
             if progress is not None:
                 progress(done)
     except BaseException as exc:
-        if writer is not None:
-            writer.close(FAILED, message=str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        for m in members:
+            if m.writer is not None:
+                m.writer.close(FAILED, message=str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+                m.writer = None
         raise
-    W = batch.W[0].copy()
-    if writer is not None:
-        writer.close(COMPLETE, W_final=W)
-    return RunResult(
-        config=cfg, path=None if out is None else str(out), trace={k: np.array(v) for k, v in trace.items()},
-        likelihood=np.array(likelihoods), W=W, base_loglik=loglik0,
-    )
+    for r, m in enumerate(members):
+        if m.error is None:
+            m.finish(COMPLETE, batch.W[r])
+        elif m.result is None:
+            m.finish(FAILED, None, str(m.error))
+    if raise_errors:
+        for m in members:
+            if m.error is not None:
+                raise m.error

@@ -28,6 +28,10 @@ BASELINES = ("none", "mean", "rloo", "grpo")
 LR_RULES = ("constant", "adaptive", "invsqrt")
 
 
+# parameters that do not change a run's dynamics, only its length and what is measured
+EVALUATION_PARAMS = ("steps", "n_test", "eval_every", "eval_log", "alpha_off", "token_trace")
+
+
 class ConfigError(ValueError):
     """Bad input: ``option`` is the command-line flag to blame, the message says what is allowed."""
 
@@ -102,7 +106,9 @@ class RunConfig:
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise ConfigError(flag(unknown[0]), f"unknown parameter; allowed: {', '.join(cls.names())}")
-        cfg = cls(**values)
+        # one type per parameter, so that equal values key equal random streams (1 == 1.0 as JSON they are not)
+        typed = {name: None if value is None else parse_value(name, value) for name, value in values.items()}
+        cfg = cls(**typed)
         validate(cfg)
         return cfg
 
@@ -115,11 +121,64 @@ class RunConfig:
                 out.pop(key)
         return out
 
+    def dynamics_params(self) -> dict:
+        """Everything but run length and evaluation: it keys the post-training stream, so a longer
+        run (or one evaluated differently) extends a shorter one step for step."""
+        out = self.to_dict()
+        for key in EVALUATION_PARAMS:
+            out.pop(key)
+        return out
+
     def base_params(self) -> dict:
         """Task parameters plus those that fix the base model."""
         keys = {"sgd": ("n_pre", "pre_lr", "pre_eta", "floor"), "teacher": ("beta", "rho"),
                 "uniform": (), "file": ("base_file",)}[self.base]
         return {**self.task_params(), "base": self.base, **{key: getattr(self, key) for key in keys}}
+
+
+def _as_int(text) -> int:
+    if isinstance(text, bool):
+        raise ValueError
+    if isinstance(text, int):
+        return text
+    f = float(text)
+    if not f.is_integer():
+        raise ValueError
+    return int(f)
+
+
+def _as_bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError
+
+
+_KIND = {"int": _as_int, "float": float, "str": str, "bool": _as_bool}
+PARAM_KINDS = {
+    f.name: ("float" if f.name == "gamma_quantile" else "str" if f.name == "base_file"
+             else type(f.default).__name__)
+    for f in fields(RunConfig)
+}
+
+
+def parse_value(name: str, text, option: str | None = None):
+    """Convert a value given as text (command line, grid, TOML) to the type of parameter ``name``.
+
+    Integers may be written as integer-valued floats (``1e6``).
+    """
+    option = option or flag(name)
+    if name not in PARAM_KINDS:
+        raise ConfigError(option, f"unknown parameter {name!r}; allowed: {', '.join(RunConfig.names())}")
+    kind = PARAM_KINDS[name]
+    try:
+        return _KIND[kind](text)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(option, f"{name}={text!r} is not a valid {kind}") from None
 
 
 # Named setups (SPEC §11). Experiments are data: plain dictionaries of overrides.

@@ -190,3 +190,28 @@ def save(fig, path) -> str:
     fig.savefig(path, dpi=110)
     require_matplotlib().close(fig)
     return str(path)
+
+
+def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None = None):
+    """``y`` (median over seeds, quartile bars) against grid parameter ``x``, one line per group, log y.
+
+    Each line is labelled with its fitted growth: slope of ``log y`` in ``x`` and in ``log x``.
+    """
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
+    for i, g in enumerate(table):
+        name = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in g["group"].items()) or "all"
+        fit = g["fit"]
+        label = f"{name}: log-slope in {x} {fit['exp_slope']:.3f} (x{math.exp(fit['exp_slope']):.2f}/unit), in log {x} {fit['poly_slope']:.2f}"
+        err = np.vstack([g["median"] - g["q25"], g["q75"] - g["median"]])
+        ax.errorbar(g["x"], g["median"], yerr=err, marker="o", capsize=3, color=f"C{i}", lw=1.8, label=label)
+        ok = np.isfinite(g["median"]) & (g["median"] > 0)
+        if ok.sum() >= 2 and math.isfinite(fit["exp_slope"]):
+            a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * g["x"][ok])
+            ax.plot(g["x"], np.exp(a + fit["exp_slope"] * g["x"]), color=f"C{i}", ls=":", lw=1)
+    what = y.replace("_", " ") + (f" (eps = {eps:g})" if eps is not None else "")
+    ax.set(yscale="log", xlabel=x, ylabel=f"{what}, median over seeds",
+           title=f"{what} against {x} (bars: quartiles; dotted: exponential fit)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig

@@ -47,15 +47,16 @@ def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: 
 def pretraining_run(cfg: RunConfig, task: Task) -> dict:
     """SGD on the log-loss over fresh contexts from the (Zipf-skewed) pre-training distribution, from ``W = 0``."""
     W0 = np.zeros_like(task.W_star)
+    key = {k: v for k, v in cfg.base_params().items() if k != "n_pre"}  # more samples extend fewer
     return run_arrays(cfg, task, W0, stream="pretrain", cdf=task.pre_cdf, pool=False, algorithm=S.SFT,
-                      lr=cfg.pre_lr, eta=cfg.pre_eta, key=cfg.base_params())
+                      lr=cfg.pre_lr, eta=cfg.pre_eta, key=key)
 
 
 def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
     """The post-training run of ``cfg`` starting from the base weights ``W0`` (SPEC §6)."""
     algorithm = S.ALGORITHMS.index(cfg.algorithm)
     return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
-                      lr=cfg.lr, eta=cfg.eta, key=cfg.to_dict())
+                      lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
 
 
 def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:

@@ -212,3 +212,28 @@ def test_token_trace_stored(tmp_path):
         tok = f["trace/token_loglik"][...]
         assert tok.shape == (len(r.trace["steps"]), SMALL["n_test"], SMALL["N"])
         np.testing.assert_allclose(np.exp(tok.sum(axis=2)), f["trace/likelihood"][...], rtol=1e-5)
+
+
+def test_value_types_do_not_change_streams():
+    """sigma=0 (int, Python) and sigma=0.0 (float, command line) are the same run."""
+    a = fastpg.run(dict(SMALL, contexts="clusters", sigma=0, steps=40))
+    b = fastpg.run(dict(SMALL, contexts="clusters", sigma=0.0, steps=40.0))
+    np.testing.assert_array_equal(a.W, b.W)
+    assert a.config == b.config
+
+
+def test_longer_run_extends_shorter_one():
+    """steps, n_test and the evaluation schedule do not change the dynamics (SPEC §10)."""
+    short = fastpg.run(dict(SMALL, steps=60, eval_every=20, n_test=16))
+    long = fastpg.run(dict(SMALL, steps=120, eval_every=30, n_test=32))
+    i_short = list(short.trace["steps"]).index(60)
+    i_long = list(long.trace["steps"]).index(60)
+    for name in ("orm_queries", "sequences", "updates", "mistakes"):
+        assert short.trace[name][i_short] == long.trace[name][i_long]
+    np.testing.assert_array_equal(short.likelihood[i_short], long.likelihood[i_long][:16])
+
+
+def test_pretraining_with_more_samples_extends_fewer():
+    a = fastpg.pretrain(dict(SMALL, n_pre=80, eval_every=40))
+    b = fastpg.pretrain(dict(SMALL, n_pre=40, eval_every=40))
+    np.testing.assert_array_equal(a.likelihood[1], b.likelihood[-1])

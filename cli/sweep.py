@@ -1,0 +1,89 @@
+"""``fastpg sweep``: a grid of run parameters times seeds, resumable, local or Dask."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fastpg.sweep import DEFAULT_EPS, MAX_BATCH
+
+from .options import resolve, run_options
+
+BACKENDS = ("local", "dask")
+
+
+@click.command("sweep")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...", help="a grid parameter and its values (repeatable)")
+@click.option("--seeds", default=None, help="seeds, e.g. 0-9 or 0,3,5  [default: 0, or the TOML file's]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML sweep file: seeds, eps, [fixed] and [grid] tables")
+@click.option("--eps", type=float, default=None, help=f"target expected error for queries_to_eps [default: {DEFAULT_EPS}]")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None, help="where runs execute [default: local]")
+@click.option("--scheduler", default=None, help="address of a running Dask scheduler (implies --backend dask)")
+@click.option("--dask-workers", type=int, default=None, help="start a local Dask cluster of this many processes (implies --backend dask)")
+@click.option("--batch-size", type=int, default=None, help="at most this many runs advanced together [default: 64]")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
+@run_options
+def sweep_cmd(outdir, grid, seeds, config_file, eps, backend, scheduler, dask_workers, batch_size, quiet, preset,
+              **given):
+    """Run a grid of parameters times seeds; one HDF5 file per run and OUTDIR/index.csv.
+
+    Re-running the same command resumes: complete runs are kept, incomplete ones redone.
+    Run options set the fixed parameters (defaults < --preset < TOML [fixed] < options).
+
+    \b
+    Examples:
+      fastpg sweep out/n --grid N=2,4,6,8 --grid reward=orm,prm --seeds 0-4 --algorithm rs --base uniform
+      fastpg sweep out/expN --config examples/exp_in_N.toml
+      fastpg sweep out/expN --config examples/exp_in_N.toml --dask-workers 2
+    """
+    from fastpg.config import ConfigError
+    from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, summary
+
+    toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "seeds": None, "eps": None}
+    fixed = resolve(preset, given, middle=toml["fixed"])
+    grid_values = {**toml["grid"], **parse_grid(grid)}
+    seed_list = parse_seeds(seeds) if seeds is not None else (toml["seeds"] or [0])
+    if dask_workers is not None and dask_workers < 1:
+        raise ConfigError("--dask-workers", f"got {dask_workers}; allowed: an integer >= 1")
+    if scheduler or dask_workers:
+        if backend == "local":
+            raise ConfigError("--backend", "local cannot take --scheduler or --dask-workers; allowed: dask")
+        backend = "dask"
+    sweep = Sweep(outdir, fixed, grid_values, seed_list, eps if eps is not None else (toml["eps"] or DEFAULT_EPS),
+                  batch_size if batch_size is not None else MAX_BATCH)
+    argv = ["fastpg", *sys.argv[1:]]
+    show = not quiet and sys.stderr.isatty()
+    bar = click.progressbar(length=len(sweep.runs), label="runs", file=sys.stderr) if show else None
+    last = [0]
+
+    def progress(done, total):
+        if bar is not None:
+            bar.update(done - last[0])
+            last[0] = done
+
+    try:
+        index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
+                        progress=progress)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    if quiet:
+        return
+    rows = summary(sweep, index)
+    cols = [*sweep.grid, "complete", "expected_error", "queries_to_eps", "reached_eps"]
+    width = {c: max(len(c), *(len(_cell(r[c])) for r in rows)) for c in cols}
+    click.echo("  ".join(c.rjust(width[c]) for c in cols))
+    for r in rows:
+        click.echo("  ".join(_cell(r[c]).rjust(width[c]) for c in cols))
+    click.echo(f"index: {sweep.outdir / 'index.csv'} (median over seeds; eps = {sweep.eps:g})")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,359 @@
+"""Sweeps (SPEC §9): a grid of parameters times seeds, one HDF5 file per run, resumable.
+
+A sweep folder holds ``sweep.json`` (the fixed parameters and the grid: a folder is one sweep),
+one file per run at ``OUTDIR/<run id>.h5`` with run ids such as ``reward=orm/N=8/seed=3``, and
+``index.csv`` (one row per run). Re-running the same sweep keeps complete runs and redoes the
+others from scratch. Runs of one shape are advanced together by :func:`fastpg.api.run_batch`.
+The index is rewritten atomically after every batch and only reports a run ``complete`` once its
+file says so, so killing a sweep at any moment loses no completed run.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .api import _batch_key, run_batch
+from .config import ConfigError, RunConfig, parse_value
+from .metrics import METRICS
+from .steps import COUNTERS
+from .store import COMPLETE, load
+
+MANIFEST = "sweep.json"
+INDEX = "index.csv"
+DEFAULT_EPS = 0.1
+MAX_BATCH = 64  # runs advanced together (open files and memory grow with it)
+
+
+def parse_seeds(text, option: str = "--seeds") -> list[int]:
+    """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,3,7-8"`` -> ``[0, 3, 7, 8]``; also a list of ints."""
+    if isinstance(text, (list, tuple)):
+        parts = [str(p) for p in text]
+    else:
+        parts = str(text).split(",")
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in parts):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                lo, hi = int(lo), int(hi)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(option, f"got {text!r}; allowed: seeds like 0-9 or 0,3,5 (non-negative integers)") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(option, f"got {text!r}; allowed: seeds like 0-9 or 0,3,5 (non-negative integers)")
+    return sorted(dict.fromkeys(seeds))
+
+
+def parse_grid(specs, option: str = "--grid") -> dict:
+    """``["N=2,4,8", "reward=orm,prm"]`` -> ``{"N": [2, 4, 8], "reward": ["orm", "prm"]}``."""
+    grid: dict = {}
+    for spec in specs:
+        name, sep, values = str(spec).partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise ConfigError(option, f"got {spec!r}; allowed: name=v1,v2,... with a run parameter name")
+        grid[name] = [v.strip() for v in values.split(",") if v.strip()]
+    return _typed_grid(grid, option)
+
+
+def _typed_grid(grid: dict, option: str) -> dict:
+    out = {}
+    for name, values in grid.items():
+        if name == "seed":
+            raise ConfigError(option, "seed cannot be a grid parameter; allowed: --seeds 0-9")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(option, f"{name}: allowed: a non-empty list of values")
+        typed = [parse_value(name, v, option) for v in values]
+        out[name] = list(dict.fromkeys(typed))
+    return out
+
+
+def load_toml(path) -> dict:
+    """A sweep file: top-level ``seeds`` and ``eps``, tables ``[fixed]`` and ``[grid]``.
+
+    Returns ``{"fixed": {...}, "grid": {...}, "seeds": [...] or None, "eps": float or None}``.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc}") from None
+    unknown = set(data) - {"fixed", "grid", "seeds", "eps", "description"}
+    if unknown:
+        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, seeds, eps, description")
+    fixed = {name: parse_value(name, value, "--config") for name, value in data.get("fixed", {}).items()}
+    grid = _typed_grid(data.get("grid", {}), "--config")
+    seeds = parse_seeds(data["seeds"], "--config") if "seeds" in data else None
+    eps = float(data["eps"]) if "eps" in data else None
+    return {"fixed": fixed, "grid": grid, "seeds": seeds, "eps": eps}
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_")
+
+
+def run_id(point: dict, seed: int) -> str:
+    """Stable, readable id of a run: ``name=value/.../seed=S`` in grid order."""
+    return "/".join([*(f"{name}={_fmt(value)}" for name, value in point.items()), f"seed={seed}"])
+
+
+@dataclass
+class SweepRun:
+    id: str
+    point: dict
+    seed: int
+    config: RunConfig
+    path: Path
+
+
+@dataclass
+class Sweep:
+    """A sweep: ``fixed`` parameters, an ordered ``grid`` and ``seeds``, rooted at ``outdir``."""
+
+    outdir: Path
+    fixed: dict
+    grid: dict
+    seeds: list
+    eps: float = DEFAULT_EPS
+    batch_size: int = MAX_BATCH
+    runs: list = field(init=False)
+
+    def __post_init__(self):
+        self.outdir = Path(self.outdir)
+        if not 0.0 < self.eps < 1.0:
+            raise ConfigError("--eps", f"got {self.eps!r}; allowed: a number in (0, 1)")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
+        clash = sorted(set(self.fixed) & set(self.grid))
+        for name in clash:
+            self.fixed.pop(name)  # the grid wins over a fixed value of the same parameter
+        self.fixed.pop("seed", None)
+        self.runs = []
+        names = list(self.grid)
+        for values in itertools.product(*self.grid.values()):
+            point = dict(zip(names, values))
+            for seed in self.seeds:
+                rid = run_id(point, seed)
+                try:
+                    cfg = RunConfig.from_dict({**self.fixed, **point, "seed": seed})
+                except ConfigError as exc:
+                    raise ConfigError(exc.option, f"run {rid}: {exc.message}") from None
+                self.runs.append(SweepRun(rid, point, seed, cfg, self.outdir / f"{rid}.h5"))
+
+    # -- the folder ------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        return {"fixed": self.fixed, "grid": self.grid, "seeds": self.seeds, "fastpg_version": __version__}
+
+    def claim_folder(self) -> None:
+        """Create the folder or check that it holds this sweep (same fixed parameters and grid)."""
+        if self.outdir.exists() and not self.outdir.is_dir():
+            raise ConfigError("OUTDIR", f"{self.outdir} is a file; allowed: a folder")
+        try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("OUTDIR", f"cannot create {self.outdir}: {exc.strerror}") from None
+        if not os.access(self.outdir, os.W_OK | os.X_OK):
+            raise ConfigError("OUTDIR", f"{self.outdir} cannot be written (permission denied)")
+        path = self.outdir / MANIFEST
+        if path.exists():
+            old = json.loads(path.read_text())
+            diffs = [f"fixed {k}" for k in sorted(set(old["fixed"]) | set(self.fixed))
+                     if old["fixed"].get(k) != self.fixed.get(k)]
+            diffs += [f"grid {k}" for k in sorted(set(old["grid"]) | set(self.grid))
+                      if old["grid"].get(k) != self.grid.get(k)]
+            if list(old["grid"]) != list(self.grid) and not diffs:
+                diffs.append("grid order")
+            if diffs:
+                raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep (differs in: {', '.join(diffs)}); "
+                                            "allowed: the same fixed parameters and grid (seeds may change), or a new OUTDIR")
+            seeds = sorted(set(old["seeds"]) | set(self.seeds))
+        else:
+            seeds = self.seeds
+        _atomic_write(path, json.dumps({**self.manifest(), "seeds": seeds, "eps": self.eps}, indent=2))
+
+    # -- planning and running --------------------------------------------------------------------
+    def status(self, run: SweepRun) -> str:
+        if not run.path.exists():
+            return "missing"
+        try:
+            return load(run.path).status or "unreadable"
+        except (OSError, KeyError, ValueError):
+            return "unreadable"
+
+    def pending(self) -> list[SweepRun]:
+        return [run for run in self.runs if self.status(run) != COMPLETE]
+
+    def batches(self, runs, n_parts: int = 1) -> list[list[SweepRun]]:
+        """Group runs by shape and schedule; split so that there are at least ``n_parts`` batches."""
+        groups: dict = {}
+        for run in runs:
+            groups.setdefault(_batch_key(run.config), []).append(run)
+        out = []
+        for members in groups.values():
+            size = min(self.batch_size, max(1, math.ceil(len(members) / n_parts)))
+            out.extend(members[i : i + size] for i in range(0, len(members), size))
+        return out
+
+
+def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_threads: int | None = None) -> list[tuple]:
+    """Run one batch (also on a Dask worker); returns ``(status, message)`` per run."""
+    if num_threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
+    for path in paths:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    results = run_batch(configs, paths, overwrite=True, argv=argv, raise_errors=False)
+    return [(r.status, r.message) for r in results]
+
+
+# -- the index ---------------------------------------------------------------------------------------
+def queries_to_eps(trace: dict, eps: float) -> float | None:
+    """Total reward queries (ORM + PRM) at the first evaluation point with ``expected_error <= eps``."""
+    hit = np.nonzero(np.asarray(trace["expected_error"]) <= eps)[0]
+    if len(hit) == 0:
+        return None
+    i = hit[0]
+    return float(trace["orm_queries"][i] + trace["prm_queries"][i])
+
+
+class Index:
+    """Rows of ``index.csv``, read from each run's file once it is complete."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+        self.rows: dict[str, dict] = {}
+        self.columns = [*sweep.grid, "seed", "file", "status", "message", *COUNTERS, *METRICS, "queries_to_eps"]
+
+    def refresh(self, runs, messages: dict | None = None) -> None:
+        messages = messages or {}
+        for run in runs:
+            row = {name: value for name, value in run.point.items()}
+            row.update(seed=run.seed, file=str(run.path.relative_to(self.sweep.outdir)))
+            status, message = "missing", messages.get(run.id, "")
+            if run.path.exists():
+                try:
+                    data = load(run.path)
+                    status, message = data.status, message or data.message
+                    if data.complete and data.rows:
+                        row.update({name: float(data.trace[name][-1]) for name in (*COUNTERS, *METRICS)})
+                        q = queries_to_eps(data.trace, self.sweep.eps)
+                        row["queries_to_eps"] = "" if q is None else q
+                except (OSError, KeyError, ValueError):
+                    status = "unreadable"
+            elif run.id in messages:
+                status = "failed"
+            row.update(status=status, message=message)
+            self.rows[run.id] = row
+
+    def write(self) -> Path:
+        path = self.sweep.outdir / INDEX
+        lines = []
+        for run in self.sweep.runs:
+            if run.id in self.rows:
+                lines.append(self.rows[run.id])
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, restval="")
+            writer.writeheader()
+            writer.writerows(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_index(outdir) -> list[dict]:
+    """``index.csv`` of a sweep folder as a list of dicts (numbers converted, empty cells as None)."""
+    path = Path(outdir) / INDEX
+    if not path.exists():
+        raise ConfigError("OUTDIR", f"{outdir} has no {INDEX}; allowed: a fastpg sweep folder")
+    rows = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            out = {}
+            for key, value in row.items():
+                if value == "":
+                    out[key] = None
+                    continue
+                try:
+                    out[key] = float(value) if key not in ("file", "status", "message") else value
+                except ValueError:
+                    out[key] = value
+            rows.append(out)
+    return rows
+
+
+# -- executing ---------------------------------------------------------------------------------------
+def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
+            argv=None, progress=None) -> Index:
+    """Run every pending run of ``sweep``; returns the index (also written to ``index.csv``).
+
+    ``progress(done_runs, total_runs)`` is called after each batch.
+    """
+    sweep.claim_folder()
+    index = Index(sweep)
+    pending = sweep.pending()
+    pending_ids = {run.id for run in pending}
+    index.refresh([run for run in sweep.runs if run.id not in pending_ids])
+    index.write()
+    total, done = len(sweep.runs), len(sweep.runs) - len(pending)
+    if progress is not None:
+        progress(done, total)
+    if not pending:
+        return index
+    if backend == "dask":
+        from .distributed import execute_dask
+
+        execute_dask(sweep, index, pending, scheduler=scheduler, n_workers=dask_workers, argv=argv,
+                     progress=progress, done=done)
+        return index
+    for batch in sweep.batches(pending):
+        results = run_sweep_batch([r.config.to_dict() for r in batch], [str(r.path) for r in batch], argv=argv)
+        messages = {run.id: msg for run, (status, msg) in zip(batch, results) if msg}
+        index.refresh(batch, messages)
+        index.write()
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    return index
+
+
+def summary(sweep: Sweep, index: Index) -> list[dict]:
+    """Per grid point: runs complete, median final expected error and median ``queries_to_eps``."""
+    out = []
+    for values in itertools.product(*sweep.grid.values()):
+        point = dict(zip(sweep.grid, values))
+        rows = [index.rows[r.id] for r in sweep.runs if r.point == point and r.id in index.rows]
+        complete = [r for r in rows if r["status"] == COMPLETE]
+        errors = [r["expected_error"] for r in complete]
+        q = [r["queries_to_eps"] for r in complete if r.get("queries_to_eps") not in ("", None)]
+        out.append({**point, "complete": f"{len(complete)}/{len(rows)}",
+                    "expected_error": float(np.median(errors)) if errors else None,
+                    "queries_to_eps": float(np.median(q)) if q else None,
+                    "reached_eps": f"{len(q)}/{len(complete)}"})
+    return out
