@@ -120,7 +120,10 @@ def cli(args=None) -> int:
     except fastpg.RunFailed as exc:
         return _error(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        return _error("interrupted", EXIT_INTERRUPTED)
+        return _error("interrupted (Ctrl-C); files of unfinished runs are marked failed", EXIT_INTERRUPTED)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _error(f"I/O error{where}: {' '.join(str(exc).split())}; unfinished runs are marked failed where possible", EXIT_FAILED)
 
 
 def entry() -> None:

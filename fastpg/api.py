@@ -168,6 +168,29 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] 
     return member.result
 
 
+class _Chunker:
+    """Sub-chunk sizes that keep each kernel call near ``CHUNK_SECONDS`` of wall time.
+
+    The kernels cannot see signals, so a long segment between evaluation points is advanced in
+    pieces; a run's state (weights, counters, generator) carries over exactly, so the results
+    are the same for any chunking.
+    """
+
+    CHUNK_SECONDS = 0.25
+
+    def __init__(self):
+        self.n = 256
+
+    def size(self, remaining: int) -> int:
+        return int(min(remaining, self.n))
+
+    def observe(self, n: int, seconds: float) -> None:
+        if seconds < self.CHUNK_SECONDS / 4:
+            self.n = min(self.n * 4, 1 << 40)
+        elif seconds > self.CHUNK_SECONDS:
+            self.n = max(1, self.n // 2)
+
+
 class _Member:
     """One run of a batch: its writer, its trace so far and whether it is still going."""
 
@@ -226,11 +249,19 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
                 m.writer.open(task=_task_record(m.cfg, m.task), base=base, lq=lq_ds, W_shape=batch.W[r].shape)
         start = time.perf_counter()
         done = 0
+        chunk = _Chunker()
         for step in points:
             if step > done:
-                n_steps = np.array([0 if m.error else step - done for m in members])
-                status = batch.advance(n_steps)
-                done = int(step)
+                status = np.zeros(len(members), dtype=np.int64)
+                while done < step:  # bounded sub-chunks: Ctrl-C is seen promptly; results do not change
+                    n = chunk.size(step - done)
+                    t0 = time.perf_counter()
+                    st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]))
+                    chunk.observe(n, time.perf_counter() - t0)
+                    status = np.maximum(status, st)
+                    done += n
+                    if progress is not None and done < step:
+                        progress(done)
                 loglik, token, greedy = batch.evaluate()
             else:
                 status = np.zeros(len(members), dtype=np.int64)
@@ -256,17 +287,19 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
                     m.finish(FAILED, None, str(m.error))
             if progress is not None:
                 progress(done)
+        for r, m in enumerate(members):
+            if m.error is None:
+                m.finish(COMPLETE, batch.W[r])
+            elif m.result is None:
+                m.finish(FAILED, None, str(m.error))
     except BaseException as exc:
+        message = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else (
+            str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
         for m in members:
             if m.writer is not None:
-                m.writer.close(FAILED, message=str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+                m.writer.abort(message)
                 m.writer = None
         raise
-    for r, m in enumerate(members):
-        if m.error is None:
-            m.finish(COMPLETE, batch.W[r])
-        elif m.result is None:
-            m.finish(FAILED, None, str(m.error))
     if raise_errors:
         for m in members:
             if m.error is not None:

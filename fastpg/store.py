@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,13 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"--out: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"--out: {path} cannot be written (permission denied)")
+    try:  # a real probe: permissions alone say nothing for root or read-only file systems
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fastpg-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"--out: cannot write in {folder} ({exc.strerror or exc})") from None
     return path
 
 
@@ -151,7 +157,10 @@ class RunWriter:
         self.f.flush()
 
     def close(self, status: str, W_final: np.ndarray | None = None, message: str = "") -> None:
-        """Write the final weights, close the SWMR writer, then reopen to set the final ``status``."""
+        """Write the final weights, close the SWMR writer, then reopen to set the final ``status``.
+
+        Raises if anything cannot be written (then call :meth:`abort`).
+        """
         if self.f is None:
             return
         try:
@@ -159,11 +168,27 @@ class RunWriter:
                 self.f["final/W"][...] = W_final
                 self.f.flush()
         finally:
-            self.f.close()
-            self.f = None
+            f, self.f = self.f, None
+            f.close()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f.attrs["status"] = status
             f.attrs["message"] = message
+
+    def abort(self, message: str) -> None:
+        """Best effort: close and mark ``failed``; never raises. If even that cannot be written
+        (a full disk), the file keeps status ``running``, which readers treat as incomplete."""
+        try:
+            if self.f is not None:
+                f, self.f = self.f, None
+                f.close()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            with h5py.File(self.path, "r+", libver="latest") as f:
+                f.attrs["status"] = FAILED
+                f.attrs["message"] = message
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def read_final_W(path) -> np.ndarray:

@@ -114,10 +114,10 @@ def make_task(cfg: RunConfig) -> Task:
     if acceptance < C.MIN_ACCEPTANCE:
         shown = ", ".join(f"{q * 100:g}%: {np.quantile(pilots[0], q):.3g}" for q in levels)
         raise ConfigError(
-            "--gamma",
+            "--gamma" if cfg.gamma_quantile is None else "--gamma-quantile",
             f"margin {gamma:.3g} accepts {acceptance:.2g} of {C.PILOT_SIZE} pilot contexts (need >= {C.MIN_ACCEPTANCE:g}); "
             f"pilot margin quantiles {shown}; allowed: a smaller --gamma such as {np.quantile(pilots[0], 0.5):.3g}, "
-            f"or --gamma-quantile q in [0, 1]",
+            f"or a smaller --gamma-quantile q in [0, 1]",
         )
     max_tries = int(math.ceil(C.REJECTION_SAFETY / acceptance))
 
