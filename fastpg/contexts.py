@@ -15,8 +15,8 @@ import numpy as np
 
 from numba import njit
 
-from .model import greedy_decode, reset_table
-from .rng import normal, uniform
+from .model import greedy_decode
+from .rng import fill_normal, uniform
 
 
 @njit(cache=True)
@@ -25,17 +25,20 @@ def draw_context(state, centres, cdf, sigma, x_out):
     d = x_out.shape[0]
     C = centres.shape[0]
     if C == 0:
-        for j in range(d):
-            x_out[j] = normal(state)
+        fill_normal(state, x_out)
     else:
         u = uniform(state)
         c = 0
         while c < C - 1 and u >= cdf[c]:
             c += 1
-        scale = sigma / math.sqrt(d)
-        for j in range(d):
-            g = normal(state) if sigma > 0.0 else 0.0
-            x_out[j] = centres[c, j] + scale * g
+        if sigma > 0.0:
+            fill_normal(state, x_out)
+            scale = sigma / math.sqrt(d)
+            for j in range(d):
+                x_out[j] = centres[c, j] + scale * x_out[j]
+        else:
+            for j in range(d):
+                x_out[j] = centres[c, j]
     norm = 0.0
     for j in range(d):
         norm += x_out[j] * x_out[j]
@@ -48,17 +51,15 @@ def draw_context(state, centres, cdf, sigma, x_out):
 
 
 @njit(cache=True)
-def draw_labelled_context(
-    state, W_star, features, centres, cdf, sigma, gamma, max_tries, logp, have, x_out, y_out
-):
+def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, buf, x_out, y_out):
     """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
 
-    Returns ``-1.0`` when ``max_tries`` draws were all rejected (the caller reports it).
+    ``buf`` is scratch of length ``k``. Returns ``-1.0`` when ``max_tries`` draws were all
+    rejected (the caller reports it).
     """
     for _ in range(max_tries):
         draw_context(state, centres, cdf, sigma, x_out)
-        reset_table(have)
-        m = greedy_decode(W_star, x_out, features, logp, have, y_out)
+        m = greedy_decode(W_star, x_out, features, buf, y_out)
         if m >= gamma:
             return m
     return -1.0
@@ -69,13 +70,9 @@ def draw_labelled_contexts(
     state, W_star, features, centres, cdf, sigma, gamma, max_tries, X_out, Y_out, margin_out
 ):
     """Fill ``X_out[n, d]``, ``Y_out[n, N]``, ``margin_out[n]``; returns False if rejection failed."""
-    k = W_star.shape[1]
-    logp = np.empty((W_star.shape[0], k))
-    have = np.zeros(W_star.shape[0], dtype=np.bool_)
+    buf = np.empty(W_star.shape[1])
     for n in range(X_out.shape[0]):
-        m = draw_labelled_context(
-            state, W_star, features, centres, cdf, sigma, gamma, max_tries, logp, have, X_out[n], Y_out[n]
-        )
+        m = draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, buf, X_out[n], Y_out[n])
         if m < 0.0:
             return False
         margin_out[n] = m

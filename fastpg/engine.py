@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .model import greedy_matches, reset_table, token_logliks
+from .model import greedy_matches, reset_table, sample_response, token_logliks
 from .steps import advance_run
 
 
@@ -41,10 +41,10 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
     for rj in prange(R * n):
         r = rj // n
         j = rj - r * n
-        logp = np.empty((B, k))
+        table = np.empty((B, 2, k))
         have = np.zeros(B, dtype=np.bool_)
-        loglik_out[r, j] = token_logliks(W[r], X[r, j], Y[r, j], features, logp, have, token_loglik_out[r, j])
-        greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, logp, have)
+        loglik_out[r, j] = token_logliks(W[r], X[r, j], Y[r, j], features, table, have, token_loglik_out[r, j])
+        greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
 
 
 class Batch:
@@ -97,3 +97,18 @@ class Batch:
         greedy_ok = np.empty((R, n), dtype=np.bool_)
         evaluate_runs(W, self.test_x, self.test_y, self.features, loglik, token, greedy_ok)
         return loglik, token, greedy_ok
+
+
+@njit(cache=True)
+def sample_batch(W, X, features, state, Y_out):
+    """Sample one response per context: ``Y_out[b] ~ pi_W(. | X[b])`` from one stream (serial).
+
+    The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
+    per response (SPEC §12).
+    """
+    B, k = W.shape[0], W.shape[1]
+    table = np.empty((B, 2, k))
+    have = np.zeros(B, dtype=np.bool_)
+    for b in range(X.shape[0]):
+        reset_table(have)
+        sample_response(W, X[b], features, table, have, state, Y_out[b])

@@ -66,6 +66,18 @@ def normal(state):
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
 
 
+@njit(cache=True)
+def fill_normal(state, out):
+    """Standard normals into ``out``, by Box–Muller pairs ``(r cos t, r sin t)`` from two uniforms."""
+    n = out.shape[0]
+    for j in range(0, n, 2):
+        r = math.sqrt(-2.0 * math.log(uniform_pos(state)))
+        t = _TWO_PI * uniform(state)
+        out[j] = r * math.cos(t)
+        if j + 1 < n:
+            out[j + 1] = r * math.sin(t)
+
+
 def stream_key(purpose: str, params: dict) -> list[int]:
     """32-bit words hashing a purpose name and the parameters a stream depends on."""
     blob = json.dumps({"purpose": purpose, "params": params}, sort_keys=True, default=str)

@@ -15,6 +15,8 @@ from numba import njit
 
 from .contexts import draw_labelled_context
 from .model import (
+    LOGP,
+    PROB,
     accumulate_score,
     apply_update,
     block_index,
@@ -129,7 +131,7 @@ def advantages(r, baseline, out):
 
 
 @njit(cache=True)
-def _learn_prefix(W, x, y_star, reached, ip, fp, t, logp, have, coef, touched, weights):
+def _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights):
     """``W += eta_t * grad log pi_W(y*_<reached | x)``, the update of ``rs`` and of pre-training.
 
     ``eta_t`` follows the rule ``ip[IP_LR]`` with the target's log-loss (SPEC §5). Returns True
@@ -140,19 +142,19 @@ def _learn_prefix(W, x, y_star, reached, ip, fp, t, logp, have, coef, touched, w
     features = ip[IP_FEATURES]
     loss = 0.0
     if ip[IP_LR] == ADAPTIVE:
-        loss = -prefix_loglik(W, x, y_star, reached, features, logp, have)
+        loss = -prefix_loglik(W, x, y_star, reached, features, table, have)
     eta_t = learning_rate(ip[IP_LR], fp[FP_ETA], fp[FP_FLOOR], t, loss)
     if eta_t == 0.0:
         return False
     for i in range(y_star.shape[0]):
         weights[i] = eta_t if i < reached else 0.0
-    accumulate_score(W, x, y_star, weights, features, logp, have, coef, touched)
+    accumulate_score(W, x, y_star, weights, features, table, have, coef, touched)
     apply_update(W, x, coef, touched)
     return True
 
 
 @njit(cache=True)
-def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched, Ys, f, r, A, weights):
+def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, weights):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (SPEC §6); returns True if ``W`` moved."""
     N = y_star.shape[0]
     G = ip[IP_G]
@@ -163,7 +165,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
     best = 0
     prm_q = 0
     for j in range(G):
-        sample_response(W, x, features, logp, have, state, Ys[j])
+        sample_response(W, x, features, table, have, state, Ys[j])
         f[j] = first_mistake(Ys[j], y_star)
         if f[j] < N:
             n_wrong += 1
@@ -183,7 +185,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
         return False  # nothing rewarded: every advantage is zero under every baseline
     loss = 0.0
     if ip[IP_LR] == ADAPTIVE:
-        loss = -prefix_loglik(W, x, y_star, target_len, features, logp, have)
+        loss = -prefix_loglik(W, x, y_star, target_len, features, table, have)
     eta_t = learning_rate(ip[IP_LR], fp[FP_ETA], fp[FP_FLOOR], t, loss) / G
     moved = False
     if reward == ORM:
@@ -195,7 +197,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
             if c != 0.0:
                 for i in range(N):
                     weights[i] = c
-                accumulate_score(W, x, Ys[j], weights, features, logp, have, coef, touched)
+                accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
     else:
         # per-position advantages: A_ij from r_ij = 1[i < f_j] over the group
@@ -213,7 +215,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
                 if weights[i] != 0.0:
                     any_c = True
             if any_c:
-                accumulate_score(W, x, Ys[j], weights, features, logp, have, coef, touched)
+                accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
     if moved:
         apply_update(W, x, coef, touched)
@@ -221,7 +223,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
 
 
 @njit(cache=True)
-def _rs_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched, y_tmp, weights):
+def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, y_tmp, weights):
     """Reject until success (SPEC §6), with exact skip-ahead or brute force; True if ``W`` moved."""
     N = y_star.shape[0]
     k = W.shape[1]
@@ -230,12 +232,12 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
     skip = ip[IP_SKIP] != 0
     if ip[IP_REWARD] == ORM:
         if skip:
-            logp_star = prefix_loglik(W, x, y_star, N, features, logp, have)
+            logp_star = prefix_loglik(W, x, y_star, N, features, table, have)
             fails = failures_before_success(logp_star, M, uniform_pos(state))
         else:
             fails = 0.0
             while fails < M:
-                sample_response(W, x, features, logp, have, state, y_tmp)
+                sample_response(W, x, features, table, have, state, y_tmp)
                 if first_mistake(y_tmp, y_star) == N:
                     break
                 fails += 1.0
@@ -252,13 +254,13 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
         prev = k
         for i in range(N):
             b = block_index(features, i, prev, k)
-            ensure_row(W, x, b, logp, have)
+            ensure_row(W, x, b, table, have)
             if skip:
-                fails = failures_before_success(logp[b, y_star[i]], M, uniform_pos(state))
+                fails = failures_before_success(table[b, LOGP, y_star[i]], M, uniform_pos(state))
             else:
                 fails = 0.0
                 while fails < M:
-                    if sample_token(logp[b], state) == y_star[i]:
+                    if sample_token(table[b, PROB], state) == y_star[i]:
                         break
                     fails += 1.0
             success = fails < M
@@ -270,13 +272,13 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched
                 break
             reached = i + 1
             prev = y_star[i]
-    return _learn_prefix(W, x, y_star, reached, ip, fp, t, logp, have, coef, touched, weights)
+    return _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights)
 
 
 @njit(cache=True)
-def _sft_step(W, x, y_star, ip, fp, t, logp, have, coef, touched, weights):
+def _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights):
     """One SGD step on the log-loss ``-log pi_W(y*|x)`` of a labelled context (SPEC §3)."""
-    return _learn_prefix(W, x, y_star, y_star.shape[0], ip, fp, t, logp, have, coef, touched, weights)
+    return _learn_prefix(W, x, y_star, y_star.shape[0], ip, fp, t, table, have, coef, touched, weights)
 
 
 # Weights beyond this magnitude count as diverged: logits W . x and their exponentials could
@@ -305,10 +307,9 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     B, k, d = W.shape
     N = pool_y.shape[1]
     G = max(ip[IP_G], 1)
-    logp = np.empty((B, k))
+    table = np.empty((B, 2, k))
     have = np.zeros(B, dtype=np.bool_)
-    t_logp = np.empty((B, k))
-    t_have = np.zeros(B, dtype=np.bool_)
+    buf = np.empty(k)
     coef = np.zeros((B, k))
     touched = np.zeros(B, dtype=np.bool_)
     x = np.empty(d)
@@ -328,7 +329,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         else:
             m = draw_labelled_context(
                 state, W_star, ip[IP_FEATURES], centres, cdf, fp[FP_SIGMA], fp[FP_GAMMA],
-                ip[IP_MAX_TRIES], t_logp, t_have, x, y_star,
+                ip[IP_MAX_TRIES], buf, x, y_star,
             )
             if m < 0.0:
                 return REJECTION_FAILED
@@ -337,11 +338,11 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         t = counters[C_STEPS]
         reset_table(have)
         if algorithm == PG:
-            moved = _pg_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched, Ys, f, r, A, weights)
+            moved = _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, weights)
         elif algorithm == RS:
-            moved = _rs_step(W, x, y_star, ip, fp, state, t, counters, logp, have, coef, touched, Ys[0], weights)
+            moved = _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys[0], weights)
         else:
-            moved = _sft_step(W, x, y_star, ip, fp, t, logp, have, coef, touched, weights)
+            moved = _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights)
         if moved:
             counters[C_UPDATES] += 1.0
     if not weights_ok(W):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastpg.rng import normal, uniform, uniform_pos
+from fastpg.rng import uniform, uniform_pos
 
 
 def xoshiro256ss(state: list[int]):
@@ -107,13 +107,23 @@ def sample_response(W, x, features, N, state):
     return np.array(y)
 
 
+def normals(state, n):
+    """Box-Muller pairs: (r cos t, r sin t) with r = sqrt(-2 log u1), t = 2 pi u2."""
+    out = []
+    while len(out) < n:
+        r = math.sqrt(-2.0 * math.log(uniform_pos(state)))
+        t = 2.0 * math.pi * uniform(state)
+        out += [r * math.cos(t), r * math.sin(t)]
+    return np.array(out[:n])
+
+
 def draw_context(state, centres, cdf, sigma, d):
     if len(centres) == 0:
-        x = np.array([normal(state) for _ in range(d)])
+        x = normals(state, d)
     else:
         u = uniform(state)
         c = min(int(np.searchsorted(cdf, u, side="right")), len(cdf) - 1)
-        g = np.array([normal(state) if sigma > 0 else 0.0 for _ in range(d)])
+        g = normals(state, d) if sigma > 0 else np.zeros(d)
         x = centres[c] + sigma / math.sqrt(d) * g
     return x / np.linalg.norm(x)
 

@@ -103,3 +103,11 @@ def test_help_lists_every_parameter():
     assert r.returncode == 0
     for name in RunConfig.names():
         assert flag(name) in r.stdout, name
+
+
+def test_bench_quick_smoke(tmp_path):
+    """The benchmark runner works end to end (numbers are not asserted: timings never are)."""
+    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], capture_output=True,
+                       text=True, timeout=900, cwd=os.path.join(os.path.dirname(__file__), ".."))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "results.md").exists() and "(B) PG steps, ORM" in r.stdout

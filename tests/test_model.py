@@ -10,6 +10,7 @@ from fastpg.model import (
     apply_update,
     greedy_decode,
     greedy_matches,
+    new_table,
     reset_table,
     sample_response,
     token_logliks,
@@ -22,7 +23,7 @@ SHAPES = [(0, 1, 2, 3), (0, 3, 3, 5), (1, 3, 2, 4), (1, 4, 3, 2), (1, 1, 5, 3)] 
 
 
 def table(W):
-    return np.empty((W.shape[0], W.shape[1])), np.zeros(W.shape[0], dtype=np.bool_)
+    return new_table(W.shape[0], W.shape[1])
 
 
 @pytest.mark.parametrize("features,N,k,d", SHAPES)
@@ -61,11 +62,10 @@ def test_greedy_decode_and_margin(rng, features, N, k, d):
         x = random_x(rng, d)
         logp, have = table(W)
         y = np.empty(N, dtype=np.int64)
-        m = greedy_decode(W, x, features, logp, have, y)
+        m = greedy_decode(W, x, features, np.empty(k), y)
         y_ref, m_ref = naive.greedy_decode(W, x, features, N)
         np.testing.assert_array_equal(y, y_ref)
         assert m == pytest.approx(m_ref, rel=1e-9, abs=1e-12)
-        reset_table(have)
         assert greedy_matches(W, x, y_ref, features, logp, have)
         y_bad = y_ref.copy()
         y_bad[-1] = (y_bad[-1] + 1) % k
@@ -122,3 +122,19 @@ def test_sampling_frequencies_match_softmax(rng, features, N, k):
     chi2 = np.sum((counts - n * p) ** 2 / (n * p))
     df = len(ys) - 1
     assert chi2 < df + 5 * np.sqrt(2 * df)
+
+
+def test_sample_batch_matches_sample_response(rng):
+    from fastpg.engine import sample_batch
+
+    W = random_W(rng, 1, 3, 3, 4)
+    X = np.array([random_x(rng, 4) for _ in range(5)])
+    Y = np.empty((5, 3), dtype=np.int64)
+    s1, s2 = new_state(9), new_state(9)
+    sample_batch(W, X, 1, s1, Y)
+    logp, have = table(W)
+    y = np.empty(3, dtype=np.int64)
+    for b in range(5):
+        reset_table(have)
+        sample_response(W, X[b], 1, logp, have, s2, y)
+        np.testing.assert_array_equal(Y[b], y)

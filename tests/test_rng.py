@@ -30,6 +30,17 @@ def test_normal_moments():
     assert abs(g.var() - 1.0) < 5 * np.sqrt(2 / 40000)
 
 
+def test_fill_normal_moments_and_pairs():
+    from fastpg.rng import fill_normal
+
+    s = xoshiro_state(seed_sequence(3, "n", {}))
+    g = np.empty(40001)  # odd length: the last pair is cut
+    fill_normal(s, g)
+    assert abs(g.mean()) < 5 / np.sqrt(len(g))
+    assert abs(g.var() - 1.0) < 5 * np.sqrt(2 / len(g))
+    assert abs(np.corrcoef(g[0:-1:2], g[1::2])[0, 1]) < 5 / np.sqrt(len(g) / 2)  # the pair is independent
+
+
 def test_streams_are_keyed():
     a = xoshiro_state(seed_sequence(0, "post", {"reward": "orm"}))
     b = xoshiro_state(seed_sequence(0, "post", {"reward": "prm"}))

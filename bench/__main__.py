@@ -1,0 +1,398 @@
+"""Benchmarks of fastpg against peer implementations, all measured in this one process run.
+
+    python -m bench [--quick] [--out bench/results]
+
+Reference configuration (SPEC §12, benchmark issue): d=64, k=8, N=16, position features,
+float64, sphere contexts, teacher base (beta=2000, rho=0.05: about 37% of on-policy samples are
+correct), constant learning rate 0.01. One thread for everyone: this process is pinned to one core
+and every thread variable is set to 1 before NumPy, Numba or JAX is imported; OPENBLAS_CORETYPE
+and OPENBLAS_L2_SIZE are removed for the peers. Compile / JIT warm-up is excluded; every rate is
+the median of repeats. A correctness check compares the implementations before anything is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+REMOVED = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.pop(v, None) is not None]
+os.environ.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                   "NUMEXPR_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2",
+                   "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"})
+ALL_CORES = os.sched_getaffinity(0)
+os.sched_setaffinity(0, {min(ALL_CORES)})
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+import fastpg  # noqa: E402
+from fastpg.config import RunConfig  # noqa: E402
+from fastpg.engine import Batch, sample_batch  # noqa: E402
+from fastpg.model import accumulate_score, apply_update, ensure_row, new_table  # noqa: E402
+from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
+from fastpg.runs import base_model, post_training_run  # noqa: E402
+from fastpg.tasks import make_task  # noqa: E402
+
+from . import numpy_peer  # noqa: E402
+
+numba.set_num_threads(1)
+REFERENCE = dict(d=64, k=8, N=16, features="position", contexts="sphere", base="teacher", beta=2000.0, rho=0.05,
+                 lr="constant", eta=0.01, n_test=4096, G=1, baseline="none")
+GOALS = {"A1": 3.0, "A2": 1.5, "B-orm": 2.0, "B-prm": 2.0, "C": 1.0}
+
+
+def peers():
+    out = [numpy_peer]
+    try:
+        from . import jax_peer
+
+        out.append(jax_peer)
+    except ImportError:
+        pass
+    return out
+
+
+def median_rate(fn, work, repeats):
+    """Median of ``work / seconds`` over ``repeats`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        rates.append(work / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+class Setup:
+    def __init__(self, **over):
+        self.cfg = RunConfig.from_dict({**REFERENCE, **over})
+        self.task = make_task(self.cfg)
+        self.W0 = base_model(self.cfg, self.task)
+        N, k, d = self.cfg.N, self.cfg.k, self.cfg.d
+        self.N, self.k, self.d = N, k, d
+        self.W2 = self.W0.reshape(N * k, d).copy()
+        self.Ws2 = self.task.W_star.reshape(N * k, d).copy()
+
+    def batch(self, **over):
+        cfg = self.cfg.replace(**over) if over else self.cfg
+        return Batch([post_training_run(cfg, self.task, self.W0)])
+
+
+def check_agreement(s: Setup, impls) -> dict:
+    """Same inputs, same numbers: probabilities, one update, exact evaluation."""
+    rng = np.random.default_rng(0)
+    x = s.task.test_x[0]
+    table, have = new_table(s.N, s.k)
+    for b in range(s.N):
+        ensure_row(s.W0, x, b, table, have)
+    p_fast = table[:, 1, :]
+    y = rng.integers(0, s.k, s.N)
+    a = rng.random(s.N)
+    W_fast = s.W0.copy()
+    coef, touched = np.zeros((s.N, s.k)), np.zeros(s.N, dtype=np.bool_)
+    accumulate_score(W_fast, x, y, 0.01 * a, 0, table, have, coef, touched)
+    apply_update(W_fast, x, coef, touched)
+    X, Y = s.task.test_x[:256], s.task.test_y[:256]
+    ll_fast, _, ok_fast = (v[0] for v in Batch([dict(post_training_run(s.cfg, s.task, s.W0), test_x=X, test_y=Y)]).evaluate())
+    report = {}
+    for impl in impls:
+        if impl.NAME == "numpy":
+            p = numpy_peer.probabilities(s.W2, x, s.N, s.k)
+            W2 = s.W2.copy()
+            numpy_peer.score_update(W2, x, p, y, a, 0.01)
+            ll, ok = numpy_peer.evaluate(s.W2, X, Y, s.N, s.k)
+        else:
+            p = np.asarray(impl._probs(s.W2, x, s.N, s.k))
+            W2 = np.asarray(impl._update(s.W2, x, impl._probs(s.W2, x, s.N, s.k), y, a, 0.01))
+            ll, ok = (np.asarray(v) for v in impl.evaluate(s.W2, X, Y, s.N, s.k))
+        err = {"probabilities": float(np.abs(p - p_fast).max()),
+               "update": float(np.abs(W2.reshape(W_fast.shape) - W_fast).max()),
+               "loglik_rel": float(np.max(np.abs(ll - ll_fast) / np.maximum(1.0, np.abs(ll_fast)))),
+               "greedy_equal": bool(np.array_equal(ok, ok_fast))}
+        if not (err["probabilities"] < 1e-12 and err["update"] < 1e-12 and err["loglik_rel"] < 1e-10 and err["greedy_equal"]):
+            raise SystemExit(f"bench: {impl.NAME} disagrees with fastpg: {err}")
+        report[impl.NAME] = err
+    return report
+
+
+def bench_sampling(s: Setup, impls, q):
+    out = {}
+    for label, B, calls in (("A1", 1, 2000 if q else 20000), ("A2", 1024, 3 if q else 20)):
+        X = s.task.test_x[:B].copy()
+        Y = np.empty((B, s.N), dtype=np.int64)
+        state = xoshiro_state(seed_sequence(0, "bench", {}))
+        W0 = s.W0
+
+        def fast():
+            for _ in range(calls):
+                sample_batch(W0, X, 0, state, Y)
+
+        rates = {"fastpg": median_rate(fast, B * calls, 3 if q else 5)}
+        for impl in impls:
+            if impl.NAME == "numpy":
+                rng = np.random.default_rng(0)
+                if B == 1:
+                    def run(impl=impl, rng=rng):
+                        for _ in range(calls):
+                            impl.sample_one(s.W2, X[0], s.N, s.k, rng)
+                else:
+                    def run(impl=impl, rng=rng):
+                        for _ in range(calls):
+                            impl.sample_batch(s.W2, X, s.N, s.k, rng)
+            else:
+                import jax
+
+                keys = jax.random.split(jax.random.PRNGKey(0), calls)
+                W2j, Xj = jax.numpy.asarray(s.W2), jax.numpy.asarray(X)
+                if B == 1:
+                    xj = Xj[0]
+
+                    def run(impl=impl):
+                        for i in range(calls):
+                            impl.sample_one(W2j, xj, s.N, s.k, keys[i]).block_until_ready()
+                else:
+                    def run(impl=impl):
+                        for i in range(calls):
+                            impl.sample_batch(W2j, Xj, s.N, s.k, keys[i]).block_until_ready()
+            rates[impl.NAME] = median_rate(run, B * calls, 3 if q else 5)
+        out[label] = rates
+    return out
+
+
+def bench_pg(s: Setup, impls, q):
+    out, frac = {}, {}
+    for reward in ("orm", "prm"):
+        n_fast, n_np, n_jax = (20000, 2000, 20000) if q else (200000, 20000, 200000)
+        batch = s.batch(reward=reward)
+        rates = {"fastpg": median_rate(lambda: batch.advance(n_fast), n_fast, 3 if q else 5)}
+        c = batch.counters[0]
+        frac[("fastpg", reward)] = 1 - c[7] / c[2]
+        upd_frac = c[6] / c[0]
+        for impl in impls:
+            if impl.NAME == "numpy":
+                rng = np.random.default_rng(0)
+                W2 = s.W2.copy()
+                res = {}
+
+                def run(impl=impl, rng=rng, W2=W2, res=res):
+                    res["c"] = impl.pg_steps(W2, s.Ws2, s.N, s.k, s.d, 0.01, reward, n_np, rng)
+
+                rates["numpy"] = median_rate(run, n_np, 3 if q else 5)
+                frac[("numpy", reward)] = res["c"][0] / n_np
+            else:
+                import jax
+
+                key = jax.random.PRNGKey(0)
+                res = {}
+
+                def run(impl=impl, res=res):
+                    W2, correct, queries = impl.pg_steps(s.W2, s.Ws2, s.N, s.k, s.d, 0.01, reward, n_jax, key)
+                    W2.block_until_ready()
+                    res["c"] = int(correct)
+
+                rates["jax"] = median_rate(run, n_jax, 3 if q else 5)
+                frac[("jax", reward)] = res["c"] / n_jax
+        out[f"B-{reward}"] = rates
+        out[f"B-{reward}-updates-per-step"] = upd_frac
+    return out, frac
+
+
+def bench_eval(s: Setup, impls, q):
+    batch = s.batch()
+    n = s.cfg.n_test
+    rates = {"fastpg": median_rate(batch.evaluate, n, 5 if q else 20)}
+    for impl in impls:
+        if impl.NAME == "numpy":
+            rates["numpy"] = median_rate(lambda: impl.evaluate(s.W2, s.task.test_x, s.task.test_y, s.N, s.k), n,
+                                         5 if q else 20)
+        else:
+            import jax.numpy as jnp
+
+            W2, X, Y = jnp.asarray(s.W2), jnp.asarray(s.task.test_x), jnp.asarray(s.task.test_y)
+            rates["jax"] = median_rate(lambda: impl.evaluate(W2, X, Y, s.N, s.k)[0].block_until_ready(), n,
+                                       5 if q else 20)
+    return {"C": rates}
+
+
+def bench_skip(impls, q):
+    """rs + ORM with skip-ahead and no learning on a uniform base: p = 8^-13 = 1.8e-12 per context."""
+    s = Setup(N=13, base="uniform", algorithm="rs", reward="orm", eta=0.0, M=2**53)
+    n_fast, n_peer = (20000, 2000) if q else (200000, 20000)
+    batch = s.batch()
+    before = [0.0]
+
+    def fast():
+        before[0] = batch.counters[0][4]
+        batch.advance(n_fast)
+
+    fast()
+    rates = []
+    for _ in range(3 if q else 5):
+        t = time.perf_counter()
+        fast()
+        rates.append((batch.counters[0][4] - before[0]) / (time.perf_counter() - t))
+    out = {"fastpg": statistics.median(rates)}
+    for impl in impls:
+        if impl.NAME == "numpy":
+            rng = np.random.default_rng(0)
+            vals = []
+            for _ in range(3 if q else 5):
+                t = time.perf_counter()
+                qn = impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_peer, rng)
+                vals.append(qn / (time.perf_counter() - t))
+            out["numpy"] = statistics.median(vals)
+        else:
+            import jax
+
+            key = jax.random.PRNGKey(0)
+            impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_fast, key).block_until_ready()
+            vals = []
+            for _ in range(3 if q else 5):
+                t = time.perf_counter()
+                qn = float(impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_fast, key))
+                vals.append(qn / (time.perf_counter() - t))
+            out["jax"] = statistics.median(vals)
+    return {"D": out}
+
+
+def bench_scaling(q):
+    """8 equal PG-ORM runs in one batch on 1 and 2 threads (fastpg only: the peers have no batching)."""
+    os.sched_setaffinity(0, ALL_CORES)
+    s = Setup(n_test=64)
+    steps = 20000 if q else 200000
+    cfg = s.cfg
+    runs = [post_training_run(cfg.replace(seed=i), make_task(cfg.replace(seed=i)),
+                              base_model(cfg.replace(seed=i), make_task(cfg.replace(seed=i)))) for i in range(8)]
+    out, Ws = {}, {}
+    for threads in (1, 2):
+        numba.set_num_threads(threads)
+        b = Batch(runs)
+        b.advance(10)
+        t = time.perf_counter()
+        b.advance(steps)
+        out[threads] = 8 * steps / (time.perf_counter() - t)
+        Ws[threads] = b.W.copy()
+    numba.set_num_threads(1)
+    os.sched_setaffinity(0, {min(ALL_CORES)})
+    return {"E": {"steps_per_s_1": out[1], "steps_per_s_2": out[2], "speedup": out[2] / out[1],
+                  "identical": bool(np.array_equal(Ws[1], Ws[2]))}}
+
+
+def _fastpg_cmd(args, env):
+    code = "import resource, subprocess, sys, time; t = time.perf_counter(); " \
+           "r = subprocess.run(sys.argv[1:]); " \
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)"
+    cmd = [sys.executable, "-c", code, sys.executable, "-c", "from fastpg_cli.main import entry; entry()", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.split()
+    if out[2] != "0":
+        raise SystemExit(f"bench: fastpg {' '.join(args)} failed")
+    return float(out[0]), int(out[1]) / 1024.0
+
+
+def bench_startup_memory(q):
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(Path(tmp) / "cache"), NUMBA_NUM_THREADS="1")
+        cold, _ = _fastpg_cmd(["run", "--preset", "tiny", "--out", f"{tmp}/a.h5", "-q"], env)
+        warm = statistics.median(_fastpg_cmd(["run", "--preset", "tiny", "--out", f"{tmp}/{i}.h5", "-q"], env)[0]
+                                 for i in range(3))
+        mem = {}
+        for steps in ((20000, 200000) if q else (100000, 1000000)):
+            _, rss = _fastpg_cmd(["run", "-d", "64", "-k", "8", "-N", "16", "--base", "teacher", "--beta", "2000",
+                                  "--rho", "0.05", "--steps", str(steps), "--eval-log", "20", "--n-test", "512",
+                                  "--out", f"{tmp}/m{steps}.h5", "-q"], env)
+            mem[steps] = rss
+    return {"F": {"cold_s": cold, "warm_s": warm}, "G": {"peak_rss_mb": mem}}
+
+
+def matmul_ceiling():
+    a = np.random.default_rng(0).random((1024, 1024))
+    return median_rate(lambda: a @ a, 2 * 1024**3, 5) / 1e9
+
+
+def render(res) -> str:
+    names = ["fastpg", *[p for p in res["peers"]]]
+    lines = ["| measurement | unit | " + " | ".join(names) + " | fastpg / best peer | goal |",
+             "|---|---|" + "---|" * len(names) + "---|---|"]
+    labels = {"A1": ("(A) sampling, B=1 per call", "responses/s"), "A2": ("(A) sampling, B=1024", "responses/s"),
+              "B-orm": ("(B) PG steps, ORM", "steps/s"), "B-prm": ("(B) PG steps, PRM", "steps/s"),
+              "C": ("(C) exact evaluation, n_test=4096", "contexts/s"),
+              "D": ("(D) rs skip-ahead, p=1.8e-12", "queries/s")}
+    for key, (label, unit) in labels.items():
+        rates = res["rates"][key]
+        best = max(rates[p] for p in res["peers"] if p in rates)
+        ratio = rates["fastpg"] / best
+        goal = GOALS.get(key)
+        goal_s = f">= {goal:g}x: {'met' if ratio >= goal else 'NOT met'}" if goal else "-"
+        lines.append(f"| {label} | {unit} | " + " | ".join(f"{rates.get(n, float('nan')):.4g}" for n in names)
+                     + f" | {ratio:.2f}x | {goal_s} |")
+    e, f, g = res["E"], res["F"], res["G"]
+    lines += ["", f"(E) 8 runs in one batch: {e['steps_per_s_1']:.4g} steps/s on 1 thread, {e['steps_per_s_2']:.4g} on 2: "
+                  f"{e['speedup']:.2f}x, results identical: {e['identical']}",
+              f"(F) `fastpg run --preset tiny`: cold Numba cache {f['cold_s']:.1f} s (goal < 60), warm {f['warm_s']:.2f} s (goal < 2)",
+              "(G) peak memory of `fastpg run` at the reference shape: " +
+              ", ".join(f"{steps} steps {mb:.0f} MB" for steps, mb in g["peak_rss_mb"].items()),
+              "", f"FLOP rates (fraction of one-thread DGEMM, {res['ceiling_gflops']:.1f} GFLOP/s): " +
+              ", ".join(f"{k} {v['fastpg']:.2f} GFLOP/s ({v['fastpg'] / res['ceiling_gflops']:.0%})" for k, v in res["flops"].items()),
+              f"Fraction of correct on-policy samples (ORM): " +
+              ", ".join(f"{n} {res['correct_fraction'][n + '/orm']:.3f}" for n in names)]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small repeats (a smoke test, not for quoting)")
+    ap.add_argument("--out", default="bench/results", help="folder for results.md and results.json")
+    args = ap.parse_args(argv)
+    q = args.quick
+    t0 = time.time()
+    impls = peers()
+    s = Setup()
+    agreement = check_agreement(s, impls)
+    rates = {}
+    rates.update(bench_sampling(s, impls, q))
+    pg, frac = bench_pg(s, impls, q)
+    rates.update({k: v for k, v in pg.items() if not k.endswith("per-step")})
+    rates.update(bench_eval(s, impls, q))
+    rates.update(bench_skip(impls, q))
+    N, k, d = s.N, s.k, s.d
+    per_logits = 2.0 * N * k * d
+    flops = {"(A) B=1024": {n: r * per_logits / 1e9 for n, r in rates["A2"].items()},
+             "(B) ORM": {n: r * per_logits * (2 + pg["B-orm-updates-per-step"]) / 1e9 for n, r in rates["B-orm"].items()},
+             "(C)": {n: r * per_logits / 1e9 for n, r in rates["C"].items()}}
+    res = {"rates": rates, "peers": [i.NAME for i in impls], "agreement": agreement, "flops": flops,
+           "correct_fraction": {f"{n}/{r}": v for (n, r), v in frac.items()}, "ceiling_gflops": matmul_ceiling(),
+           "openblas_vars_removed": REMOVED, "quick": q}
+    res.update(bench_scaling(q))
+    res.update(bench_startup_memory(q))
+    res["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+                      "cpu": platform.processor() or platform.machine(), "cores": len(ALL_CORES)}
+    try:
+        import jax
+
+        res["machine"]["jax"] = jax.__version__
+    except ImportError:
+        pass
+    res["seconds"] = time.time() - t0
+    table = render(res)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
+    header = (f"Benchmarks (`python -m bench{' --quick' if q else ''}`, {res['seconds']:.0f} s; one pinned core; "
+              f"{', '.join(f'{k} {v}' for k, v in res['machine'].items())}; medians of repeats)\n\n")
+    (out / "results.md").write_text(header + table + "\n")
+    print(header + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Vectorised NumPy implementation of the reference computations (position features).
+
+What a researcher would write without fastpg: per step, NumPy vector operations over positions
+and tokens; the same sampling rule (inverse CDF with one uniform per token), the same updates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAME = "numpy"
+
+
+def probabilities(W2, x, N, k):
+    """Per-position softmax of ``W2 @ x`` (``W2 = W.reshape(N*k, d)``): ``[N, k]``."""
+    s = (W2 @ x).reshape(N, k)
+    s = s - s.max(axis=1, keepdims=True)
+    p = np.exp(s)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def sample(p, u):
+    """Inverse CDF per position: the first token whose cumulative probability exceeds ``u``."""
+    y = (np.cumsum(p, axis=1) <= u[:, None]).sum(axis=1)
+    return np.minimum(y, p.shape[1] - 1)
+
+
+def sample_one(W2, x, N, k, rng):
+    return sample(probabilities(W2, x, N, k), rng.random(N))
+
+
+def sample_batch(W2, X, N, k, rng):
+    s = (X @ W2.T).reshape(len(X), N, k)
+    s -= s.max(axis=2, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=2, keepdims=True)
+    u = rng.random((len(X), N))
+    y = (np.cumsum(p, axis=2) <= u[:, :, None]).sum(axis=2)
+    return np.minimum(y, k - 1)
+
+
+def score_update(W2, x, p, y, a, eta):
+    """``W += eta * sum_i a_i grad log pi(y_i | x)`` for position features."""
+    g = -p * a[:, None]
+    g[np.arange(len(y)), y] += a
+    W2 += eta * np.outer(g.ravel(), x)
+
+
+def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, rng):
+    """On-policy PG (G = 1, no baseline, constant rate), fresh context and teacher label per step.
+
+    Returns (correct samples, reward queries).
+    """
+    correct = 0
+    queries = 0
+    for _ in range(n_steps):
+        x = rng.standard_normal(d)
+        x /= np.linalg.norm(x)
+        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        p = probabilities(W2, x, N, k)
+        y = sample(p, rng.random(N))
+        wrong = np.nonzero(y != y_star)[0]
+        f = wrong[0] if len(wrong) else N
+        if reward == "orm":
+            queries += 1
+            if f == N:
+                correct += 1
+                score_update(W2, x, p, y, np.ones(N), eta)
+        else:
+            queries += min(f + 1, N)
+            correct += f == N
+            if f > 0:
+                score_update(W2, x, p, y, (np.arange(N) < f).astype(float), eta)
+    return correct, queries
+
+
+def evaluate(W2, X, Y, N, k):
+    """Exact test log-likelihoods and greedy correctness for all contexts at once (BLAS)."""
+    s = (X @ W2.T).reshape(len(X), N, k)
+    m = s.max(axis=2, keepdims=True)
+    logp = s - (m + np.log(np.exp(s - m).sum(axis=2, keepdims=True)))
+    loglik = np.take_along_axis(logp, Y[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+    greedy_ok = (s.argmax(axis=2) == Y).all(axis=1)
+    return loglik, greedy_ok
+
+
+def rs_skip_steps(W2, Ws2, N, k, d, n_steps, rng, M=1e18):
+    """``rs`` + ORM with geometric skip-ahead and no learning: simulated reward queries."""
+    queries = 0.0
+    for _ in range(n_steps):
+        x = rng.standard_normal(d)
+        x /= np.linalg.norm(x)
+        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        s = (W2 @ x).reshape(N, k)
+        m = s.max(axis=1)
+        logp = s[np.arange(N), y_star] - (m + np.log(np.exp(s - m[:, None]).sum(axis=1)))
+        lp = logp.sum()
+        f = np.floor(np.log(1.0 - rng.random()) / np.log1p(-np.exp(lp)))
+        queries += min(f + 1.0, M)
+    return queries
