@@ -114,9 +114,10 @@ def ensure_row(W, x, b, table, have):
         p[v] = math.exp(row[v] - m)
         z += p[v]
     lz = m + math.log(z)
+    inv_z = 1.0 / z
     for v in range(k):
         row[v] -= lz
-        p[v] /= z
+        p[v] *= inv_z
     have[b] = True
 
 

@@ -30,15 +30,26 @@ def test_normal_moments():
     assert abs(g.var() - 1.0) < 5 * np.sqrt(2 / 40000)
 
 
-def test_fill_normal_moments_and_pairs():
+def test_ziggurat_normal_law():
+    """Kolmogorov-Smirnov against the normal CDF, tail mass beyond the ziggurat's base, moments."""
+    from math import erf, sqrt
+
     from fastpg.rng import fill_normal
 
     s = xoshiro_state(seed_sequence(3, "n", {}))
-    g = np.empty(40001)  # odd length: the last pair is cut
+    n = 400_000
+    g = np.empty(n)
     fill_normal(s, g)
-    assert abs(g.mean()) < 5 / np.sqrt(len(g))
-    assert abs(g.var() - 1.0) < 5 * np.sqrt(2 / len(g))
-    assert abs(np.corrcoef(g[0:-1:2], g[1::2])[0, 1]) < 5 / np.sqrt(len(g) / 2)  # the pair is independent
+    x = np.sort(g)
+    cdf = 0.5 * (1.0 + np.array([erf(v / sqrt(2.0)) for v in x]))
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n)  # the 0.1% critical value of the KS statistic
+    for t in (1.0, 2.0, 3.0, 3.442619855899, 4.0):  # the tail beyond the base layer is sampled exactly
+        p = 1.0 - erf(t / sqrt(2.0))
+        assert abs(np.mean(np.abs(g) > t) - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-12
+    assert abs(g.mean()) < 5 / np.sqrt(n) and abs(g.var() - 1.0) < 5 * np.sqrt(2 / n)
+    assert abs(np.mean(g**3)) < 5 * np.sqrt(15 / n) and abs(np.mean(g**4) - 3.0) < 5 * np.sqrt(96 / n)
+    assert abs(np.corrcoef(g[:-1], g[1:])[0, 1]) < 5 / np.sqrt(n)
 
 
 def test_streams_are_keyed():

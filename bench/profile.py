@@ -1,0 +1,124 @@
+"""Where one PG step's time goes at the reference shape (d=64, k=8, N=16), one thread.
+
+    python -m bench.profile
+
+Times each compiled building block of a step in a compiled loop (microseconds per call,
+median of 5): drawing a context, the teacher's greedy label, the model's probability table,
+sampling 16 tokens from it, and the score-function update.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
+
+from fastpg.contexts import draw_context  # noqa: E402
+from fastpg.model import (  # noqa: E402
+    accumulate_score,
+    apply_update,
+    ensure_row,
+    greedy_decode,
+    new_table,
+    reset_table,
+    sample_token,
+    scores,
+)
+from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
+
+
+@njit
+def _context(state, x, n):
+    c, cdf = np.zeros((0, x.shape[0])), np.zeros(0)
+    for _ in range(n):
+        draw_context(state, c, cdf, 0.0, x)
+
+
+@njit
+def _teacher(W, x, y, n):
+    buf = np.empty(W.shape[1])
+    for _ in range(n):
+        greedy_decode(W, x, 0, buf, y)
+
+
+@njit
+def _dots(W, x, n):
+    out = np.empty(W.shape[1])
+    for _ in range(n):
+        for b in range(W.shape[0]):
+            scores(W, x, b, out)
+
+
+@njit
+def _table(W, x, n):
+    table = np.empty((W.shape[0], 2, W.shape[1]))
+    have = np.zeros(W.shape[0], dtype=np.bool_)
+    for _ in range(n):
+        reset_table(have)
+        for b in range(W.shape[0]):
+            ensure_row(W, x, b, table, have)
+
+
+@njit
+def _sample(W, x, state, n):
+    table = np.empty((W.shape[0], 2, W.shape[1]))
+    have = np.zeros(W.shape[0], dtype=np.bool_)
+    for b in range(W.shape[0]):
+        ensure_row(W, x, b, table, have)
+    s = 0
+    for _ in range(n):
+        for b in range(W.shape[0]):
+            s += sample_token(table[b, 1], state)
+    return s
+
+
+@njit
+def _update(W, x, y, n):
+    table = np.empty((W.shape[0], 2, W.shape[1]))
+    have = np.zeros(W.shape[0], dtype=np.bool_)
+    for b in range(W.shape[0]):
+        ensure_row(W, x, b, table, have)
+    coef = np.zeros((W.shape[0], W.shape[1]))
+    touched = np.zeros(W.shape[0], dtype=np.bool_)
+    w = np.full(y.shape[0], 1e-12)
+    for _ in range(n):
+        accumulate_score(W, x, y, w, 0, table, have, coef, touched)
+        apply_update(W, x, coef, touched)
+
+
+def main():
+    N, k, d = 16, 8, 64
+    rng = np.random.default_rng(0)
+    W = 0.3 * rng.standard_normal((N, k, d))
+    x = rng.standard_normal(d)
+    x /= np.linalg.norm(x)
+    y = np.zeros(N, dtype=np.int64)
+    state = xoshiro_state(seed_sequence(0, "profile", {}))
+    parts = [
+        ("draw a context (64 normals, normalise)", lambda n: _context(state, x.copy(), n)),
+        ("teacher label (16x8 logits, argmax, margin)", lambda n: _teacher(W, x, y, n)),
+        ("  of which the 16x8x64 dot products", lambda n: _dots(W, x, n)),
+        ("probability table (dot products + softmax)", lambda n: _table(W, x, n)),
+        ("sample 16 tokens from the table", lambda n: _sample(W, x, state, n)),
+        ("score-function update (coefficients + W += c x)", lambda n: _update(W.copy(), x, y, n)),
+    ]
+    n = 100_000
+    print(f"{'component':52s} us/call")
+    for name, fn in parts:
+        fn(1)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn(n)
+            times.append((time.perf_counter() - t) / n * 1e6)
+        print(f"{name:52s} {statistics.median(times):7.3f}")
+
+
+if __name__ == "__main__":
+    main()
