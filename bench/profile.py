@@ -24,6 +24,7 @@ from fastpg.model import (  # noqa: E402
     accumulate_score,
     apply_update,
     ensure_row,
+    fill_table,
     greedy_decode,
     new_table,
     reset_table,
@@ -57,7 +58,7 @@ def _dots(W, x, n):
 
 @njit
 def _table(W, x, n):
-    table = np.empty((W.shape[0], 2, W.shape[1]))
+    table = np.empty((3, W.shape[0], W.shape[1]))
     have = np.zeros(W.shape[0], dtype=np.bool_)
     for _ in range(n):
         reset_table(have)
@@ -66,21 +67,29 @@ def _table(W, x, n):
 
 
 @njit
+def _whole_table(W, x, n):
+    table = np.empty((3, W.shape[0], W.shape[1]))
+    have = np.zeros(W.shape[0], dtype=np.bool_)
+    for _ in range(n):
+        fill_table(W, x, table, have)
+
+
+@njit
 def _sample(W, x, state, n):
-    table = np.empty((W.shape[0], 2, W.shape[1]))
+    table = np.empty((3, W.shape[0], W.shape[1]))
     have = np.zeros(W.shape[0], dtype=np.bool_)
     for b in range(W.shape[0]):
         ensure_row(W, x, b, table, have)
     s = 0
     for _ in range(n):
         for b in range(W.shape[0]):
-            s += sample_token(table[b, 1], state)
+            s += sample_token(table[1, b], state)
     return s
 
 
 @njit
 def _update(W, x, y, n):
-    table = np.empty((W.shape[0], 2, W.shape[1]))
+    table = np.empty((3, W.shape[0], W.shape[1]))
     have = np.zeros(W.shape[0], dtype=np.bool_)
     for b in range(W.shape[0]):
         ensure_row(W, x, b, table, have)
@@ -104,7 +113,8 @@ def main():
         ("draw a context (64 normals, normalise)", lambda n: _context(state, x.copy(), n)),
         ("teacher label (16x8 logits, argmax, margin)", lambda n: _teacher(W, x, y, n)),
         ("  of which the 16x8x64 dot products", lambda n: _dots(W, x, n)),
-        ("probability table (dot products + softmax)", lambda n: _table(W, x, n)),
+        ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
+        ("probability table, whole (position features)", lambda n: _whole_table(W, x, n)),
         ("sample 16 tokens from the table", lambda n: _sample(W, x, state, n)),
         ("score-function update (coefficients + W += c x)", lambda n: _update(W.copy(), x, y, n)),
     ]

@@ -41,7 +41,7 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
     for rj in prange(R * n):
         r = rj // n
         j = rj - r * n
-        table = np.empty((B, 2, k))
+        table = np.empty((3, B, k))
         have = np.zeros(B, dtype=np.bool_)
         loglik_out[r, j] = token_logliks(W[r], X[r, j], Y[r, j], features, table, have, token_loglik_out[r, j])
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
@@ -107,7 +107,7 @@ def sample_batch(W, X, features, state, Y_out):
     per response (SPEC §12).
     """
     B, k = W.shape[0], W.shape[1]
-    table = np.empty((B, 2, k))
+    table = np.empty((3, B, k))
     have = np.zeros(B, dtype=np.bool_)
     for b in range(X.shape[0]):
         reset_table(have)

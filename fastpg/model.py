@@ -7,18 +7,22 @@ block ``b_i`` is chosen by the feature map:
 * ``markov`` (code 1): ``b_i = i*(k+1) + y_{i-1}`` with ``y_{-1} = BOS = k``;
   ``W`` has ``N*(k+1)`` blocks.
 
-Kernels work on one context and a *lazy table* ``table[B, 2, k]`` with a flag ``have[b]``
-per block: ``table[b, LOGP] = log softmax(W[b] . x)`` and ``table[b, PROB]`` its
-exponential. A row is computed (``O(k d)``, ``k`` exponentials) the first time a position
-needs it and reused by every response sampled from the same weights and context, by the
-gradient and by the log-likelihoods. Call :func:`reset_table` when ``W`` or ``x`` changes.
-Log-likelihoods are formed in log space (log-sum-exp), so values far below ``1e-300`` stay
-finite.
+Kernels work on one context and a *lazy table* ``table[3, B, k]`` with a flag ``have[b]``
+per block: ``table[LOGP, b] = log softmax(W[b] . x)``, ``table[PROB, b]`` its exponential
+(and a scratch plane). Rows are computed the first time a position needs them and reused by
+every response sampled from the same weights and context, by the gradient and by the
+log-likelihoods; call :func:`reset_table` when ``W`` or ``x`` changes. With ``position``
+features every row is filled at once (:func:`fill_table`), so the ``N k`` exponentials run as
+one SIMD loop; ``markov`` rows depend on the path and are filled one by one
+(:func:`ensure_row`). Log-likelihoods are formed in log space (log-sum-exp), so values far
+below ``1e-300`` stay finite.
 
 Dot products and updates are compiled with ``fastmath={"reassoc", "contract"}`` (SIMD
 reductions and fused multiply-adds): results change only by rounding, and every run uses the
 same code whatever the threads, so reproducibility is kept. No flag that assumes finite values
-(``nnan``, ``ninf``) or approximates functions (``afn``) is used.
+(``nnan``, ``ninf``) or approximates functions (``afn``) is used. ``error_model="numpy"``: a
+division by zero gives inf/NaN as in IEEE arithmetic instead of raising, so diverged weights are
+caught by the engine's weight check rather than by an exception inside a kernel.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ MARKOV = 1
 FEATURES = ("position", "markov")
 LOGP = 0
 PROB = 1
+SCRATCH = 2
 FAST = {"reassoc", "contract"}
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238  # ln 2 split so that n * _LN2_HI is exact for |n| < 2^11
+_LN2_LO = 1.9082149292705877e-10
+EXP_FLUSH = -708.0  # exp(x) below this (about 3e-308, near the subnormal range) is flushed to 0
 
 
 def n_blocks(features: int, N: int, k: int) -> int:
@@ -44,8 +53,8 @@ def n_blocks(features: int, N: int, k: int) -> int:
 
 
 def new_table(blocks: int, k: int):
-    """An empty lazy table and its flags."""
-    return np.empty((blocks, 2, k)), np.zeros(blocks, dtype=np.bool_)
+    """An empty lazy table ``[3, blocks, k]`` (log-probabilities, probabilities, scratch) and its flags."""
+    return np.empty((3, blocks, k)), np.zeros(blocks, dtype=np.bool_)
 
 
 @njit(cache=True, inline="always")
@@ -56,13 +65,13 @@ def block_index(features, i, prev, k):
     return i * (k + 1) + prev
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def reset_table(have):
     for b in range(have.shape[0]):
         have[b] = False
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def scores(W, x, b, out):
     """Logits ``out[v] = W[b, v, :] . x``.
 
@@ -96,20 +105,20 @@ def scores(W, x, b, out):
         v += 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ensure_row(W, x, b, table, have):
-    """Fill ``table[b]`` with ``log softmax_v(W[b, v, :] . x)`` and its exponential unless there."""
+    """Fill ``table[:, b]`` with ``log softmax_v(W[b, v, :] . x)`` and its exponential unless there."""
     if have[b]:
         return
     k = W.shape[1]
-    row = table[b, LOGP]
+    row = table[LOGP, b]
     scores(W, x, b, row)
     m = -np.inf
     for v in range(k):
         if row[v] > m:
             m = row[v]
     z = 0.0
-    p = table[b, PROB]
+    p = table[PROB, b]
     for v in range(k):
         p[v] = math.exp(row[v] - m)
         z += p[v]
@@ -121,7 +130,82 @@ def ensure_row(W, x, b, table, have):
     have[b] = True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def exp_nonpositive(vals, out, scratch):
+    """``out[i] = exp(vals[i])`` for ``vals <= 0``, as straight-line arithmetic that vectorises.
+
+    Cody–Waite reduction ``x = n ln2 + r`` (``|r| <= ln2 / 2``), a degree-12 Taylor polynomial
+    for ``e^r`` (truncation below 3e-16 relative) and ``2^n`` written as IEEE bits through an
+    integer view of ``scratch``. Agrees with ``math.exp`` to a few ulp (tested); arguments below
+    ``EXP_FLUSH`` give 0.
+    """
+    bits = scratch.view(np.int64)
+    for i in range(vals.shape[0]):
+        x = max(vals[i], EXP_FLUSH)
+        n = np.floor(x * _LOG2E + 0.5)
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[i] = p
+        bits[i] = (np.int64(n) + 1023) << 52
+    for i in range(vals.shape[0]):
+        out[i] = out[i] * scratch[i] if vals[i] >= EXP_FLUSH else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def fill_table(W, x, table, have):
+    """Fill every row at once (``position`` features): the ``B k`` exponentials in one SIMD loop.
+
+    ``logp[b] = (s_b - max s_b) - log sum exp(s_b - max s_b)``, ``prob[b] = exp(logp[b])``.
+    """
+    B, k = W.shape[0], W.shape[1]
+    logp, prob = table[LOGP], table[PROB]
+    for b in range(B):
+        scores(W, x, b, logp[b])
+        m = -np.inf
+        for v in range(k):
+            if logp[b, v] > m:
+                m = logp[b, v]
+        for v in range(k):
+            logp[b, v] -= m
+            prob[b, v] = logp[b, v]
+    flat = prob.reshape(-1)
+    exp_nonpositive(flat, flat, table[SCRATCH].reshape(-1))
+    for b in range(B):
+        z = 0.0
+        for v in range(k):
+            z += prob[b, v]
+        lz = math.log(z)
+        inv_z = 1.0 / z
+        for v in range(k):
+            logp[b, v] -= lz
+            prob[b, v] *= inv_z
+        have[b] = True
+
+
+@njit(cache=True, inline="always")
+def need_row(W, x, features, b, table, have):
+    """Make row ``b`` available: the whole table for ``position`` features, else this row."""
+    if have[b]:
+        return
+    if features == POSITION:
+        fill_table(W, x, table, have)
+    else:
+        ensure_row(W, x, b, table, have)
+
+
+@njit(cache=True, error_model="numpy")
 def token_logliks(W, x, y, features, table, have, out):
     """``out[i] = log pi_W(y_i | x, y_<i)``; returns the sum ``log pi_W(y | x)``."""
     k = W.shape[1]
@@ -129,14 +213,14 @@ def token_logliks(W, x, y, features, table, have, out):
     total = 0.0
     for i in range(y.shape[0]):
         b = block_index(features, i, prev, k)
-        ensure_row(W, x, b, table, have)
-        out[i] = table[b, LOGP, y[i]]
+        need_row(W, x, features, b, table, have)
+        out[i] = table[LOGP, b, y[i]]
         total += out[i]
         prev = y[i]
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def prefix_loglik(W, x, y, n, features, table, have):
     """``log pi_W(y_<n | x) = sum_{i<n} log pi_W(y_i | x, y_<i)``."""
     k = W.shape[1]
@@ -144,13 +228,13 @@ def prefix_loglik(W, x, y, n, features, table, have):
     total = 0.0
     for i in range(n):
         b = block_index(features, i, prev, k)
-        ensure_row(W, x, b, table, have)
-        total += table[b, LOGP, y[i]]
+        need_row(W, x, features, b, table, have)
+        total += table[LOGP, b, y[i]]
         prev = y[i]
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sample_token(prob_row, state):
     """Draw ``v ~ prob_row`` by inverting the CDF at one uniform number."""
     u = uniform(state)
@@ -166,19 +250,19 @@ def sample_token(prob_row, state):
     return last  # rounding: the CDF summed to slightly less than u
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def sample_response(W, x, features, table, have, state, y_out):
     """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` (length ``N``)."""
     k = W.shape[1]
     prev = k
     for i in range(y_out.shape[0]):
         b = block_index(features, i, prev, k)
-        ensure_row(W, x, b, table, have)
-        prev = sample_token(table[b, PROB], state)
+        need_row(W, x, features, b, table, have)
+        prev = sample_token(table[PROB, b], state)
         y_out[i] = prev
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def first_mistake(y, y_star):
     """0-based index of the first token where ``y`` differs from ``y_star`` (``N`` if none)."""
     for i in range(y.shape[0]):
@@ -197,7 +281,7 @@ def argmax_row(row):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def greedy_decode(W, x, features, buf, y_out):
     """Greedy decoding ``y_i = argmax_v s_i(v)`` along its own path; returns its margin.
 
@@ -224,21 +308,21 @@ def greedy_decode(W, x, features, buf, y_out):
     return margin
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def greedy_matches(W, x, y_star, features, table, have):
     """True when greedy decoding of ``W`` reproduces ``y_star`` (first-index tie rule)."""
     k = W.shape[1]
     prev = k
     for i in range(y_star.shape[0]):
         b = block_index(features, i, prev, k)
-        ensure_row(W, x, b, table, have)
-        if argmax_row(table[b, LOGP]) != y_star[i]:
+        need_row(W, x, features, b, table, have)
+        if argmax_row(table[LOGP, b]) != y_star[i]:
             return False
         prev = y_star[i]
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
     """Add ``sum_i weights[i] * grad log pi_W(y_i | x, y_<i)`` to a coefficient table.
 
@@ -254,14 +338,14 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
         prev = y[i]
         if c == 0.0:
             continue
-        ensure_row(W, x, b, table, have)
+        need_row(W, x, features, b, table, have)
         for v in range(k):
-            coef[b, v] -= c * table[b, PROB, v]
+            coef[b, v] -= c * table[PROB, b, v]
         coef[b, y[i]] += c
         touched[b] = True
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST, error_model="numpy")
 def apply_update(W, x, coef, touched):
     """``W[b, v, :] += coef[b, v] * x`` on touched blocks; clears ``coef`` and ``touched``."""
     k = W.shape[1]

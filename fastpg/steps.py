@@ -20,7 +20,7 @@ from .model import (
     accumulate_score,
     apply_update,
     block_index,
-    ensure_row,
+    need_row,
     first_mistake,
     prefix_loglik,
     reset_table,
@@ -59,7 +59,7 @@ OK, NON_FINITE, REJECTION_FAILED = 0, 1, 2
 GRPO_EPS = 1e-8
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def log1mexp(logp):
     """``log(1 - exp(logp))`` for ``logp <= 0``, accurate for ``p`` near 0 and near 1."""
     if logp > -0.6931471805599453:
@@ -67,7 +67,7 @@ def log1mexp(logp):
     return math.log1p(-math.exp(logp))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def failures_before_success(logp, M, u):
     """Failures before the first success of Bernoulli(``p = exp(logp)``) trials, truncated at ``M``.
 
@@ -94,7 +94,7 @@ def failures_before_success(logp, M, u):
     return f
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def learning_rate(rule, eta, floor, t, loss):
     """``eta_t`` of SPEC §5 at step ``t`` (1-based) with target log-loss ``loss``."""
     if rule == ADAPTIVE:
@@ -104,7 +104,7 @@ def learning_rate(rule, eta, floor, t, loss):
     return eta
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def advantages(r, baseline, out):
     """Advantages ``A_j`` from rewards ``r_j`` of a group (SPEC §6)."""
     G = r.shape[0]
@@ -130,7 +130,7 @@ def advantages(r, baseline, out):
             out[j] = (r[j] - mean) / (std + GRPO_EPS)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights):
     """``W += eta_t * grad log pi_W(y*_<reached | x)``, the update of ``rs`` and of pre-training.
 
@@ -153,7 +153,7 @@ def _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, 
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, weights):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (SPEC §6); returns True if ``W`` moved."""
     N = y_star.shape[0]
@@ -222,7 +222,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
     return moved
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, y_tmp, weights):
     """Reject until success (SPEC §6), with exact skip-ahead or brute force; True if ``W`` moved."""
     N = y_star.shape[0]
@@ -254,13 +254,13 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
         prev = k
         for i in range(N):
             b = block_index(features, i, prev, k)
-            ensure_row(W, x, b, table, have)
+            need_row(W, x, features, b, table, have)
             if skip:
-                fails = failures_before_success(table[b, LOGP, y_star[i]], M, uniform_pos(state))
+                fails = failures_before_success(table[LOGP, b, y_star[i]], M, uniform_pos(state))
             else:
                 fails = 0.0
                 while fails < M:
-                    if sample_token(table[b, PROB], state) == y_star[i]:
+                    if sample_token(table[PROB, b], state) == y_star[i]:
                         break
                     fails += 1.0
             success = fails < M
@@ -275,7 +275,7 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
     return _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights):
     """One SGD step on the log-loss ``-log pi_W(y*|x)`` of a labelled context (SPEC §3)."""
     return _learn_prefix(W, x, y_star, y_star.shape[0], ip, fp, t, table, have, coef, touched, weights)
@@ -286,7 +286,7 @@ def _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights):
 MAX_ABS_WEIGHT = 1e100
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def weights_ok(W):
     """True when every weight is finite and at most ``MAX_ABS_WEIGHT`` in magnitude."""
     for v in W.ravel():
@@ -295,7 +295,7 @@ def weights_ok(W):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp, n_steps):
     """Advance one run by ``n_steps`` steps in place; returns a status code.
 
@@ -307,7 +307,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     B, k, d = W.shape
     N = pool_y.shape[1]
     G = max(ip[IP_G], 1)
-    table = np.empty((B, 2, k))
+    table = np.empty((3, B, k))
     have = np.zeros(B, dtype=np.bool_)
     buf = np.empty(k)
     coef = np.zeros((B, k))

@@ -138,3 +138,33 @@ def test_sample_batch_matches_sample_response(rng):
         reset_table(have)
         sample_response(W, X[b], 1, logp, have, s2, y)
         np.testing.assert_array_equal(Y[b], y)
+
+
+def test_vector_exp_matches_math_exp():
+    from fastpg.model import EXP_FLUSH, exp_nonpositive
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([-rng.random(20000) * 745.0, -rng.random(20000) * 5.0, [0.0, -1e-300, -0.5, -708.0, -708.5,
+                                                                               -745.0, -1e4]])
+    out, scratch = np.empty_like(x), np.empty_like(x)
+    exp_nonpositive(x, out, scratch)
+    ref = np.exp(x)
+    ok = x >= EXP_FLUSH
+    np.testing.assert_allclose(out[ok], ref[ok], rtol=4e-16 * 4, atol=0)
+    assert np.all(out[~ok] == 0.0) and np.all(ref[~ok] <= np.exp(EXP_FLUSH))
+
+
+@pytest.mark.parametrize("features,N,k,d", SHAPES)
+def test_whole_table_equals_row_by_row(rng, features, N, k, d):
+    from fastpg.model import ensure_row, fill_table
+
+    W = random_W(rng, features, N, k, d, scale=5.0)
+    x = random_x(rng, d)
+    t1, h1 = table(W)
+    t2, h2 = table(W)
+    fill_table(W, x, t1, h1)
+    for b in range(W.shape[0]):
+        ensure_row(W, x, b, t2, h2)
+    assert h1.all() and h2.all()
+    np.testing.assert_allclose(t1[0], t2[0], rtol=1e-13, atol=1e-14)  # log-probabilities: absolute near 0
+    np.testing.assert_allclose(t1[1], t2[1], rtol=1e-13, atol=1e-300)
