@@ -11,10 +11,12 @@ the call graph (a cached function calling a parallel one can crash Numba's cache
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from .model import greedy_matches, reset_table, sample_response, token_logliks
+from .model import POSITION, exp_nonpositive, greedy_matches, reset_table, sample_response, token_logliks
 from .steps import advance_run
 
 
@@ -27,17 +29,102 @@ def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, ip, 
         )
 
 
+EVAL_TILE = 4  # test contexts per pass over W in the position-feature evaluation
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _tile_scores(W, X, j0, T, S):
+    """``S[t, b, v] = W[b, v, :] . X[j0 + t]`` for ``t < T``: each weight row is loaded once per tile."""
+    B, k, d = W.shape
+    for b in range(B):
+        for v in range(k):
+            if T == EVAL_TILE:
+                s0 = 0.0
+                s1 = 0.0
+                s2 = 0.0
+                s3 = 0.0
+                for j in range(d):
+                    w = W[b, v, j]
+                    s0 += w * X[j0, j]
+                    s1 += w * X[j0 + 1, j]
+                    s2 += w * X[j0 + 2, j]
+                    s3 += w * X[j0 + 3, j]
+                S[0, b, v] = s0
+                S[1, b, v] = s1
+                S[2, b, v] = s2
+                S[3, b, v] = s3
+            else:
+                for t in range(T):
+                    s = 0.0
+                    for j in range(d):
+                        s += W[b, v, j] * X[j0 + t, j]
+                    S[t, b, v] = s
+
+
+@njit(cache=True, error_model="numpy")
+def evaluate_tile(W, X, Y, j0, T, loglik_out, token_out, greedy_out, S, E, scratch):
+    """Exact evaluation of test contexts ``j0 .. j0+T-1`` with ``position`` features.
+
+    ``log pi(y*_i | x) = s_i(y*_i) - max_v s_i(v) - log sum_v exp(s_i(v) - max_v s_i(v))``; the
+    ``T N k`` exponentials run as one SIMD loop (:func:`fastpg.model.exp_nonpositive`).
+    """
+    B, k = W.shape[0], W.shape[1]
+    _tile_scores(W, X, j0, T, S)
+    n = T * B * k
+    for t in range(T):
+        for b in range(B):
+            m = -np.inf
+            for v in range(k):
+                if S[t, b, v] > m:
+                    m = S[t, b, v]
+            for v in range(k):
+                E[t, b, v] = S[t, b, v] - m
+    flat = E.reshape(-1)[:n]
+    exp_nonpositive(flat, flat, scratch[:n])
+    for t in range(T):
+        total = 0.0
+        ok = True
+        for b in range(B):
+            z = 0.0
+            best = 0
+            for v in range(k):
+                z += E[t, b, v]
+                if S[t, b, v] > S[t, b, best]:
+                    best = v
+            y = Y[j0 + t, b]
+            m = S[t, b, best]
+            lp = (S[t, b, y] - m) - math.log(z)
+            token_out[j0 + t, b] = lp
+            total += lp
+            if best != y:
+                ok = False
+        loglik_out[j0 + t] = total
+        greedy_out[j0 + t] = ok
+
+
 @njit(cache=True, parallel=True)
 def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out):
     """Exact evaluation (SPEC §7) of every run on its test set, parallel over (run, context).
 
     ``token_loglik_out[r, j, i] = log pi_W(y*_ji | x_j, y*_j<i)``,
     ``loglik_out[r, j] = sum_i token_loglik_out[r, j, i]`` and ``greedy_ok_out[r, j]`` is
-    whether greedy decoding of ``W[r]`` reproduces ``y*_j``.
+    whether greedy decoding of ``W[r]`` reproduces ``y*_j``. Position features go through
+    :func:`evaluate_tile` (tiles of test contexts), markov features context by context.
     """
     R = W.shape[0]
     n = X.shape[1]
     B, k = W.shape[1], W.shape[2]
+    if features == POSITION:
+        tiles = (n + EVAL_TILE - 1) // EVAL_TILE
+        for rt in prange(R * tiles):
+            r = rt // tiles
+            j0 = (rt - r * tiles) * EVAL_TILE
+            T = min(EVAL_TILE, n - j0)
+            S = np.empty((EVAL_TILE, B, k))
+            E = np.empty((EVAL_TILE, B, k))
+            scratch = np.empty(EVAL_TILE * B * k)
+            evaluate_tile(W[r], X[r], Y[r], j0, T, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], S, E, scratch)
+        return
     for rj in prange(R * n):
         r = rj // n
         j = rj - r * n

@@ -168,3 +168,22 @@ def test_whole_table_equals_row_by_row(rng, features, N, k, d):
     assert h1.all() and h2.all()
     np.testing.assert_allclose(t1[0], t2[0], rtol=1e-13, atol=1e-14)  # log-probabilities: absolute near 0
     np.testing.assert_allclose(t1[1], t2[1], rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("n", [1, 4, 7, 13])
+def test_tiled_evaluation_matches_reference(rng, n):
+    """Position features are evaluated in tiles of test contexts; any n (ragged last tile)."""
+    from fastpg.engine import evaluate_runs
+
+    N, k, d = 5, 3, 6
+    W = random_W(rng, 0, N, k, d, scale=4.0)[None]
+    X = np.array([random_x(rng, d) for _ in range(n)])[None]
+    Y = rng.integers(0, k, (1, n, N))
+    Y[0, 0] = naive.greedy_decode(W[0], X[0, 0], 0, N)[0]  # at least one greedy-correct context
+    ll, tok, ok = np.empty((1, n)), np.empty((1, n, N)), np.empty((1, n), dtype=np.bool_)
+    evaluate_runs(W, X, Y, 0, ll, tok, ok)
+    for j in range(n):
+        ref = naive.token_logliks(W[0], X[0, j], Y[0, j], 0)
+        np.testing.assert_allclose(tok[0, j], ref, rtol=1e-12, atol=1e-12)
+        assert ll[0, j] == pytest.approx(ref.sum(), rel=1e-12, abs=1e-12)
+        assert ok[0, j] == np.array_equal(naive.greedy_decode(W[0], X[0, j], 0, N)[0], Y[0, j])
