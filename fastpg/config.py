@@ -197,7 +197,7 @@ PRESETS["fig1-prm"] = {**PRESETS["fig1-orm"], "reward": "prm"}
 # The statistical-learning experiment (SPEC §3): SGD on the log-loss, test error vs samples seen,
 # for each learning-rate rule and each margin (given as quantiles of the pilot margins).
 PRETRAIN = dict(d=64, k=4, N=2, contexts="sphere", n_pre=300000, pre_eta=0.5, n_test=8192, eval_log=30)
-PRETRAIN_GAMMA_QUANTILES = (0.1, 0.2, 0.4)
+PRETRAIN_GAMMA_QUANTILES = (0.2, 0.3, 0.4)  # 1/gamma^2 about 50k, 17k, 10k: well inside n_pre
 PRETRAIN_LR_RULES = ("adaptive", "constant")
 
 
