@@ -25,7 +25,6 @@ os.sched_setaffinity(0, {min(ALL_CORES)})
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -35,7 +34,6 @@ from pathlib import Path  # noqa: E402
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-import fastpg  # noqa: E402
 from fastpg.config import RunConfig  # noqa: E402
 from fastpg.engine import Batch, sample_batch  # noqa: E402
 from fastpg.model import accumulate_score, apply_update, ensure_row, new_table  # noqa: E402
@@ -343,7 +341,7 @@ def render(res) -> str:
               ", ".join(f"{steps} steps {mb:.0f} MB" for steps, mb in g["peak_rss_mb"].items()),
               "", f"FLOP rates (fraction of one-thread DGEMM, {res['ceiling_gflops']:.1f} GFLOP/s): " +
               ", ".join(f"{k} {v['fastpg']:.2f} GFLOP/s ({v['fastpg'] / res['ceiling_gflops']:.0%})" for k, v in res["flops"].items()),
-              f"Fraction of correct on-policy samples (ORM): " +
+              "Fraction of correct on-policy samples (ORM): " +
               ", ".join(f"{n} {res['correct_fraction'][n + '/orm']:.3f}" for n in names)]
     return "\n".join(lines)
 

@@ -26,7 +26,6 @@ from fastpg.model import (  # noqa: E402
     ensure_row,
     fill_table,
     greedy_decode,
-    new_table,
     reset_table,
     sample_token,
     scores,

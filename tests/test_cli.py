@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import h5py
-import numpy as np
 import pytest
 
 FASTPG = [sys.executable, "-c", "from fastpg_cli.main import entry; entry()"]

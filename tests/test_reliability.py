@@ -3,11 +3,9 @@
 Each test drives the real ``fastpg`` command in a subprocess unless it checks a library property.
 """
 
-import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 
 import h5py
