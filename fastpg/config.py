@@ -187,7 +187,7 @@ PRESETS: dict[str, dict] = {
                  algorithm="pg", reward="prm", G=4, baseline="rloo", n_test=64, eval_every=100),
     # Figure 1: 32 orthonormal "skills" (clusters), pre-trained with a Zipf(1.5) skew so that rare
     # skills are off-support; on-policy PG with one sample and the adaptive rule. About 30% of test
-    # contexts have base likelihood below alpha_off (measured for seeds 0-2: 0.31-0.35).
+    # contexts have base likelihood below alpha_off (measured for seeds 0-2: 0.29-0.36).
     "fig1-orm": dict(d=32, k=4, N=8, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000,
                      pre_lr="adaptive", pre_eta=0.5, algorithm="pg", reward="orm", G=1,
                      lr="adaptive", eta=0.5, steps=50000, n_test=1024, eval_log=60),
