@@ -50,13 +50,13 @@ GOALS = {"A1": 3.0, "A2": 1.5, "B-orm": 2.0, "B-prm": 2.0, "C": 1.0}
 
 
 def peers():
+    """NumPy always; JAX and PyTorch where installed (``pip install ".[bench]"``)."""
     out = [numpy_peer]
-    try:
-        from . import jax_peer
-
-        out.append(jax_peer)
-    except ImportError:
-        pass
+    for name in ("jax_peer", "torch_peer"):
+        try:
+            out.append(__import__(f"bench.{name}", fromlist=["NAME"]))
+        except ImportError:
+            pass
     return out
 
 
@@ -109,6 +109,11 @@ def check_agreement(s: Setup, impls) -> dict:
             W2 = s.W2.copy()
             numpy_peer.score_update(W2, x, p, y, a, 0.01)
             ll, ok = numpy_peer.evaluate(s.W2, X, Y, s.N, s.k)
+        elif impl.NAME == "torch":
+            t = impl._t
+            p = impl._probs(t(s.W2), t(x), s.N, s.k).numpy()
+            W2 = impl._update(t(s.W2).clone(), t(x), t(p), t(y), t(a), 0.01).numpy()
+            ll, ok = (v.numpy() for v in impl.evaluate(t(s.W2), t(X), t(Y), s.N, s.k))
         else:
             p = np.asarray(impl._probs(s.W2, x, s.N, s.k))
             W2 = np.asarray(impl._update(s.W2, x, impl._probs(s.W2, x, s.N, s.k), y, a, 0.01))
@@ -147,6 +152,19 @@ def bench_sampling(s: Setup, impls, q):
                     def run(impl=impl, rng=rng):
                         for _ in range(calls):
                             impl.sample_batch(s.W2, X, s.N, s.k, rng)
+            elif impl.NAME == "torch":
+                import torch
+
+                gen = torch.Generator().manual_seed(0)
+                W2t, Xt = impl._t(s.W2), impl._t(X)
+                if B == 1:
+                    def run(impl=impl, gen=gen, W2t=W2t, xt=Xt[0]):
+                        for _ in range(calls):
+                            impl.sample_one(W2t, xt, s.N, s.k, gen)
+                else:
+                    def run(impl=impl, gen=gen, W2t=W2t, Xt=Xt):
+                        for _ in range(calls):
+                            impl.sample_batch(W2t, Xt, s.N, s.k, gen)
             else:
                 import jax
 
@@ -187,6 +205,19 @@ def bench_pg(s: Setup, impls, q):
 
                 rates["numpy"] = median_rate(run, n_np, 3 if q else 5)
                 frac[("numpy", reward)] = res["c"][0] / n_np
+            elif impl.NAME == "torch":
+                import torch
+
+                gen = torch.Generator().manual_seed(0)
+                W2t, Ws2t = impl._t(s.W2).clone(), impl._t(s.Ws2)
+                res = {}
+                n_t = n_np // 2
+
+                def run(impl=impl, gen=gen, W2t=W2t, Ws2t=Ws2t, res=res, n_t=n_t):
+                    res["c"] = impl.pg_steps(W2t, Ws2t, s.N, s.k, s.d, 0.01, reward, n_t, gen)
+
+                rates["torch"] = median_rate(run, n_t, 3 if q else 5)
+                frac[("torch", reward)] = res["c"] / n_t
             else:
                 import jax
 
@@ -213,6 +244,9 @@ def bench_eval(s: Setup, impls, q):
         if impl.NAME == "numpy":
             rates["numpy"] = median_rate(lambda: impl.evaluate(s.W2, s.task.test_x, s.task.test_y, s.N, s.k), n,
                                          5 if q else 20)
+        elif impl.NAME == "torch":
+            W2t, Xt, Yt = impl._t(s.W2), impl._t(s.task.test_x), impl._t(s.task.test_y)
+            rates["torch"] = median_rate(lambda: impl.evaluate(W2t, Xt, Yt, s.N, s.k), n, 5 if q else 20)
         else:
             import jax.numpy as jnp
 
@@ -249,6 +283,17 @@ def bench_skip(impls, q):
                 qn = impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_peer, rng)
                 vals.append(qn / (time.perf_counter() - t))
             out["numpy"] = statistics.median(vals)
+        elif impl.NAME == "torch":
+            import torch
+
+            gen = torch.Generator().manual_seed(0)
+            W2t, Ws2t = impl._t(s.W2), impl._t(s.Ws2)
+            vals = []
+            for _ in range(3 if q else 5):
+                t = time.perf_counter()
+                qn = impl.rs_skip_steps(W2t, Ws2t, s.N, s.k, s.d, n_peer // 2, gen)
+                vals.append(qn / (time.perf_counter() - t))
+            out["torch"] = statistics.median(vals)
         else:
             import jax
 
@@ -374,12 +419,11 @@ def main(argv=None):
     res.update(bench_startup_memory(q))
     res["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                       "cpu": platform.processor() or platform.machine(), "cores": len(ALL_CORES)}
-    try:
-        import jax
-
-        res["machine"]["jax"] = jax.__version__
-    except ImportError:
-        pass
+    for mod in ("jax", "torch"):
+        try:
+            res["machine"][mod] = __import__(mod).__version__
+        except ImportError:
+            pass
     res["seconds"] = time.time() - t0
     table = render(res)
     out = Path(args.out)

@@ -1,0 +1,91 @@
+"""PyTorch eager implementation of the reference computations (float64, one thread).
+
+The same work and sampling rule as the other peers; plain eager tensor code, as a researcher
+would write it with PyTorch on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+torch.set_default_dtype(torch.float64)
+NAME = "torch"
+
+
+def _t(a):
+    return torch.as_tensor(np.ascontiguousarray(a))
+
+
+def _probs(W2, x, N, k):
+    return torch.softmax((W2 @ x).reshape(N, k), dim=1)
+
+
+def _sample(p, u, k):
+    return torch.clamp((torch.cumsum(p, dim=1) <= u[:, None]).sum(dim=1), max=k - 1)
+
+
+def _update(W2, x, p, y, a, eta):
+    g = -p * a[:, None]
+    g[torch.arange(y.shape[0]), y] += a
+    W2 += eta * torch.outer(g.reshape(-1), x)
+    return W2
+
+
+@torch.no_grad()
+def sample_one(W2, x, N, k, gen):
+    return _sample(_probs(W2, x, N, k), torch.rand(N, generator=gen), k)
+
+
+@torch.no_grad()
+def sample_batch(W2, X, N, k, gen):
+    p = torch.softmax((X @ W2.T).reshape(X.shape[0], N, k), dim=2)
+    u = torch.rand(X.shape[0], N, generator=gen)
+    return torch.clamp((torch.cumsum(p, dim=2) <= u[:, :, None]).sum(dim=2), max=k - 1)
+
+
+@torch.no_grad()
+def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, gen):
+    """On-policy PG (G = 1, no baseline), fresh context and teacher label per step."""
+    correct = 0
+    ar = torch.arange(N)
+    for _ in range(n_steps):
+        x = torch.randn(d, generator=gen)
+        x /= torch.linalg.vector_norm(x)
+        y_star = (Ws2 @ x).reshape(N, k).argmax(dim=1)
+        p = _probs(W2, x, N, k)
+        y = _sample(p, torch.rand(N, generator=gen), k)
+        wrong = (y != y_star).nonzero()
+        f = int(wrong[0, 0]) if len(wrong) else N
+        if reward == "orm":
+            if f == N:
+                correct += 1
+                _update(W2, x, p, y, torch.ones(N), eta)
+        else:
+            correct += f == N
+            if f > 0:
+                _update(W2, x, p, y, (ar < f).to(torch.float64), eta)
+    return correct
+
+
+@torch.no_grad()
+def evaluate(W2, X, Y, N, k):
+    s = (X @ W2.T).reshape(X.shape[0], N, k)
+    logp = torch.log_softmax(s, dim=2)
+    loglik = torch.gather(logp, 2, Y[:, :, None])[:, :, 0].sum(dim=1)
+    return loglik, (s.argmax(dim=2) == Y).all(dim=1)
+
+
+@torch.no_grad()
+def rs_skip_steps(W2, Ws2, N, k, d, n_steps, gen):
+    queries = 0.0
+    ar = torch.arange(N)
+    for _ in range(n_steps):
+        x = torch.randn(d, generator=gen)
+        x /= torch.linalg.vector_norm(x)
+        y_star = (Ws2 @ x).reshape(N, k).argmax(dim=1)
+        lp = torch.log_softmax((W2 @ x).reshape(N, k), dim=1)[ar, y_star].sum()
+        u = float(torch.rand((), generator=gen))
+        queries += float(np.floor(np.log1p(-u) / np.log1p(-np.exp(float(lp))))) + 1.0
+    return queries
