@@ -38,6 +38,12 @@ def sample_batch(W2, X, N, k, key):
     return jax.vmap(lambda x, kk: _sample(_probs(W2, x, N, k), jax.random.uniform(kk, (N,)), k))(X, keys)
 
 
+def _labelled_context(Ws2, N, k, d, key):
+    x = jax.random.normal(key, (d,))
+    x = x / jnp.linalg.norm(x)
+    return x, (Ws2 @ x).reshape(N, k).argmax(axis=1)
+
+
 def _update(W2, x, p, y, a, eta):
     g = -p * a[:, None]
     g = g.at[jnp.arange(y.shape[0]), y].add(a)
@@ -51,9 +57,7 @@ def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key):
     def step(carry, _):
         W2, key, correct, queries = carry
         key, kx, ku = jax.random.split(key, 3)
-        x = jax.random.normal(kx, (d,))
-        x = x / jnp.linalg.norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        x, y_star = _labelled_context(Ws2, N, k, d, kx)
         p = _probs(W2, x, N, k)
         y = _sample(p, jax.random.uniform(ku, (N,)), k)
         wrong = y != y_star
@@ -88,9 +92,7 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, key):
     def step(carry, _):
         key, queries = carry
         key, kx, ku = jax.random.split(key, 3)
-        x = jax.random.normal(kx, (d,))
-        x = x / jnp.linalg.norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        x, y_star = _labelled_context(Ws2, N, k, d, kx)
         logp = jax.nn.log_softmax((W2 @ x).reshape(N, k), axis=1)
         lp = logp[jnp.arange(N), y_star].sum()
         u = jax.random.uniform(ku, ())

@@ -46,6 +46,13 @@ def score_update(W2, x, p, y, a, eta):
     W2 += eta * np.outer(g.ravel(), x)
 
 
+def labelled_context(Ws2, N, k, d, rng):
+    """A fresh context on the sphere and the teacher's greedy label (position features)."""
+    x = rng.standard_normal(d)
+    x /= np.linalg.norm(x)
+    return x, (Ws2 @ x).reshape(N, k).argmax(axis=1)
+
+
 def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, rng):
     """On-policy PG (G = 1, no baseline, constant rate), fresh context and teacher label per step.
 
@@ -54,9 +61,7 @@ def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, rng):
     correct = 0
     queries = 0
     for _ in range(n_steps):
-        x = rng.standard_normal(d)
-        x /= np.linalg.norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        x, y_star = labelled_context(Ws2, N, k, d, rng)
         p = probabilities(W2, x, N, k)
         y = sample(p, rng.random(N))
         wrong = np.nonzero(y != y_star)[0]
@@ -88,9 +93,7 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, rng, M=1e18):
     """``rs`` + ORM with geometric skip-ahead and no learning: simulated reward queries."""
     queries = 0.0
     for _ in range(n_steps):
-        x = rng.standard_normal(d)
-        x /= np.linalg.norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(axis=1)
+        x, y_star = labelled_context(Ws2, N, k, d, rng)
         s = (W2 @ x).reshape(N, k)
         m = s.max(axis=1)
         logp = s[np.arange(N), y_star] - (m + np.log(np.exp(s - m[:, None]).sum(axis=1)))

@@ -45,15 +45,20 @@ def sample_batch(W2, X, N, k, gen):
     return torch.clamp((torch.cumsum(p, dim=2) <= u[:, :, None]).sum(dim=2), max=k - 1)
 
 
+def labelled_context(Ws2, N, k, d, gen):
+    """A fresh context on the sphere and the teacher's greedy label (position features)."""
+    x = torch.randn(d, generator=gen)
+    x /= torch.linalg.vector_norm(x)
+    return x, (Ws2 @ x).reshape(N, k).argmax(dim=1)
+
+
 @torch.no_grad()
 def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, gen):
     """On-policy PG (G = 1, no baseline), fresh context and teacher label per step."""
     correct = 0
     ar = torch.arange(N)
     for _ in range(n_steps):
-        x = torch.randn(d, generator=gen)
-        x /= torch.linalg.vector_norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(dim=1)
+        x, y_star = labelled_context(Ws2, N, k, d, gen)
         p = _probs(W2, x, N, k)
         y = _sample(p, torch.rand(N, generator=gen), k)
         wrong = (y != y_star).nonzero()
@@ -82,9 +87,7 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, gen):
     queries = 0.0
     ar = torch.arange(N)
     for _ in range(n_steps):
-        x = torch.randn(d, generator=gen)
-        x /= torch.linalg.vector_norm(x)
-        y_star = (Ws2 @ x).reshape(N, k).argmax(dim=1)
+        x, y_star = labelled_context(Ws2, N, k, d, gen)
         lp = torch.log_softmax((W2 @ x).reshape(N, k), dim=1)[ar, y_star].sum()
         u = float(torch.rand((), generator=gen))
         queries += float(np.floor(np.log1p(-u) / np.log1p(-np.exp(float(lp))))) + 1.0

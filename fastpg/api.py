@@ -34,9 +34,6 @@ class RunResult:
     W: np.ndarray | None = None
     base_loglik: np.ndarray | None = None
 
-    def final(self, name: str) -> float:
-        return float(self.trace[name][-1])
-
 
 def _as_config(config) -> RunConfig:
     if isinstance(config, RunConfig):
@@ -44,7 +41,7 @@ def _as_config(config) -> RunConfig:
     return RunConfig.from_dict(dict(config or {}))
 
 
-def _task_record(cfg: RunConfig, task) -> dict:
+def _task_record(task) -> dict:
     return {
         "datasets": {
             "W_star": (task.W_star, "weight", "teacher weights W*[block, token, d], Frobenius norm 1"),
@@ -246,7 +243,7 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
                                      N=m.cfg.N, token_trace=m.cfg.token_trace, experiment=m.experiment)
                 base, lq_ds = _base_record(batch.W[r], loglik0[r], token0[r], m.offsupport,
                                            likelihood_quantile(loglik0[r], token0[r]))
-                m.writer.open(task=_task_record(m.cfg, m.task), base=base, lq=lq_ds, W_shape=batch.W[r].shape)
+                m.writer.open(task=_task_record(m.task), base=base, lq=lq_ds, W_shape=batch.W[r].shape)
         start = time.perf_counter()
         done = 0
         chunk = _Chunker()

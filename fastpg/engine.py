@@ -16,8 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .model import POSITION, exp_nonpositive, greedy_matches, reset_table, sample_response, token_logliks
-from .steps import advance_run
+from .model import POSITION, exp_nonpositive, greedy_matches, new_table, reset_table, sample_response, token_logliks
+from .steps import IP_FEATURES, advance_run
 
 
 @njit(cache=True, parallel=True)
@@ -128,8 +128,7 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
     for rj in prange(R * n):
         r = rj // n
         j = rj - r * n
-        table = np.empty((3, B, k))
-        have = np.zeros(B, dtype=np.bool_)
+        table, have = new_table(B, k)
         loglik_out[r, j] = token_logliks(W[r], X[r, j], Y[r, j], features, table, have, token_loglik_out[r, j])
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
 
@@ -158,8 +157,8 @@ class Batch:
         self.fp = stack("fp", np.float64)
         self.test_x = stack("test_x", np.float64)
         self.test_y = stack("test_y", np.int64)
-        self.features = int(self.ip[0, 6])
-        if np.any(self.ip[:, 6] != self.features):
+        self.features = int(self.ip[0, IP_FEATURES])
+        if np.any(self.ip[:, IP_FEATURES] != self.features):
             raise ValueError("a batch holds runs of one feature map")
         R = len(runs)
         self.counters = np.zeros((R, 8))
@@ -193,9 +192,7 @@ def sample_batch(W, X, features, state, Y_out):
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
     per response (SPEC §12).
     """
-    B, k = W.shape[0], W.shape[1]
-    table = np.empty((3, B, k))
-    have = np.zeros(B, dtype=np.bool_)
+    table, have = new_table(W.shape[0], W.shape[1])
     for b in range(X.shape[0]):
         reset_table(have)
         sample_response(W, X[b], features, table, have, state, Y_out[b])

@@ -36,7 +36,6 @@ from .rng import uniform
 
 POSITION = 0
 MARKOV = 1
-FEATURES = ("position", "markov")
 LOGP = 0
 PROB = 1
 SCRATCH = 2
@@ -52,7 +51,8 @@ def n_blocks(features: int, N: int, k: int) -> int:
     return N if features == POSITION else N * (k + 1)
 
 
-def new_table(blocks: int, k: int):
+@njit(cache=True)
+def new_table(blocks, k):
     """An empty lazy table ``[3, blocks, k]`` (log-probabilities, probabilities, scratch) and its flags."""
     return np.empty((3, blocks, k)), np.zeros(blocks, dtype=np.bool_)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import config as C
 from . import steps as S
 from .config import ConfigError, RunConfig
 from .engine import Batch
@@ -15,11 +16,11 @@ def pack_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: flo
     """The packed ``ip`` / ``fp`` parameter rows of :func:`fastpg.steps.advance_run`."""
     ip = np.zeros(S.N_IP, dtype=np.int64)
     ip[S.IP_ALGORITHM] = algorithm
-    ip[S.IP_REWARD] = S.REWARDS.index(cfg.reward)
+    ip[S.IP_REWARD] = C.REWARDS.index(cfg.reward)
     ip[S.IP_G] = cfg.G
-    ip[S.IP_BASELINE] = S.BASELINES.index(cfg.baseline)
+    ip[S.IP_BASELINE] = C.BASELINES.index(cfg.baseline)
     ip[S.IP_SKIP] = int(bool(cfg.skip))
-    ip[S.IP_LR] = S.LR_RULES.index(lr)
+    ip[S.IP_LR] = C.LR_RULES.index(lr)
     ip[S.IP_FEATURES] = task.features
     ip[S.IP_MAX_TRIES] = task.max_tries
     fp = np.zeros(S.N_FP)
@@ -54,7 +55,7 @@ def pretraining_run(cfg: RunConfig, task: Task) -> dict:
 
 def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
     """The post-training run of ``cfg`` starting from the base weights ``W0`` (SPEC §6)."""
-    algorithm = S.ALGORITHMS.index(cfg.algorithm)
+    algorithm = C.ALGORITHMS.index(cfg.algorithm)
     return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
                       lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
 

@@ -21,6 +21,7 @@ from .model import (
     apply_update,
     block_index,
     need_row,
+    new_table,
     first_mistake,
     prefix_loglik,
     reset_table,
@@ -29,18 +30,11 @@ from .model import (
 )
 from .rng import uniform, uniform_pos
 
-# algorithm codes
+# integer codes = positions in the choice tuples of fastpg.config (SFT is pre-training only)
 PG, RS, SFT = 0, 1, 2
-ALGORITHMS = ("pg", "rs")
-# reward codes
 ORM, PRM = 0, 1
-REWARDS = ("orm", "prm")
-# baseline codes
 NONE, MEAN, RLOO, GRPO = 0, 1, 2, 3
-BASELINES = ("none", "mean", "rloo", "grpo")
-# learning-rate rule codes
 CONSTANT, ADAPTIVE, INVSQRT = 0, 1, 2
-LR_RULES = ("constant", "adaptive", "invsqrt")
 
 # integer parameters ip[...]
 IP_ALGORITHM, IP_REWARD, IP_G, IP_BASELINE, IP_SKIP, IP_LR, IP_FEATURES, IP_MAX_TRIES = range(8)
@@ -307,8 +301,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     B, k, d = W.shape
     N = pool_y.shape[1]
     G = max(ip[IP_G], 1)
-    table = np.empty((3, B, k))
-    have = np.zeros(B, dtype=np.bool_)
+    table, have = new_table(B, k)
     buf = np.empty(k)
     coef = np.zeros((B, k))
     touched = np.zeros(B, dtype=np.bool_)

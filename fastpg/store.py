@@ -254,6 +254,15 @@ class RunData:
         return pd.DataFrame(self.trace)
 
 
+def read_status(path) -> str:
+    """The root ``status`` of a result file without reading its data (``unreadable`` if it cannot be opened)."""
+    try:
+        with open_result(path) as f:
+            return str(f.attrs.get("status", "")) or "unreadable"
+    except (OSError, KeyError, ValueError):
+        return "unreadable"
+
+
 def load(path) -> RunData:
     """Read a result file (also one still being written, through SWMR) into a :class:`RunData`.
 

@@ -26,7 +26,7 @@ from .api import _batch_key, run_batch
 from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .steps import COUNTERS
-from .store import COMPLETE, load
+from .store import COMPLETE, load, read_status
 
 MANIFEST = "sweep.json"
 INDEX = "index.csv"
@@ -191,12 +191,7 @@ class Sweep:
 
     # -- planning and running --------------------------------------------------------------------
     def status(self, run: SweepRun) -> str:
-        if not run.path.exists():
-            return "missing"
-        try:
-            return load(run.path).status or "unreadable"
-        except (OSError, KeyError, ValueError):
-            return "unreadable"
+        return read_status(run.path) if run.path.exists() else "missing"
 
     def pending(self) -> list[SweepRun]:
         return [run for run in self.runs if self.status(run) != COMPLETE]

@@ -15,7 +15,7 @@ import numpy as np
 from . import config as C
 from .config import ConfigError, RunConfig
 from .contexts import draw_labelled_contexts
-from .model import FEATURES, n_blocks
+from .model import n_blocks
 from .rng import seed_sequence, xoshiro_state
 
 
@@ -85,7 +85,7 @@ def _draw(seq, W_star, features, centres, cdf, sigma, gamma, max_tries, n):
 
 def make_task(cfg: RunConfig) -> Task:
     """Build the task of ``cfg``; raise :class:`ConfigError` (``--gamma``) if the margin is infeasible."""
-    features = FEATURES.index(cfg.features)
+    features = C.FEATURES.index(cfg.features)
     blocks = n_blocks(features, cfg.N, cfg.k)
     root = seed_sequence(cfg.seed, "task", cfg.task_params())
     s_teacher, s_centres, s_pilot, s_test, s_pool = root.spawn(5)

@@ -167,6 +167,11 @@ def test_infeasible_gamma_names_option_and_suggests():
 def test_gamma_quantile_conditions_contexts():
     r = fastpg.run(dict(SMALL, gamma_quantile=0.5, steps=0))
     assert r.trace["steps"][-1] == 0
+    from fastpg.tasks import make_task
+
+    task = make_task(RunConfig.from_dict(dict(SMALL, gamma_quantile=0.5)))
+    assert task.gamma > 0 and task.test_margin.min() >= task.gamma
+    assert 0.3 < task.acceptance < 0.7  # the median pilot margin accepts about half of the contexts
 
 
 def test_gamma_is_respected(tmp_path):

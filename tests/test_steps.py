@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from fastpg import config as C
 from fastpg import steps as S
 from fastpg.rng import uniform_pos
 from fastpg.steps import advance_run, advantages, failures_before_success, log1mexp
@@ -81,7 +82,7 @@ def test_advantages_match_reference(rng, baseline):
     for G in (2, 3, 8):
         r = (rng.random(G) < 0.4).astype(float)
         out = np.empty(G)
-        advantages(r, S.BASELINES.index(baseline), out)
+        advantages(r, C.BASELINES.index(baseline), out)
         np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
 
 
@@ -130,11 +131,11 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     cfg.update(case)
     ip = np.zeros(S.N_IP, dtype=np.int64)
     ip[S.IP_ALGORITHM] = {"pg": S.PG, "rs": S.RS, "sft": S.SFT}[cfg["algorithm"]]
-    ip[S.IP_REWARD] = S.REWARDS.index(cfg["reward"])
+    ip[S.IP_REWARD] = C.REWARDS.index(cfg["reward"])
     ip[S.IP_G] = cfg["G"]
-    ip[S.IP_BASELINE] = S.BASELINES.index(cfg["baseline"])
+    ip[S.IP_BASELINE] = C.BASELINES.index(cfg["baseline"])
     ip[S.IP_SKIP] = int(cfg["skip"])
-    ip[S.IP_LR] = S.LR_RULES.index(cfg["lr"])
+    ip[S.IP_LR] = C.LR_RULES.index(cfg["lr"])
     ip[S.IP_FEATURES] = features
     ip[S.IP_MAX_TRIES] = 1000
     fp = np.array([cfg["eta"], cfg["floor"], float(cfg["M"]), cfg["sigma"], cfg["gamma"]])
