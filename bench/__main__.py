@@ -93,7 +93,7 @@ def check_agreement(s: Setup, impls) -> dict:
     table, have = new_table(s.N, s.k)
     for b in range(s.N):
         ensure_row(s.W0, x, b, table, have)
-    p_fast = table[1]
+    p_fast = table[1].T  # token-major table: [k, N]
     y = rng.integers(0, s.k, s.N)
     a = rng.random(s.N)
     W_fast = s.W0.copy()

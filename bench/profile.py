@@ -26,9 +26,11 @@ from fastpg.model import (  # noqa: E402
     ensure_row,
     fill_table,
     greedy_decode,
+    new_table,
     reset_table,
     sample_token,
     scores,
+    scores_planes,
 )
 from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
 
@@ -56,9 +58,15 @@ def _dots(W, x, n):
 
 
 @njit
+def _dots_planes(W, x, n):
+    table = new_table(W.shape[0], W.shape[1])[0]
+    for _ in range(n):
+        scores_planes(W, x, table)
+
+
+@njit
 def _table(W, x, n):
-    table = np.empty((3, W.shape[0], W.shape[1]))
-    have = np.zeros(W.shape[0], dtype=np.bool_)
+    table, have = new_table(W.shape[0], W.shape[1])
     for _ in range(n):
         reset_table(have)
         for b in range(W.shape[0]):
@@ -67,29 +75,26 @@ def _table(W, x, n):
 
 @njit
 def _whole_table(W, x, n):
-    table = np.empty((3, W.shape[0], W.shape[1]))
-    have = np.zeros(W.shape[0], dtype=np.bool_)
+    table, have = new_table(W.shape[0], W.shape[1])
     for _ in range(n):
         fill_table(W, x, table, have)
 
 
 @njit
 def _sample(W, x, state, n):
-    table = np.empty((3, W.shape[0], W.shape[1]))
-    have = np.zeros(W.shape[0], dtype=np.bool_)
+    table, have = new_table(W.shape[0], W.shape[1])
     for b in range(W.shape[0]):
         ensure_row(W, x, b, table, have)
     s = 0
     for _ in range(n):
         for b in range(W.shape[0]):
-            s += sample_token(table[1, b], state)
+            s += sample_token(table[1, :, b], state)
     return s
 
 
 @njit
 def _update(W, x, y, n):
-    table = np.empty((3, W.shape[0], W.shape[1]))
-    have = np.zeros(W.shape[0], dtype=np.bool_)
+    table, have = new_table(W.shape[0], W.shape[1])
     for b in range(W.shape[0]):
         ensure_row(W, x, b, table, have)
     coef = np.zeros((W.shape[0], W.shape[1]))
@@ -111,7 +116,8 @@ def main():
     parts = [
         ("draw a context (64 normals, normalise)", lambda n: _context(state, x.copy(), n)),
         ("teacher label (16x8 logits, argmax, margin)", lambda n: _teacher(W, x, y, n)),
-        ("  of which the 16x8x64 dot products", lambda n: _dots(W, x, n)),
+        ("  of which the 16x8x64 dot products", lambda n: _dots_planes(W, x, n)),
+        ("16x8x64 dot products, block by block (markov)", lambda n: _dots(W, x, n)),
         ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
         ("probability table, whole (position features)", lambda n: _whole_table(W, x, n)),
         ("sample 16 tokens from the table", lambda n: _sample(W, x, state, n)),

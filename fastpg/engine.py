@@ -11,13 +11,28 @@ the call graph (a cached function calling a parallel one can crash Numba's cache
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from .model import POSITION, exp_nonpositive, greedy_matches, new_table, reset_table, sample_response, token_logliks
+from .model import (
+    DIFF,
+    POSITION,
+    BITS,
+    EXPS,
+    STATS,
+    center_planes,
+    dot1,
+    greedy_matches,
+    new_table,
+    normalise_planes,
+    reset_table,
+    first_max_planes,
+    sample_response,
+    sample_scaled,
+    token_logliks,
+)
 from .steps import IP_FEATURES, advance_run
+from .vecmath import FAST
 
 
 @njit(cache=True, parallel=True)
@@ -29,75 +44,128 @@ def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, ip, 
         )
 
 
-EVAL_TILE = 4  # test contexts per pass over W in the position-feature evaluation
+TILE = 32  # test contexts per tile in the position-feature evaluation and batch sampling (a multiple of 4)
+CHUNK = 512  # test contexts per parallel work item of the evaluation
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def _tile_scores(W, X, j0, T, S):
-    """``S[t, b, v] = W[b, v, :] . X[j0 + t]`` for ``t < T``: each weight row is loaded once per tile."""
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def tile_scores(W, Xt, work):
+    """Logits of a tile of contexts, token-major: ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
+
+    ``D = work[DIFF]`` with ``work`` a table over ``TILE B`` rows. A register tile of
+    4 weight rows x 4 contexts shares each load of ``W`` and of ``Xt`` between four products
+    (16 independent accumulators), and the four rows stay in L1 for every context of the tile.
+    """
     B, k, d = W.shape
-    for b in range(B):
-        for v in range(k):
-            if T == EVAL_TILE:
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                for j in range(d):
-                    w = W[b, v, j]
-                    s0 += w * X[j0, j]
-                    s1 += w * X[j0 + 1, j]
-                    s2 += w * X[j0 + 2, j]
-                    s3 += w * X[j0 + 3, j]
-                S[0, b, v] = s0
-                S[1, b, v] = s1
-                S[2, b, v] = s2
-                S[3, b, v] = s3
-            else:
-                for t in range(T):
-                    s = 0.0
-                    for j in range(d):
-                        s += W[b, v, j] * X[j0 + t, j]
-                    S[t, b, v] = s
+    T = Xt.shape[0]
+    D = work[DIFF]
+    Q = B * k
+    q = 0
+    b0 = 0
+    v0 = 0
+    while q + 4 <= Q:
+        b1, v1 = (b0, v0 + 1) if v0 + 1 < k else (b0 + 1, 0)
+        b2, v2 = (b1, v1 + 1) if v1 + 1 < k else (b1 + 1, 0)
+        b3, v3 = (b2, v2 + 1) if v2 + 1 < k else (b2 + 1, 0)
+        for t in range(0, T, 4):
+            a00 = a01 = a02 = a03 = 0.0
+            a10 = a11 = a12 = a13 = 0.0
+            a20 = a21 = a22 = a23 = 0.0
+            a30 = a31 = a32 = a33 = 0.0
+            for j in range(d):
+                w0 = W[b0, v0, j]
+                w1 = W[b1, v1, j]
+                w2 = W[b2, v2, j]
+                w3 = W[b3, v3, j]
+                x0 = Xt[t, j]
+                x1 = Xt[t + 1, j]
+                x2 = Xt[t + 2, j]
+                x3 = Xt[t + 3, j]
+                a00 += w0 * x0
+                a01 += w0 * x1
+                a02 += w0 * x2
+                a03 += w0 * x3
+                a10 += w1 * x0
+                a11 += w1 * x1
+                a12 += w1 * x2
+                a13 += w1 * x3
+                a20 += w2 * x0
+                a21 += w2 * x1
+                a22 += w2 * x2
+                a23 += w2 * x3
+                a30 += w3 * x0
+                a31 += w3 * x1
+                a32 += w3 * x2
+                a33 += w3 * x3
+            D[v0, t * B + b0] = a00
+            D[v0, (t + 1) * B + b0] = a01
+            D[v0, (t + 2) * B + b0] = a02
+            D[v0, (t + 3) * B + b0] = a03
+            D[v1, t * B + b1] = a10
+            D[v1, (t + 1) * B + b1] = a11
+            D[v1, (t + 2) * B + b1] = a12
+            D[v1, (t + 3) * B + b1] = a13
+            D[v2, t * B + b2] = a20
+            D[v2, (t + 1) * B + b2] = a21
+            D[v2, (t + 2) * B + b2] = a22
+            D[v2, (t + 3) * B + b2] = a23
+            D[v3, t * B + b3] = a30
+            D[v3, (t + 1) * B + b3] = a31
+            D[v3, (t + 2) * B + b3] = a32
+            D[v3, (t + 3) * B + b3] = a33
+        b0, v0 = (b3, v3 + 1) if v3 + 1 < k else (b3 + 1, 0)
+        q += 4
+    while q < Q:
+        for t in range(T):
+            D[v0, t * B + b0] = dot1(W, b0, v0, Xt[t])
+        b0, v0 = (b0, v0 + 1) if v0 + 1 < k else (b0 + 1, 0)
+        q += 1
 
 
 @njit(cache=True, error_model="numpy")
-def evaluate_tile(W, X, Y, j0, T, loglik_out, token_out, greedy_out, S, E, scratch):
-    """Exact evaluation of test contexts ``j0 .. j0+T-1`` with ``position`` features.
+def load_tile(X, j0, Xt):
+    """Copy contexts ``X[j0 : j0 + T]`` into the tile ``Xt`` (zeros past the end); returns ``T``."""
+    T = min(Xt.shape[0], X.shape[0] - j0)
+    for t in range(Xt.shape[0]):
+        for j in range(Xt.shape[1]):
+            Xt[t, j] = X[j0 + t, j] if t < T else 0.0
+    return T
 
-    ``log pi(y*_i | x) = s_i(y*_i) - max_v s_i(v) - log sum_v exp(s_i(v) - max_v s_i(v))``; the
-    ``T N k`` exponentials run as one SIMD loop (:func:`fastpg.model.exp_nonpositive`).
+
+@njit(cache=True, error_model="numpy")
+def softmax_tile(W, X, j0, Xt, work):
+    """Logits of contexts ``j0 .. j0+T-1``, centred and normalised in ``work`` (planes); returns ``T``."""
+    T = load_tile(X, j0, Xt)
+    tile_scores(W, Xt, work)
+    center_planes(work)
+    normalise_planes(work)
+    return T
+
+
+@njit(cache=True, error_model="numpy")
+def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
+    """Exact evaluation of the test contexts ``j0 ..`` of one tile with ``position`` features.
+
+    ``log pi(y*_i | x) = (s_i(y*_i) - max_v s_i(v)) - log sum_v exp(s_i(v) - max_v s_i(v))``, with
+    the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows); greedy
+    decoding reproduces ``y*`` when, at every position, ``y*_i`` is the first maximising token.
     """
-    B, k = W.shape[0], W.shape[1]
-    _tile_scores(W, X, j0, T, S)
-    n = T * B * k
-    for t in range(T):
-        for b in range(B):
-            m = -np.inf
-            for v in range(k):
-                if S[t, b, v] > m:
-                    m = S[t, b, v]
-            for v in range(k):
-                E[t, b, v] = S[t, b, v] - m
-    flat = E.reshape(-1)[:n]
-    exp_nonpositive(flat, flat, scratch[:n])
+    B = W.shape[0]
+    T = softmax_tile(W, X, j0, Xt, work)
+    D = work[DIFF]
+    lz = work[STATS, 0]
+    best = work[BITS, 0]
+    first_max_planes(work, best)
     for t in range(T):
         total = 0.0
         ok = True
         for b in range(B):
-            z = 0.0
-            best = 0
-            for v in range(k):
-                z += E[t, b, v]
-                if S[t, b, v] > S[t, b, best]:
-                    best = v
+            r = t * B + b
             y = Y[j0 + t, b]
-            m = S[t, b, best]
-            lp = (S[t, b, y] - m) - math.log(z)
+            lp = D[y, r] - lz[r]
             token_out[j0 + t, b] = lp
             total += lp
-            if best != y:
-                ok = False
+            ok &= best[r] == y
         loglik_out[j0 + t] = total
         greedy_out[j0 + t] = ok
 
@@ -115,15 +183,14 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
     n = X.shape[1]
     B, k = W.shape[1], W.shape[2]
     if features == POSITION:
-        tiles = (n + EVAL_TILE - 1) // EVAL_TILE
-        for rt in prange(R * tiles):
-            r = rt // tiles
-            j0 = (rt - r * tiles) * EVAL_TILE
-            T = min(EVAL_TILE, n - j0)
-            S = np.empty((EVAL_TILE, B, k))
-            E = np.empty((EVAL_TILE, B, k))
-            scratch = np.empty(EVAL_TILE * B * k)
-            evaluate_tile(W[r], X[r], Y[r], j0, T, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], S, E, scratch)
+        chunks = (n + CHUNK - 1) // CHUNK
+        for rc in prange(R * chunks):
+            r = rc // chunks
+            c0 = (rc - r * chunks) * CHUNK
+            Xt = np.empty((TILE, X.shape[2]))
+            work = new_table(TILE * B, k)[0]
+            for j0 in range(c0, min(c0 + CHUNK, n), TILE):
+                evaluate_tile(W[r], X[r], Y[r], j0, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], Xt, work)
         return
     for rj in prange(R * n):
         r = rj // n
@@ -190,9 +257,24 @@ def sample_batch(W, X, features, state, Y_out):
     """Sample one response per context: ``Y_out[b] ~ pi_W(. | X[b])`` from one stream (serial).
 
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
-    per response (SPEC §12).
+    per response (SPEC §12). With ``position`` features and at least ``TILE`` contexts, the
+    probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens are drawn exactly as by
+    :func:`fastpg.model.sample_response`, one uniform per token, context after context.
     """
-    table, have = new_table(W.shape[0], W.shape[1])
+    B, k = W.shape[0], W.shape[1]
+    if features == POSITION and X.shape[0] >= TILE:
+        Xt = np.empty((TILE, W.shape[2]))
+        work = new_table(TILE * B, k)[0]
+        E = work[EXPS]
+        z = work[STATS, 1]
+        for j0 in range(0, X.shape[0], TILE):
+            T = softmax_tile(W, X, j0, Xt, work)
+            for t in range(T):
+                for i in range(B):
+                    r = t * B + i
+                    Y_out[j0 + t, i] = sample_scaled(E[:, r], 1.0 / z[r], state)
+        return
+    table, have = new_table(B, k)
     for b in range(X.shape[0]):
         reset_table(have)
         sample_response(W, X[b], features, table, have, state, Y_out[b])

@@ -7,13 +7,13 @@ block ``b_i`` is chosen by the feature map:
 * ``markov`` (code 1): ``b_i = i*(k+1) + y_{i-1}`` with ``y_{-1} = BOS = k``;
   ``W`` has ``N*(k+1)`` blocks.
 
-Kernels work on one context and a *lazy table* ``table[3, B, k]`` with a flag ``have[b]``
+Kernels work on one context and a *lazy table* (:func:`new_table`) with a flag ``have[b]``
 per block: ``table[LOGP, b] = log softmax(W[b] . x)``, ``table[PROB, b]`` its exponential
-(and a scratch plane). Rows are computed the first time a position needs them and reused by
+(and workspace planes). Rows are computed the first time a position needs them and reused by
 every response sampled from the same weights and context, by the gradient and by the
 log-likelihoods; call :func:`reset_table` when ``W`` or ``x`` changes. With ``position``
-features every row is filled at once (:func:`fill_table`), so the ``N k`` exponentials run as
-one SIMD loop; ``markov`` rows depend on the path and are filled one by one
+features every row is filled at once (:func:`fill_table`): logits are laid out token-major
+(``[v, b]``), so maxima, exponentials, sums and logarithms all run as SIMD loops over rows; ``markov`` rows depend on the path and are filled one by one
 (:func:`ensure_row`). Log-likelihoods are formed in log space (log-sum-exp), so values far
 below ``1e-300`` stay finite.
 
@@ -33,17 +33,12 @@ import numpy as np
 from numba import njit
 
 from .rng import uniform
+from .vecmath import FAST, exp_nonpositive, log_positive
 
 POSITION = 0
 MARKOV = 1
-LOGP = 0
-PROB = 1
-SCRATCH = 2
-FAST = {"reassoc", "contract"}
-_LOG2E = 1.4426950408889634
-_LN2_HI = 0.6931471803691238  # ln 2 split so that n * _LN2_HI is exact for |n| < 2^11
-_LN2_LO = 1.9082149292705877e-10
-EXP_FLUSH = -708.0  # exp(x) below this (about 3e-308, near the subnormal range) is flushed to 0
+# planes of a table (see new_table), each token-major [k, rows]
+LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
 
 
 def n_blocks(features: int, N: int, k: int) -> int:
@@ -53,8 +48,15 @@ def n_blocks(features: int, N: int, k: int) -> int:
 
 @njit(cache=True)
 def new_table(blocks, k):
-    """An empty lazy table ``[3, blocks, k]`` (log-probabilities, probabilities, scratch) and its flags."""
-    return np.empty((3, blocks, k)), np.zeros(blocks, dtype=np.bool_)
+    """An empty lazy table ``[6, k, blocks]`` and its row flags ``have[blocks]``.
+
+    Every plane is token-major: ``table[LOGP, v, b] = log pi_b(v)`` and
+    ``table[PROB, v, b] = pi_b(v)`` for the row (block) ``b``; ``DIFF``, ``EXPS``, ``BITS`` and
+    ``STATS`` are workspace of the whole-table softmax (see :func:`center_planes`). Loops over
+    rows are contiguous in memory, so the softmax of a whole table vectorises over rows. A table
+    over ``T B`` rows is the workspace of a tile of ``T`` contexts.
+    """
+    return np.empty((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
 
 
 @njit(cache=True, inline="always")
@@ -71,54 +73,62 @@ def reset_table(have):
         have[b] = False
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+def dot4(W, b0, v0, b1, v1, b2, v2, b3, v3, x):
+    """The four logits ``W[b_i, v_i, :] . x`` in one pass over ``x``.
+
+    Four independent accumulators keep the FMA units busy (about 25% faster than one row at a
+    time at d = 64).
+    """
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for j in range(x.shape[0]):
+        xj = x[j]
+        s0 += W[b0, v0, j] * xj
+        s1 += W[b1, v1, j] * xj
+        s2 += W[b2, v2, j] * xj
+        s3 += W[b3, v3, j] * xj
+    return s0, s1, s2, s3
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+def dot1(W, b, v, x):
+    """One logit ``W[b, v, :] . x``."""
+    s = 0.0
+    for j in range(x.shape[0]):
+        s += W[b, v, j] * x[j]
+    return s
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def scores(W, x, b, out):
-    """Logits ``out[v] = W[b, v, :] . x``.
-
-    Four rows per pass over ``x``: four independent accumulators keep the FMA units busy
-    (about 25% faster than one row at a time at d = 64).
-    """
+    """Logits of one block: ``out[v] = W[b, v, :] . x``, four rows per pass (:func:`dot4`)."""
     k = W.shape[1]
-    d = W.shape[2]
     v = 0
     while v + 4 <= k:
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for j in range(d):
-            xj = x[j]
-            s0 += W[b, v, j] * xj
-            s1 += W[b, v + 1, j] * xj
-            s2 += W[b, v + 2, j] * xj
-            s3 += W[b, v + 3, j] * xj
-        out[v] = s0
-        out[v + 1] = s1
-        out[v + 2] = s2
-        out[v + 3] = s3
+        out[v], out[v + 1], out[v + 2], out[v + 3] = dot4(W, b, v, b, v + 1, b, v + 2, b, v + 3, x)
         v += 4
     while v < k:
-        s = 0.0
-        for j in range(d):
-            s += W[b, v, j] * x[j]
-        out[v] = s
+        out[v] = dot1(W, b, v, x)
         v += 1
 
 
 @njit(cache=True, error_model="numpy")
 def ensure_row(W, x, b, table, have):
-    """Fill ``table[:, b]`` with ``log softmax_v(W[b, v, :] . x)`` and its exponential unless there."""
+    """Fill row ``b`` with ``log softmax_v(W[b, v, :] . x)`` and its exponential unless there."""
     if have[b]:
         return
     k = W.shape[1]
-    row = table[LOGP, b]
+    row = table[LOGP, :, b]
     scores(W, x, b, row)
     m = -np.inf
     for v in range(k):
         if row[v] > m:
             m = row[v]
     z = 0.0
-    p = table[PROB, b]
+    p = table[PROB, :, b]
     for v in range(k):
         p[v] = math.exp(row[v] - m)
         z += p[v]
@@ -131,77 +141,111 @@ def ensure_row(W, x, b, table, have):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def exp_nonpositive(vals, out, scratch):
-    """``out[i] = exp(vals[i])`` for ``vals <= 0``, as straight-line arithmetic that vectorises.
-
-    Cody–Waite reduction ``x = n ln2 + r`` (``|r| <= ln2 / 2``), a degree-12 Taylor polynomial
-    for ``e^r`` (truncation below 3e-16 relative) and ``2^n`` written as IEEE bits through an
-    integer view of ``scratch``. Agrees with ``math.exp`` to a few ulp (tested); arguments below
-    ``EXP_FLUSH`` give 0.
-    """
-    bits = scratch.view(np.int64)
-    for i in range(vals.shape[0]):
-        x = max(vals[i], EXP_FLUSH)
-        n = np.floor(x * _LOG2E + 0.5)
-        r = (x - n * _LN2_HI) - n * _LN2_LO
-        p = 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        p = p * r + 1.0
-        out[i] = p
-        bits[i] = (np.int64(n) + 1023) << 52
-    for i in range(vals.shape[0]):
-        out[i] = out[i] * scratch[i] if vals[i] >= EXP_FLUSH else 0.0
-
-
-@njit(cache=True, error_model="numpy")
-def fill_table(W, x, table, have):
-    """Fill every row at once (``position`` features): the ``B k`` exponentials in one SIMD loop.
-
-    ``logp[b] = (s_b - max s_b) - log sum exp(s_b - max s_b)``, ``prob[b] = exp(logp[b])``.
-    """
+def scores_planes(W, x, table):
+    """All logits of one context, token-major: ``table[DIFF, v, b] = W[b, v, :] . x`` (``position`` features)."""
     B, k = W.shape[0], W.shape[1]
-    logp, prob = table[LOGP], table[PROB]
     for b in range(B):
-        scores(W, x, b, logp[b])
-        m = -np.inf
-        for v in range(k):
-            if logp[b, v] > m:
-                m = logp[b, v]
-        for v in range(k):
-            logp[b, v] -= m
-            prob[b, v] = logp[b, v]
-    flat = prob.reshape(-1)
-    exp_nonpositive(flat, flat, table[SCRATCH].reshape(-1))
+        v = 0
+        while v + 4 <= k:
+            s0, s1, s2, s3 = dot4(W, b, v, b, v + 1, b, v + 2, b, v + 3, x)
+            table[DIFF, v, b] = s0
+            table[DIFF, v + 1, b] = s1
+            table[DIFF, v + 2, b] = s2
+            table[DIFF, v + 3, b] = s3
+            v += 4
+        while v < k:
+            table[DIFF, v, b] = dot1(W, b, v, x)
+            v += 1
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def center_planes(table):
+    """Subtract each row's maximum from its logits ``table[DIFF, v, r] = s_r(v)``.
+
+    On return ``table[DIFF, v, r] = s_r(v) - max_u s_r(u)``: exactly 0 at the maximising
+    tokens and negative elsewhere. Every loop runs over rows ``r``, contiguous in memory, so it
+    vectorises. The maxima are left in ``table[STATS, 0]``.
+    """
+    k, R = table.shape[1], table.shape[2]
+    for r in range(R):
+        table[STATS, 0, r] = table[DIFF, 0, r]
+    for v in range(1, k):
+        for r in range(R):
+            table[STATS, 0, r] = max(table[STATS, 0, r], table[DIFF, v, r])
+    for v in range(k):
+        for r in range(R):
+            table[DIFF, v, r] -= table[STATS, 0, r]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def normalise_planes(table):
+    """Softmax of centred logits (after :func:`center_planes`), vectorised over rows.
+
+    ``table[EXPS, v, r] = exp(D[v, r])``; ``z_r = sum_v E[v, r]`` (in ``[1, k]``) in
+    ``table[STATS, 1, r]`` and ``log z_r`` in ``table[STATS, 0, r]``, so that
+    ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] / z_r``.
+    """
+    k, R = table.shape[1], table.shape[2]
+    exp_nonpositive(table[DIFF].reshape(-1), table[EXPS].reshape(-1), table[BITS].reshape(-1))
+    for r in range(R):
+        table[STATS, 1, r] = table[EXPS, 0, r]
+    for v in range(1, k):
+        for r in range(R):
+            table[STATS, 1, r] += table[EXPS, v, r]
+    log_positive(table[STATS, 1], table[STATS, 0], table[BITS, 0])
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def first_max_planes(table, best):
+    """``best[r]`` = the first token with ``D[v, r] = 0`` (the greedy token of row ``r``, ties to the
+    smallest), after :func:`center_planes`; vectorised over rows (as masked stores)."""
+    k, R = table.shape[1], table.shape[2]
+    for r in range(R):
+        best[r] = float(k)
+    for v in range(k - 1, -1, -1):
+        fv = float(v)
+        for r in range(R):
+            if table[DIFF, v, r] == 0.0:
+                best[r] = fv
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def fill_table(W, x, table, have):
+    """Fill every row at once (``position`` features), vectorised over rows (SPEC §1).
+
+    ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and
+    ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
+    """
+    k, B = table.shape[1], table.shape[2]
+    scores_planes(W, x, table)
+    center_planes(table)
+    normalise_planes(table)
+    for r in range(B):
+        table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
+    for v in range(k):
+        for r in range(B):
+            table[LOGP, v, r] = table[DIFF, v, r] - table[STATS, 0, r]
+            table[PROB, v, r] = table[EXPS, v, r] * table[STATS, 1, r]
     for b in range(B):
-        z = 0.0
-        for v in range(k):
-            z += prob[b, v]
-        lz = math.log(z)
-        inv_z = 1.0 / z
-        for v in range(k):
-            logp[b, v] -= lz
-            prob[b, v] *= inv_z
         have[b] = True
+
+
+@njit(cache=True)
+def open_table(W, x, features, table, have):
+    """Call before reading rows: with ``position`` features, fill every row unless already there.
+
+    Keeping the whole-table fill out of the per-position loops (where :func:`need_row` only
+    fills ``markov`` rows) lets those loops compile tight: a fill call inside them made
+    ``accumulate_score`` about 5x slower.
+    """
+    if features == POSITION and not have[0]:
+        fill_table(W, x, table, have)
 
 
 @njit(cache=True, inline="always")
 def need_row(W, x, features, b, table, have):
-    """Make row ``b`` available: the whole table for ``position`` features, else this row."""
-    if have[b]:
-        return
-    if features == POSITION:
-        fill_table(W, x, table, have)
-    else:
+    """Make row ``b`` available, after :func:`open_table`: ``markov`` rows are filled one by one."""
+    if features != POSITION and not have[b]:
         ensure_row(W, x, b, table, have)
 
 
@@ -209,12 +253,13 @@ def need_row(W, x, features, b, table, have):
 def token_logliks(W, x, y, features, table, have, out):
     """``out[i] = log pi_W(y_i | x, y_<i)``; returns the sum ``log pi_W(y | x)``."""
     k = W.shape[1]
+    open_table(W, x, features, table, have)
     prev = k
     total = 0.0
     for i in range(y.shape[0]):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        out[i] = table[LOGP, b, y[i]]
+        out[i] = table[LOGP, y[i], b]
         total += out[i]
         prev = y[i]
     return total
@@ -224,12 +269,13 @@ def token_logliks(W, x, y, features, table, have, out):
 def prefix_loglik(W, x, y, n, features, table, have):
     """``log pi_W(y_<n | x) = sum_{i<n} log pi_W(y_i | x, y_<i)``."""
     k = W.shape[1]
+    open_table(W, x, features, table, have)
     prev = k
     total = 0.0
     for i in range(n):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        total += table[LOGP, b, y[i]]
+        total += table[LOGP, y[i], b]
         prev = y[i]
     return total
 
@@ -237,11 +283,21 @@ def prefix_loglik(W, x, y, n, features, table, have):
 @njit(cache=True, error_model="numpy")
 def sample_token(prob_row, state):
     """Draw ``v ~ prob_row`` by inverting the CDF at one uniform number."""
+    return sample_scaled(prob_row, 1.0, state)
+
+
+@njit(cache=True, error_model="numpy")
+def sample_scaled(weights, scale, state):
+    """Draw ``v`` with probability ``weights[v] * scale`` (inverse CDF at one uniform number).
+
+    ``weights`` may be a strided view, e.g. a column ``E[:, r]`` of exponentials with
+    ``scale = 1 / z_r``; the products are exactly the probabilities a table row would hold.
+    """
     u = uniform(state)
     c = 0.0
     last = 0
-    for v in range(prob_row.shape[0]):
-        p = prob_row[v]
+    for v in range(weights.shape[0]):
+        p = weights[v] * scale
         if p > 0.0:
             last = v
         c += p
@@ -254,11 +310,12 @@ def sample_token(prob_row, state):
 def sample_response(W, x, features, table, have, state, y_out):
     """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` (length ``N``)."""
     k = W.shape[1]
+    open_table(W, x, features, table, have)
     prev = k
     for i in range(y_out.shape[0]):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        prev = sample_token(table[PROB, b], state)
+        prev = sample_token(table[PROB, :, b], state)
         y_out[i] = prev
 
 
@@ -312,11 +369,12 @@ def greedy_decode(W, x, features, buf, y_out):
 def greedy_matches(W, x, y_star, features, table, have):
     """True when greedy decoding of ``W`` reproduces ``y_star`` (first-index tie rule)."""
     k = W.shape[1]
+    open_table(W, x, features, table, have)
     prev = k
     for i in range(y_star.shape[0]):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        if argmax_row(table[LOGP, b]) != y_star[i]:
+        if argmax_row(table[LOGP, :, b]) != y_star[i]:
             return False
         prev = y_star[i]
     return True
@@ -331,6 +389,7 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
     Probabilities are those of the current table, i.e. of the weights before the update.
     """
     k = W.shape[1]
+    open_table(W, x, features, table, have)
     prev = k
     for i in range(y.shape[0]):
         c = weights[i]
@@ -340,7 +399,7 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
             continue
         need_row(W, x, features, b, table, have)
         for v in range(k):
-            coef[b, v] -= c * table[PROB, b, v]
+            coef[b, v] -= c * table[PROB, v, b]
         coef[b, y[i]] += c
         touched[b] = True
 

@@ -21,6 +21,7 @@ from .model import (
     apply_update,
     block_index,
     need_row,
+    open_table,
     new_table,
     first_mistake,
     prefix_loglik,
@@ -245,16 +246,17 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
     else:
         counters[C_SEQUENCES] += 1.0
         reached = 0
+        open_table(W, x, features, table, have)
         prev = k
         for i in range(N):
             b = block_index(features, i, prev, k)
             need_row(W, x, features, b, table, have)
             if skip:
-                fails = failures_before_success(table[LOGP, b, y_star[i]], M, uniform_pos(state))
+                fails = failures_before_success(table[LOGP, y_star[i], b], M, uniform_pos(state))
             else:
                 fails = 0.0
                 while fails < M:
-                    if sample_token(table[PROB, b], state) == y_star[i]:
+                    if sample_token(table[PROB, :, b], state) == y_star[i]:
                         break
                     fails += 1.0
             success = fails < M

@@ -141,7 +141,7 @@ def test_sample_batch_matches_sample_response(rng):
 
 
 def test_vector_exp_matches_math_exp():
-    from fastpg.model import EXP_FLUSH, exp_nonpositive
+    from fastpg.vecmath import EXP_FLUSH, exp_nonpositive
 
     rng = np.random.default_rng(1)
     x = np.concatenate([-rng.random(20000) * 745.0, -rng.random(20000) * 5.0, [0.0, -1e-300, -0.5, -708.0, -708.5,
@@ -152,6 +152,43 @@ def test_vector_exp_matches_math_exp():
     ok = x >= EXP_FLUSH
     np.testing.assert_allclose(out[ok], ref[ok], rtol=4e-16 * 4, atol=0)
     assert np.all(out[~ok] == 0.0) and np.all(ref[~ok] <= np.exp(EXP_FLUSH))
+
+
+def test_vector_log_matches_math_log():
+    from fastpg.vecmath import log_positive
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([1.0 + 7.0 * rng.random(20000), np.exp(rng.uniform(-700.0, 700.0, 20000)),
+                        [1.0, 2.0, 8.0, math.sqrt(2.0), np.nextafter(math.sqrt(2.0), 2.0), 0.5, 1e-300, 1e300,
+                         1.0 + 2.0**-52, 1.0 - 2.0**-53, np.finfo(float).tiny, np.finfo(float).max]])
+    out, scratch = np.empty_like(x), np.empty_like(x)
+    log_positive(x, out, scratch)
+    ref = np.log(x)
+    assert out[0 + 40000] == 0.0  # log 1
+    np.testing.assert_allclose(out, ref, rtol=4 * 2.0**-52, atol=0)
+    log_positive(x, x, scratch)  # in place
+    np.testing.assert_array_equal(x, out)
+
+
+@pytest.mark.parametrize("tiles", [0, 2])
+def test_position_sample_batch_matches_sample_response(rng, tiles):
+    """Position features sample a tile of contexts at once; the tokens are those of sample_response."""
+    from fastpg.engine import TILE, sample_batch
+
+    N, k, d = 6, 5, 7
+    W = random_W(rng, 0, N, k, d, scale=2.0)
+    n = tiles * TILE + 3  # fewer contexts than a tile, or a ragged last tile
+    X = np.array([random_x(rng, d) for _ in range(n)])
+    Y = np.empty((n, N), dtype=np.int64)
+    s1, s2 = new_state(4), new_state(4)
+    sample_batch(W, X, 0, s1, Y)
+    logp, have = table(W)
+    y = np.empty(N, dtype=np.int64)
+    for b in range(n):
+        reset_table(have)
+        sample_response(W, X[b], 0, logp, have, s2, y)
+        np.testing.assert_array_equal(Y[b], y)
+    np.testing.assert_array_equal(s1, s2)
 
 
 @pytest.mark.parametrize("features,N,k,d", SHAPES)

@@ -30,9 +30,9 @@ def test_logliks_finite_normalised_and_match_reference(shape, scale, seed):
     np.testing.assert_allclose(out, naive.token_logliks(W, x, y, features), rtol=1e-9, atol=1e-9)
     # every computed row is a normalised distribution
     for b in np.nonzero(have)[0]:
-        assert abs(np.logaddexp.reduce(logp[0, b])) < 1e-9
-        np.testing.assert_allclose(logp[1, b], np.exp(logp[0, b]), rtol=1e-12, atol=1e-300)
-        assert abs(logp[1, b].sum() - 1.0) < 1e-12
+        assert abs(np.logaddexp.reduce(logp[0, :, b])) < 1e-9
+        np.testing.assert_allclose(logp[1, :, b], np.exp(logp[0, :, b]), rtol=1e-12, atol=1e-300)
+        assert abs(logp[1, :, b].sum() - 1.0) < 1e-12
     yg = np.empty(N, dtype=np.int64)
     m = greedy_decode(W, x, features, np.empty(k), yg)
     assert m >= 0.0
