@@ -44,9 +44,9 @@ def _context(state, x, n):
 
 @njit
 def _teacher(W, x, y, n):
-    buf = np.empty(W.shape[1])
+    work = new_table(W.shape[0], W.shape[1])[0]
     for _ in range(n):
-        greedy_decode(W, x, 0, buf, y)
+        greedy_decode(W, x, 0, work, y)
 
 
 @njit
@@ -88,7 +88,7 @@ def _sample(W, x, state, n):
     s = 0
     for _ in range(n):
         for b in range(W.shape[0]):
-            s += sample_token(table[1, :, b], state)
+            s += sample_token(table, 1, b, 1.0, state)
     return s
 
 

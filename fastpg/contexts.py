@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from numba import njit
 
-from .model import greedy_decode
+from .model import greedy_decode, new_table
 from .rng import fill_normal, uniform
 
 
@@ -51,15 +49,15 @@ def draw_context(state, centres, cdf, sigma, x_out):
 
 
 @njit(cache=True)
-def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, buf, x_out, y_out):
+def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, x_out, y_out):
     """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
 
-    ``buf`` is scratch of length ``k``. Returns ``-1.0`` when ``max_tries`` draws were all
+    ``work`` is a table for ``W_star`` (:func:`fastpg.model.new_table`) used as scratch. Returns ``-1.0`` when ``max_tries`` draws were all
     rejected (the caller reports it).
     """
     for _ in range(max_tries):
         draw_context(state, centres, cdf, sigma, x_out)
-        m = greedy_decode(W_star, x_out, features, buf, y_out)
+        m = greedy_decode(W_star, x_out, features, work, y_out)
         if m >= gamma:
             return m
     return -1.0
@@ -70,9 +68,9 @@ def draw_labelled_contexts(
     state, W_star, features, centres, cdf, sigma, gamma, max_tries, X_out, Y_out, margin_out
 ):
     """Fill ``X_out[n, d]``, ``Y_out[n, N]``, ``margin_out[n]``; returns False if rejection failed."""
-    buf = np.empty(W_star.shape[1])
+    work = new_table(W_star.shape[0], W_star.shape[1])[0]
     for n in range(X_out.shape[0]):
-        m = draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, buf, X_out[n], Y_out[n])
+        m = draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, X_out[n], Y_out[n])
         if m < 0.0:
             return False
         margin_out[n] = m

@@ -28,7 +28,7 @@ from .model import (
     reset_table,
     first_max_planes,
     sample_response,
-    sample_scaled,
+    sample_token,
     token_logliks,
 )
 from .steps import IP_FEATURES, advance_run
@@ -258,21 +258,21 @@ def sample_batch(W, X, features, state, Y_out):
 
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
     per response (SPEC §12). With ``position`` features and at least ``TILE`` contexts, the
-    probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens are drawn exactly as by
-    :func:`fastpg.model.sample_response`, one uniform per token, context after context.
+    probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens
+    are drawn as by :func:`fastpg.model.sample_response`, one uniform per token, context after
+    context.
     """
     B, k = W.shape[0], W.shape[1]
     if features == POSITION and X.shape[0] >= TILE:
         Xt = np.empty((TILE, W.shape[2]))
         work = new_table(TILE * B, k)[0]
-        E = work[EXPS]
         z = work[STATS, 1]
         for j0 in range(0, X.shape[0], TILE):
             T = softmax_tile(W, X, j0, Xt, work)
             for t in range(T):
                 for i in range(B):
                     r = t * B + i
-                    Y_out[j0 + t, i] = sample_scaled(E[:, r], 1.0 / z[r], state)
+                    Y_out[j0 + t, i] = sample_token(work, EXPS, r, 1.0 / z[r], state)
         return
     table, have = new_table(B, k)
     for b in range(X.shape[0]):

@@ -281,23 +281,18 @@ def prefix_loglik(W, x, y, n, features, table, have):
 
 
 @njit(cache=True, error_model="numpy")
-def sample_token(prob_row, state):
-    """Draw ``v ~ prob_row`` by inverting the CDF at one uniform number."""
-    return sample_scaled(prob_row, 1.0, state)
+def sample_token(table, plane, r, scale, state):
+    """Draw token ``v`` of row ``r`` with probability ``table[plane, v, r] * scale``.
 
-
-@njit(cache=True, error_model="numpy")
-def sample_scaled(weights, scale, state):
-    """Draw ``v`` with probability ``weights[v] * scale`` (inverse CDF at one uniform number).
-
-    ``weights`` may be a strided view, e.g. a column ``E[:, r]`` of exponentials with
-    ``scale = 1 / z_r``; the products are exactly the probabilities a table row would hold.
+    Inverse CDF at one uniform number. With ``plane = PROB`` and ``scale = 1`` these are the
+    table's probabilities; with ``plane = EXPS`` and ``scale = 1 / z_r`` the same products the
+    table would hold, without writing them. The table is indexed in place (no view per token).
     """
     u = uniform(state)
     c = 0.0
     last = 0
-    for v in range(weights.shape[0]):
-        p = weights[v] * scale
+    for v in range(table.shape[1]):
+        p = table[plane, v, r] * scale
         if p > 0.0:
             last = v
         c += p
@@ -315,7 +310,7 @@ def sample_response(W, x, features, table, have, state, y_out):
     for i in range(y_out.shape[0]):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        prev = sample_token(table[PROB, :, b], state)
+        prev = sample_token(table, PROB, b, 1.0, state)
         y_out[i] = prev
 
 
@@ -338,15 +333,46 @@ def argmax_row(row):
     return best
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy")
+def greedy_planes(table, y_out):
+    """Greedy tokens and margin of centred logits (after :func:`center_planes`), row ``r`` = position ``r``.
+
+    ``y_r`` is the first token with ``D[v, r] = 0`` and the margin is
+    ``min_r -max_{v != y_r} D[v, r]``, both from branch-free passes over rows (masked stores).
+    """
+    k, R = table.shape[1], table.shape[2]
+    best = table[BITS, 0]
+    first_max_planes(table, best)
+    for r in range(R):
+        table[STATS, 1, r] = -np.inf
+    for v in range(k):
+        fv = float(v)
+        for r in range(R):
+            if table[DIFF, v, r] > table[STATS, 1, r] and best[r] != fv:
+                table[STATS, 1, r] = table[DIFF, v, r]
+    margin = np.inf
+    for r in range(R):
+        margin = min(margin, -table[STATS, 1, r])
+        y_out[r] = int(best[r])
+    return margin
+
+
 @njit(cache=True, error_model="numpy")
-def greedy_decode(W, x, features, buf, y_out):
+def greedy_decode(W, x, features, work, y_out):
     """Greedy decoding ``y_i = argmax_v s_i(v)`` along its own path; returns its margin.
 
     The margin is ``min_i (s_i(y_i) - max_{v != y_i} s_i(v))`` (SPEC §2), from raw logits
-    (no softmax needed); ``buf`` is scratch of length ``k``. Ties go to the smallest token
-    (margin 0). This is how the teacher labels contexts.
+    (no softmax needed); ``work`` is a table for ``W`` (:func:`new_table`) used as scratch. Ties
+    go to the smallest token (margin 0). This is how the teacher labels contexts. With
+    ``position`` features all positions are decoded at once, without data-dependent branches
+    (:func:`greedy_planes`).
     """
     k = W.shape[1]
+    if features == POSITION:
+        scores_planes(W, x, work)
+        center_planes(work)
+        return greedy_planes(work, y_out)
+    buf = work[DIFF, :, 0]
     prev = k
     margin = np.inf
     for i in range(y_out.shape[0]):

@@ -256,7 +256,7 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
             else:
                 fails = 0.0
                 while fails < M:
-                    if sample_token(table[PROB, :, b], state) == y_star[i]:
+                    if sample_token(table, PROB, b, 1.0, state) == y_star[i]:
                         break
                     fails += 1.0
             success = fails < M
@@ -304,7 +304,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     N = pool_y.shape[1]
     G = max(ip[IP_G], 1)
     table, have = new_table(B, k)
-    buf = np.empty(k)
+    teacher_work = new_table(B, k)[0]
     coef = np.zeros((B, k))
     touched = np.zeros(B, dtype=np.bool_)
     x = np.empty(d)
@@ -324,7 +324,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         else:
             m = draw_labelled_context(
                 state, W_star, ip[IP_FEATURES], centres, cdf, fp[FP_SIGMA], fp[FP_GAMMA],
-                ip[IP_MAX_TRIES], buf, x, y_star,
+                ip[IP_MAX_TRIES], teacher_work, x, y_star,
             )
             if m < 0.0:
                 return REJECTION_FAILED
