@@ -266,13 +266,13 @@ def sample_batch(W, X, features, state, Y_out):
     if features == POSITION and X.shape[0] >= TILE:
         Xt = np.empty((TILE, W.shape[2]))
         work = new_table(TILE * B, k)[0]
-        z = work[STATS, 1]
         for j0 in range(0, X.shape[0], TILE):
             T = softmax_tile(W, X, j0, Xt, work)
+            for r in range(T * B):
+                work[STATS, 1, r] = 1.0 / work[STATS, 1, r]
             for t in range(T):
                 for i in range(B):
-                    r = t * B + i
-                    Y_out[j0 + t, i] = sample_token(work, EXPS, r, 1.0 / z[r], state)
+                    Y_out[j0 + t, i] = sample_token(work, EXPS, t * B + i, work[STATS, 1, t * B + i], state)
         return
     table, have = new_table(B, k)
     for b in range(X.shape[0]):

@@ -284,21 +284,24 @@ def prefix_loglik(W, x, y, n, features, table, have):
 def sample_token(table, plane, r, scale, state):
     """Draw token ``v`` of row ``r`` with probability ``table[plane, v, r] * scale``.
 
-    Inverse CDF at one uniform number. With ``plane = PROB`` and ``scale = 1`` these are the
-    table's probabilities; with ``plane = EXPS`` and ``scale = 1 / z_r`` the same products the
-    table would hold, without writing them. The table is indexed in place (no view per token).
+    Inverse CDF at one uniform number: the first ``v`` with ``u < sum_{w <= v} p_w``. With
+    ``plane = PROB`` and ``scale = 1`` these are the table's probabilities; with
+    ``plane = EXPS`` and ``scale = 1 / z_r`` the same products the table would hold. The table
+    is indexed in place (no view per token).
     """
     u = uniform(state)
     c = 0.0
+    below = 0
     last = 0
     for v in range(table.shape[1]):
         p = table[plane, v, r] * scale
-        if p > 0.0:
-            last = v
+        last = v if p > 0.0 else last
         c += p
-        if u < c:
-            return v
-    return last  # rounding: the CDF summed to slightly less than u
+        below += u >= c
+    # the CDF is non-decreasing, so the number of tokens whose cumulative probability is <= u is
+    # the first token with u < CDF (counted without a data-dependent branch); if the CDF summed to
+    # slightly less than u (rounding), the last token of positive probability
+    return below if below < table.shape[1] else last
 
 
 @njit(cache=True, error_model="numpy")

@@ -149,7 +149,7 @@ def _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, 
 
 
 @njit(cache=True, error_model="numpy")
-def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, weights):
+def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, Aij, weights):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (SPEC §6); returns True if ``W`` moved."""
     N = y_star.shape[0]
     G = ip[IP_G]
@@ -195,8 +195,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
                 accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
     else:
-        # per-position advantages: A_ij from r_ij = 1[i < f_j] over the group
-        Aij = np.empty((N, G))
+        # per-position advantages: A_ij (in Aij[N, G]) from r_ij = 1[i < f_j] over the group
         for i in range(N):
             for j in range(G):
                 r[j] = 1.0 if i < f[j] else 0.0
@@ -313,6 +312,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     f = np.empty(G, dtype=np.int64)
     r = np.empty(G)
     A = np.empty(G)
+    Aij = np.empty((N, G))
     weights = np.empty(N)
     n_pool = pool_x.shape[0]
     algorithm = ip[IP_ALGORITHM]
@@ -333,7 +333,9 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         t = counters[C_STEPS]
         reset_table(have)
         if algorithm == PG:
-            moved = _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, weights)
+            moved = _pg_step(
+                W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, Aij, weights
+            )
         elif algorithm == RS:
             moved = _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys[0], weights)
         else:
