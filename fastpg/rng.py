@@ -31,17 +31,24 @@ def _rotl(x, r):
     return (x << r) | (x >> (_U64 - r))
 
 
+@njit(cache=True, inline="always")
+def _xoshiro(s0, s1, s2, s3):
+    """One xoshiro256** step on a state held in locals: ``(64 random bits, new state)``."""
+    result = _rotl(s1 * _U5, _U7) * _U9
+    t = s1 << _U17
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, _U45)
+    return result, s0, s1, s2, s3
+
+
 @njit(cache=True)
 def next_u64(state):
     """Advance a xoshiro256** state (``uint64[4]``) in place and return 64 random bits."""
-    result = _rotl(state[1] * _U5, _U7) * _U9
-    t = state[1] << _U17
-    state[2] ^= state[0]
-    state[3] ^= state[1]
-    state[1] ^= state[2]
-    state[0] ^= state[3]
-    state[2] ^= t
-    state[3] = _rotl(state[3], _U45)
+    result, state[0], state[1], state[2], state[3] = _xoshiro(state[0], state[1], state[2], state[3])
     return result
 
 
@@ -75,38 +82,59 @@ _ZIG_TAIL = 3.442619855899
 _U127 = np.uint64(127)
 
 
-@njit(cache=True)
-def normal(state):
+@njit(cache=True, inline="always")
+def _normal(state, s0, s1, s2, s3):
     """Standard normal by the ziggurat method (Marsaglia & Tsang 2000; Doornik's ZIGNOR, 128 layers).
 
-    One 64-bit draw gives a uniform ``u`` on (-1, 1) (its top 53 bits) and the layer ``i`` (its low
-    7 bits, independent of those); about 98.8% of draws return ``u * x[i]`` at once, the wedge and
-    the tail (``|x| > 3.44``) use exact rejection.
+    The generator state is carried in locals ``s0..s3`` (returned with the value), so a loop of
+    draws keeps it in registers; the rare wedge and tail draws go through ``state``. One 64-bit
+    draw gives a uniform ``u`` on (-1, 1) (its top 53 bits) and the layer ``i`` (its low 7 bits,
+    independent of those); about 98.8% of draws return ``u * x[i]`` at once, the wedge and the
+    tail (``|x| > 3.44``) use exact rejection.
     """
     while True:
-        bits = next_u64(state)
+        bits, s0, s1, s2, s3 = _xoshiro(s0, s1, s2, s3)
         i = int(bits & _U127)
         u = 2.0 * (float(bits >> _U11) * _TWO_M53) - 1.0
         if abs(u) < _ZIG_R[i]:
-            return u * _ZIG_X[i]
+            return u * _ZIG_X[i], s0, s1, s2, s3
+        state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+        value = np.nan
         if i == 0:  # tail beyond r: Marsaglia's exponential rejection
             while True:
                 x = math.log(uniform_pos(state)) / _ZIG_TAIL
                 y = math.log(uniform_pos(state))
                 if -2.0 * y >= x * x:
-                    return x - _ZIG_TAIL if u < 0.0 else _ZIG_TAIL - x
-        x = u * _ZIG_X[i]
-        f0 = math.exp(-0.5 * (_ZIG_X[i] * _ZIG_X[i] - x * x))
-        f1 = math.exp(-0.5 * (_ZIG_X[i + 1] * _ZIG_X[i + 1] - x * x))
-        if f1 + uniform(state) * (f0 - f1) < 1.0:
-            return x
+                    value = x - _ZIG_TAIL if u < 0.0 else _ZIG_TAIL - x
+                    break
+        else:
+            x = u * _ZIG_X[i]
+            f0 = math.exp(-0.5 * (_ZIG_X[i] * _ZIG_X[i] - x * x))
+            f1 = math.exp(-0.5 * (_ZIG_X[i + 1] * _ZIG_X[i + 1] - x * x))
+            if f1 + uniform(state) * (f0 - f1) < 1.0:
+                value = x
+        s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+        if value == value:  # accepted (not NaN)
+            return value, s0, s1, s2, s3
+
+
+@njit(cache=True)
+def normal(state):
+    """One standard normal (ziggurat, :func:`_normal`), advancing ``state`` in place."""
+    value, state[0], state[1], state[2], state[3] = _normal(state, state[0], state[1], state[2], state[3])
+    return value
 
 
 @njit(cache=True)
 def fill_normal(state, out):
-    """Standard normals into ``out`` (ziggurat, one after another)."""
+    """Standard normals into ``out``, one after another (the same numbers as repeated :func:`normal`).
+
+    The state stays in registers for the whole array (about 2x faster than through memory).
+    """
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
     for j in range(out.shape[0]):
-        out[j] = normal(state)
+        out[j], s0, s1, s2, s3 = _normal(state, s0, s1, s2, s3)
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
 def stream_key(purpose: str, params: dict) -> list[int]:
