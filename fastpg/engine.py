@@ -15,22 +15,23 @@ import numpy as np
 from numba import njit, prange
 
 from .model import (
-    DIFF,
-    POSITION,
     BITS,
+    DIFF,
     EXPS,
+    POSITION,
     STATS,
     center_planes,
     dot1,
+    first_max_planes,
     greedy_matches,
+    inverse_cdf,
     new_table,
     normalise_planes,
     reset_table,
-    first_max_planes,
     sample_response,
-    sample_token,
     token_logliks,
 )
+from .rng import uniform_next
 from .steps import IP_FEATURES, advance_run
 from .vecmath import FAST
 
@@ -133,12 +134,13 @@ def load_tile(X, j0, Xt):
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_tile(W, X, j0, Xt, work):
-    """Logits of contexts ``j0 .. j0+T-1``, centred and normalised in ``work`` (planes); returns ``T``."""
+def softmax_tile(W, X, j0, Xt, work, logs):
+    """Logits of contexts ``j0 .. j0+T-1``, centred and normalised in ``work`` (planes, with ``log z``
+    if ``logs``); returns ``T``."""
     T = load_tile(X, j0, Xt)
     tile_scores(W, Xt, work)
     center_planes(work)
-    normalise_planes(work)
+    normalise_planes(work, logs)
     return T
 
 
@@ -151,7 +153,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
     decoding reproduces ``y*`` when, at every position, ``y*_i`` is the first maximising token.
     """
     B = W.shape[0]
-    T = softmax_tile(W, X, j0, Xt, work)
+    T = softmax_tile(W, X, j0, Xt, work, True)
     D = work[DIFF]
     lz = work[STATS, 0]
     best = work[BITS, 0]
@@ -267,12 +269,16 @@ def sample_batch(W, X, features, state, Y_out):
         Xt = np.empty((TILE, W.shape[2]))
         work = new_table(TILE * B, k)[0]
         for j0 in range(0, X.shape[0], TILE):
-            T = softmax_tile(W, X, j0, Xt, work)
+            T = softmax_tile(W, X, j0, Xt, work, True)
             for r in range(T * B):
                 work[STATS, 1, r] = 1.0 / work[STATS, 1, r]
+            s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
             for t in range(T):
                 for i in range(B):
-                    Y_out[j0 + t, i] = sample_token(work, EXPS, t * B + i, work[STATS, 1, t * B + i], state)
+                    r = t * B + i
+                    u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+                    Y_out[j0 + t, i] = inverse_cdf(work, EXPS, r, work[STATS, 1, r], u)
+            state[0], state[1], state[2], state[3] = s0, s1, s2, s3
         return
     table, have = new_table(B, k)
     for b in range(X.shape[0]):

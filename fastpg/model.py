@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .rng import uniform
+from .rng import uniform, uniform_next
 from .vecmath import FAST, exp_nonpositive, log_positive
 
 POSITION = 0
@@ -178,11 +178,11 @@ def center_planes(table):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def normalise_planes(table):
+def normalise_planes(table, logs):
     """Softmax of centred logits (after :func:`center_planes`), vectorised over rows.
 
     ``table[EXPS, v, r] = exp(D[v, r])``; ``z_r = sum_v E[v, r]`` (in ``[1, k]``) in
-    ``table[STATS, 1, r]`` and ``log z_r`` in ``table[STATS, 0, r]``, so that
+    ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in ``table[STATS, 0, r]``, so that
     ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] / z_r``.
     """
     k, R = table.shape[1], table.shape[2]
@@ -192,7 +192,8 @@ def normalise_planes(table):
     for v in range(1, k):
         for r in range(R):
             table[STATS, 1, r] += table[EXPS, v, r]
-    log_positive(table[STATS, 1], table[STATS, 0], table[BITS, 0])
+    if logs:
+        log_positive(table[STATS, 1], table[STATS, 0], table[BITS, 0])
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -219,7 +220,7 @@ def fill_table(W, x, table, have):
     k, B = table.shape[1], table.shape[2]
     scores_planes(W, x, table)
     center_planes(table)
-    normalise_planes(table)
+    normalise_planes(table, True)
     for r in range(B):
         table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
     for v in range(k):
@@ -280,16 +281,16 @@ def prefix_loglik(W, x, y, n, features, table, have):
     return total
 
 
-@njit(cache=True, error_model="numpy")
-def sample_token(table, plane, r, scale, state):
-    """Draw token ``v`` of row ``r`` with probability ``table[plane, v, r] * scale``.
+@njit(cache=True, error_model="numpy", inline="always")
+def inverse_cdf(table, plane, r, scale, u):
+    """The first token ``v`` of row ``r`` with ``u < sum_{w <= v} p_w``, ``p_w = table[plane, w, r] * scale``.
 
-    Inverse CDF at one uniform number: the first ``v`` with ``u < sum_{w <= v} p_w``. With
-    ``plane = PROB`` and ``scale = 1`` these are the table's probabilities; with
-    ``plane = EXPS`` and ``scale = 1 / z_r`` the same products the table would hold. The table
-    is indexed in place (no view per token).
+    With ``plane = PROB`` and ``scale = 1`` these are the table's probabilities; with
+    ``plane = EXPS`` and ``scale = 1 / z_r`` the same products the table would hold. The CDF is
+    non-decreasing, so the first such token is the number of tokens whose cumulative probability
+    is ``<= u``, counted without a data-dependent branch; if the CDF sums to slightly less than
+    ``u`` (rounding), the last token of positive probability. The table is indexed in place.
     """
-    u = uniform(state)
     c = 0.0
     below = 0
     last = 0
@@ -298,23 +299,33 @@ def sample_token(table, plane, r, scale, state):
         last = v if p > 0.0 else last
         c += p
         below += u >= c
-    # the CDF is non-decreasing, so the number of tokens whose cumulative probability is <= u is
-    # the first token with u < CDF (counted without a data-dependent branch); if the CDF summed to
-    # slightly less than u (rounding), the last token of positive probability
     return below if below < table.shape[1] else last
 
 
 @njit(cache=True, error_model="numpy")
+def sample_token(table, plane, r, scale, state):
+    """Draw a token of row ``r`` by :func:`inverse_cdf` at one uniform number from ``state``."""
+    return inverse_cdf(table, plane, r, scale, uniform(state))
+
+
+@njit(cache=True, error_model="numpy")
 def sample_response(W, x, features, table, have, state, y_out):
-    """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` (length ``N``)."""
+    """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` (length ``N``), one uniform per token.
+
+    The generator state stays in registers for the whole response (the same stream as
+    :func:`sample_token` per token).
+    """
     k = W.shape[1]
     open_table(W, x, features, table, have)
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
     prev = k
     for i in range(y_out.shape[0]):
         b = block_index(features, i, prev, k)
         need_row(W, x, features, b, table, have)
-        prev = sample_token(table, PROB, b, 1.0, state)
+        u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+        prev = inverse_cdf(table, PROB, b, 1.0, u)
         y_out[i] = prev
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
 @njit(cache=True, error_model="numpy")

@@ -52,10 +52,21 @@ def next_u64(state):
     return result
 
 
+@njit(cache=True, inline="always")
+def uniform_next(s0, s1, s2, s3):
+    """Uniform float64 on ``[0, 1)`` with 53 random bits from a state held in locals: ``(u, new state)``.
+
+    Loops that draw many numbers keep the state in registers with this (see ``sample_response``).
+    """
+    bits, s0, s1, s2, s3 = _xoshiro(s0, s1, s2, s3)
+    return float(bits >> _U11) * _TWO_M53, s0, s1, s2, s3
+
+
 @njit(cache=True)
 def uniform(state):
-    """Uniform float64 on ``[0, 1)`` with 53 random bits."""
-    return float(next_u64(state) >> _U11) * _TWO_M53
+    """Uniform float64 on ``[0, 1)`` with 53 random bits, advancing ``state`` in place."""
+    u, state[0], state[1], state[2], state[3] = uniform_next(state[0], state[1], state[2], state[3])
+    return u
 
 
 @njit(cache=True)
