@@ -46,7 +46,7 @@ def _context(state, x, n):
 def _teacher(W, x, y, n):
     work = new_table(W.shape[0], W.shape[1])[0]
     for _ in range(n):
-        greedy_decode(W, x, 0, work, y)
+        greedy_decode(W, x, 0, work, y, True)
 
 
 @njit

@@ -49,15 +49,18 @@ def draw_context(state, centres, cdf, sigma, x_out):
 
 
 @njit(cache=True)
-def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, x_out, y_out):
+def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, x_out, y_out,
+                          with_margin):
     """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
 
-    ``work`` is a table for ``W_star`` (:func:`fastpg.model.new_table`) used as scratch. Returns ``-1.0`` when ``max_tries`` draws were all
-    rejected (the caller reports it).
+    ``work`` is a table for ``W_star`` (:func:`fastpg.model.new_table`) used as scratch. Without
+    ``with_margin`` the margin is formed only when ``gamma > 0`` (to test it); otherwise every
+    context is accepted and ``inf`` is returned. Returns ``-1.0`` when ``max_tries`` draws were
+    all rejected (the caller reports it).
     """
     for _ in range(max_tries):
         draw_context(state, centres, cdf, sigma, x_out)
-        m = greedy_decode(W_star, x_out, features, work, y_out)
+        m = greedy_decode(W_star, x_out, features, work, y_out, with_margin or gamma > 0.0)
         if m >= gamma:
             return m
     return -1.0
@@ -70,7 +73,9 @@ def draw_labelled_contexts(
     """Fill ``X_out[n, d]``, ``Y_out[n, N]``, ``margin_out[n]``; returns False if rejection failed."""
     work = new_table(W_star.shape[0], W_star.shape[1])[0]
     for n in range(X_out.shape[0]):
-        m = draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, X_out[n], Y_out[n])
+        m = draw_labelled_context(
+            state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, X_out[n], Y_out[n], True
+        )
         if m < 0.0:
             return False
         margin_out[n] = m

@@ -348,15 +348,20 @@ def argmax_row(row):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
-def greedy_planes(table, y_out):
+def greedy_planes(table, y_out, with_margin):
     """Greedy tokens and margin of centred logits (after :func:`center_planes`), row ``r`` = position ``r``.
 
     ``y_r`` is the first token with ``D[v, r] = 0`` and the margin is
     ``min_r -max_{v != y_r} D[v, r]``, both from branch-free passes over rows (masked stores).
+    Without ``with_margin`` only the tokens are formed and ``inf`` is returned.
     """
     k, R = table.shape[1], table.shape[2]
     best = table[BITS, 0]
     first_max_planes(table, best)
+    if not with_margin:
+        for r in range(R):
+            y_out[r] = int(best[r])
+        return np.inf
     for r in range(R):
         table[STATS, 1, r] = -np.inf
     for v in range(k):
@@ -372,12 +377,13 @@ def greedy_planes(table, y_out):
 
 
 @njit(cache=True, error_model="numpy")
-def greedy_decode(W, x, features, work, y_out):
+def greedy_decode(W, x, features, work, y_out, with_margin):
     """Greedy decoding ``y_i = argmax_v s_i(v)`` along its own path; returns its margin.
 
     The margin is ``min_i (s_i(y_i) - max_{v != y_i} s_i(v))`` (SPEC §2), from raw logits
     (no softmax needed); ``work`` is a table for ``W`` (:func:`new_table`) used as scratch. Ties
-    go to the smallest token (margin 0). This is how the teacher labels contexts. With
+    go to the smallest token (margin 0). Without ``with_margin`` only the tokens are formed and
+    ``inf`` is returned. This is how the teacher labels contexts. With
     ``position`` features all positions are decoded at once, without data-dependent branches
     (:func:`greedy_planes`).
     """
@@ -385,7 +391,7 @@ def greedy_decode(W, x, features, work, y_out):
     if features == POSITION:
         scores_planes(W, x, work)
         center_planes(work)
-        return greedy_planes(work, y_out)
+        return greedy_planes(work, y_out, with_margin)
     buf = work[DIFF, :, 0]
     prev = k
     margin = np.inf
@@ -393,13 +399,12 @@ def greedy_decode(W, x, features, work, y_out):
         b = block_index(features, i, prev, k)
         scores(W, x, b, buf)
         best = argmax_row(buf)
-        second = -np.inf
-        for v in range(k):
-            if v != best and buf[v] > second:
-                second = buf[v]
-        gap = buf[best] - second
-        if gap < margin:
-            margin = gap
+        if with_margin:
+            second = -np.inf
+            for v in range(k):
+                if v != best and buf[v] > second:
+                    second = buf[v]
+            margin = min(margin, buf[best] - second)
         y_out[i] = best
         prev = best
     return margin

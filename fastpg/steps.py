@@ -199,6 +199,10 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
         for i in range(N):
             for j in range(G):
                 r[j] = 1.0 if i < f[j] else 0.0
+            if baseline == NONE:  # A_ij = r_ij: no group statistics to form
+                for j in range(G):
+                    Aij[i, j] = r[j]
+                continue
             advantages(r, baseline, A)
             for j in range(G):
                 Aij[i, j] = A[j]
@@ -324,7 +328,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         else:
             m = draw_labelled_context(
                 state, W_star, ip[IP_FEATURES], centres, cdf, fp[FP_SIGMA], fp[FP_GAMMA],
-                ip[IP_MAX_TRIES], teacher_work, x, y_star,
+                ip[IP_MAX_TRIES], teacher_work, x, y_star, False,
             )
             if m < 0.0:
                 return REJECTION_FAILED

@@ -62,7 +62,7 @@ def test_greedy_decode_and_margin(rng, features, N, k, d):
         x = random_x(rng, d)
         logp, have = table(W)
         y = np.empty(N, dtype=np.int64)
-        m = greedy_decode(W, x, features, table(W)[0], y)
+        m = greedy_decode(W, x, features, table(W)[0], y, True)
         y_ref, m_ref = naive.greedy_decode(W, x, features, N)
         np.testing.assert_array_equal(y, y_ref)
         assert m == pytest.approx(m_ref, rel=1e-9, abs=1e-12)

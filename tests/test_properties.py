@@ -34,7 +34,7 @@ def test_logliks_finite_normalised_and_match_reference(shape, scale, seed):
         np.testing.assert_allclose(logp[1, :, b], np.exp(logp[0, :, b]), rtol=1e-12, atol=1e-300)
         assert abs(logp[1, :, b].sum() - 1.0) < 1e-12
     yg = np.empty(N, dtype=np.int64)
-    m = greedy_decode(W, x, features, new_table(blocks, k)[0], yg)
+    m = greedy_decode(W, x, features, new_table(blocks, k)[0], yg, True)
     assert m >= 0.0
     if scale == 0.0:
         assert m == 0.0 and np.all(yg == 0)
