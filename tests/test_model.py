@@ -154,6 +154,35 @@ def test_vector_exp_matches_math_exp():
     assert np.all(out[~ok] == 0.0) and np.all(ref[~ok] <= np.exp(EXP_FLUSH))
 
 
+def test_inverse_cdf_is_the_first_token_past_u():
+    """The branch-free count equals the early-exit rule "first v with u < CDF_v", also at u equal to a
+    CDF value, with zero-probability tokens, and when rounding leaves the CDF short of u."""
+    from fastpg.model import PROB, inverse_cdf
+
+    def early_exit(p, u):
+        c, last = 0.0, 0
+        for v, pv in enumerate(p):
+            if pv > 0.0:
+                last = v
+            c += pv
+            if u < c:
+                return v
+        return last
+
+    rng = np.random.default_rng(5)
+    k, R = 6, 400
+    P = rng.random((k, R)) * (rng.random((k, R)) < 0.7)  # about 30% zeros
+    P[:, 0] = 0.0
+    P[2, 0] = 1.0  # one certain token
+    P /= np.maximum(P.sum(axis=0), 1e-300)
+    table = np.zeros((6, k, R))
+    table[PROB] = P
+    for r in range(R):
+        cdf = np.cumsum(P[:, r])
+        for u in [*rng.random(5), *cdf, 0.0, np.nextafter(1.0, 0.0), cdf[-1] + 1e-16]:
+            assert inverse_cdf(table, PROB, r, 1.0, u) == early_exit(P[:, r], u)
+
+
 def test_vector_log_matches_math_log():
     from fastpg.vecmath import log_positive
 
