@@ -60,67 +60,49 @@ def tile_scores(W, Xt, work):
     B, k, d = W.shape
     T = Xt.shape[0]
     D = work[DIFF]
-    Q = B * k
-    q = 0
-    b0 = 0
-    v0 = 0
-    while q + 4 <= Q:
-        b1, v1 = (b0, v0 + 1) if v0 + 1 < k else (b0 + 1, 0)
-        b2, v2 = (b1, v1 + 1) if v1 + 1 < k else (b1 + 1, 0)
-        b3, v3 = (b2, v2 + 1) if v2 + 1 < k else (b2 + 1, 0)
-        for t in range(0, T, 4):
-            a00 = a01 = a02 = a03 = 0.0
-            a10 = a11 = a12 = a13 = 0.0
-            a20 = a21 = a22 = a23 = 0.0
-            a30 = a31 = a32 = a33 = 0.0
-            for j in range(d):
-                w0 = W[b0, v0, j]
-                w1 = W[b1, v1, j]
-                w2 = W[b2, v2, j]
-                w3 = W[b3, v3, j]
-                x0 = Xt[t, j]
-                x1 = Xt[t + 1, j]
-                x2 = Xt[t + 2, j]
-                x3 = Xt[t + 3, j]
-                a00 += w0 * x0
-                a01 += w0 * x1
-                a02 += w0 * x2
-                a03 += w0 * x3
-                a10 += w1 * x0
-                a11 += w1 * x1
-                a12 += w1 * x2
-                a13 += w1 * x3
-                a20 += w2 * x0
-                a21 += w2 * x1
-                a22 += w2 * x2
-                a23 += w2 * x3
-                a30 += w3 * x0
-                a31 += w3 * x1
-                a32 += w3 * x2
-                a33 += w3 * x3
-            D[v0, t * B + b0] = a00
-            D[v0, (t + 1) * B + b0] = a01
-            D[v0, (t + 2) * B + b0] = a02
-            D[v0, (t + 3) * B + b0] = a03
-            D[v1, t * B + b1] = a10
-            D[v1, (t + 1) * B + b1] = a11
-            D[v1, (t + 2) * B + b1] = a12
-            D[v1, (t + 3) * B + b1] = a13
-            D[v2, t * B + b2] = a20
-            D[v2, (t + 1) * B + b2] = a21
-            D[v2, (t + 2) * B + b2] = a22
-            D[v2, (t + 3) * B + b2] = a23
-            D[v3, t * B + b3] = a30
-            D[v3, (t + 1) * B + b3] = a31
-            D[v3, (t + 2) * B + b3] = a32
-            D[v3, (t + 3) * B + b3] = a33
-        b0, v0 = (b3, v3 + 1) if v3 + 1 < k else (b3 + 1, 0)
-        q += 4
-    while q < Q:
-        for t in range(T):
-            D[v0, t * B + b0] = dot1(W, b0, v0, Xt[t])
-        b0, v0 = (b0, v0 + 1) if v0 + 1 < k else (b0 + 1, 0)
-        q += 1
+    for b in range(B):
+        v = 0
+        while v + 4 <= k:
+            for t in range(0, T, 4):
+                a00 = a01 = a02 = a03 = 0.0
+                a10 = a11 = a12 = a13 = 0.0
+                a20 = a21 = a22 = a23 = 0.0
+                a30 = a31 = a32 = a33 = 0.0
+                for j in range(d):
+                    w0 = W[b, v, j]
+                    w1 = W[b, v + 1, j]
+                    w2 = W[b, v + 2, j]
+                    w3 = W[b, v + 3, j]
+                    x0 = Xt[t, j]
+                    x1 = Xt[t + 1, j]
+                    x2 = Xt[t + 2, j]
+                    x3 = Xt[t + 3, j]
+                    a00 += w0 * x0
+                    a01 += w0 * x1
+                    a02 += w0 * x2
+                    a03 += w0 * x3
+                    a10 += w1 * x0
+                    a11 += w1 * x1
+                    a12 += w1 * x2
+                    a13 += w1 * x3
+                    a20 += w2 * x0
+                    a21 += w2 * x1
+                    a22 += w2 * x2
+                    a23 += w2 * x3
+                    a30 += w3 * x0
+                    a31 += w3 * x1
+                    a32 += w3 * x2
+                    a33 += w3 * x3
+                r = t * B + b
+                D[v, r], D[v, r + B], D[v, r + 2 * B], D[v, r + 3 * B] = a00, a01, a02, a03
+                D[v + 1, r], D[v + 1, r + B], D[v + 1, r + 2 * B], D[v + 1, r + 3 * B] = a10, a11, a12, a13
+                D[v + 2, r], D[v + 2, r + B], D[v + 2, r + 2 * B], D[v + 2, r + 3 * B] = a20, a21, a22, a23
+                D[v + 3, r], D[v + 3, r + B], D[v + 3, r + 2 * B], D[v + 3, r + 3 * B] = a30, a31, a32, a33
+            v += 4
+        while v < k:
+            for t in range(T):
+                D[v, t * B + b] = dot1(W, b, v, Xt[t])
+            v += 1
 
 
 @njit(cache=True, error_model="numpy")
@@ -269,9 +251,7 @@ def sample_batch(W, X, features, state, Y_out):
         Xt = np.empty((TILE, W.shape[2]))
         work = new_table(TILE * B, k)[0]
         for j0 in range(0, X.shape[0], TILE):
-            T = softmax_tile(W, X, j0, Xt, work, True)
-            for r in range(T * B):
-                work[STATS, 1, r] = 1.0 / work[STATS, 1, r]
+            T = softmax_tile(W, X, j0, Xt, work, False)
             s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
             for t in range(T):
                 for i in range(B):

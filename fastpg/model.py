@@ -181,9 +181,9 @@ def center_planes(table):
 def normalise_planes(table, logs):
     """Softmax of centred logits (after :func:`center_planes`), vectorised over rows.
 
-    ``table[EXPS, v, r] = exp(D[v, r])``; ``z_r = sum_v E[v, r]`` (in ``[1, k]``) in
-    ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in ``table[STATS, 0, r]``, so that
-    ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] / z_r``.
+    ``table[EXPS, v, r] = exp(D[v, r])`` and ``z_r = sum_v E[v, r]`` (in ``[1, k]``); leaves
+    ``1 / z_r`` in ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in ``table[STATS, 0, r]``,
+    so that ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] * (1 / z_r)``.
     """
     k, R = table.shape[1], table.shape[2]
     exp_nonpositive(table[DIFF].reshape(-1), table[EXPS].reshape(-1), table[BITS].reshape(-1))
@@ -194,6 +194,8 @@ def normalise_planes(table, logs):
             table[STATS, 1, r] += table[EXPS, v, r]
     if logs:
         log_positive(table[STATS, 1], table[STATS, 0], table[BITS, 0])
+    for r in range(R):
+        table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
@@ -221,8 +223,6 @@ def fill_table(W, x, table, have):
     scores_planes(W, x, table)
     center_planes(table)
     normalise_planes(table, True)
-    for r in range(B):
-        table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
     for v in range(k):
         for r in range(B):
             table[LOGP, v, r] = table[DIFF, v, r] - table[STATS, 0, r]

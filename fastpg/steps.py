@@ -103,14 +103,15 @@ def learning_rate(rule, eta, floor, t, loss):
 def advantages(r, baseline, out):
     """Advantages ``A_j`` from rewards ``r_j`` of a group (SPEC §6)."""
     G = r.shape[0]
+    if baseline == NONE:
+        for j in range(G):
+            out[j] = r[j]
+        return
     total = 0.0
     for j in range(G):
         total += r[j]
     mean = total / G
-    if baseline == NONE:
-        for j in range(G):
-            out[j] = r[j]
-    elif baseline == MEAN:
+    if baseline == MEAN:
         for j in range(G):
             out[j] = r[j] - mean
     elif baseline == RLOO:
@@ -199,10 +200,6 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
         for i in range(N):
             for j in range(G):
                 r[j] = 1.0 if i < f[j] else 0.0
-            if baseline == NONE:  # A_ij = r_ij: no group statistics to form
-                for j in range(G):
-                    Aij[i, j] = r[j]
-                continue
             advantages(r, baseline, A)
             for j in range(G):
                 Aij[i, j] = A[j]
