@@ -13,8 +13,8 @@ import math
 
 from numba import njit
 
-from .model import greedy_decode, new_table
-from .rng import fill_normal, uniform
+from .model import BITS, center_planes, first_max_planes, greedy_decode, new_table, tile_scores
+from .rng import discard, fill_normal, uniform
 
 
 @njit(cache=True)
@@ -80,3 +80,34 @@ def draw_labelled_contexts(
             return False
         margin_out[n] = m
     return True
+
+
+@njit(cache=True)
+def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, states_out, work):
+    """Draw the contexts of the next ``m`` steps ahead of time and label them together (``position`` features).
+
+    Step ``i`` of a step loop draws its context and then takes ``gap`` draws of its own (sampling).
+    Here context ``i`` is drawn into ``Xt[i]``, the generator state at which step ``i``'s own draws
+    begin is saved in ``states_out[i]``, and those ``gap`` draws are skipped before context ``i + 1``,
+    so a step that restores ``states_out[i]`` and takes exactly ``gap`` draws consumes the same stream
+    as without drawing ahead, and ``state`` ends where the ``m``-th step leaves it. No margin
+    condition is applied (``gamma <= 0`` accepts every context).
+
+    The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (first maximiser, as
+    :func:`fastpg.model.greedy_decode`) come from the logits of the whole tile
+    (:func:`fastpg.model.tile_scores`), which share every load of ``W*`` among four contexts.
+    ``Xt`` has ``TILE`` rows (``Xt[m:]`` is zeroed) and ``work`` is a table over ``TILE B`` rows.
+    """
+    B = W_star.shape[0]
+    for i in range(m):
+        draw_context(state, centres, cdf, sigma, Xt[i])
+        states_out[i, :] = state
+        discard(state, gap)
+    Xt[m:, :] = 0.0
+    tile_scores(W_star, Xt, work)
+    center_planes(work)
+    best = work[BITS, 0]
+    first_max_planes(work, best)
+    for i in range(m):
+        for b in range(B):
+            Y_out[i, b] = int(best[i * B + b])

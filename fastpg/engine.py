@@ -20,20 +20,21 @@ from .model import (
     EXPS,
     POSITION,
     STATS,
+    TILE,
     center_planes,
-    dot1,
     first_max_planes,
     greedy_matches,
     inverse_cdf,
+    load_tile,
     new_table,
     normalise_planes,
     reset_table,
     sample_response,
+    tile_scores,
     token_logliks,
 )
 from .rng import uniform_next
 from .steps import IP_FEATURES, advance_run
-from .vecmath import FAST
 
 
 @njit(cache=True, parallel=True)
@@ -45,74 +46,7 @@ def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, ip, 
         )
 
 
-TILE = 32  # test contexts per tile in the position-feature evaluation and batch sampling (a multiple of 4)
 CHUNK = 512  # test contexts per parallel work item of the evaluation
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def tile_scores(W, Xt, work):
-    """Logits of a tile of contexts, token-major: ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
-
-    ``D = work[DIFF]`` with ``work`` a table over ``TILE B`` rows. A register tile of
-    4 weight rows x 4 contexts shares each load of ``W`` and of ``Xt`` between four products
-    (16 independent accumulators), and the four rows stay in L1 for every context of the tile.
-    """
-    B, k, d = W.shape
-    T = Xt.shape[0]
-    D = work[DIFF]
-    for b in range(B):
-        v = 0
-        while v + 4 <= k:
-            for t in range(0, T, 4):
-                a00 = a01 = a02 = a03 = 0.0
-                a10 = a11 = a12 = a13 = 0.0
-                a20 = a21 = a22 = a23 = 0.0
-                a30 = a31 = a32 = a33 = 0.0
-                for j in range(d):
-                    w0 = W[b, v, j]
-                    w1 = W[b, v + 1, j]
-                    w2 = W[b, v + 2, j]
-                    w3 = W[b, v + 3, j]
-                    x0 = Xt[t, j]
-                    x1 = Xt[t + 1, j]
-                    x2 = Xt[t + 2, j]
-                    x3 = Xt[t + 3, j]
-                    a00 += w0 * x0
-                    a01 += w0 * x1
-                    a02 += w0 * x2
-                    a03 += w0 * x3
-                    a10 += w1 * x0
-                    a11 += w1 * x1
-                    a12 += w1 * x2
-                    a13 += w1 * x3
-                    a20 += w2 * x0
-                    a21 += w2 * x1
-                    a22 += w2 * x2
-                    a23 += w2 * x3
-                    a30 += w3 * x0
-                    a31 += w3 * x1
-                    a32 += w3 * x2
-                    a33 += w3 * x3
-                r = t * B + b
-                D[v, r], D[v, r + B], D[v, r + 2 * B], D[v, r + 3 * B] = a00, a01, a02, a03
-                D[v + 1, r], D[v + 1, r + B], D[v + 1, r + 2 * B], D[v + 1, r + 3 * B] = a10, a11, a12, a13
-                D[v + 2, r], D[v + 2, r + B], D[v + 2, r + 2 * B], D[v + 2, r + 3 * B] = a20, a21, a22, a23
-                D[v + 3, r], D[v + 3, r + B], D[v + 3, r + 2 * B], D[v + 3, r + 3 * B] = a30, a31, a32, a33
-            v += 4
-        while v < k:
-            for t in range(T):
-                D[v, t * B + b] = dot1(W, b, v, Xt[t])
-            v += 1
-
-
-@njit(cache=True, error_model="numpy")
-def load_tile(X, j0, Xt):
-    """Copy contexts ``X[j0 : j0 + T]`` into the tile ``Xt`` (zeros past the end); returns ``T``."""
-    T = min(Xt.shape[0], X.shape[0] - j0)
-    for t in range(Xt.shape[0]):
-        for j in range(Xt.shape[1]):
-            Xt[t, j] = X[j0 + t, j] if t < T else 0.0
-    return T
 
 
 @njit(cache=True, error_model="numpy")

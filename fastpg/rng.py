@@ -70,6 +70,15 @@ def uniform(state):
 
 
 @njit(cache=True)
+def discard(state, n):
+    """Advance ``state`` in place past ``n`` outputs, as ``n`` calls of :func:`next_u64` would."""
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    for _ in range(n):
+        _, s0, s1, s2, s3 = _xoshiro(s0, s1, s2, s3)
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+
+
+@njit(cache=True)
 def uniform_pos(state):
     """Uniform float64 on ``(0, 1]`` (safe to take the log of)."""
     return (float(next_u64(state) >> _U11) + 1.0) * _TWO_M53

@@ -13,10 +13,12 @@ import math
 import numpy as np
 from numba import njit
 
-from .contexts import draw_labelled_context
+from .contexts import draw_labelled_context, draw_labelled_tile
 from .model import (
     LOGP,
+    POSITION,
     PROB,
+    TILE,
     accumulate_score,
     apply_update,
     block_index,
@@ -299,6 +301,12 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     empty, else fresh from the distribution ``(centres, cdf, sigma)`` conditioned on the
     teacher margin ``>= gamma`` and labelled by the teacher ``W_star``. It then runs the
     algorithm ``ip[IP_ALGORITHM]`` and updates ``counters`` (SPEC §4).
+
+    Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
+    nothing about them depends on the weights being trained: ``position`` features, no margin
+    condition (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number
+    (``pg``: ``G N`` tokens; ``sft``: none). The stream, and so every result, is the same as
+    drawing them one step at a time; only the teacher's logits are computed tile by tile.
     """
     B, k, d = W.shape
     N = pool_y.shape[1]
@@ -317,8 +325,26 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     weights = np.empty(N)
     n_pool = pool_x.shape[0]
     algorithm = ip[IP_ALGORITHM]
-    for _ in range(n_steps):
-        if n_pool > 0:
+    ahead = n_pool == 0 and ip[IP_FEATURES] == POSITION and fp[FP_GAMMA] <= 0.0 and algorithm != RS
+    gap = ip[IP_G] * N if algorithm == PG else 0
+    n_tile = TILE if ahead else 0
+    Xt = np.empty((n_tile, d))
+    Yt = np.empty((n_tile, N), dtype=np.int64)
+    St = np.empty((n_tile, 4), dtype=np.uint64)
+    tile_work = new_table(n_tile * B, k)[0]
+    i_tile = 0
+    m_tile = 0
+    for step in range(n_steps):
+        if ahead:
+            if i_tile == m_tile:
+                m_tile = min(TILE, n_steps - step)
+                draw_labelled_tile(state, W_star, centres, cdf, fp[FP_SIGMA], m_tile, gap, Xt, Yt, St, tile_work)
+                i_tile = 0
+            x[:] = Xt[i_tile]
+            y_star[:] = Yt[i_tile]
+            state[:] = St[i_tile]
+            i_tile += 1
+        elif n_pool > 0:
             idx = min(int(uniform(state) * n_pool), n_pool - 1)
             x[:] = pool_x[idx]
             y_star[:] = pool_y[idx]

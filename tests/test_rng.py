@@ -1,6 +1,6 @@
 import numpy as np
 
-from fastpg.rng import next_u64, normal, seed_sequence, uniform, uniform_pos, xoshiro_state
+from fastpg.rng import discard, next_u64, normal, seed_sequence, uniform, uniform_pos, xoshiro_state
 
 from naive import xoshiro256ss
 
@@ -73,3 +73,12 @@ def test_streams_are_keyed():
     c = xoshiro_state(seed_sequence(0, "post", {"reward": "orm"}))
     assert not np.array_equal(a, b)
     assert np.array_equal(a, c)
+
+
+def test_discard_skips_outputs():
+    for n in (0, 1, 17, 100):
+        a, b = xoshiro_state(seed_sequence(5, "discard", {})), xoshiro_state(seed_sequence(5, "discard", {}))
+        discard(a, n)
+        for _ in range(n):
+            next_u64(b)
+        np.testing.assert_array_equal(a, b)

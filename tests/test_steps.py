@@ -7,7 +7,9 @@ import pytest
 
 from fastpg import config as C
 from fastpg import steps as S
-from fastpg.rng import uniform_pos
+from fastpg.contexts import draw_labelled_tile
+from fastpg.model import new_table
+from fastpg.rng import uniform, uniform_pos
 from fastpg.steps import advance_run, advantages, failures_before_success, log1mexp
 
 import naive
@@ -150,6 +152,62 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     np.testing.assert_array_equal(counters, [ref_counters[c] for c in S.COUNTERS])
     np.testing.assert_array_equal(state_fast, state_ref)  # the same random numbers were consumed
     assert counters[S.C_STEPS] == 25
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[10]], ids=["pg-orm", "pg-prm", "sft"])
+def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case):
+    """Several tiles of contexts drawn ahead (k = 8: the register tile's row quads) give the reference's
+    stream, counters and weights, and advancing in pieces gives exactly the same as in one call."""
+    N, k, d, n = 3, 8, 5, 2 * S.TILE + 7
+    W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
+    cfg = dict(features=0, G=1, baseline="none", skip=True, eta=0.7, floor=1e-8, M=10**6,
+               sigma=0.3, gamma=0.0, reward="orm")
+    cfg.update(case)
+    ip = np.zeros(S.N_IP, dtype=np.int64)
+    ip[S.IP_ALGORITHM] = {"pg": S.PG, "sft": S.SFT}[cfg["algorithm"]]
+    ip[S.IP_REWARD] = C.REWARDS.index(cfg["reward"])
+    ip[S.IP_G] = cfg["G"]
+    ip[S.IP_BASELINE] = C.BASELINES.index(cfg["baseline"])
+    ip[S.IP_LR] = C.LR_RULES.index(cfg["lr"])
+    ip[S.IP_MAX_TRIES] = 1000
+    fp = np.array([cfg["eta"], cfg["floor"], float(cfg["M"]), cfg["sigma"], cfg["gamma"]])
+    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
+    assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, ip, fp, n) == S.OK
+    ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
+    state_ref = new_state(3)
+    W_ref = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, n)
+    np.testing.assert_allclose(W_one, W_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(counters_one, [ref_counters[c] for c in S.COUNTERS])
+    np.testing.assert_array_equal(state_one, state_ref)
+    W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
+    for part in (1, S.TILE - 1, S.TILE + 3, n - 2 * S.TILE - 3):
+        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, ip, fp, part)
+    np.testing.assert_array_equal(W_parts, W_one)
+    np.testing.assert_array_equal(state_parts, state_one)
+    np.testing.assert_array_equal(counters_parts, counters_one)
+
+
+@pytest.mark.parametrize("m,gap,clusters", [(1, 0, 0), (5, 7, 2), (S.TILE, 3, 0)])
+def test_draw_labelled_tile_matches_step_by_step(rng, m, gap, clusters):
+    """Contexts, teacher labels and saved states equal drawing one context, saving the state and
+    taking ``gap`` draws, context after context."""
+    N, k, d = 4, 8, 6
+    _, W_star, centres, cdf, _, _ = _setup(rng, 0, N, k, d, clusters, 0)
+    Xt = np.full((S.TILE, d), np.nan)
+    Yt = np.empty((S.TILE, N), dtype=np.int64)
+    St = np.empty((S.TILE, 4), dtype=np.uint64)
+    state = new_state(11)
+    draw_labelled_tile(state, W_star, centres, cdf, 0.3, m, gap, Xt, Yt, St, new_table(S.TILE * N, k)[0])
+    ref = new_state(11)
+    for i in range(m):
+        x = naive.draw_context(ref, centres, cdf, 0.3, d)
+        np.testing.assert_allclose(Xt[i], x, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(Yt[i], naive.greedy_decode(W_star, x, 0, N)[0])
+        np.testing.assert_array_equal(St[i], ref)
+        for _ in range(gap):
+            uniform(ref)
+    np.testing.assert_array_equal(state, ref)
+    assert np.all(Xt[m:] == 0.0)
 
 
 def test_non_finite_weights_are_reported(rng):
