@@ -387,13 +387,18 @@ def sample_response(W, x, features, table, have, state, y_out):
     k = W.shape[1]
     open_table(W, x, features, table, have)
     s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
-    prev = k
-    for i in range(y_out.shape[0]):
-        b = block_index(features, i, prev, k)
-        need_row(W, x, features, b, table, have)
-        u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
-        prev = inverse_cdf(table, PROB, b, 1.0, u)
-        y_out[i] = prev
+    if features == POSITION:  # rows known in advance: a loop without fills (about 0.2 us faster)
+        for i in range(y_out.shape[0]):
+            u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+            y_out[i] = inverse_cdf(table, PROB, i, 1.0, u)
+    else:
+        prev = k
+        for i in range(y_out.shape[0]):
+            b = block_index(features, i, prev, k)
+            need_row(W, x, features, b, table, have)
+            u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+            prev = inverse_cdf(table, PROB, b, 1.0, u)
+            y_out[i] = prev
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
@@ -494,6 +499,15 @@ def greedy_matches(W, x, y_star, features, table, have):
     return True
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def add_score_row(table, b, y, c, coef, touched):
+    """``coef[b, v] += c (1[v = y] - pi_b(v))``: ``c`` times the score of token ``y`` in row ``b``."""
+    for v in range(table.shape[1]):
+        coef[b, v] -= c * table[PROB, v, b]
+    coef[b, y] += c
+    touched[b] = True
+
+
 @njit(cache=True, error_model="numpy")
 def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
     """Add ``sum_i weights[i] * grad log pi_W(y_i | x, y_<i)`` to a coefficient table.
@@ -504,6 +518,11 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
     """
     k = W.shape[1]
     open_table(W, x, features, table, have)
+    if features == POSITION:  # rows known in advance: a loop without fills
+        for i in range(y.shape[0]):
+            if weights[i] != 0.0:
+                add_score_row(table, i, y[i], weights[i], coef, touched)
+        return
     prev = k
     for i in range(y.shape[0]):
         c = weights[i]
@@ -511,11 +530,8 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
         prev = y[i]
         if c == 0.0:
             continue
-        need_row(W, x, features, b, table, have)
-        for v in range(k):
-            coef[b, v] -= c * table[PROB, v, b]
-        coef[b, y[i]] += c
-        touched[b] = True
+        ensure_row(W, x, b, table, have)
+        add_score_row(table, b, y[i], c, coef, touched)
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
