@@ -118,6 +118,23 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
 
 
+ALIGN = 64  # bytes: a cache line, and one AVX-512 vector
+
+
+def aligned_copy(a, dtype) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts on an ``ALIGN``-byte boundary.
+
+    NumPy only guarantees 16 bytes; a weight row that straddles cache lines makes every vector
+    load of it a split load (the PG step loop measured 5-10% slower with ``W`` 32 bytes off).
+    """
+    a = np.asarray(a, dtype=dtype)
+    buf = np.empty(a.nbytes + ALIGN, dtype=np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 class Batch:
     """Runs of one shape, stacked for :func:`advance_runs` and :func:`evaluate_runs`.
 
@@ -128,8 +145,8 @@ class Batch:
     """
 
     def __init__(self, runs: list[dict]):
-        def stack(key, dtype=None):
-            return np.ascontiguousarray(np.stack([run[key] for run in runs]), dtype=dtype)
+        def stack(key, dtype):
+            return aligned_copy(np.stack([run[key] for run in runs]), dtype)
 
         self.W = stack("W", np.float64)
         self.W_star = stack("W_star", np.float64)
@@ -161,7 +178,7 @@ class Batch:
 
     def evaluate(self, W=None):
         """Exact test log-likelihoods ``[R, n]``, token log-likelihoods ``[R, n, N]``, greedy-correct flags."""
-        W = self.W if W is None else np.ascontiguousarray(W, dtype=np.float64)
+        W = self.W if W is None else aligned_copy(W, np.float64)
         R, n, N = self.test_y.shape
         loglik = np.empty((R, n))
         token = np.empty((R, n, N))

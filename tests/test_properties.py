@@ -38,3 +38,17 @@ def test_logliks_finite_normalised_and_match_reference(shape, scale, seed):
     assert m >= 0.0
     if scale == 0.0:
         assert m == 0.0 and np.all(yg == 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(0, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float64, np.int64, np.uint64]))
+def test_batch_arrays_are_cache_line_aligned_copies(shape, dtype):
+    from fastpg.engine import ALIGN, aligned_copy
+
+    a = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    b = aligned_copy(a, dtype)
+    assert b.flags.c_contiguous and b.flags.writeable
+    assert b.size == 0 or b.ctypes.data % ALIGN == 0  # an empty array has no data to align
+    assert b.dtype == dtype and b.shape == a.shape and np.array_equal(b, a.astype(dtype))
+    b[...] = 0
+    assert np.array_equal(a, np.arange(a.size, dtype=np.float64).reshape(shape))  # a copy, not a view
