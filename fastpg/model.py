@@ -539,7 +539,7 @@ def apply_update(W, x, coef, touched):
     """``W[b, v, :] += coef[b, v] * x`` on touched blocks; clears ``coef`` and ``touched``."""
     k = W.shape[1]
     d = W.shape[2]
-    for b in range(W.shape[0]):
+    for b in range(W.shape[0] - 1, -1, -1):  # backwards: the next fill (forwards) finds its first rows in L1
         if not touched[b]:
             continue
         for v in range(k):
