@@ -3,8 +3,9 @@
     python -m bench.profile
 
 Times each compiled building block of a step in a compiled loop (microseconds per call,
-median of 5): drawing a context, the teacher's greedy label, the model's probability table,
-sampling 16 tokens from it, and the score-function update.
+median of 5): drawing a context, the teacher's greedy label (one context at a time, or a tile
+of contexts drawn ahead as the step loop does), the model's probability table, sampling 16
+tokens from it, and the score-function update. ``W`` is 64-byte aligned, as in a ``Batch``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from fastpg.contexts import draw_context  # noqa: E402
+from fastpg.contexts import draw_context, draw_labelled_tile  # noqa: E402
+from fastpg.engine import aligned_copy  # noqa: E402
 from fastpg.model import (  # noqa: E402
     accumulate_score,
     apply_update,
@@ -28,6 +30,7 @@ from fastpg.model import (  # noqa: E402
     greedy_decode,
     new_table,
     reset_table,
+    TILE,
     sample_token,
     scores,
     scores_planes,
@@ -47,6 +50,17 @@ def _teacher(W, x, y, n):
     work = new_table(W.shape[0], W.shape[1])[0]
     for _ in range(n):
         greedy_decode(W, x, 0, work, y, True)
+
+
+@njit
+def _teacher_tile(W, state, n):
+    """Contexts drawn a tile ahead and labelled together, as the step loop does; time per context."""
+    B, k, d = W.shape
+    c, cdf = np.zeros((0, d)), np.zeros(0)
+    Xt, Y = np.empty((TILE, d)), np.empty((TILE, B), dtype=np.int64)
+    S, work = np.empty((TILE, 4), dtype=np.uint64), new_table(TILE * B, k)[0]
+    for _ in range(max(n // TILE, 1)):
+        draw_labelled_tile(state, W, c, cdf, 0.0, TILE, 16, Xt, Y, S, work)
 
 
 @njit
@@ -108,14 +122,15 @@ def _update(W, x, y, n):
 def main():
     N, k, d = 16, 8, 64
     rng = np.random.default_rng(0)
-    W = 0.3 * rng.standard_normal((N, k, d))
+    W = aligned_copy(0.3 * rng.standard_normal((N, k, d)), np.float64)  # as in a Batch
     x = rng.standard_normal(d)
     x /= np.linalg.norm(x)
     y = np.zeros(N, dtype=np.int64)
     state = xoshiro_state(seed_sequence(0, "profile", {}))
     parts = [
         ("draw a context (64 normals, normalise)", lambda n: _context(state, x.copy(), n)),
-        ("teacher label (16x8 logits, argmax, margin)", lambda n: _teacher(W, x, y, n)),
+        ("draw + label contexts a tile ahead (step loop)", lambda n: _teacher_tile(W, state, n)),
+        ("teacher label, one context (16x8 logits, margin)", lambda n: _teacher(W, x, y, n)),
         ("  of which the 16x8x64 dot products", lambda n: _dots_planes(W, x, n)),
         ("16x8x64 dot products, block by block (markov)", lambda n: _dots(W, x, n)),
         ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
