@@ -96,7 +96,8 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
     The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (first maximiser, as
     :func:`fastpg.model.greedy_decode`) come from the logits of the whole tile
     (:func:`fastpg.model.tile_scores`), which share every load of ``W*`` among four contexts.
-    ``Xt`` has ``TILE`` rows (``Xt[m:]`` is zeroed) and ``work`` is a table over ``TILE B`` rows.
+    ``Xt`` has ``T >= m`` rows, a multiple of 4 (``Xt[m:]`` is zeroed), and ``work`` is a table over
+    ``T B`` rows.
     """
     B = W_star.shape[0]
     for i in range(m):

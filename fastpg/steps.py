@@ -327,7 +327,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     algorithm = ip[IP_ALGORITHM]
     ahead = n_pool == 0 and ip[IP_FEATURES] == POSITION and fp[FP_GAMMA] <= 0.0 and algorithm != RS
     gap = ip[IP_G] * N if algorithm == PG else 0
-    n_tile = TILE if ahead else 0
+    n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
     Xt = np.empty((n_tile, d))
     Yt = np.empty((n_tile, N), dtype=np.int64)
     St = np.empty((n_tile, 4), dtype=np.uint64)
@@ -337,7 +337,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     for step in range(n_steps):
         if ahead:
             if i_tile == m_tile:
-                m_tile = min(TILE, n_steps - step)
+                m_tile = min(n_tile, n_steps - step)
                 draw_labelled_tile(state, W_star, centres, cdf, fp[FP_SIGMA], m_tile, gap, Xt, Yt, St, tile_work)
                 i_tile = 0
             x[:] = Xt[i_tile]
