@@ -165,7 +165,8 @@ TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ah
 def tile_scores(W, Xt, work):
     """Logits of a tile of contexts, token-major: ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
 
-    ``D = work[DIFF]`` with ``work`` a table over ``TILE B`` rows. A register tile of
+    ``D = work[DIFF]`` with ``work`` a table over ``T B`` rows (``T`` contexts in ``Xt``, a
+    multiple of 4). A register tile of
     4 weight rows x 4 contexts shares each load of ``W`` and of ``Xt`` between four products
     (16 independent accumulators), and the four rows stay in L1 for every context of the tile.
     """
@@ -395,7 +396,7 @@ def sample_response(W, x, features, table, have, state, y_out):
         prev = k
         for i in range(y_out.shape[0]):
             b = block_index(features, i, prev, k)
-            need_row(W, x, features, b, table, have)
+            ensure_row(W, x, b, table, have)
             u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
             prev = inverse_cdf(table, PROB, b, 1.0, u)
             y_out[i] = prev
