@@ -13,7 +13,7 @@ import math
 
 from numba import njit
 
-from .model import BITS, center_planes, first_max_planes, greedy_decode, new_table, tile_scores
+from .model import center_planes, greedy_decode, greedy_planes, new_table, tile_scores
 from .rng import discard, fill_normal, uniform
 
 
@@ -96,10 +96,9 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
     The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (first maximiser, as
     :func:`fastpg.model.greedy_decode`) come from the logits of the whole tile
     (:func:`fastpg.model.tile_scores`), which share every load of ``W*`` among four contexts.
-    ``Xt`` has ``T >= m`` rows, a multiple of 4 (``Xt[m:]`` is zeroed), and ``work`` is a table over
-    ``T B`` rows.
+    ``Xt`` and ``Y_out`` have ``T >= m`` rows, a multiple of 4 (``Xt[m:]`` is zeroed, ``Y_out[m:]``
+    gets the labels of zero contexts), and ``work`` is a table over ``T B`` rows.
     """
-    B = W_star.shape[0]
     for i in range(m):
         draw_context(state, centres, cdf, sigma, Xt[i])
         states_out[i, :] = state
@@ -107,8 +106,4 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
     Xt[m:, :] = 0.0
     tile_scores(W_star, Xt, work)
     center_planes(work)
-    best = work[BITS, 0]
-    first_max_planes(work, best)
-    for i in range(m):
-        for b in range(B):
-            Y_out[i, b] = int(best[i * B + b])
+    greedy_planes(work, Y_out.reshape(-1), False)  # row i B + b of the tile is position b of context i
