@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastpg.metrics import METRICS
-from fastpg.steps import COUNTERS
+from fastpg.codes import COUNTERS
 from fastpg.store import load
 
 SHOWN_CONFIG = ("d", "k", "N", "features", "contexts", "base", "algorithm", "reward", "G", "baseline", "lr", "eta",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import steps as S
+from . import codes
 from .config import ConfigError, RunConfig
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
@@ -266,14 +266,14 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
             for r, m in enumerate(members):
                 if m.error is not None:
                     continue
-                if status[r] == S.NON_FINITE:
-                    m.error = m.diverged(f"weights diverged (non-finite or above {S.MAX_ABS_WEIGHT:g})", done)
-                elif status[r] == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
+                if status[r] == codes.NON_FINITE:
+                    m.error = m.diverged(f"weights diverged (non-finite or above {codes.MAX_ABS_WEIGHT:g})", done)
+                elif status[r] == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
                     m.error = RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
                 elif not np.all(np.isfinite(loglik[r])):
                     m.error = m.diverged("likelihoods became non-finite", done)
                 else:
-                    row = dict(zip(S.COUNTERS, batch.counters[r].tolist()))
+                    row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
                     row.update(test_metrics(loglik[r], greedy[r], m.offsupport))
                     row["wall_time"] = time.perf_counter() - start
                     if all(math.isfinite(v) for v in row.values()):

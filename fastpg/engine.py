@@ -2,7 +2,7 @@
 
 A batch stacks ``R`` runs that share ``(blocks, k, d, N)``: weights ``W[R, B, k, d]``,
 teachers, context distributions, training pools, generator states ``states[R, 4]``,
-counters ``counters[R, 8]`` and packed parameters ``ip[R, :]``, ``fp[R, :]``. The loops
+counters ``counters[R, 8]`` and parameter records ``params[R]`` (:data:`fastpg.codes.RUN_PARAMS`). The loops
 are ``prange`` over runs (or over run x test context); every iteration writes only its
 own slots and draws only from its own run's stream, so results do not depend on the
 number of threads. These are the only ``parallel=True`` functions, kept at the top of
@@ -34,19 +34,22 @@ from .model import (
     token_logliks,
 )
 from .rng import uniform_next
-from .steps import IP_FEATURES, advance_run
+from .codes import COUNTERS, RUN_PARAMS
+from .steps import advance_run
 
 
 @njit(cache=True, parallel=True)
-def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, ip, fp, n_steps, status):
+def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, status):
     """Advance run ``r`` by ``n_steps[r]`` steps for every ``r`` in parallel; ``status[r]`` as in ``advance_run``."""
     for r in prange(W.shape[0]):
         status[r] = advance_run(
-            W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], ip[r], fp[r], n_steps[r]
+            W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r], n_steps[r]
         )
 
 
 CHUNK = 512  # test contexts per parallel work item of the evaluation
+if CHUNK % TILE != 0:  # evaluate_runs walks a chunk in whole tiles without bounds checks
+    raise ImportError(f"fastpg.engine.CHUNK = {CHUNK} must be a multiple of TILE = {TILE}")
 
 
 @njit(cache=True, error_model="numpy")
@@ -139,7 +142,7 @@ class Batch:
     """Runs of one shape, stacked for :func:`advance_runs` and :func:`evaluate_runs`.
 
     Each entry of ``runs`` is a dict with one run's arrays: ``W[B, k, d]``, ``W_star``,
-    ``centres[C, d]``, ``cdf[C]``, ``pool_x``, ``pool_y``, ``state[4]``, ``ip``, ``fp``,
+    ``centres[C, d]``, ``cdf[C]``, ``pool_x``, ``pool_y``, ``state[4]``, ``params`` (a record),
     ``test_x[n, d]``, ``test_y[n, N]``. The batch owns stacked copies; read results from
     its attributes (``W[r]``, ``counters[r]``).
     """
@@ -155,15 +158,14 @@ class Batch:
         self.pool_x = stack("pool_x", np.float64)
         self.pool_y = stack("pool_y", np.int64)
         self.states = stack("state", np.uint64)
-        self.ip = stack("ip", np.int64)
-        self.fp = stack("fp", np.float64)
+        self.params = stack("params", RUN_PARAMS)
         self.test_x = stack("test_x", np.float64)
         self.test_y = stack("test_y", np.int64)
-        self.features = int(self.ip[0, IP_FEATURES])
-        if np.any(self.ip[:, IP_FEATURES] != self.features):
+        self.features = int(self.params["features"][0])
+        if np.any(self.params["features"] != self.features):
             raise ValueError("a batch holds runs of one feature map")
         R = len(runs)
-        self.counters = np.zeros((R, 8))
+        self.counters = np.zeros((R, len(COUNTERS)))
         self.status = np.zeros(R, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -173,7 +175,7 @@ class Batch:
         """Advance run ``r`` by ``n_steps[r]`` steps; returns the status of each run."""
         n_steps = np.broadcast_to(np.asarray(n_steps, dtype=np.int64), (len(self),)).copy()
         advance_runs(self.W, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states,
-                     self.counters, self.ip, self.fp, n_steps, self.status)
+                     self.counters, self.params, n_steps, self.status)
         return self.status.copy()
 
     def evaluate(self, W=None):

@@ -32,11 +32,10 @@ import math
 import numpy as np
 from numba import njit
 
+from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
 from .rng import uniform, uniform_next
 from .vecmath import FAST, exp_nonpositive, log_positive
 
-POSITION = 0
-MARKOV = 1
 # planes of a table (see new_table), each token-major [k, rows]
 LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
 
@@ -159,6 +158,8 @@ def scores_planes(W, x, table):
 
 
 TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ahead (a multiple of 4)
+if TILE % 4 != 0:  # tile_scores takes contexts four at a time without bounds checks
+    raise ImportError(f"fastpg.model.TILE = {TILE} must be a multiple of 4")
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")

@@ -4,43 +4,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import config as C
-from . import steps as S
+from . import codes
 from .config import ConfigError, RunConfig
 from .engine import Batch
 from .rng import seed_sequence, xoshiro_state
 from .tasks import Task
 
 
-def pack_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: float):
-    """The packed ``ip`` / ``fp`` parameter rows of :func:`fastpg.steps.advance_run`."""
-    ip = np.zeros(S.N_IP, dtype=np.int64)
-    ip[S.IP_ALGORITHM] = algorithm
-    ip[S.IP_REWARD] = C.REWARDS.index(cfg.reward)
-    ip[S.IP_G] = cfg.G
-    ip[S.IP_BASELINE] = C.BASELINES.index(cfg.baseline)
-    ip[S.IP_SKIP] = int(bool(cfg.skip))
-    ip[S.IP_LR] = C.LR_RULES.index(lr)
-    ip[S.IP_FEATURES] = task.features
-    ip[S.IP_MAX_TRIES] = task.max_tries
-    fp = np.zeros(S.N_FP)
-    fp[S.FP_ETA] = eta
-    fp[S.FP_FLOOR] = cfg.floor
-    fp[S.FP_M] = float(cfg.M)
-    fp[S.FP_SIGMA] = task.sigma
-    fp[S.FP_GAMMA] = task.gamma
-    return ip, fp
+def run_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: float) -> np.ndarray:
+    """One run's kernel parameters: a record of :data:`fastpg.codes.RUN_PARAMS` (read as ``p.eta`` in kernels)."""
+    p = np.zeros((), dtype=codes.RUN_PARAMS)
+    p["algorithm"] = algorithm
+    p["reward"] = codes.REWARD_CODES[cfg.reward]
+    p["G"] = cfg.G
+    p["baseline"] = codes.BASELINE_CODES[cfg.baseline]
+    p["skip"] = int(bool(cfg.skip))
+    p["lr"] = codes.LR_CODES[lr]
+    p["features"] = task.features
+    p["max_tries"] = task.max_tries
+    p["eta"] = eta
+    p["floor"] = cfg.floor
+    p["M"] = float(cfg.M)
+    p["sigma"] = task.sigma
+    p["gamma"] = task.gamma
+    return p
 
 
 def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: np.ndarray, pool: bool,
                algorithm: int, lr: str, eta: float, key: dict) -> dict:
     """One run's arrays for :class:`fastpg.engine.Batch`, with its own random stream."""
-    ip, fp = pack_params(cfg, task, algorithm=algorithm, lr=lr, eta=eta)
     d, N = cfg.d, cfg.N
     return dict(
         W=np.array(W0, dtype=np.float64), W_star=task.W_star, centres=task.centres, cdf=cdf,
         pool_x=task.pool_x if pool else np.zeros((0, d)), pool_y=task.pool_y if pool else np.zeros((0, N), np.int64),
-        state=xoshiro_state(seed_sequence(cfg.seed, stream, key)), ip=ip, fp=fp,
+        state=xoshiro_state(seed_sequence(cfg.seed, stream, key)),
+        params=run_params(cfg, task, algorithm=algorithm, lr=lr, eta=eta),
         test_x=task.test_x, test_y=task.test_y,
     )
 
@@ -49,13 +47,13 @@ def pretraining_run(cfg: RunConfig, task: Task) -> dict:
     """SGD on the log-loss over fresh contexts from the (Zipf-skewed) pre-training distribution, from ``W = 0``."""
     W0 = np.zeros_like(task.W_star)
     key = {k: v for k, v in cfg.base_params().items() if k != "n_pre"}  # more samples extend fewer
-    return run_arrays(cfg, task, W0, stream="pretrain", cdf=task.pre_cdf, pool=False, algorithm=S.SFT,
+    return run_arrays(cfg, task, W0, stream="pretrain", cdf=task.pre_cdf, pool=False, algorithm=codes.SFT,
                       lr=cfg.pre_lr, eta=cfg.pre_eta, key=key)
 
 
 def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
     """The post-training run of ``cfg`` starting from the base weights ``W0`` (SPEC §6)."""
-    algorithm = C.ALGORITHMS.index(cfg.algorithm)
+    algorithm = codes.ALGORITHM_CODES[cfg.algorithm]
     return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
                       lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
 
@@ -76,8 +74,8 @@ def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
         return np.array(W, dtype=np.float64)
     batch = Batch([pretraining_run(cfg, task)])
     status = batch.advance(cfg.n_pre)
-    if status[0] == S.NON_FINITE:
+    if status[0] == codes.NON_FINITE:
         raise ConfigError("--pre-eta", "pre-training weights became non-finite; allowed: a smaller --pre-eta")
-    if status[0] == S.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
+    if status[0] == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
         raise ConfigError("--gamma", "rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
     return batch.W[0].copy()

@@ -1,31 +1,57 @@
-"""Compiled kernels for one run's steps: pre-training (SFT), ``pg`` and ``rs`` (SPEC §3–§6).
+"""Compiled kernels for one run's steps: pre-training (SFT), ``pg`` and ``rs`` (docs/design.md,
+"Algorithms").
 
-A run is advanced by :func:`advance_run`, which owns its workspaces and touches
-only its own arrays and generator state, so runs can be advanced in parallel.
-Integer and float parameters arrive packed in ``ip`` / ``fp`` (indices below) so
-that every run of a batch may have its own algorithm, reward and learning rate.
+A run is advanced by :func:`advance_run`, which owns its workspaces and touches only its own
+arrays and generator state, so runs can be advanced in parallel. A run's parameters arrive as one
+record ``p`` of dtype :data:`fastpg.codes.RUN_PARAMS` (``p.eta``, ``p.reward``, ...), so every run
+of a batch may have its own algorithm, reward and learning rate; the integer codes are those of
+:mod:`fastpg.codes`.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
 
+from .codes import (
+    ADAPTIVE,
+    C_CONTEXTS,
+    C_MISTAKES,
+    C_ORM,
+    C_PRM,
+    C_SEQUENCES,
+    C_STEPS,
+    C_TOKENS,
+    C_UPDATES,
+    GRPO,
+    INVSQRT,
+    MAX_ABS_WEIGHT,
+    MEAN,
+    NON_FINITE,
+    NONE,
+    OK,
+    ORM,
+    PG,
+    POSITION,
+    REJECTION_FAILED,
+    RLOO,
+    RS,
+)
 from .contexts import draw_labelled_context, draw_labelled_tile
 from .model import (
     LOGP,
-    POSITION,
     PROB,
     TILE,
     accumulate_score,
     apply_update,
     block_index,
-    need_row,
-    open_table,
-    new_table,
     first_mistake,
+    need_row,
+    new_table,
+    open_table,
     prefix_loglik,
     reset_table,
     sample_response,
@@ -33,27 +59,13 @@ from .model import (
 )
 from .rng import uniform, uniform_pos
 
-# integer codes = positions in the choice tuples of fastpg.config (SFT is pre-training only)
-PG, RS, SFT = 0, 1, 2
-ORM, PRM = 0, 1
-NONE, MEAN, RLOO, GRPO = 0, 1, 2, 3
-CONSTANT, ADAPTIVE, INVSQRT = 0, 1, 2
-
-# integer parameters ip[...]
-IP_ALGORITHM, IP_REWARD, IP_G, IP_BASELINE, IP_SKIP, IP_LR, IP_FEATURES, IP_MAX_TRIES = range(8)
-N_IP = 8
-# float parameters fp[...]
-FP_ETA, FP_FLOOR, FP_M, FP_SIGMA, FP_GAMMA = range(5)
-N_FP = 5
-
-# counters (SPEC §4), float64 so that skip-ahead can count beyond 2^63
-COUNTERS = ("steps", "contexts", "sequences", "tokens", "orm_queries", "prm_queries", "updates", "mistakes")
-(C_STEPS, C_CONTEXTS, C_SEQUENCES, C_TOKENS, C_ORM, C_PRM, C_UPDATES, C_MISTAKES) = range(8)
-
-# advance_run status codes
-OK, NON_FINITE, REJECTION_FAILED = 0, 1, 2
-
 GRPO_EPS = 1e-8
+
+# Per-run scratch of the step kernels, allocated once per call of advance_run:
+# table/have (the lazy probability table), coef/touched (the accumulated update), Ys[G, N]
+# (sampled responses), f[G] (their first mistakes), r/A[G] (rewards, advantages), Aij[N, G]
+# (per-position advantages) and weights[N] (per-position step sizes).
+Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "r", "A", "Aij", "weights"])
 
 
 @njit(cache=True, error_model="numpy")
@@ -129,36 +141,41 @@ def advantages(r, baseline, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights):
+def _learn_prefix(W, x, y_star, reached, p, t, ws):
     """``W += eta_t * grad log pi_W(y*_<reached | x)``, the update of ``rs`` and of pre-training.
 
-    ``eta_t`` follows the rule ``ip[IP_LR]`` with the target's log-loss (SPEC §5). Returns True
-    if ``W`` moved.
+    ``eta_t`` follows the rule ``p.lr`` with the target's log-loss (docs/design.md, "Learning-rate
+    rules"). Returns True if ``W`` moved.
     """
     if reached == 0:
         return False
-    features = ip[IP_FEATURES]
     loss = 0.0
-    if ip[IP_LR] == ADAPTIVE:
-        loss = -prefix_loglik(W, x, y_star, reached, features, table, have)
-    eta_t = learning_rate(ip[IP_LR], fp[FP_ETA], fp[FP_FLOOR], t, loss)
+    if p.lr == ADAPTIVE:
+        loss = -prefix_loglik(W, x, y_star, reached, p.features, ws.table, ws.have)
+    eta_t = learning_rate(p.lr, p.eta, p.floor, t, loss)
     if eta_t == 0.0:
         return False
+    weights = ws.weights
     for i in range(y_star.shape[0]):
         weights[i] = eta_t if i < reached else 0.0
-    accumulate_score(W, x, y_star, weights, features, table, have, coef, touched)
-    apply_update(W, x, coef, touched)
+    accumulate_score(W, x, y_star, weights, p.features, ws.table, ws.have, ws.coef, ws.touched)
+    apply_update(W, x, ws.coef, ws.touched)
     return True
 
 
 @njit(cache=True, error_model="numpy")
-def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, Aij, weights):
-    """On-policy REINFORCE with ``G`` samples, ORM or PRM (SPEC §6); returns True if ``W`` moved."""
+def _pg_step(W, x, y_star, p, state, t, counters, ws):
+    """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moved.
+
+    ORM: ``W += (eta_t / G) sum_j A_j grad log pi_W(y^j | x)``; PRM:
+    ``W += (eta_t / G) sum_j sum_i A_ij grad log pi_W(y^j_i | x, y^j_<i)`` with per-position
+    advantages from ``r_ij = 1[i < f_j]``.
+    """
     N = y_star.shape[0]
-    G = ip[IP_G]
-    features = ip[IP_FEATURES]
-    reward = ip[IP_REWARD]
-    baseline = ip[IP_BASELINE]
+    G = p.G
+    features = p.features
+    table, have, coef, touched = ws.table, ws.have, ws.coef, ws.touched
+    Ys, f, r, A, Aij, weights = ws.Ys, ws.f, ws.r, ws.A, ws.Aij, ws.weights
     n_wrong = 0
     best = 0
     prm_q = 0
@@ -173,7 +190,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
     counters[C_SEQUENCES] += G
     counters[C_TOKENS] += G * N
     counters[C_MISTAKES] += n_wrong
-    if reward == ORM:
+    if p.reward == ORM:
         counters[C_ORM] += G
         target_len = N if best == N else 0
     else:
@@ -182,14 +199,14 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
     if target_len == 0:
         return False  # nothing rewarded: every advantage is zero under every baseline
     loss = 0.0
-    if ip[IP_LR] == ADAPTIVE:
+    if p.lr == ADAPTIVE:
         loss = -prefix_loglik(W, x, y_star, target_len, features, table, have)
-    eta_t = learning_rate(ip[IP_LR], fp[FP_ETA], fp[FP_FLOOR], t, loss) / G
+    eta_t = learning_rate(p.lr, p.eta, p.floor, t, loss) / G
     moved = False
-    if reward == ORM:
+    if p.reward == ORM:
         for j in range(G):
             r[j] = 1.0 if f[j] == N else 0.0
-        advantages(r, baseline, A)
+        advantages(r, p.baseline, A)
         for j in range(G):
             c = eta_t * A[j]
             if c != 0.0:
@@ -202,7 +219,7 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
         for i in range(N):
             for j in range(G):
                 r[j] = 1.0 if i < f[j] else 0.0
-            advantages(r, baseline, A)
+            advantages(r, p.baseline, A)
             for j in range(G):
                 Aij[i, j] = A[j]
         for j in range(G):
@@ -220,14 +237,16 @@ def _pg_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
 
 
 @njit(cache=True, error_model="numpy")
-def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, y_tmp, weights):
-    """Reject until success (SPEC §6), with exact skip-ahead or brute force; True if ``W`` moved."""
+def _rs_step(W, x, y_star, p, state, t, counters, ws):
+    """Reject until success (docs/design.md, "rs"), with exact skip-ahead or brute force; True if ``W`` moved."""
     N = y_star.shape[0]
     k = W.shape[1]
-    features = ip[IP_FEATURES]
-    M = fp[FP_M]
-    skip = ip[IP_SKIP] != 0
-    if ip[IP_REWARD] == ORM:
+    features = p.features
+    table, have = ws.table, ws.have
+    y_tmp = ws.Ys[0]
+    M = p.M
+    skip = p.skip != 0
+    if p.reward == ORM:
         if skip:
             logp_star = prefix_loglik(W, x, y_star, N, features, table, have)
             fails = failures_before_success(logp_star, M, uniform_pos(state))
@@ -270,18 +289,7 @@ def _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touche
                 break
             reached = i + 1
             prev = y_star[i]
-    return _learn_prefix(W, x, y_star, reached, ip, fp, t, table, have, coef, touched, weights)
-
-
-@njit(cache=True, error_model="numpy")
-def _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights):
-    """One SGD step on the log-loss ``-log pi_W(y*|x)`` of a labelled context (SPEC §3)."""
-    return _learn_prefix(W, x, y_star, y_star.shape[0], ip, fp, t, table, have, coef, touched, weights)
-
-
-# Weights beyond this magnitude count as diverged: logits W . x and their exponentials could
-# overflow long before a weight itself is inf (SPEC §8 "weights stop being finite").
-MAX_ABS_WEIGHT = 1e100
+    return _learn_prefix(W, x, y_star, reached, p, t, ws)
 
 
 @njit(cache=True, error_model="numpy")
@@ -294,13 +302,21 @@ def weights_ok(W):
 
 
 @njit(cache=True, error_model="numpy")
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp, n_steps):
-    """Advance one run by ``n_steps`` steps in place; returns a status code.
+def new_workspace(B, k, N, G):
+    """The scratch arrays of the step kernels for ``B`` blocks, ``k`` tokens, ``N`` positions, ``G`` samples."""
+    table, have = new_table(B, k)
+    return Workspace(table, have, np.zeros((B, k)), np.zeros(B, dtype=np.bool_), np.empty((G, N), dtype=np.int64),
+                     np.empty(G, dtype=np.int64), np.empty(G), np.empty(G), np.empty((N, G)), np.empty(N))
+
+
+@njit(cache=True, error_model="numpy")
+def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps):
+    """Advance one run by ``n_steps`` steps in place; returns a status code of :mod:`fastpg.codes`.
 
     Each step draws a context: uniformly from the pool ``pool_x, pool_y`` when it is not
-    empty, else fresh from the distribution ``(centres, cdf, sigma)`` conditioned on the
-    teacher margin ``>= gamma`` and labelled by the teacher ``W_star``. It then runs the
-    algorithm ``ip[IP_ALGORITHM]`` and updates ``counters`` (SPEC §4).
+    empty, else fresh from the distribution ``(centres, cdf, p.sigma)`` conditioned on the
+    teacher margin ``>= p.gamma`` and labelled by the teacher ``W_star``. It then runs the
+    algorithm ``p.algorithm`` and updates ``counters`` (docs/design.md, "Counters").
 
     Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
     nothing about them depends on the weights being trained: ``position`` features, no margin
@@ -310,23 +326,14 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
     """
     B, k, d = W.shape
     N = pool_y.shape[1]
-    G = max(ip[IP_G], 1)
-    table, have = new_table(B, k)
+    ws = new_workspace(B, k, N, max(p.G, 1))
     teacher_work = new_table(B, k)[0]
-    coef = np.zeros((B, k))
-    touched = np.zeros(B, dtype=np.bool_)
     x = np.empty(d)
     y_star = np.empty(N, dtype=np.int64)
-    Ys = np.empty((G, N), dtype=np.int64)
-    f = np.empty(G, dtype=np.int64)
-    r = np.empty(G)
-    A = np.empty(G)
-    Aij = np.empty((N, G))
-    weights = np.empty(N)
     n_pool = pool_x.shape[0]
-    algorithm = ip[IP_ALGORITHM]
-    ahead = n_pool == 0 and ip[IP_FEATURES] == POSITION and fp[FP_GAMMA] <= 0.0 and algorithm != RS
-    gap = ip[IP_G] * N if algorithm == PG else 0
+    algorithm = p.algorithm
+    ahead = n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and algorithm != RS
+    gap = p.G * N if algorithm == PG else 0
     n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
     Xt = np.empty((n_tile, d))
     Yt = np.empty((n_tile, N), dtype=np.int64)
@@ -338,7 +345,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
         if ahead:
             if i_tile == m_tile:
                 m_tile = min(n_tile, n_steps - step)
-                draw_labelled_tile(state, W_star, centres, cdf, fp[FP_SIGMA], m_tile, gap, Xt, Yt, St, tile_work)
+                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
                 i_tile = 0
             x[:] = Xt[i_tile]
             y_star[:] = Yt[i_tile]
@@ -350,23 +357,20 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, ip, fp
             y_star[:] = pool_y[idx]
         else:
             m = draw_labelled_context(
-                state, W_star, ip[IP_FEATURES], centres, cdf, fp[FP_SIGMA], fp[FP_GAMMA],
-                ip[IP_MAX_TRIES], teacher_work, x, y_star, False,
+                state, W_star, p.features, centres, cdf, p.sigma, p.gamma, p.max_tries, teacher_work, x, y_star, False,
             )
             if m < 0.0:
                 return REJECTION_FAILED
         counters[C_STEPS] += 1.0
         counters[C_CONTEXTS] += 1.0
         t = counters[C_STEPS]
-        reset_table(have)
+        reset_table(ws.have)
         if algorithm == PG:
-            moved = _pg_step(
-                W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys, f, r, A, Aij, weights
-            )
+            moved = _pg_step(W, x, y_star, p, state, t, counters, ws)
         elif algorithm == RS:
-            moved = _rs_step(W, x, y_star, ip, fp, state, t, counters, table, have, coef, touched, Ys[0], weights)
-        else:
-            moved = _sft_step(W, x, y_star, ip, fp, t, table, have, coef, touched, weights)
+            moved = _rs_step(W, x, y_star, p, state, t, counters, ws)
+        else:  # SFT: one SGD step on the log-loss -log pi_W(y*|x) of a labelled context
+            moved = _learn_prefix(W, x, y_star, N, p, t, ws)
         if moved:
             counters[C_UPDATES] += 1.0
     if not weights_ok(W):

@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .config import SCHEMA_VERSION, ConfigError
 from .metrics import METRICS
-from .steps import COUNTERS
+from .codes import COUNTERS
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 

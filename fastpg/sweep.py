@@ -25,7 +25,7 @@ from . import __version__
 from .api import _batch_key, run_batch
 from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
-from .steps import COUNTERS
+from .codes import COUNTERS
 from .store import COMPLETE, load, read_status
 
 MANIFEST = "sweep.json"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config as C
+from .codes import FEATURE_CODES
 from .config import ConfigError, RunConfig
 from .contexts import draw_labelled_contexts
 from .model import n_blocks
@@ -85,7 +86,7 @@ def _draw(seq, W_star, features, centres, cdf, sigma, gamma, max_tries, n):
 
 def make_task(cfg: RunConfig) -> Task:
     """Build the task of ``cfg``; raise :class:`ConfigError` (``--gamma``) if the margin is infeasible."""
-    features = C.FEATURES.index(cfg.features)
+    features = FEATURE_CODES[cfg.features]
     blocks = n_blocks(features, cfg.N, cfg.k)
     root = seed_sequence(cfg.seed, "task", cfg.task_params())
     s_teacher, s_centres, s_pilot, s_test, s_pool = root.spawn(5)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from fastpg import config as C
-from fastpg import steps as S
+from fastpg import codes as S
+from fastpg.model import TILE
 from fastpg.contexts import draw_labelled_tile
 from fastpg.model import new_table
 from fastpg.rng import uniform, uniform_pos
@@ -16,27 +16,38 @@ import naive
 from conftest import new_state, random_W
 
 
-def truncated_geometric_mean(p, M):
-    """E[min(F, M)] for F ~ Geometric(p) failures: sum_{n=1}^{M} (1-p)^n."""
+def truncated_geometric_moments(p, M):
+    """Mean and variance of min(F, M) for F ~ Geometric(p) failures before the first success.
+
+    P(min(F, M) >= n) = q^n for 1 <= n <= M (q = 1 - p), so E[min] = sum_{n=1}^{M} q^n and
+    E[min^2] = sum_{n=1}^{M} (2n - 1) q^n, in closed form (M may be 1e9).
+    """
     q = 1.0 - p
-    return q * (1.0 - q**M) / p
+    qM = q**M
+    s0 = q * (1.0 - qM) / p  # sum q^n
+    s1 = q * (1.0 - (M + 1) * qM + M * qM * q) / p**2  # sum n q^n
+    mean = s0
+    return mean, 2.0 * s1 - s0 - mean**2
 
 
-@pytest.mark.parametrize("p,M", [(0.5, 10**9), (0.01, 10**9), (0.3, 3), (0.05, 40), (1e-6, 10**4)])
+@pytest.mark.parametrize("p,M", [(0.5, 10**9), (0.01, 10**9), (0.3, 3), (0.05, 40), (1e-6, 10**4), (1e-3, 10**3)])
 def test_skip_ahead_matches_truncated_geometric(p, M):
     state = new_state(int(p * 1e6) + M % 97)
     n = 20000
     F = np.array([failures_before_success(math.log(p), float(M), uniform_pos(state)) for _ in range(n)])
     assert F.min() >= 0 and F.max() <= M and np.all(F == np.floor(F))
-    mean = truncated_geometric_mean(p, M)
-    # variance of min(F, M) is at most that of F
-    se = math.sqrt((1 - p) / p**2 / n)
+    mean, var = truncated_geometric_moments(p, M)
+    se = math.sqrt(var / n)
+    assert 5 * se < 0.1 * mean  # the test can tell a mean 10% off, also where the budget truncates
     assert abs(F.mean() - mean) < 5 * se
     for m in (1, 2, 5):
         if m <= M:
             frac = np.mean(F >= m)
             expect = (1 - p) ** m
             assert abs(frac - expect) < 5 * math.sqrt(expect * (1 - expect) / n) + 1e-12
+    if M < 1e6:  # where truncation is visible: the fraction that spent the whole budget is q^M
+        expect = (1 - p) ** M
+        assert abs(np.mean(F == M) - expect) < 5 * math.sqrt(expect * (1 - expect) / n) + 1e-12
 
 
 def test_skip_ahead_agrees_with_brute_force_in_distribution():
@@ -84,8 +95,24 @@ def test_advantages_match_reference(rng, baseline):
     for G in (2, 3, 8):
         r = (rng.random(G) < 0.4).astype(float)
         out = np.empty(G)
-        advantages(r, C.BASELINES.index(baseline), out)
+        advantages(r, S.BASELINE_CODES[baseline], out)
         np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
+
+
+def kernel_params(cfg, features=0, max_tries=1000):
+    """The parameter record of :func:`advance_run` for a test case (``cfg`` as the reference takes it)."""
+    p = np.zeros((), dtype=S.RUN_PARAMS)
+    p["algorithm"] = {"pg": S.PG, "rs": S.RS, "sft": S.SFT}[cfg["algorithm"]]
+    p["reward"] = S.REWARD_CODES[cfg.get("reward", "orm")]
+    p["G"] = cfg.get("G", 1)
+    p["baseline"] = S.BASELINE_CODES[cfg.get("baseline", "none")]
+    p["skip"] = int(cfg.get("skip", True))
+    p["lr"] = S.LR_CODES[cfg["lr"]]
+    p["features"] = features
+    p["max_tries"] = max_tries
+    for name in ("eta", "floor", "M", "sigma", "gamma"):
+        p[name] = float(cfg[name])
+    return p[()]
 
 
 def _setup(rng, features, N, k, d, n_clusters, pool):
@@ -131,20 +158,11 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     cfg = dict(features=features, G=1, baseline="none", skip=True, eta=0.7, floor=1e-8, M=10**6,
                sigma=0.3, gamma=0.0, reward="orm")
     cfg.update(case)
-    ip = np.zeros(S.N_IP, dtype=np.int64)
-    ip[S.IP_ALGORITHM] = {"pg": S.PG, "rs": S.RS, "sft": S.SFT}[cfg["algorithm"]]
-    ip[S.IP_REWARD] = C.REWARDS.index(cfg["reward"])
-    ip[S.IP_G] = cfg["G"]
-    ip[S.IP_BASELINE] = C.BASELINES.index(cfg["baseline"])
-    ip[S.IP_SKIP] = int(cfg["skip"])
-    ip[S.IP_LR] = C.LR_RULES.index(cfg["lr"])
-    ip[S.IP_FEATURES] = features
-    ip[S.IP_MAX_TRIES] = 1000
-    fp = np.array([cfg["eta"], cfg["floor"], float(cfg["M"]), cfg["sigma"], cfg["gamma"]])
+    p = kernel_params(cfg, features)
     state_fast, state_ref = new_state(7), new_state(7)
     counters = np.zeros(8)
     W_fast = W0.copy()
-    status = advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, ip, fp, 25)
+    status = advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, p, 25)
     assert status == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
     W_ref = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, 25)
@@ -158,21 +176,14 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
 def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case):
     """Several tiles of contexts drawn ahead (k = 8: the register tile's row quads) give the reference's
     stream, counters and weights, and advancing in pieces gives exactly the same as in one call."""
-    N, k, d, n = 3, 8, 5, 2 * S.TILE + 7
+    N, k, d, n = 3, 8, 5, 2 * TILE + 7
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
     cfg = dict(features=0, G=1, baseline="none", skip=True, eta=0.7, floor=1e-8, M=10**6,
                sigma=0.3, gamma=0.0, reward="orm")
     cfg.update(case)
-    ip = np.zeros(S.N_IP, dtype=np.int64)
-    ip[S.IP_ALGORITHM] = {"pg": S.PG, "sft": S.SFT}[cfg["algorithm"]]
-    ip[S.IP_REWARD] = C.REWARDS.index(cfg["reward"])
-    ip[S.IP_G] = cfg["G"]
-    ip[S.IP_BASELINE] = C.BASELINES.index(cfg["baseline"])
-    ip[S.IP_LR] = C.LR_RULES.index(cfg["lr"])
-    ip[S.IP_MAX_TRIES] = 1000
-    fp = np.array([cfg["eta"], cfg["floor"], float(cfg["M"]), cfg["sigma"], cfg["gamma"]])
+    p = kernel_params(cfg)
     W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
-    assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, ip, fp, n) == S.OK
+    assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n) == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
     state_ref = new_state(3)
     W_ref = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, n)
@@ -180,24 +191,24 @@ def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case):
     np.testing.assert_array_equal(counters_one, [ref_counters[c] for c in S.COUNTERS])
     np.testing.assert_array_equal(state_one, state_ref)
     W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
-    for part in (1, S.TILE - 1, S.TILE + 3, n - 2 * S.TILE - 3):
-        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, ip, fp, part)
+    for part in (1, TILE - 1, TILE + 3, n - 2 * TILE - 3):
+        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part)
     np.testing.assert_array_equal(W_parts, W_one)
     np.testing.assert_array_equal(state_parts, state_one)
     np.testing.assert_array_equal(counters_parts, counters_one)
 
 
-@pytest.mark.parametrize("m,gap,clusters", [(1, 0, 0), (5, 7, 2), (S.TILE, 3, 0)])
+@pytest.mark.parametrize("m,gap,clusters", [(1, 0, 0), (5, 7, 2), (TILE, 3, 0)])
 def test_draw_labelled_tile_matches_step_by_step(rng, m, gap, clusters):
     """Contexts, teacher labels and saved states equal drawing one context, saving the state and
     taking ``gap`` draws, context after context."""
     N, k, d = 4, 8, 6
     _, W_star, centres, cdf, _, _ = _setup(rng, 0, N, k, d, clusters, 0)
-    Xt = np.full((S.TILE, d), np.nan)
-    Yt = np.empty((S.TILE, N), dtype=np.int64)
-    St = np.empty((S.TILE, 4), dtype=np.uint64)
+    Xt = np.full((TILE, d), np.nan)
+    Yt = np.empty((TILE, N), dtype=np.int64)
+    St = np.empty((TILE, 4), dtype=np.uint64)
     state = new_state(11)
-    draw_labelled_tile(state, W_star, centres, cdf, 0.3, m, gap, Xt, Yt, St, new_table(S.TILE * N, k)[0])
+    draw_labelled_tile(state, W_star, centres, cdf, 0.3, m, gap, Xt, Yt, St, new_table(TILE * N, k)[0])
     ref = new_state(11)
     for i in range(m):
         x = naive.draw_context(ref, centres, cdf, 0.3, d)
@@ -213,11 +224,6 @@ def test_draw_labelled_tile_matches_step_by_step(rng, m, gap, clusters):
 def test_non_finite_weights_are_reported(rng):
     N, k, d = 2, 2, 3
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
-    ip = np.zeros(S.N_IP, dtype=np.int64)
-    ip[S.IP_ALGORITHM] = S.SFT
-    ip[S.IP_FEATURES] = 0
-    ip[S.IP_MAX_TRIES] = 10
-    ip[S.IP_LR] = S.CONSTANT
-    fp = np.array([1e308, 1e-8, 1.0, 0.0, 0.0])
-    status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(8), ip, fp, 50)
+    p = kernel_params(dict(algorithm="sft", lr="constant", eta=1e308, floor=1e-8, M=1, sigma=0, gamma=0), max_tries=10)
+    status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(8), p, 50)
     assert status == S.NON_FINITE
