@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fastpg.sweep import DEFAULT_EPS, MAX_BATCH
+from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
 
@@ -74,10 +74,11 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, backend, scheduler, dask_wo
         return
     rows = summary(sweep, index)
     cols = [*sweep.grid, "complete", "expected_error", "queries_to_eps", "reached_eps"]
-    width = {c: max(len(c), *(len(_cell(r[c])) for r in rows)) for c in cols}
+    cells = [{c: id_value(r[c]) if c in sweep.grid else _cell(r[c]) for c in cols} for r in rows]
+    width = {c: max(len(c), *(len(r[c]) for r in cells)) for c in cols}
     click.echo("  ".join(c.rjust(width[c]) for c in cols))
-    for r in rows:
-        click.echo("  ".join(_cell(r[c]).rjust(width[c]) for c in cols))
+    for r in cells:
+        click.echo("  ".join(r[c].rjust(width[c]) for c in cols))
     click.echo(f"index: {sweep.outdir / 'index.csv'} (median over seeds; eps = {sweep.eps:g})")
 
 

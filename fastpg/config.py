@@ -1,14 +1,25 @@
-"""Run configuration: every parameter of SPEC §1–§7, its default, presets and validation.
+"""Run configuration: one table of every run parameter, from which everything else is derived.
 
-Constants live here (STYLE: one place). :class:`RunConfig` is a frozen dataclass whose
-field names are the ``/config`` keys of the HDF5 file (SPEC §8, a public API).
+:data:`PARAMS` is the single description of a run parameter: its type, default, allowed values,
+help text and role. From it come the fields of :class:`RunConfig` (whose names are the
+``/config`` keys of a result file, a public API), validation (on construction, so that
+``replace()`` cannot build an invalid configuration), the parsing of values given as text (CLI,
+grid, TOML), the ``fastpg`` command-line options and their ``--help``, which parameters key
+which random stream, and the tables the tests draw invalid values from. Adding a parameter is
+one new line in :data:`PARAMS` (docs/design.md, "Parameters").
+
+Constants live here too (one place): default budgets, thresholds, presets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .codes import ALGORITHM_CODES, BASELINE_CODES, FEATURE_CODES, LR_CODES, REWARD_CODES
 
 SCHEMA_VERSION = 1
 ALPHA_OFF = 1e-3
@@ -18,18 +29,17 @@ MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling for the margin is refuse
 REJECTION_SAFETY = 50.0  # tries per context = SAFETY / acceptance: failure prob ~ e^-50
 LQ_LOG10_ALPHA = (-300.0, 0.0, 601)  # log grid of alpha for the Likelihood Quantile CDFs
 LQ_LEVELS = 101  # quantile levels 0, 0.01, ..., 1
+MAX_EXACT_INT = 2**53  # float64 counters are exact integers up to here
+MAX_INT64 = 2**63 - 1  # every integer parameter is stored as an int64 attribute
+MAX_SEED = MAX_INT64
 
-FEATURES = ("position", "markov")
+FEATURES = tuple(FEATURE_CODES)
 CONTEXTS = ("sphere", "clusters")
 BASES = ("sgd", "teacher", "uniform", "file")
-ALGORITHMS = ("pg", "rs")
-REWARDS = ("orm", "prm")
-BASELINES = ("none", "mean", "rloo", "grpo")
-LR_RULES = ("constant", "adaptive", "invsqrt")
-
-
-# parameters that do not change a run's dynamics, only its length and what is measured
-EVALUATION_PARAMS = ("steps", "n_test", "eval_every", "eval_log", "alpha_off", "token_trace")
+ALGORITHMS = tuple(ALGORITHM_CODES)
+REWARDS = tuple(REWARD_CODES)
+BASELINES = tuple(BASELINE_CODES)
+LR_RULES = tuple(LR_CODES)
 
 
 class ConfigError(ValueError):
@@ -49,136 +59,280 @@ def flag(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Every resolved parameter of one run (SPEC §8 ``/config`` keys)."""
+class Param:
+    """One run parameter.
 
-    # task (SPEC §2)
-    d: int = 16
-    k: int = 4
-    N: int = 4
-    features: str = "position"
-    contexts: str = "sphere"
-    C: int = 8
-    sigma: float = 0.1
-    zipf: float = 1.0
-    gamma: float = 0.0
-    gamma_quantile: float | None = None
-    seed: int = 0
-    # base model (SPEC §3)
-    base: str = "sgd"
-    n_pre: int = 1000
-    pre_lr: str = "adaptive"
-    pre_eta: float = 0.5
-    beta: float = 1.0
-    rho: float = 0.0
-    base_file: str | None = None
-    # post-training (SPEC §4-§6)
-    algorithm: str = "pg"
-    reward: str = "orm"
-    G: int = 1
-    baseline: str = "none"
-    M: int = 10**12
-    skip: bool = True
-    lr: str = "constant"
-    eta: float = 0.5
-    floor: float = FLOOR
-    steps: int = 1000
-    n_train: int = 0
-    # evaluation (SPEC §7)
-    n_test: int = 256
-    eval_every: int = 100
-    eval_log: int = 0
-    alpha_off: float = ALPHA_OFF
-    token_trace: bool = False
+    ``kind`` is ``int``, ``float``, ``choice``, ``bool`` or ``path``; ``low``/``high`` bound
+    numbers (``low_open`` makes the lower bound strict); ``optional`` allows ``None`` (unset).
+    ``role`` says what the parameter fixes, and so which random streams it keys
+    (docs/design.md, "Random streams"): ``task`` (the task stream and everything after it),
+    ``base`` (the base model's stream and after), ``post`` (post-training only) or ``evaluation``
+    (run length and measurement: no stream). ``bases`` limits a ``base`` parameter to the base
+    models it affects; ``clusters`` marks task parameters that only matter for clustered contexts.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    role: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    optional: bool = False
+    bases: tuple = ()
+    clusters: bool = False
+
+    @property
+    def flag(self) -> str:
+        return flag(self.name)
+
+    @property
+    def type(self) -> type:
+        return {"int": int, "float": float, "choice": str, "bool": bool, "path": str}[self.kind]
+
+    def allowed(self) -> str:
+        """What is allowed, in words, for error messages."""
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "path":
+            return "a file path"
+        lo = "" if self.low is None else (f"> {self.low:g}" if self.low_open else f">= {self.low:g}")
+        hi = "" if self.high is None else f"<= {self.high:g}"
+        if self.kind == "int":
+            lo = "" if self.low is None else f">= {int(self.low)}"
+            hi = "" if self.high is None else f"<= {int(self.high)}"
+            return "an integer " + (" and ".join(p for p in (lo, hi) if p) or "")
+        return "a finite number " + (" and ".join(p for p in (lo, hi) if p) or "")
+
+    def parse(self, value, option: str | None = None):
+        """Convert a value given as text (command line, grid, TOML) or as a Python value to this type."""
+        option = option or self.flag
+        if value is None and self.optional:
+            return None
+        try:
+            return _PARSERS[self.kind](value)
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            raise ConfigError(option, f"{self.name}={value!r} is not a valid {self.kind}; allowed: {self.allowed()}") from None
+
+    def check(self, value) -> None:
+        """Raise :class:`ConfigError` unless ``value`` (already of the right type) is allowed."""
+        if value is None and self.optional:
+            return
+        ok = True
+        if self.kind == "choice":
+            ok = value in self.choices
+        elif self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind == "path":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if self.kind == "int":
+                ok = ok and isinstance(value, int)
+            ok = ok and math.isfinite(value)
+            if ok and self.low is not None:
+                ok = value > self.low if self.low_open else value >= self.low
+            if ok and self.high is not None:
+                ok = value <= self.high
+        if not ok:
+            raise ConfigError(self.flag, f"got {value!r}; allowed: {self.allowed()}")
+
+
+def parse_int(value) -> int:
+    """An exact integer: ``12``, ``"12"``, ``"1_000"``, or an integer written with an exponent or a
+    fraction of zero (``"1e6"``, ``"3.0"``, ``1e6`` as a float up to 2^53). Text is read with
+    :class:`decimal.Decimal`, so a 19-digit seed keeps every digit; a float above 2^53 is refused
+    because it no longer says which integer was meant, and so is anything beyond 64 bits."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(value, int):
+        if abs(value) > MAX_INT64:
+            raise ValueError("does not fit in 64 bits")
+        return value
+    if isinstance(value, float):
+        if not value.is_integer() or abs(value) > MAX_EXACT_INT:
+            raise ValueError("not an exact integer")
+        return int(value)
+    text = str(value).strip()
+    try:
+        dec = Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not dec.is_finite() or dec != dec.to_integral_value():
+        raise ValueError("not an integer")
+    if abs(dec) > MAX_INT64:
+        raise ValueError("does not fit in 64 bits")
+    return int(dec)
+
+
+def parse_float(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return float(value)
+
+
+def parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("not a boolean")
+
+
+def _parse_text(value) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not text")
+    return value
+
+
+_PARSERS = {"int": parse_int, "float": parse_float, "choice": _parse_text, "bool": parse_bool, "path": _parse_text}
+
+
+# The table. Order = field order of RunConfig = order in --help.
+PARAMS: tuple[Param, ...] = (
+    # task (docs/design.md, "Tasks")
+    Param("d", "int", 16, "context dimension d", "task", low=1),
+    Param("k", "int", 4, "vocabulary size k", "task", low=2),
+    Param("N", "int", 4, "response length N", "task", low=1),
+    Param("features", "choice", "position", "feature map: position (tokens independent given x) or markov "
+          "(each position also sees the previous token)", "task", choices=FEATURES),
+    Param("contexts", "choice", "sphere", "context distribution: uniform on the sphere, or clusters "
+          "(C skills, Zipf-skewed in pre-training)", "task", choices=CONTEXTS),
+    Param("C", "int", 8, "number of clusters (contexts=clusters)", "task", low=1, clusters=True),
+    Param("sigma", "float", 0.1, "cluster spread (contexts=clusters)", "task", low=0.0, clusters=True),
+    Param("zipf", "float", 1.0, "pre-training cluster skew: P(c) ~ c^-zipf (contexts=clusters)", "task", low=0.0,
+          clusters=True),
+    Param("gamma", "float", 0.0, "margin: every context is conditioned on m(x) >= gamma (0: no condition)", "task",
+          low=0.0),
+    Param("gamma_quantile", "float", None, "instead of --gamma, the q-quantile of the margins of 4096 pilot "
+          "contexts", "task", low=0.0, high=1.0, optional=True),
+    Param("seed", "int", 0, "root seed of every random stream of the run", "task", low=0, high=MAX_SEED),
+    # base model (docs/design.md, "Base models")
+    Param("base", "choice", "sgd", "base model: sgd (pre-trained), teacher (noisy W*), uniform (W = 0), "
+          "file (an earlier run's final W)", "base", choices=BASES),
+    Param("n_pre", "int", 1000, "pre-training samples (base=sgd)", "base", low=0, bases=("sgd",)),
+    Param("pre_lr", "choice", "adaptive", "pre-training learning-rate rule (base=sgd)", "base", choices=LR_RULES,
+          bases=("sgd",)),
+    Param("pre_eta", "float", 0.5, "pre-training learning rate (base=sgd)", "base", low=0.0, bases=("sgd",)),
+    Param("beta", "float", 1.0, "inverse temperature (base=teacher)", "base", low=0.0, bases=("teacher",)),
+    Param("rho", "float", 0.0, "noise: sine of the angle between W0 and W* (base=teacher)", "base", low=0.0,
+          high=1.0, bases=("teacher",)),
+    Param("base_file", "path", None, "earlier fastpg file whose final W is the base (base=file)", "base",
+          optional=True, bases=("file",)),
+    # post-training (docs/design.md, "Algorithms")
+    Param("algorithm", "choice", "pg", "post-training algorithm: pg (on-policy REINFORCE with G samples) or rs "
+          "(reject until success: query until a response, or with prm a token, is rewarded, then learn it)",
+          "post", choices=ALGORITHMS),
+    Param("reward", "choice", "orm", "reward model: orm (one reward for the whole response) or prm (a reward "
+          "per prefix)", "post", choices=REWARDS),
+    Param("G", "int", 1, "responses sampled per step (pg)", "post", low=1),
+    Param("baseline", "choice", "none", "advantage baseline of pg (mean, rloo, grpo need --G >= 2)", "post",
+          choices=BASELINES),
+    Param("M", "int", 10**12, "query budget per step, per token with prm (rs)", "post", low=1, high=MAX_EXACT_INT),
+    Param("skip", "bool", True, "exact geometric skip-ahead over failed queries (rs)", "post"),
+    Param("lr", "choice", "constant", "learning-rate rule: constant eta, adaptive eta / max(loss, floor), "
+          "invsqrt eta / sqrt(t)", "post", choices=LR_RULES),
+    Param("eta", "float", 0.5, "learning rate", "post", low=0.0),
+    Param("floor", "float", FLOOR, "loss floor of the adaptive rule", "post", low=0.0, low_open=True, bases=("sgd",)),
+    Param("steps", "int", 1000, "post-training steps", "evaluation", low=0),
+    Param("n_train", "int", 0, "training pool size (0: a fresh context every step)", "post", low=0),
+    # evaluation (docs/design.md, "Evaluation")
+    Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
+    Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),
+    Param("eval_log", "int", 0, "instead, this many log-spaced evaluation points (0: off)", "evaluation", low=0),
+    Param("alpha_off", "float", ALPHA_OFF, "base likelihood below which a test context is off-support",
+          "evaluation", low=0.0, high=1.0, low_open=True),
+    Param("token_trace", "bool", False, "also store per-token log-likelihoods at every evaluation point",
+          "evaluation"),
+)
+PARAM = {p.name: p for p in PARAMS}
+
+# The parameters of the first schema. A parameter added later keys a random stream only when it
+# differs from its default, so adding one never changes the results of an existing configuration.
+STREAM_KEYED_AT_DEFAULT = frozenset(
+    "d k N features contexts C sigma zipf gamma gamma_quantile seed base n_pre pre_lr pre_eta beta rho base_file "
+    "algorithm reward G baseline M skip lr eta floor steps n_train n_test eval_every eval_log alpha_off "
+    "token_trace".split()
+)
+# parameters that do not change a run's dynamics, only its length and what is measured
+EVALUATION_PARAMS = tuple(p.name for p in PARAMS if p.role == "evaluation")
+
+
+class _RunConfigMethods:
+    """Methods of :class:`RunConfig` (its fields come from :data:`PARAMS`)."""
+
+    def __post_init__(self):
+        for p in PARAMS:  # one type per parameter: 1 and 1.0 key the same stream
+            value = getattr(self, p.name)
+            if p.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, p.name, float(value))
+        validate(self)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {p.name: getattr(self, p.name) for p in PARAMS}
 
     @classmethod
     def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return [p.name for p in PARAMS]
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
-        unknown = sorted(set(values) - set(cls.names()))
+        unknown = sorted(set(values) - set(PARAM))
         if unknown:
-            raise ConfigError(flag(unknown[0]), f"unknown parameter; allowed: {', '.join(cls.names())}")
-        # one type per parameter, so that equal values key equal random streams (1 == 1.0 as JSON they are not)
-        typed = {name: None if value is None else parse_value(name, value) for name, value in values.items()}
-        cfg = cls(**typed)
-        validate(cfg)
-        return cfg
+            raise ConfigError(flag(unknown[0]), f"unknown parameter; allowed: {', '.join(PARAM)}")
+        return cls(**{name: parse_value(name, value) for name, value in values.items()})
+
+    def _key(self, names) -> dict:
+        out = {}
+        for name in names:
+            value = getattr(self, name)
+            if name in STREAM_KEYED_AT_DEFAULT or value != PARAM[name].default:
+                out[name] = value
+        return out
 
     def task_params(self) -> dict:
-        """The parameters that fix the task (SPEC §2): they key the task's random stream."""
-        keys = ("d", "k", "N", "features", "contexts", "C", "sigma", "zipf", "gamma", "gamma_quantile")
-        out = {key: getattr(self, key) for key in keys}
-        if self.contexts == "sphere":  # cluster parameters do not matter on the sphere
-            for key in ("C", "sigma", "zipf"):
-                out.pop(key)
-        return out
+        """The parameters that fix the task: they key the task's random stream (cluster
+        parameters only for clustered contexts)."""
+        return self._key(p.name for p in PARAMS if p.role == "task" and p.name != "seed"
+                         and not (p.clusters and self.contexts != "clusters"))
+
+    def base_params(self) -> dict:
+        """Task parameters plus those that fix the base model (those of its kind of base)."""
+        names = [p.name for p in PARAMS if p.role == "base" and (not p.bases or self.base in p.bases)]
+        names += [p.name for p in PARAMS if p.role != "base" and self.base in p.bases]
+        return {**self.task_params(), **self._key(names)}
 
     def dynamics_params(self) -> dict:
         """Everything but run length and evaluation: it keys the post-training stream, so a longer
         run (or one evaluated differently) extends a shorter one step for step."""
-        out = self.to_dict()
-        for key in EVALUATION_PARAMS:
-            out.pop(key)
-        return out
-
-    def base_params(self) -> dict:
-        """Task parameters plus those that fix the base model."""
-        keys = {"sgd": ("n_pre", "pre_lr", "pre_eta", "floor"), "teacher": ("beta", "rho"),
-                "uniform": (), "file": ("base_file",)}[self.base]
-        return {**self.task_params(), "base": self.base, **{key: getattr(self, key) for key in keys}}
+        return self._key(p.name for p in PARAMS if p.role != "evaluation")
 
 
-def _as_int(text) -> int:
-    if isinstance(text, bool):
-        raise ValueError
-    if isinstance(text, int):
-        return text
-    f = float(text)
-    if not f.is_integer():
-        raise ValueError
-    return int(f)
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig",
+    [(p.name, p.type | None if p.optional else p.type, dataclasses.field(default=p.default)) for p in PARAMS],
+    bases=(_RunConfigMethods,),
+    frozen=True,
+)
+RunConfig.__module__ = __name__  # pickles by name (make_dataclass takes module= only from Python 3.12)
+RunConfig.__doc__ = "Every resolved parameter of one run; fields and their meaning are :data:`PARAMS`."
 
 
-def _as_bool(text) -> bool:
-    if isinstance(text, bool):
-        return text
-    lowered = str(text).strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError
-
-
-_KIND = {"int": _as_int, "float": float, "str": str, "bool": _as_bool}
-PARAM_KINDS = {
-    f.name: ("float" if f.name == "gamma_quantile" else "str" if f.name == "base_file"
-             else type(f.default).__name__)
-    for f in fields(RunConfig)
-}
-
-
-def parse_value(name: str, text, option: str | None = None):
-    """Convert a value given as text (command line, grid, TOML) to the type of parameter ``name``.
-
-    Integers may be written as integer-valued floats (``1e6``).
-    """
-    option = option or flag(name)
-    if name not in PARAM_KINDS:
-        raise ConfigError(option, f"unknown parameter {name!r}; allowed: {', '.join(RunConfig.names())}")
-    kind = PARAM_KINDS[name]
-    try:
-        return _KIND[kind](text)
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(option, f"{name}={text!r} is not a valid {kind}") from None
+def parse_value(name: str, value, option: str | None = None):
+    """Convert a value given as text (command line, grid, TOML) to the type of parameter ``name``."""
+    if name not in PARAM:
+        raise ConfigError(option or flag(name), f"unknown parameter {name!r}; allowed: {', '.join(PARAM)}")
+    return PARAM[name].parse(value, option)
 
 
 # Named setups (SPEC §11). Experiments are data: plain dictionaries of overrides.
@@ -201,68 +355,13 @@ PRETRAIN_GAMMA_QUANTILES = (0.2, 0.3, 0.4)  # 1/gamma^2 about 50k, 17k, 10k: wel
 PRETRAIN_LR_RULES = ("adaptive", "constant")
 
 
-def _choice(cfg, name, allowed):
-    if getattr(cfg, name) not in allowed:
-        raise ConfigError(flag(name), f"got {getattr(cfg, name)!r}; allowed: {', '.join(allowed)}")
-
-
-def _int_at_least(cfg, name, low):
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(flag(name), f"got {value!r}; allowed: an integer >= {low}")
-
-
-def _real(cfg, name, low=None, high=None, low_open=False):
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
-        hi = "" if high is None else f"<= {high}"
-        allowed = " and ".join(p for p in (lo, hi) if p) or "any"
-        raise ConfigError(flag(name), f"got {value!r}; allowed: a finite number {allowed}")
-
-
-def validate(cfg: RunConfig) -> None:
-    """Raise :class:`ConfigError` naming the first offending option, before any work is done."""
-    _int_at_least(cfg, "d", 1)
-    _int_at_least(cfg, "k", 2)
-    _int_at_least(cfg, "N", 1)
-    _choice(cfg, "features", FEATURES)
-    _choice(cfg, "contexts", CONTEXTS)
-    _int_at_least(cfg, "C", 1)
-    _real(cfg, "sigma", 0.0)
-    _real(cfg, "zipf", 0.0)
-    _real(cfg, "gamma", 0.0)
-    if cfg.gamma_quantile is not None:
-        _real(cfg, "gamma_quantile", 0.0, 1.0)
-    _int_at_least(cfg, "seed", 0)
-    _choice(cfg, "base", BASES)
-    _int_at_least(cfg, "n_pre", 0)
-    _choice(cfg, "pre_lr", LR_RULES)
-    _real(cfg, "pre_eta", 0.0)
-    _real(cfg, "beta", 0.0)
-    _real(cfg, "rho", 0.0, 1.0)
+def validate(cfg) -> None:
+    """Raise :class:`ConfigError` naming the first offending option: every parameter against its
+    row of :data:`PARAMS`, then the rules that tie parameters together."""
+    for p in PARAMS:
+        p.check(getattr(cfg, p.name))
     if cfg.base == "file" and not cfg.base_file:
         raise ConfigError("--base-file", "required with --base file: the path of an earlier fastpg HDF5 file")
-    _choice(cfg, "algorithm", ALGORITHMS)
-    _choice(cfg, "reward", REWARDS)
-    _int_at_least(cfg, "G", 1)
-    _choice(cfg, "baseline", BASELINES)
     if cfg.baseline != "none" and cfg.G < 2:
-        raise ConfigError("--baseline", f"{cfg.baseline!r} needs --G >= 2 (with one sample every advantage is 0); allowed with --G 1: none")
-    _int_at_least(cfg, "M", 1)
-    if cfg.M > 2**53:
-        raise ConfigError("--M", f"got {cfg.M}; allowed: an integer from 1 to 2^53 (counters are exact float64)")
-    _choice(cfg, "lr", LR_RULES)
-    _real(cfg, "eta", 0.0)
-    _real(cfg, "floor", 0.0, low_open=True)
-    _int_at_least(cfg, "steps", 0)
-    _int_at_least(cfg, "n_train", 0)
-    _int_at_least(cfg, "n_test", 1)
-    _int_at_least(cfg, "eval_every", 1)
-    _int_at_least(cfg, "eval_log", 0)
-    _real(cfg, "alpha_off", 0.0, 1.0, low_open=True)
+        raise ConfigError("--baseline", f"{cfg.baseline!r} needs --G >= 2 (with one sample every advantage is 0); "
+                                        "allowed with --G 1: none")

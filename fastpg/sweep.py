@@ -11,6 +11,7 @@ file says so, so killing a sweep at any moment loses no completed run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import math
@@ -104,15 +105,32 @@ def load_toml(path) -> dict:
     return {"fixed": fixed, "grid": grid, "seeds": seeds, "eps": eps}
 
 
-def _fmt(value) -> str:
+SAFE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-_")
+
+
+def id_value(value) -> str:
+    """A grid value as it appears in a run id, losslessly: two different values never share it.
+
+    Floats are written in the shortest form that reads back as the same float (``0.1234567``,
+    ``1e-06``; ``repr`` when ``%g`` would round), integers in full, booleans as ``true``/``false``.
+    Text made only of letters, digits and ``.+-_`` is kept; any other text (a path, a space) is
+    written as its safe characters plus ``~`` and a hash of the exact value.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).replace("/", "_")
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    text = str(value)
+    if text and set(text) <= SAFE_ID_CHARS and len(text) <= 64:
+        return text
+    safe = "".join(c if c in SAFE_ID_CHARS else "_" for c in text)[:48]
+    return f"{safe}~{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def run_id(point: dict, seed: int) -> str:
-    """Stable, readable id of a run: ``name=value/.../seed=S`` in grid order."""
-    return "/".join([*(f"{name}={_fmt(value)}" for name, value in point.items()), f"seed={seed}"])
+    """Stable, readable id of a run: ``name=value/.../seed=S`` in grid order (values by :func:`id_value`)."""
+    return "/".join([*(f"{name}={id_value(value)}" for name, value in point.items()), f"seed={seed}"])
 
 
 @dataclass
@@ -122,6 +140,16 @@ class SweepRun:
     seed: int
     config: RunConfig
     path: Path
+
+
+def check_unique_ids(runs) -> None:
+    """Refuse, before any work, a sweep in which two runs would share an id (and so a file)."""
+    seen: dict = {}
+    for run in runs:
+        other = seen.setdefault(run.id, run)
+        if other is not run:
+            raise ConfigError("--grid", f"runs {other.point} and {run.point} (seed {run.seed}) would share the id "
+                                        f"{run.id!r}; allowed: grid values that differ")
 
 
 @dataclass
@@ -142,10 +170,10 @@ class Sweep:
             raise ConfigError("--eps", f"got {self.eps!r}; allowed: a number in (0, 1)")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
-        clash = sorted(set(self.fixed) & set(self.grid))
-        for name in clash:
-            self.fixed.pop(name)  # the grid wins over a fixed value of the same parameter
-        self.fixed.pop("seed", None)
+        # the grid wins over a fixed value of the same parameter; the caller's dicts are not changed
+        self.grid = {name: list(values) for name, values in self.grid.items()}
+        self.fixed = {name: value for name, value in self.fixed.items() if name not in self.grid and name != "seed"}
+        self.seeds = list(self.seeds)
         self.runs = []
         names = list(self.grid)
         for values in itertools.product(*self.grid.values()):
@@ -157,6 +185,7 @@ class Sweep:
                 except ConfigError as exc:
                     raise ConfigError(exc.option, f"run {rid}: {exc.message}") from None
                 self.runs.append(SweepRun(rid, point, seed, cfg, self.outdir / f"{rid}.h5"))
+        check_unique_ids(self.runs)
 
     # -- the folder ------------------------------------------------------------------------------
     def manifest(self) -> dict:

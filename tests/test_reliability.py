@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import fastpg
 from fastpg import api
-from fastpg.config import RunConfig, flag
+from fastpg.config import PARAMS, flag
 
 from test_cli import FASTPG, fastpg as fastpg_cmd
 
@@ -172,11 +172,9 @@ INVALID = {
     "float": st.sampled_from(["abc", "nan", "inf", "-inf", ""]),
     "choice": st.sampled_from(["nope", "ORM ", "", "1"]),
 }
-KINDS = {name: ("choice" if name in ("features", "contexts", "base", "pre_lr", "algorithm", "reward", "baseline", "lr")
-                else "float" if RunConfig.__dataclass_fields__[name].type in ("float", "float | None") else "int")
-         for name in RunConfig.names() if name not in ("skip", "token_trace", "base_file", "seed")}
-MINIMA = {"d": 1, "k": 2, "N": 1, "C": 1, "n_pre": 0, "G": 1, "M": 1, "steps": 0, "n_train": 0, "n_test": 1,
-          "eval_every": 1, "eval_log": 0}
+# drawn from the parameter table itself, so a new parameter is covered without editing this file
+KINDS = {p.name: p.kind for p in PARAMS if p.kind in ("int", "float", "choice")}
+MINIMA = {p.name: int(p.low) for p in PARAMS if p.kind == "int" and p.low is not None}
 
 
 def _invoke(args, tmp_path):
