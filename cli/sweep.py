@@ -6,11 +6,10 @@ import sys
 
 import click
 
+from fastpg.backends import BACKENDS
 from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
-
-BACKENDS = ("local", "dask")
 
 
 @click.command("sweep")

@@ -88,9 +88,9 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
     Parameters
     ----------
     config : RunConfig or dict
-        Parameters of SPEC §1–§7 (missing ones take their defaults).
+        Run parameters (:data:`fastpg.config.PARAMS`) (missing ones take their defaults).
     out : path, optional
-        HDF5 file to write (SPEC §8). ``None`` keeps the results in memory only.
+        HDF5 file to write (docs/design.md, "Result files"). ``None`` keeps the results in memory only.
     overwrite : bool
         Replace an existing ``out``; otherwise an existing file is refused before any work.
     progress : callable, optional
@@ -147,7 +147,7 @@ def _batch_key(cfg: RunConfig) -> tuple:
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None,
              progress=None) -> RunResult:
-    """The statistical-learning experiment (SPEC §3): SGD on the log-loss from ``W = 0``.
+    """The statistical-learning experiment (docs/design.md, "Base models"): SGD on the log-loss from ``W = 0``.
 
     Runs ``n_pre`` steps of pre-training on fresh labelled contexts from the pre-training
     distribution, evaluating at the points given by ``eval_every`` / ``eval_log`` (counted in
@@ -189,14 +189,16 @@ class _Chunker:
 
 
 class _Member:
-    """One run of a batch: its writer, its trace so far and whether it is still going."""
+    """One run of a batch: its writer, its trace so far, and whether it has failed."""
 
     def __init__(self, index, cfg, task, out, experiment, eta_flag, eta):
         self.index, self.cfg, self.task, self.out = index, cfg, task, out
         self.experiment, self.eta_flag, self.eta = experiment, eta_flag, eta
-        self.writer = None
+        self.writer: RunWriter | None = None
         self.trace = {name: [] for name in TRACE_NAMES}
         self.likelihoods = []
+        self.base_loglik: np.ndarray | None = None
+        self.offsupport: np.ndarray | None = None
         self.error: Exception | None = None
         self.result: RunResult | None = None
 
@@ -204,7 +206,34 @@ class _Member:
         name = self.eta_flag[2:].replace("-", "_")
         return RunFailed(f"{self.eta_flag}: {what} before step {done} ({name}={self.eta:g}); allowed: a smaller {self.eta_flag}")
 
-    def record(self, row, loglik, token):
+    def set_base(self, loglik: np.ndarray) -> None:
+        """The base model's test log-likelihoods: they define the off-support set (or an error)."""
+        self.base_loglik = loglik
+        if not np.all(np.isfinite(loglik)):
+            flag = "--beta" if self.cfg.base == "teacher" else "--pre-eta"
+            self.error = ConfigError(flag, "the base model's likelihoods are not finite; allowed: smaller weights")
+        else:
+            self.offsupport = loglik < math.log(self.cfg.alpha_off)
+
+    def open_writer(self, argv, W0, loglik0, token0) -> None:
+        """Create the run's file with its task, base model and Likelihood Quantile (SWMR from here)."""
+        cfg = self.cfg
+        self.writer = RunWriter(self.out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
+                                token_trace=cfg.token_trace, experiment=self.experiment)
+        base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
+        self.writer.open(task=_task_record(self.task), base=base, lq=lq_ds, W_shape=W0.shape)
+
+    def check(self, status: int, loglik: np.ndarray, done: int) -> Exception | None:
+        """The error that ends this run at an evaluation point, if any (kernel status, likelihoods)."""
+        if status == codes.NON_FINITE:
+            return self.diverged(f"weights diverged (non-finite or above {codes.MAX_ABS_WEIGHT:g})", done)
+        if status == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
+            return RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
+        if not np.all(np.isfinite(loglik)):
+            return self.diverged("likelihoods became non-finite", done)
+        return None
+
+    def record(self, row, loglik, token) -> None:
         for name in TRACE_NAMES:
             self.trace[name].append(row[name])
         self.likelihoods.append(np.exp(loglik).astype(np.float32))
@@ -221,6 +250,27 @@ class _Member:
             W=None if W is None else W.copy(), base_loglik=self.base_loglik,
         )
 
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.finish(FAILED, None, str(error))
+
+
+def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -> np.ndarray:
+    """Advance every live run by ``steps`` in bounded sub-chunks (Ctrl-C is seen promptly; results do
+    not depend on the chunking); returns the worst kernel status of each run."""
+    status = np.zeros(len(members), dtype=np.int64)
+    target = done + steps
+    while done < target:
+        n = chunk.size(target - done)
+        t0 = time.perf_counter()
+        st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]))
+        chunk.observe(n, time.perf_counter() - t0)
+        status = np.maximum(status, st)
+        done += n
+        if progress is not None and done < target:
+            progress(done)
+    return status
+
 
 def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
     """Advance a batch between evaluation ``points``, evaluating every run and streaming its rows.
@@ -230,35 +280,18 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
     """
     loglik0, token0, greedy0 = batch.evaluate()
     for r, m in enumerate(members):
-        m.base_loglik = loglik0[r]
-        if not np.all(np.isfinite(loglik0[r])):
-            flag = "--beta" if m.cfg.base == "teacher" else "--pre-eta"
-            m.error = ConfigError(flag, "the base model's likelihoods are not finite; allowed: smaller weights")
-            continue
-        m.offsupport = loglik0[r] < math.log(m.cfg.alpha_off)
+        m.set_base(loglik0[r])
     try:
         for r, m in enumerate(members):
             if m.error is None and m.out is not None:
-                m.writer = RunWriter(m.out, config=m.cfg.to_dict(), argv=list(argv or []), n_test=m.cfg.n_test,
-                                     N=m.cfg.N, token_trace=m.cfg.token_trace, experiment=m.experiment)
-                base, lq_ds = _base_record(batch.W[r], loglik0[r], token0[r], m.offsupport,
-                                           likelihood_quantile(loglik0[r], token0[r]))
-                m.writer.open(task=_task_record(m.task), base=base, lq=lq_ds, W_shape=batch.W[r].shape)
+                m.open_writer(argv, batch.W[r], loglik0[r], token0[r])
         start = time.perf_counter()
         done = 0
         chunk = _Chunker()
         for step in points:
             if step > done:
-                status = np.zeros(len(members), dtype=np.int64)
-                while done < step:  # bounded sub-chunks: Ctrl-C is seen promptly; results do not change
-                    n = chunk.size(step - done)
-                    t0 = time.perf_counter()
-                    st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]))
-                    chunk.observe(n, time.perf_counter() - t0)
-                    status = np.maximum(status, st)
-                    done += n
-                    if progress is not None and done < step:
-                        progress(done)
+                status = _advance(batch, members, step - done, chunk, progress, done)
+                done = step
                 loglik, token, greedy = batch.evaluate()
             else:
                 status = np.zeros(len(members), dtype=np.int64)
@@ -266,22 +299,17 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
             for r, m in enumerate(members):
                 if m.error is not None:
                     continue
-                if status[r] == codes.NON_FINITE:
-                    m.error = m.diverged(f"weights diverged (non-finite or above {codes.MAX_ABS_WEIGHT:g})", done)
-                elif status[r] == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
-                    m.error = RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
-                elif not np.all(np.isfinite(loglik[r])):
-                    m.error = m.diverged("likelihoods became non-finite", done)
-                else:
+                error = m.check(status[r], loglik[r], done)
+                if error is None:
                     row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
                     row.update(test_metrics(loglik[r], greedy[r], m.offsupport))
                     row["wall_time"] = time.perf_counter() - start
                     if all(math.isfinite(v) for v in row.values()):
                         m.record(row, loglik[r], token[r])
                     else:
-                        m.error = m.diverged("metrics became non-finite", done)
-                if m.error is not None:
-                    m.finish(FAILED, None, str(m.error))
+                        error = m.diverged("metrics became non-finite", done)
+                if error is not None:
+                    m.fail(error)
             if progress is not None:
                 progress(done)
         for r, m in enumerate(members):

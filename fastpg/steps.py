@@ -80,7 +80,7 @@ def log1mexp(logp):
 def failures_before_success(logp, M, u):
     """Failures before the first success of Bernoulli(``p = exp(logp)``) trials, truncated at ``M``.
 
-    Exact skip-ahead (SPEC §6): ``F = floor(log u / log(1 - p))`` with ``u`` uniform on ``(0, 1]``
+    Exact skip-ahead (docs/design.md, "Algorithms"): ``F = floor(log u / log(1 - p))`` with ``u`` uniform on ``(0, 1]``
     has ``P(F >= n) = (1 - p)^n``. Returns ``M`` when ``F >= M`` (the budget ran out, no success).
     When ``p`` is so small that ``log(1 - p)`` rounds to 0, ``-log(1 - p) = p`` to double precision and
     ``F = -log(u) / p`` is formed in log space so that nothing overflows.
@@ -105,7 +105,7 @@ def failures_before_success(logp, M, u):
 
 @njit(cache=True, error_model="numpy")
 def learning_rate(rule, eta, floor, t, loss):
-    """``eta_t`` of SPEC §5 at step ``t`` (1-based) with target log-loss ``loss``."""
+    """``eta_t`` of docs/design.md, "Learning-rate rules", at step ``t`` (1-based) with target log-loss ``loss``."""
     if rule == ADAPTIVE:
         return eta / max(loss, floor)
     if rule == INVSQRT:
@@ -115,7 +115,7 @@ def learning_rate(rule, eta, floor, t, loss):
 
 @njit(cache=True, error_model="numpy")
 def advantages(r, baseline, out):
-    """Advantages ``A_j`` from rewards ``r_j`` of a group (SPEC §6)."""
+    """Advantages ``A_j`` from rewards ``r_j`` of a group (docs/design.md, "Algorithms")."""
     G = r.shape[0]
     if baseline == NONE:
         for j in range(G):
@@ -236,6 +236,23 @@ def _pg_step(W, x, y_star, p, state, t, counters, ws):
     return moved
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _charge_search(counters, fails, M, query_counter, sequences_per_query, tokens_per_query):
+    """Count one reject-until-success search of ``rs`` that saw ``fails`` failures with budget ``M``.
+
+    A success costs ``fails + 1`` queries, a search that ran out ``M``; every query is also
+    ``sequences_per_query`` responses and ``tokens_per_query`` tokens, every failure a mistake.
+    Returns whether it succeeded.
+    """
+    success = fails < M
+    queries = fails + 1.0 if success else M
+    counters[query_counter] += queries
+    counters[C_SEQUENCES] += queries * sequences_per_query
+    counters[C_TOKENS] += queries * tokens_per_query
+    counters[C_MISTAKES] += fails
+    return success
+
+
 @njit(cache=True, error_model="numpy")
 def _rs_step(W, x, y_star, p, state, t, counters, ws):
     """Reject until success (docs/design.md, "rs"), with exact skip-ahead or brute force; True if ``W`` moved."""
@@ -257,12 +274,7 @@ def _rs_step(W, x, y_star, p, state, t, counters, ws):
                 if first_mistake(y_tmp, y_star) == N:
                     break
                 fails += 1.0
-        success = fails < M
-        queries = fails + 1.0 if success else M
-        counters[C_ORM] += queries
-        counters[C_SEQUENCES] += queries
-        counters[C_TOKENS] += queries * N
-        counters[C_MISTAKES] += fails
+        success = _charge_search(counters, fails, M, C_ORM, 1.0, N)
         reached = N if success else 0
     else:
         counters[C_SEQUENCES] += 1.0
@@ -280,12 +292,7 @@ def _rs_step(W, x, y_star, p, state, t, counters, ws):
                     if sample_token(table, PROB, b, 1.0, state) == y_star[i]:
                         break
                     fails += 1.0
-            success = fails < M
-            queries = fails + 1.0 if success else M
-            counters[C_PRM] += queries
-            counters[C_TOKENS] += queries
-            counters[C_MISTAKES] += fails
-            if not success:
+            if not _charge_search(counters, fails, M, C_PRM, 0.0, 1):
                 break
             reached = i + 1
             prev = y_star[i]

@@ -1,4 +1,4 @@
-"""Sweeps (SPEC §9): a grid of parameters times seeds, one HDF5 file per run, resumable.
+"""Sweeps (docs/design.md, "Sweeps and backends"): a grid of parameters times seeds, one HDF5 file per run, resumable.
 
 A sweep folder holds ``sweep.json`` (the fixed parameters and the grid: a folder is one sweep),
 one file per run at ``OUTDIR/<run id>.h5`` with run ids such as ``reward=orm/N=8/seed=3``, and
@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tomllib
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .api import _batch_key, run_batch
+from .backends import open_backend
 from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
@@ -333,11 +335,25 @@ def read_index(outdir) -> list[dict]:
 
 
 # -- executing ---------------------------------------------------------------------------------------
+def warm_up(config: RunConfig) -> None:
+    """Compile (or load from cache) every kernel a sweep uses, with a tiny run of its shape."""
+    small = dict(config.to_dict(), steps=2, n_test=min(config.n_test, 4), n_pre=min(config.n_pre, 2),
+                 eval_every=1, eval_log=0, n_train=0)
+    try:
+        run_batch([small], [None], raise_errors=False)
+    except Exception:  # noqa: BLE001 - warming up is best effort; the real run reports errors
+        pass
+
+
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
             argv=None, progress=None) -> Index:
-    """Run every pending run of ``sweep``; returns the index (also written to ``index.csv``).
+    """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
-    ``progress(done_runs, total_runs)`` is called after each batch.
+    Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
+    many at once as it has slots; as each finishes, its runs' rows are read from their files, the
+    index is rewritten atomically and ``progress(done_runs, total_runs)`` is called. A batch that
+    raised (a lost worker) leaves its runs incomplete, with the error as their message; a re-run
+    redoes them.
     """
     sweep.claim_folder()
     index = Index(sweep)
@@ -350,20 +366,34 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
         progress(done, total)
     if not pending:
         return index
-    if backend == "dask":
-        from .distributed import execute_dask
+    with open_backend(backend, scheduler=scheduler, n_workers=dask_workers,
+                      warm_up=lambda: warm_up(pending[0].config)) as (executor, slots, threads):
+        batches = iter(sweep.batches(pending, n_parts=slots))
+        running: dict = {}
 
-        execute_dask(sweep, index, pending, scheduler=scheduler, n_workers=dask_workers, argv=argv,
-                     progress=progress, done=done)
-        return index
-    for batch in sweep.batches(pending):
-        results = run_sweep_batch([r.config.to_dict() for r in batch], [str(r.path) for r in batch], argv=argv)
-        messages = {run.id: msg for run, (status, msg) in zip(batch, results) if msg}
-        index.refresh(batch, messages)
-        index.write()
-        done += len(batch)
-        if progress is not None:
-            progress(done, total)
+        def submit_next() -> None:
+            batch = next(batches, None)
+            if batch is not None:
+                future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch],
+                                         [str(r.path) for r in batch], argv=argv, num_threads=threads)
+                running[future] = batch
+
+        for _ in range(2 * slots):
+            submit_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                batch = running.pop(future)
+                try:
+                    messages = {run.id: msg for run, (_, msg) in zip(batch, future.result()) if msg}
+                except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
+                    messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
+                index.refresh(batch, messages)
+                index.write()
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+                submit_next()
     return index
 
 

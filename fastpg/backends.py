@@ -1,0 +1,81 @@
+"""Where a sweep's batches run: plain :class:`concurrent.futures.Executor` objects.
+
+Nothing here knows about sweeps, runs or files: :func:`open_backend` yields an executor, how many
+tasks it can run at once and how many Numba threads each task should use, and the caller submits
+whatever it likes (docs/design.md, "Sweeps and backends").
+
+* ``local``: :class:`InlineExecutor` runs each task in this process when it is submitted (the
+  kernels are parallel over the runs of a batch already, with ``NUMBA_NUM_THREADS`` threads).
+* ``dask`` (optional extra ``dask``): ``Client.get_executor()`` of a running scheduler
+  (``scheduler="tcp://..."``) or of a local cluster of ``n_workers`` processes. Dask does not limit
+  Numba's threads, so each local worker process gets ``NUMBA_NUM_THREADS = cores / processes``
+  before it imports Numba. A ``warm_up`` callable compiles the kernels here, once, before anything
+  is dispatched, so that workers load them from Numba's on-disk cache instead of all compiling at
+  once (many processes building the cache together can crash).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import Executor, Future
+
+from .config import ConfigError
+
+BACKENDS = ("local", "dask")
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once, in this process; its future is done when ``submit`` returns.
+
+    ``KeyboardInterrupt`` and other ``BaseException`` are not captured: Ctrl-C stops the caller.
+    """
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - delivered through the future, as any executor does
+            future.set_exception(exc)
+        return future
+
+
+def _dask():
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("--backend", "dask needs dask.distributed: pip install 'fastpg[dask]'; allowed without it: local") from None
+    return Client, LocalCluster
+
+
+@contextlib.contextmanager
+def open_backend(backend: str = "local", *, scheduler: str | None = None, n_workers: int | None = None,
+                 warm_up=None):
+    """Yield ``(executor, slots, threads)``: an executor, how many tasks it runs at once, and the
+    Numba thread count a task should set (``None``: leave the worker's own setting)."""
+    if backend == "local":
+        yield InlineExecutor(), 1, None
+        return
+    if backend != "dask":
+        raise ConfigError("--backend", f"got {backend!r}; allowed: {', '.join(BACKENDS)}")
+    Client, LocalCluster = _dask()
+    if warm_up is not None:
+        warm_up()
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+        slots = max(1, len(client.scheduler_info().get("workers", {})))
+        threads = None  # the cluster's own configuration decides (README: SLURM)
+    else:
+        cores = os.cpu_count() or 1
+        slots = n_workers or cores
+        threads = max(1, cores // slots)
+        cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None,
+                               env={"NUMBA_NUM_THREADS": str(threads)})
+        client = Client(cluster)
+    try:
+        yield client.get_executor(pure=False), slots, threads
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,90 @@
+"""The shape of the code: imports point one way, kernels sit below the Python layer."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"fastpg": ROOT / "fastpg", "fastpg_cli": ROOT / "cli"}
+
+
+def import_graph() -> dict:
+    """Module -> the modules of this project it imports (absolute and relative, at any depth)."""
+    graph = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.glob("*.py"):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            deps = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        base = package if node.level == 1 else None
+                        target = f"{base}.{node.module}" if node.module else base
+                        deps.add(target)
+                        deps.update(f"{base}.{alias.name}" for alias in node.names)
+                    elif node.module:
+                        deps.add(node.module)
+                        deps.update(f"{node.module}.{alias.name}" for alias in node.names)
+                elif isinstance(node, ast.Import):
+                    deps.update(alias.name for alias in node.names)
+            graph[name] = set()
+            for dep in deps:
+                if dep and dep.split(".")[0] in PACKAGES:
+                    graph[name].add(dep)
+    modules = set(graph)
+    return {m: {d for d in deps if d in modules and d != m} for m, deps in graph.items()}
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    graph.pop("fastpg", None)  # the package's __init__ re-exports the public API
+    for deps in graph.values():
+        deps.discard("fastpg")
+    assert len(graph) > 20
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+KERNELS = {"fastpg.rng", "fastpg.vecmath", "fastpg.model", "fastpg.contexts", "fastpg.steps", "fastpg.engine"}
+
+
+def test_kernels_and_the_library_never_import_the_layers_above():
+    graph = import_graph()
+    for module in KERNELS:
+        above = {d for d in graph[module] if d not in KERNELS | {"fastpg.codes"}}
+        assert not above, (module, above)
+    for module, deps in graph.items():
+        if module.startswith("fastpg."):
+            assert not any(d.startswith("fastpg_cli") for d in deps), module
+    # names and codes are readable without compiling anything
+    assert graph["fastpg.codes"] == set()
+    for module in ("fastpg.store", "fastpg_cli.info", "fastpg.config"):
+        assert not graph[module] & KERNELS, module
