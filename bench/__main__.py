@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--out bench/results]
 
-Reference configuration (SPEC §12, benchmark issue): d=64, k=8, N=16, position features,
+Reference configuration (docs/design.md, "Performance"): d=64, k=8, N=16, position features,
 float64, sphere contexts, teacher base (beta=2000, rho=0.05: about 37% of on-policy samples are
 correct), constant learning rate 0.01. One thread for everyone: this process is pinned to one core
 and every thread variable is set to 1 before NumPy, Numba or JAX is imported; OPENBLAS_CORETYPE
@@ -104,24 +104,11 @@ def check_agreement(s: Setup, impls) -> dict:
     ll_fast, _, ok_fast = (v[0] for v in Batch([dict(post_training_run(s.cfg, s.task, s.W0), test_x=X, test_y=Y)]).evaluate())
     report = {}
     for impl in impls:
-        if impl.NAME == "numpy":
-            p = numpy_peer.probabilities(s.W2, x, s.N, s.k)
-            W2 = s.W2.copy()
-            numpy_peer.score_update(W2, x, p, y, a, 0.01)
-            ll, ok = numpy_peer.evaluate(s.W2, X, Y, s.N, s.k)
-        elif impl.NAME == "torch":
-            t = impl._t
-            p = impl._probs(t(s.W2), t(x), s.N, s.k).numpy()
-            W2 = impl._update(t(s.W2).clone(), t(x), t(p), t(y), t(a), 0.01).numpy()
-            ll, ok = (v.numpy() for v in impl.evaluate(t(s.W2), t(X), t(Y), s.N, s.k))
-        else:
-            p = np.asarray(impl._probs(s.W2, x, s.N, s.k))
-            W2 = np.asarray(impl._update(s.W2, x, impl._probs(s.W2, x, s.N, s.k), y, a, 0.01))
-            ll, ok = (np.asarray(v) for v in impl.evaluate(s.W2, X, Y, s.N, s.k))
-        err = {"probabilities": float(np.abs(p - p_fast).max()),
-               "update": float(np.abs(W2.reshape(W_fast.shape) - W_fast).max()),
-               "loglik_rel": float(np.max(np.abs(ll - ll_fast) / np.maximum(1.0, np.abs(ll_fast)))),
-               "greedy_equal": bool(np.array_equal(ok, ok_fast))}
+        got = impl.check(s.W2, x, y, a, 0.01, X, Y, s.N, s.k)
+        err = {"probabilities": float(np.abs(got["probabilities"] - p_fast).max()),
+               "update": float(np.abs(got["W"].reshape(W_fast.shape) - W_fast).max()),
+               "loglik_rel": float(np.max(np.abs(got["loglik"] - ll_fast) / np.maximum(1.0, np.abs(ll_fast)))),
+               "greedy_equal": bool(np.array_equal(got["greedy_ok"], ok_fast))}
         if not (err["probabilities"] < 1e-12 and err["update"] < 1e-12 and err["loglik_rel"] < 1e-10 and err["greedy_equal"]):
             raise SystemExit(f"bench: {impl.NAME} disagrees with fastpg: {err}")
         report[impl.NAME] = err
@@ -130,6 +117,7 @@ def check_agreement(s: Setup, impls) -> dict:
 
 def bench_sampling(s: Setup, impls, q):
     out = {}
+    repeats = 3 if q else 5
     for label, B, calls in (("A1", 1, 2000 if q else 20000), ("A2", 1024, 3 if q else 20)):
         X = s.task.test_x[:B].copy()
         Y = np.empty((B, s.N), dtype=np.int64)
@@ -140,97 +128,33 @@ def bench_sampling(s: Setup, impls, q):
             for _ in range(calls):
                 sample_batch(W0, X, 0, state, Y)
 
-        rates = {"fastpg": median_rate(fast, B * calls, 3 if q else 5)}
+        rates = {"fastpg": median_rate(fast, B * calls, repeats)}
         for impl in impls:
-            if impl.NAME == "numpy":
-                rng = np.random.default_rng(0)
-                if B == 1:
-                    def run(impl=impl, rng=rng):
-                        for _ in range(calls):
-                            impl.sample_one(s.W2, X[0], s.N, s.k, rng)
-                else:
-                    def run(impl=impl, rng=rng):
-                        for _ in range(calls):
-                            impl.sample_batch(s.W2, X, s.N, s.k, rng)
-            elif impl.NAME == "torch":
-                import torch
-
-                gen = torch.Generator().manual_seed(0)
-                W2t, Xt = impl._t(s.W2), impl._t(X)
-                if B == 1:
-                    def run(impl=impl, gen=gen, W2t=W2t, xt=Xt[0]):
-                        for _ in range(calls):
-                            impl.sample_one(W2t, xt, s.N, s.k, gen)
-                else:
-                    def run(impl=impl, gen=gen, W2t=W2t, Xt=Xt):
-                        for _ in range(calls):
-                            impl.sample_batch(W2t, Xt, s.N, s.k, gen)
-            else:
-                import jax
-
-                keys = jax.random.split(jax.random.PRNGKey(0), calls)
-                W2j, Xj = jax.numpy.asarray(s.W2), jax.numpy.asarray(X)
-                if B == 1:
-                    xj = Xj[0]
-
-                    def run(impl=impl):
-                        for i in range(calls):
-                            impl.sample_one(W2j, xj, s.N, s.k, keys[i]).block_until_ready()
-                else:
-                    def run(impl=impl):
-                        for i in range(calls):
-                            impl.sample_batch(W2j, Xj, s.N, s.k, keys[i]).block_until_ready()
-            rates[impl.NAME] = median_rate(run, B * calls, 3 if q else 5)
+            rates[impl.NAME] = median_rate(impl.sampler(s.W2, X, s.N, s.k, calls, 0), B * calls, repeats)
         out[label] = rates
     return out
 
 
 def bench_pg(s: Setup, impls, q):
     out, frac = {}, {}
+    repeats = 3 if q else 5
     for reward in ("orm", "prm"):
-        n_fast, n_np, n_jax = (20000, 2000, 20000) if q else (200000, 20000, 200000)
+        n_fast = 20000 if q else 200000
         batch = s.batch(reward=reward)
-        rates = {"fastpg": median_rate(lambda: batch.advance(n_fast), n_fast, 3 if q else 5)}
+        rates = {"fastpg": median_rate(lambda: batch.advance(n_fast), n_fast, repeats)}
         c = batch.counters[0]
         frac[("fastpg", reward)] = 1 - c[7] / c[2]
         upd_frac = c[6] / c[0]
         for impl in impls:
-            if impl.NAME == "numpy":
-                rng = np.random.default_rng(0)
-                W2 = s.W2.copy()
-                res = {}
+            n = max(1, int(n_fast * impl.STEPS_SCALE))
+            run = impl.pg_runner(s.W2, s.Ws2, s.N, s.k, s.d, 0.01, reward, n, 0)
+            last = {}
 
-                def run(impl=impl, rng=rng, W2=W2, res=res):
-                    res["c"] = impl.pg_steps(W2, s.Ws2, s.N, s.k, s.d, 0.01, reward, n_np, rng)
+            def timed(run=run, last=last):
+                last["correct"] = run()[0]
 
-                rates["numpy"] = median_rate(run, n_np, 3 if q else 5)
-                frac[("numpy", reward)] = res["c"][0] / n_np
-            elif impl.NAME == "torch":
-                import torch
-
-                gen = torch.Generator().manual_seed(0)
-                W2t, Ws2t = impl._t(s.W2).clone(), impl._t(s.Ws2)
-                res = {}
-                n_t = n_np // 2
-
-                def run(impl=impl, gen=gen, W2t=W2t, Ws2t=Ws2t, res=res, n_t=n_t):
-                    res["c"] = impl.pg_steps(W2t, Ws2t, s.N, s.k, s.d, 0.01, reward, n_t, gen)
-
-                rates["torch"] = median_rate(run, n_t, 3 if q else 5)
-                frac[("torch", reward)] = res["c"] / n_t
-            else:
-                import jax
-
-                key = jax.random.PRNGKey(0)
-                res = {}
-
-                def run(impl=impl, res=res):
-                    W2, correct, queries = impl.pg_steps(s.W2, s.Ws2, s.N, s.k, s.d, 0.01, reward, n_jax, key)
-                    W2.block_until_ready()
-                    res["c"] = int(correct)
-
-                rates["jax"] = median_rate(run, n_jax, 3 if q else 5)
-                frac[("jax", reward)] = res["c"] / n_jax
+            rates[impl.NAME] = median_rate(timed, n, repeats)
+            frac[(impl.NAME, reward)] = last["correct"] / n
         out[f"B-{reward}"] = rates
         out[f"B-{reward}-updates-per-step"] = upd_frac
     return out, frac
@@ -239,72 +163,37 @@ def bench_pg(s: Setup, impls, q):
 def bench_eval(s: Setup, impls, q):
     batch = s.batch()
     n = s.cfg.n_test
-    rates = {"fastpg": median_rate(batch.evaluate, n, 5 if q else 20)}
+    repeats = 5 if q else 20
+    rates = {"fastpg": median_rate(batch.evaluate, n, repeats)}
     for impl in impls:
-        if impl.NAME == "numpy":
-            rates["numpy"] = median_rate(lambda: impl.evaluate(s.W2, s.task.test_x, s.task.test_y, s.N, s.k), n,
-                                         5 if q else 20)
-        elif impl.NAME == "torch":
-            W2t, Xt, Yt = impl._t(s.W2), impl._t(s.task.test_x), impl._t(s.task.test_y)
-            rates["torch"] = median_rate(lambda: impl.evaluate(W2t, Xt, Yt, s.N, s.k), n, 5 if q else 20)
-        else:
-            import jax.numpy as jnp
-
-            W2, X, Y = jnp.asarray(s.W2), jnp.asarray(s.task.test_x), jnp.asarray(s.task.test_y)
-            rates["jax"] = median_rate(lambda: impl.evaluate(W2, X, Y, s.N, s.k)[0].block_until_ready(), n,
-                                       5 if q else 20)
+        rates[impl.NAME] = median_rate(impl.evaluator(s.W2, s.task.test_x, s.task.test_y, s.N, s.k), n, repeats)
     return {"C": rates}
 
 
 def bench_skip(impls, q):
     """rs + ORM with skip-ahead and no learning on a uniform base: p = 8^-13 = 1.8e-12 per context."""
     s = Setup(N=13, base="uniform", algorithm="rs", reward="orm", eta=0.0, M=2**53)
-    n_fast, n_peer = (20000, 2000) if q else (200000, 20000)
+    n_fast = 20000 if q else 200000
+    repeats = 3 if q else 5
     batch = s.batch()
-    before = [0.0]
 
     def fast():
-        before[0] = batch.counters[0][4]
+        before = batch.counters[0][4]
         batch.advance(n_fast)
+        return batch.counters[0][4] - before
 
-    fast()
-    rates = []
-    for _ in range(3 if q else 5):
-        t = time.perf_counter()
-        fast()
-        rates.append((batch.counters[0][4] - before[0]) / (time.perf_counter() - t))
-    out = {"fastpg": statistics.median(rates)}
+    runners = {"fastpg": fast}
     for impl in impls:
-        if impl.NAME == "numpy":
-            rng = np.random.default_rng(0)
-            vals = []
-            for _ in range(3 if q else 5):
-                t = time.perf_counter()
-                qn = impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_peer, rng)
-                vals.append(qn / (time.perf_counter() - t))
-            out["numpy"] = statistics.median(vals)
-        elif impl.NAME == "torch":
-            import torch
-
-            gen = torch.Generator().manual_seed(0)
-            W2t, Ws2t = impl._t(s.W2), impl._t(s.Ws2)
-            vals = []
-            for _ in range(3 if q else 5):
-                t = time.perf_counter()
-                qn = impl.rs_skip_steps(W2t, Ws2t, s.N, s.k, s.d, n_peer // 2, gen)
-                vals.append(qn / (time.perf_counter() - t))
-            out["torch"] = statistics.median(vals)
-        else:
-            import jax
-
-            key = jax.random.PRNGKey(0)
-            impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_fast, key).block_until_ready()
-            vals = []
-            for _ in range(3 if q else 5):
-                t = time.perf_counter()
-                qn = float(impl.rs_skip_steps(s.W2, s.Ws2, s.N, s.k, s.d, n_fast, key))
-                vals.append(qn / (time.perf_counter() - t))
-            out["jax"] = statistics.median(vals)
+        runners[impl.NAME] = impl.rs_skip_runner(s.W2, s.Ws2, s.N, s.k, s.d, max(1, int(n_fast * impl.STEPS_SCALE)), 0)
+    out = {}
+    for name, run in runners.items():
+        run()  # warm-up (compilation)
+        rates = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            queries = run()
+            rates.append(queries / (time.perf_counter() - t))
+        out[name] = statistics.median(rates)
     return {"D": out}
 
 

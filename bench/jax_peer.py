@@ -10,10 +10,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 jax.config.update("jax_enable_x64", True)
 NAME = "jax"
+STEPS_SCALE = 1.0
 
 
 def _probs(W2, x, N, k):
@@ -101,3 +103,42 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, key):
 
     (_, queries), _ = lax.scan(step, (key, 0.0), None, length=n_steps)
     return queries
+
+
+# -- the peer interface (NumPy in, NumPy out; see bench/numpy_peer.py) ----------------------------
+def check(W2, x, y, a, eta, X, Y, N, k) -> dict:
+    p = _probs(W2, x, N, k)
+    W_new = _update(W2, x, p, y, a, eta)
+    loglik, greedy_ok = evaluate(W2, X, Y, N, k)
+    return {"probabilities": np.asarray(p), "W": np.asarray(W_new), "loglik": np.asarray(loglik),
+            "greedy_ok": np.asarray(greedy_ok)}
+
+
+def sampler(W2, X, N, k, calls, seed):
+    keys = jax.random.split(jax.random.PRNGKey(seed), calls)
+    W2j, Xj = jnp.asarray(W2), jnp.asarray(X)
+    if len(X) == 1:
+        xj = Xj[0]
+        return lambda: [sample_one(W2j, xj, N, k, keys[i]).block_until_ready() for i in range(calls)]
+    return lambda: [sample_batch(W2j, Xj, N, k, keys[i]).block_until_ready() for i in range(calls)]
+
+
+def pg_runner(W2, Ws2, N, k, d, eta, reward, n_steps, seed):
+    key = jax.random.PRNGKey(seed)
+
+    def run():
+        W, correct, queries = pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key)
+        W.block_until_ready()
+        return int(correct), int(queries)
+
+    return run
+
+
+def evaluator(W2, X, Y, N, k):
+    W2j, Xj, Yj = jnp.asarray(W2), jnp.asarray(X), jnp.asarray(Y)
+    return lambda: evaluate(W2j, Xj, Yj, N, k)[0].block_until_ready()
+
+
+def rs_skip_runner(W2, Ws2, N, k, d, n_steps, seed):
+    key = jax.random.PRNGKey(seed)
+    return lambda: float(rs_skip_steps(W2, Ws2, N, k, d, n_steps, key))

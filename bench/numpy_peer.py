@@ -2,6 +2,11 @@
 
 What a researcher would write without fastpg: per step, NumPy vector operations over positions
 and tokens; the same sampling rule (inverse CDF with one uniform per token), the same updates.
+
+Every peer module has the same interface (NumPy arrays in, NumPy arrays or numbers out; see
+``bench/__main__.py``): ``NAME``, ``STEPS_SCALE`` (its share of fastpg's step counts, so that a
+slow peer is timed on fewer steps), ``check`` for the agreement test, and factories
+``sampler``, ``pg_runner``, ``evaluator``, ``rs_skip_runner`` returning the timed callables.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 NAME = "numpy"
+STEPS_SCALE = 0.1
 
 
 def probabilities(W2, x, N, k):
@@ -101,3 +107,38 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, rng, M=1e18):
         f = np.floor(np.log(1.0 - rng.random()) / np.log1p(-np.exp(lp)))
         queries += min(f + 1.0, M)
     return queries
+
+
+# -- the peer interface --------------------------------------------------------------------------
+def check(W2, x, y, a, eta, X, Y, N, k) -> dict:
+    """Probabilities at ``x``, ``W2`` after one update, and the exact evaluation of ``X, Y``."""
+    p = probabilities(W2, x, N, k)
+    W_new = W2.copy()
+    score_update(W_new, x, p, y, a, eta)
+    loglik, greedy_ok = evaluate(W2, X, Y, N, k)
+    return {"probabilities": p, "W": W_new, "loglik": loglik, "greedy_ok": greedy_ok}
+
+
+def sampler(W2, X, N, k, calls, seed):
+    """``calls`` calls, each sampling one response per row of ``X`` (one context: ``sample_one``)."""
+    rng = np.random.default_rng(seed)
+    if len(X) == 1:
+        x = X[0]
+        return lambda: [sample_one(W2, x, N, k, rng) for _ in range(calls)]
+    return lambda: [sample_batch(W2, X, N, k, rng) for _ in range(calls)]
+
+
+def pg_runner(W2, Ws2, N, k, d, eta, reward, n_steps, seed):
+    """``n_steps`` PG steps per call on a copy of ``W2``; the call returns (correct samples, queries)."""
+    rng = np.random.default_rng(seed)
+    W = W2.copy()
+    return lambda: pg_steps(W, Ws2, N, k, d, eta, reward, n_steps, rng)
+
+
+def evaluator(W2, X, Y, N, k):
+    return lambda: evaluate(W2, X, Y, N, k)
+
+
+def rs_skip_runner(W2, Ws2, N, k, d, n_steps, seed):
+    rng = np.random.default_rng(seed)
+    return lambda: rs_skip_steps(W2, Ws2, N, k, d, n_steps, rng)

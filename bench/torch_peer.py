@@ -12,6 +12,7 @@ import torch
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
 NAME = "torch"
+STEPS_SCALE = 0.05
 
 
 def _t(a):
@@ -71,7 +72,7 @@ def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, gen):
             correct += f == N
             if f > 0:
                 _update(W2, x, p, y, (ar < f).to(torch.float64), eta)
-    return correct
+    return correct, None
 
 
 @torch.no_grad()
@@ -92,3 +93,38 @@ def rs_skip_steps(W2, Ws2, N, k, d, n_steps, gen):
         u = float(torch.rand((), generator=gen))
         queries += float(np.floor(np.log1p(-u) / np.log1p(-np.exp(float(lp))))) + 1.0
     return queries
+
+
+# -- the peer interface (NumPy in, NumPy out; see bench/numpy_peer.py) ----------------------------
+@torch.no_grad()
+def check(W2, x, y, a, eta, X, Y, N, k) -> dict:
+    p = _probs(_t(W2), _t(x), N, k)
+    W_new = _update(_t(W2).clone(), _t(x), p, _t(y), _t(a), eta)
+    loglik, greedy_ok = evaluate(_t(W2), _t(X), _t(Y), N, k)
+    return {"probabilities": p.numpy(), "W": W_new.numpy(), "loglik": loglik.numpy(), "greedy_ok": greedy_ok.numpy()}
+
+
+def sampler(W2, X, N, k, calls, seed):
+    gen = torch.Generator().manual_seed(seed)
+    W2t, Xt = _t(W2), _t(X)
+    if len(X) == 1:
+        xt = Xt[0]
+        return lambda: [sample_one(W2t, xt, N, k, gen) for _ in range(calls)]
+    return lambda: [sample_batch(W2t, Xt, N, k, gen) for _ in range(calls)]
+
+
+def pg_runner(W2, Ws2, N, k, d, eta, reward, n_steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    W2t, Ws2t = _t(W2).clone(), _t(Ws2)
+    return lambda: pg_steps(W2t, Ws2t, N, k, d, eta, reward, n_steps, gen)
+
+
+def evaluator(W2, X, Y, N, k):
+    W2t, Xt, Yt = _t(W2), _t(X), _t(Y)
+    return lambda: evaluate(W2t, Xt, Yt, N, k)
+
+
+def rs_skip_runner(W2, Ws2, N, k, d, n_steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    W2t, Ws2t = _t(W2), _t(Ws2)
+    return lambda: rs_skip_steps(W2t, Ws2t, N, k, d, n_steps, gen)
