@@ -74,7 +74,7 @@ def fig1_cmd(outdir, preset, x, overwrite, quiet, **given):
 @click.option("--overwrite", is_flag=True, help="replace existing files in OUTDIR")
 @click.option("--quiet", "-q", is_flag=True, help="no progress or summary")
 def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **given):
-    """Statistical learning: SGD test error against samples seen, per LR rule and margin (SPEC §3).
+    """Statistical learning: SGD test error against samples seen, per LR rule and margin (docs/design.md, "Base models").
 
     One HDF5 file per (rule, margin) and OUTDIR/pretrain.png with the 1/(gamma^2 n) rate; prints
     the fitted log-log slope of the greedy test error. Options override the built-in setup

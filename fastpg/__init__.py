@@ -1,7 +1,8 @@
 """fastpg: a Numba-compiled simulator of policy-gradient post-training of linear autoregressive models.
 
 After *Post-Training with Policy Gradients: Optimality and the Base Model Barrier*
-(arXiv:2603.06957). See ``SPEC.md`` sections cited in each module.
+(arXiv:2603.06957). The design, the paper's quantities and every decision taken where the paper is
+silent are in docs/design.md, which the modules cite by section.
 """
 
 __version__ = "0.1.0"

@@ -335,7 +335,7 @@ def parse_value(name: str, value, option: str | None = None):
     return PARAM[name].parse(value, option)
 
 
-# Named setups (SPEC §11). Experiments are data: plain dictionaries of overrides.
+# Named setups (docs/design.md, "Command line"). Experiments are data: plain dictionaries of overrides.
 PRESETS: dict[str, dict] = {
     "tiny": dict(d=8, k=3, N=3, contexts="clusters", C=4, sigma=0.2, zipf=1.5, n_pre=200, steps=400,
                  algorithm="pg", reward="prm", G=4, baseline="rloo", n_test=64, eval_every=100),
@@ -348,7 +348,7 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["fig1-prm"] = {**PRESETS["fig1-orm"], "reward": "prm"}
 
-# The statistical-learning experiment (SPEC §3): SGD on the log-loss, test error vs samples seen,
+# The statistical-learning experiment (docs/design.md, "Base models"): SGD on the log-loss, test error vs samples seen,
 # for each learning-rate rule and each margin (given as quantiles of the pilot margins).
 PRETRAIN = dict(d=64, k=4, N=2, contexts="sphere", n_pre=300000, pre_eta=0.5, n_test=8192, eval_log=30)
 PRETRAIN_GAMMA_QUANTILES = (0.2, 0.3, 0.4)  # 1/gamma^2 about 50k, 17k, 10k: well inside n_pre

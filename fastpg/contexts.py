@@ -1,4 +1,4 @@
-"""Compiled kernels drawing contexts and their teacher labels (SPEC §2).
+"""Compiled kernels drawing contexts and their teacher labels (docs/design.md, "Tasks").
 
 A context distribution is given by cluster centres ``mu[C, d]`` and a cumulative
 distribution ``cdf[C]`` over clusters: ``x = normalise(mu_c + sigma g / sqrt(d))``

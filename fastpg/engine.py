@@ -1,4 +1,4 @@
-"""Parallel entry points: advance and evaluate a batch of runs of the same shape (SPEC §9, §12).
+"""Parallel entry points: advance and evaluate a batch of runs of the same shape (docs/design.md, "Sweeps and backends", "Performance").
 
 A batch stacks ``R`` runs that share ``(blocks, k, d, N)``: weights ``W[R, B, k, d]``,
 teachers, context distributions, training pools, generator states ``states[R, 4]``,
@@ -93,7 +93,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
 
 @njit(cache=True, parallel=True)
 def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out):
-    """Exact evaluation (SPEC §7) of every run on its test set, parallel over (run, context).
+    """Exact evaluation (docs/design.md, "Evaluation") of every run on its test set, parallel over (run, context).
 
     ``token_loglik_out[r, j, i] = log pi_W(y*_ji | x_j, y*_j<i)``,
     ``loglik_out[r, j] = sum_i token_loglik_out[r, j, i]`` and ``greedy_ok_out[r, j]`` is
@@ -194,7 +194,7 @@ def sample_batch(W, X, features, state, Y_out):
     """Sample one response per context: ``Y_out[b] ~ pi_W(. | X[b])`` from one stream (serial).
 
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
-    per response (SPEC §12). With ``position`` features and at least ``TILE`` contexts, the
+    per response (docs/design.md, "Performance"). With ``position`` features and at least ``TILE`` contexts, the
     probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens
     are drawn as by :func:`fastpg.model.sample_response`, one uniform per token, context after
     context.

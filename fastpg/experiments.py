@@ -49,7 +49,7 @@ class Fig1Result:
 
 def fig1(outdir, overrides: dict | None = None, *, x: str = "steps", overwrite: bool = False, argv=None,
          progress=None) -> Fig1Result:
-    """Figure 1: PG with ORM and with PRM from the same task and base model (SPEC §11).
+    """Figure 1: PG with ORM and with PRM from the same task and base model (docs/design.md, "Command line").
 
     Writes ``fig1-orm.h5``, ``fig1-prm.h5`` and ``fig1.png`` into ``outdir``. ``overrides`` change
     the ``fig1-orm`` preset (``reward`` is set per run). Both runs share the task and base model
@@ -95,7 +95,7 @@ class PretrainResult:
 def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantiles=C.PRETRAIN_GAMMA_QUANTILES,
                         lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, argv=None,
                         progress=None) -> PretrainResult:
-    """Statistical learning (SPEC §3): SGD test error against samples seen, per LR rule and margin.
+    """Statistical learning (docs/design.md, "Base models"): SGD test error against samples seen, per LR rule and margin.
 
     One run per (``pre_lr``, ``gamma_quantile``), written to ``pretrain-lr=<rule>-gq=<q>.h5``, and
     ``pretrain.png`` with the ``1/(gamma^2 n)`` rate overlaid.

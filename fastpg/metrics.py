@@ -1,4 +1,4 @@
-"""Test metrics and the Likelihood Quantile (SPEC §7), from exact log-likelihoods."""
+"""Test metrics and the Likelihood Quantile (docs/design.md, "Evaluation"), from exact log-likelihoods."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def empirical_cdf(loglik: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def likelihood_quantile(base_loglik: np.ndarray, base_token_loglik: np.ndarray) -> dict:
-    """The base model's Likelihood Quantile at sequence and token level (SPEC §7).
+    """The base model's Likelihood Quantile at sequence and token level (docs/design.md, "Evaluation").
 
     Sequence level uses ``pi_0(y*_j | x_j)``; token level ``min_i pi_0(y*_ji | x_j, y*_j<i)``.
     Returns the CDFs on the ``alpha`` grid and the quantile functions (natural-log likelihoods)

@@ -1,4 +1,4 @@
-"""Compiled kernels of the linear autoregressive model (SPEC §1).
+"""Compiled kernels of the linear autoregressive model (docs/design.md, "The model").
 
 The model's logits at position ``i`` are ``s_i(v) = W[b_i, v, :] . x`` where the
 block ``b_i`` is chosen by the feature map:
@@ -41,7 +41,7 @@ LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
 
 
 def n_blocks(features: int, N: int, k: int) -> int:
-    """Number of weight blocks of a feature map (SPEC §1)."""
+    """Number of weight blocks of a feature map (docs/design.md, "The model")."""
     return N if features == POSITION else N * (k + 1)
 
 
@@ -285,7 +285,7 @@ def first_max_planes(table, best):
 
 @njit(cache=True, fastmath=FAST, error_model="numpy")
 def fill_table(W, x, table, have):
-    """Fill every row at once (``position`` features), vectorised over rows (SPEC §1).
+    """Fill every row at once (``position`` features), vectorised over rows (docs/design.md, "The model").
 
     ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and
     ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
@@ -456,7 +456,7 @@ def greedy_planes(table, y_out, with_margin):
 def greedy_decode(W, x, features, work, y_out, with_margin):
     """Greedy decoding ``y_i = argmax_v s_i(v)`` along its own path; returns its margin.
 
-    The margin is ``min_i (s_i(y_i) - max_{v != y_i} s_i(v))`` (SPEC §2), from raw logits
+    The margin is ``min_i (s_i(y_i) - max_{v != y_i} s_i(v))`` (docs/design.md, "Tasks"), from raw logits
     (no softmax needed); ``work`` is a table for ``W`` (:func:`new_table`) used as scratch. Ties
     go to the smallest token (margin 0). Without ``with_margin`` only the tokens are formed and
     ``inf`` is returned. This is how the teacher labels contexts. With

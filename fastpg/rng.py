@@ -1,4 +1,4 @@
-"""Per-run random streams (SPEC §10).
+"""Per-run random streams (docs/design.md, "Random streams").
 
 Every run owns a xoshiro256** generator whose state is a ``uint64[4]`` array that
 the kernels advance in place. Seeds are resolved in Python from numpy

@@ -52,14 +52,14 @@ def pretraining_run(cfg: RunConfig, task: Task) -> dict:
 
 
 def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
-    """The post-training run of ``cfg`` starting from the base weights ``W0`` (SPEC §6)."""
+    """The post-training run of ``cfg`` starting from the base weights ``W0`` (docs/design.md, "Algorithms")."""
     algorithm = codes.ALGORITHM_CODES[cfg.algorithm]
     return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
                       lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
 
 
 def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
-    """Base weights ``W0`` of SPEC §3 (``sgd``, ``teacher``, ``uniform`` or ``file``)."""
+    """Base weights ``W0`` (docs/design.md, "Base models") (``sgd``, ``teacher``, ``uniform`` or ``file``)."""
     if cfg.base == "uniform":
         return np.zeros_like(task.W_star)
     if cfg.base == "teacher":

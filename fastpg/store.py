@@ -1,6 +1,6 @@
-"""HDF5 result files (SPEC §8): one file per run, streamed in SWMR mode.
+"""HDF5 result files (docs/design.md, "Result files"): one file per run, streamed in SWMR mode.
 
-Protocol (SPEC §13): every group, dataset and attribute is created first, ``status`` is set
+Protocol (docs/design.md, "Result files"): every group, dataset and attribute is created first, ``status`` is set
 to ``running``, then the file switches to SWMR mode; each evaluation point appends one row
 (``resize`` + write + ``flush``). The final status is written after the SWMR writer is
 closed, by reopening the file normally, so a killed run stays ``running``.
@@ -134,7 +134,7 @@ class RunWriter:
                                    chunks=(1, self.n_test, self.N), dtype="f4")
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
         ds = f.create_group("final").create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
-        _describe(ds, "weight", "final weights W[block, token, d] (block layout of SPEC §1); valid once status is complete")
+        _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
         f.flush()
         f.swmr_mode = True
 

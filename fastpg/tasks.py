@@ -1,4 +1,4 @@
-"""Tasks (SPEC §2): teacher, context distributions, margin conditioning, test set, training pool.
+"""Tasks (docs/design.md, "Tasks"): teacher, context distributions, margin conditioning, test set, training pool.
 
 A task is fully determined by ``(d, k, N, features, contexts, C, sigma, zipf, gamma, seed)``
 (and ``gamma_quantile`` when given): its random streams are keyed by exactly these, so

@@ -1,4 +1,4 @@
-"""Vectorisable elementary functions for compiled kernels (SPEC §12).
+"""Vectorisable elementary functions for compiled kernels (docs/design.md, "Performance").
 
 This llvmlite has no vector math library, so ``math.exp`` / ``math.log`` inside a loop are
 scalar calls. The two functions here are straight-line arithmetic on whole arrays (range

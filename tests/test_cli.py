@@ -104,6 +104,7 @@ def test_help_lists_every_parameter():
         assert flag(name) in r.stdout, name
 
 
+@pytest.mark.slow
 def test_bench_quick_smoke(tmp_path):
     """The benchmark runner works end to end (numbers are not asserted: timings never are)."""
     r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], capture_output=True,

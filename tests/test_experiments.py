@@ -15,6 +15,7 @@ from test_cli import fastpg as fastpg_cmd
 SMALL_FIG1 = dict(d=8, N=4, C=4, n_pre=200, steps=300, n_test=64, eval_log=8)
 
 
+@pytest.mark.slow
 def test_default_fig1_shows_the_orm_barrier_and_prm_passing_it(tmp_path):
     """The conditions of the paper-experiments issue, on the default settings (seed 0)."""
     s = fig1(tmp_path).summary()

@@ -228,7 +228,7 @@ def test_value_types_do_not_change_streams():
 
 
 def test_longer_run_extends_shorter_one():
-    """steps, n_test and the evaluation schedule do not change the dynamics (SPEC §10)."""
+    """steps, n_test and the evaluation schedule do not change the dynamics (docs/design.md, "Random streams")."""
     short = fastpg.run(dict(SMALL, steps=60, eval_every=20, n_test=16))
     long = fastpg.run(dict(SMALL, steps=120, eval_every=30, n_test=32))
     i_short = list(short.trace["steps"]).index(60)
