@@ -162,6 +162,10 @@ def plot_cmd(kind, files, out, x, overwrite):
     click.echo(f"wrote {plots.save(fig, out)}")
 
 
+def _first(value):
+    return value[0] if isinstance(value, list) and value else value
+
+
 def _plot_scaling(files, x, out):
     import json
 
@@ -186,4 +190,4 @@ def _plot_scaling(files, x, out):
                    f"{', '.join(f'{v:g}' for v in g['x'])}")
         click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
                    f"in log {x}: {fit['poly_slope']:.3f}")
-    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, eps=manifest.get('eps')), out)}")
+    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, eps=_first(manifest.get('eps'))), out)}")

@@ -56,7 +56,8 @@ def describe_sweep(path: Path) -> str:
 
     manifest = json.loads((path / "sweep.json").read_text())
     try:
-        sweep = Sweep(path, dict(manifest["fixed"]), manifest["grid"], manifest["seeds"], manifest.get("eps", 0.1))
+        sweep = Sweep(path, dict(manifest["fixed"]), manifest["grid"], manifest["seeds"], manifest.get("eps", 0.1),
+                      alphas=manifest.get("alpha") or [])
     except ConfigError as exc:
         return f"{path}: sweep.json cannot be read as a sweep ({exc})"
     by_status: dict = {}

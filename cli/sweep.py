@@ -18,14 +18,17 @@ from .options import resolve, run_options
 @click.option("--seeds", default=None, help="seeds, e.g. 0-9 or 0,3,5  [default: 0, or the TOML file's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML sweep file: seeds, eps, [fixed] and [grid] tables")
-@click.option("--eps", type=float, default=None, help=f"target expected error for queries_to_eps [default: {DEFAULT_EPS}]")
+@click.option("--eps", default=None, metavar="E1,E2,...",
+              help=f"target expected errors: queries_to_eps for the first, more columns for the others [default: {DEFAULT_EPS}]")
+@click.option("--alpha", default=None, metavar="A1,A2,...",
+              help="base-likelihood levels: index columns Q_alpha=A_eps=E, the queries until E[1 - pi | pi_0 >= A] <= E")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="where runs execute [default: local]")
 @click.option("--scheduler", default=None, help="address of a running Dask scheduler (implies --backend dask)")
 @click.option("--dask-workers", type=int, default=None, help="start a local Dask cluster of this many processes (implies --backend dask)")
 @click.option("--batch-size", type=int, default=None, help="at most this many runs advanced together [default: 64]")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
 @run_options
-def sweep_cmd(outdir, grid, seeds, config_file, eps, backend, scheduler, dask_workers, batch_size, quiet, preset,
+def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, quiet, preset,
               **given):
     """Run a grid of parameters times seeds; one HDF5 file per run and OUTDIR/index.csv.
 
@@ -41,7 +44,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, backend, scheduler, dask_wo
     from fastpg.config import ConfigError
     from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, summary
 
-    toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "seeds": None, "eps": None}
+    toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "seeds": None, "eps": None, "alpha": None}
     fixed = resolve(preset, given, middle=toml["fixed"])
     grid_values = {**toml["grid"], **parse_grid(grid)}
     seed_list = parse_seeds(seeds) if seeds is not None else (toml["seeds"] or [0])
@@ -52,7 +55,8 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, backend, scheduler, dask_wo
             raise ConfigError("--backend", "local cannot take --scheduler or --dask-workers; allowed: dask")
         backend = "dask"
     sweep = Sweep(outdir, fixed, grid_values, seed_list, eps if eps is not None else (toml["eps"] or DEFAULT_EPS),
-                  batch_size if batch_size is not None else MAX_BATCH)
+                  batch_size if batch_size is not None else MAX_BATCH,
+                  alphas=alpha if alpha is not None else (toml["alpha"] or []))
     argv = ["fastpg", *sys.argv[1:]]
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=len(sweep.runs), label="runs", file=sys.stderr) if show else None

@@ -23,16 +23,22 @@ class RunFailed(RuntimeError):
 
 @dataclass
 class RunResult:
-    """What a run produced: its config, status, trace (one entry per evaluation point), final weights."""
+    """What a run produced: its config, status, trace (one entry per evaluation point), the test
+    log-likelihoods ``loglik[eval point, test context]`` and the final weights."""
 
     config: RunConfig
     path: str | None
     status: str = COMPLETE
     message: str = ""
     trace: dict = field(default_factory=dict)
-    likelihood: np.ndarray | None = None
+    loglik: np.ndarray | None = None
     W: np.ndarray | None = None
     base_loglik: np.ndarray | None = None
+
+    @property
+    def likelihood(self) -> np.ndarray | None:
+        """``pi_W(y*_j|x_j)`` per evaluation point and test context (``exp`` of ``loglik``)."""
+        return None if self.loglik is None else np.exp(self.loglik)
 
 
 def _as_config(config) -> RunConfig:
@@ -196,7 +202,7 @@ class _Member:
         self.experiment, self.eta_flag, self.eta = experiment, eta_flag, eta
         self.writer: RunWriter | None = None
         self.trace = {name: [] for name in TRACE_NAMES}
-        self.likelihoods = []
+        self.logliks = []
         self.base_loglik: np.ndarray | None = None
         self.offsupport: np.ndarray | None = None
         self.error: Exception | None = None
@@ -236,9 +242,9 @@ class _Member:
     def record(self, row, loglik, token) -> None:
         for name in TRACE_NAMES:
             self.trace[name].append(row[name])
-        self.likelihoods.append(np.exp(loglik).astype(np.float32))
+        self.logliks.append(np.array(loglik, dtype=np.float64))
         if self.writer is not None:
-            self.writer.append(row, np.exp(loglik), token)
+            self.writer.append(row, loglik, token)
 
     def finish(self, status: str, W: np.ndarray | None, message: str = "") -> None:
         if self.writer is not None:
@@ -246,7 +252,7 @@ class _Member:
             self.writer = None
         self.result = RunResult(
             config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
-            trace={k: np.array(v) for k, v in self.trace.items()}, likelihood=np.array(self.likelihoods),
+            trace={k: np.array(v) for k, v in self.trace.items()}, loglik=np.array(self.logliks).reshape(len(self.logliks), self.cfg.n_test),
             W=None if W is None else W.copy(), base_loglik=self.base_loglik,
         )
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .codes import ALGORITHM_CODES, BASELINE_CODES, FEATURE_CODES, LR_CODES, REWARD_CODES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: /trace/loglik (float64) replaces /trace/likelihood (float32)
 ALPHA_OFF = 1e-3
 FLOOR = 1e-8
 PILOT_SIZE = 4096
@@ -35,6 +35,7 @@ MAX_SEED = MAX_INT64
 
 FEATURES = tuple(FEATURE_CODES)
 CONTEXTS = ("sphere", "clusters")
+TEACHER_SCALES = ("frobenius", "block")
 BASES = ("sgd", "teacher", "uniform", "file")
 ALGORITHMS = tuple(ALGORITHM_CODES)
 REWARDS = tuple(REWARD_CODES)
@@ -203,6 +204,8 @@ PARAMS: tuple[Param, ...] = (
     Param("N", "int", 4, "response length N", "task", low=1),
     Param("features", "choice", "position", "feature map: position (tokens independent given x) or markov "
           "(each position also sees the previous token)", "task", choices=FEATURES),
+    Param("teacher_scale", "choice", "frobenius", "teacher normalisation: frobenius (||W*|| = 1) or block (every "
+          "block W*[b] has norm 1, so margins per position do not shrink with N)", "task", choices=TEACHER_SCALES),
     Param("contexts", "choice", "sphere", "context distribution: uniform on the sphere, or clusters "
           "(C skills, Zipf-skewed in pre-training)", "task", choices=CONTEXTS),
     Param("C", "int", 8, "number of clusters (contexts=clusters)", "task", low=1, clusters=True),

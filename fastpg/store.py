@@ -126,19 +126,20 @@ class RunWriter:
         for name in TRACE_NAMES:
             ds = tr.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype="f8")
             _describe(ds, *TRACE_UNITS[name])
-        ds = tr.create_dataset("likelihood", shape=(0, self.n_test), maxshape=(None, self.n_test),
-                               chunks=(1, self.n_test), dtype="f4")
-        _describe(ds, "probability", "pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns)")
+        ds = tr.create_dataset("loglik", shape=(0, self.n_test), maxshape=(None, self.n_test),
+                               chunks=(1, self.n_test), dtype="f8")
+        _describe(ds, "nats", "log pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns); float64 "
+                              "resolves both 1 - 1e-12 and 1e-300")
         if self.token_trace:
             ds = tr.create_dataset("token_loglik", shape=(0, self.n_test, self.N), maxshape=(None, self.n_test, self.N),
-                                   chunks=(1, self.n_test, self.N), dtype="f4")
+                                   chunks=(1, self.n_test, self.N), dtype="f8")
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
         ds = f.create_group("final").create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
         _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
         f.flush()
         f.swmr_mode = True
 
-    def append(self, row: dict, likelihood: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
+    def append(self, row: dict, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
         """Append one evaluation point (all trace datasets grow by one row) and flush."""
         tr = self.f["trace"]
         n = self.rows + 1
@@ -146,13 +147,13 @@ class RunWriter:
             ds = tr[name]
             ds.resize((n,))
             ds[n - 1] = row[name]
-        ds = tr["likelihood"]
+        ds = tr["loglik"]
         ds.resize((n, self.n_test))
-        ds[n - 1] = likelihood.astype(np.float32)
+        ds[n - 1] = loglik
         if self.token_trace:
             ds = tr["token_loglik"]
             ds.resize((n, self.n_test, self.N))
-            ds[n - 1] = token_loglik.astype(np.float32)
+            ds[n - 1] = token_loglik
         self.rows = n
         self.f.flush()
 
@@ -215,8 +216,10 @@ class RunData:
     """A result file in plain arrays (analysis is separate from simulation: nothing here reruns).
 
     ``config`` is the ``/config`` dict; ``trace`` maps every 1-D trace name to its array (one entry
-    per evaluation point); ``likelihood`` is ``[eval point, test context]``; ``base`` holds
-    ``loglik``, ``token_loglik`` and the ``/base`` attributes; ``lq`` the Likelihood Quantile arrays.
+    per evaluation point); ``loglik`` is ``log pi_W(y*_j|x_j)`` as ``float64[eval point, test
+    context]``; ``token_loglik`` is ``[eval point, test context, position]`` when the run stored it
+    (``token_trace``), else None; ``base`` holds ``loglik``, ``token_loglik`` and the ``/base``
+    attributes; ``lq`` the Likelihood Quantile arrays.
     """
 
     path: str
@@ -225,9 +228,11 @@ class RunData:
     experiment: str
     created: str
     fastpg_version: str
+    schema_version: int
     config: dict
     trace: dict
-    likelihood: np.ndarray
+    loglik: np.ndarray
+    token_loglik: np.ndarray | None
     base: dict
     lq: dict
     task: dict
@@ -244,6 +249,11 @@ class RunData:
     def queries(self) -> np.ndarray:
         """Total reward queries (ORM + PRM) at each evaluation point."""
         return self.trace["orm_queries"] + self.trace["prm_queries"]
+
+    @property
+    def likelihood(self) -> np.ndarray:
+        """``pi_W(y*_j|x_j)`` per evaluation point and test context (``exp`` of :attr:`loglik`)."""
+        return np.exp(self.loglik)
 
     def to_pandas(self):
         """The 1-D traces as a ``pandas.DataFrame`` (one row per evaluation point); needs pandas."""
@@ -275,8 +285,12 @@ def load(path) -> RunData:
         arrays = {name: ds[...] for name, ds in f["trace"].items()}
         rows = min(len(v) for v in arrays.values()) if arrays else 0
         arrays = {name: v[:rows] for name, v in arrays.items()}
-        likelihood = arrays.pop("likelihood")
-        arrays.pop("token_loglik", None)
+        if "loglik" in arrays:
+            loglik = arrays.pop("loglik")
+        else:  # schema 1 stored float32 likelihoods: 1 - 1e-8 reads as 1, below ~1e-45 as 0 (log -inf)
+            with np.errstate(divide="ignore"):
+                loglik = np.log(arrays.pop("likelihood").astype(np.float64))
+        token = arrays.pop("token_loglik", None)
         base = {name: f["base"][name][...] for name in ("loglik", "token_loglik")}
         base.update({key: _plain(value) for key, value in f["base"].attrs.items()})
         return RunData(
@@ -286,9 +300,11 @@ def load(path) -> RunData:
             experiment=str(f.attrs.get("experiment", "post-training")),
             created=str(f.attrs.get("created", "")),
             fastpg_version=str(f.attrs.get("fastpg_version", "")),
+            schema_version=int(f.attrs.get("schema_version", 1)),
             config=json.loads(f["config"].attrs["json"]),
             trace=arrays,
-            likelihood=likelihood,
+            loglik=loglik,
+            token_loglik=None if token is None else token.astype(np.float64),
             base=base,
             lq={name: ds[...] for name, ds in f["base/lq"].items()},
             task={key: _plain(value) for key, value in f["task"].attrs.items()},

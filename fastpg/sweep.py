@@ -29,6 +29,7 @@ from .backends import open_backend
 from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
+from .complexity import check_alpha, check_eps, query_complexity
 from .store import COMPLETE, load, read_status
 
 MANIFEST = "sweep.json"
@@ -88,23 +89,36 @@ def _typed_grid(grid: dict, option: str) -> dict:
 
 
 def load_toml(path) -> dict:
-    """A sweep file: top-level ``seeds`` and ``eps``, tables ``[fixed]`` and ``[grid]``.
+    """A sweep file: top-level ``seeds``, ``eps`` and ``alpha`` (a number or a list), tables ``[fixed]`` and ``[grid]``.
 
-    Returns ``{"fixed": {...}, "grid": {...}, "seeds": [...] or None, "eps": float or None}``.
+    Returns ``{"fixed": {...}, "grid": {...}, "seeds": [...] or None, "eps": [...] or None, "alpha": [...] or None}``.
     """
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc}") from None
-    unknown = set(data) - {"fixed", "grid", "seeds", "eps", "description"}
+    unknown = set(data) - {"fixed", "grid", "seeds", "eps", "alpha", "description"}
     if unknown:
-        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, seeds, eps, description")
+        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, seeds, eps, alpha, description")
     fixed = {name: parse_value(name, value, "--config") for name, value in data.get("fixed", {}).items()}
     grid = _typed_grid(data.get("grid", {}), "--config")
     seeds = parse_seeds(data["seeds"], "--config") if "seeds" in data else None
-    eps = float(data["eps"]) if "eps" in data else None
-    return {"fixed": fixed, "grid": grid, "seeds": seeds, "eps": eps}
+    eps = parse_numbers(data["eps"], "--config", check_eps) if "eps" in data else None
+    alpha = parse_numbers(data["alpha"], "--config", check_alpha) if "alpha" in data else None
+    return {"fixed": fixed, "grid": grid, "seeds": seeds, "eps": eps, "alpha": alpha}
+
+
+def parse_numbers(value, option: str, check=None) -> list[float]:
+    """``"0.1,0.01"``, ``0.1`` or ``[0.1, 0.01]`` -> ``[0.1, 0.01]``, each passed through ``check``."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    try:
+        numbers = [float(p) for p in parts if str(p).strip()]
+    except (TypeError, ValueError):
+        raise ConfigError(option, f"got {value!r}; allowed: comma-separated numbers") from None
+    if not numbers:
+        raise ConfigError(option, f"got {value!r}; allowed: one or more comma-separated numbers")
+    return [check(v, option) if check else v for v in dict.fromkeys(numbers)]
 
 
 SAFE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-_")
@@ -162,14 +176,16 @@ class Sweep:
     fixed: dict
     grid: dict
     seeds: list
-    eps: float = DEFAULT_EPS
+    eps: float | list = DEFAULT_EPS
     batch_size: int = MAX_BATCH
+    alphas: list = field(default_factory=list)
     runs: list = field(init=False)
 
     def __post_init__(self):
         self.outdir = Path(self.outdir)
-        if not 0.0 < self.eps < 1.0:
-            raise ConfigError("--eps", f"got {self.eps!r}; allowed: a number in (0, 1)")
+        self.eps_list = parse_numbers(self.eps, "--eps", check_eps)
+        self.eps = self.eps_list[0]  # queries_to_eps and the summary use the first
+        self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
         # the grid wins over a fixed value of the same parameter; the caller's dicts are not changed
@@ -218,7 +234,8 @@ class Sweep:
             seeds = sorted(set(old["seeds"]) | set(self.seeds))
         else:
             seeds = self.seeds
-        _atomic_write(path, json.dumps({**self.manifest(), "seeds": seeds, "eps": self.eps}, indent=2))
+        _atomic_write(path, json.dumps({**self.manifest(), "seeds": seeds, "eps": self.eps_list, "alpha": self.alphas},
+                                       indent=2))
 
     # -- planning and running --------------------------------------------------------------------
     def status(self, run: SweepRun) -> str:
@@ -267,7 +284,11 @@ class Index:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
-        self.columns = [*sweep.grid, "seed", "file", "status", "message", *COUNTERS, *METRICS, "queries_to_eps"]
+        self.extra_eps = [(f"queries_to_eps_{id_value(e)}", e) for e in sweep.eps_list[1:]]
+        self.q_columns = [(f"Q_alpha={id_value(a)}_eps={id_value(e)}", a, e) for a in sweep.alphas for e in sweep.eps_list]
+        self.columns = [*sweep.grid, "seed", "file", "status", "message", *COUNTERS, *METRICS, "task_gamma",
+                        "realised_min_margin", "queries_to_eps", *(c for c, _ in self.extra_eps),
+                        *(c for c, _, _ in self.q_columns)]
 
     def refresh(self, runs, messages: dict | None = None) -> None:
         messages = messages or {}
@@ -281,8 +302,16 @@ class Index:
                     status, message = data.status, message or data.message
                     if data.complete and data.rows:
                         row.update({name: float(data.trace[name][-1]) for name in (*COUNTERS, *METRICS)})
+                        row.update(task_gamma=data.task.get("gamma", ""),
+                                   realised_min_margin=data.task.get("realised_min_margin", ""))
                         q = queries_to_eps(data.trace, self.sweep.eps)
                         row["queries_to_eps"] = "" if q is None else q
+                        for column, e in self.extra_eps:
+                            q = queries_to_eps(data.trace, e)
+                            row[column] = "" if q is None else q
+                        for column, a, e in self.q_columns:
+                            qc = query_complexity(data.loglik, data.base["loglik"], data.queries, a, e)
+                            row[column] = "" if qc.queries is None else qc.queries
                 except (OSError, KeyError, ValueError):
                     status = "unreadable"
             elif run.id in messages:

@@ -50,9 +50,12 @@ class Task:
         return float(np.min(np.concatenate([self.test_margin, self.pool_margin])))
 
 
-def teacher(rng: np.random.Generator, blocks: int, k: int, d: int) -> np.ndarray:
-    """``W*`` i.i.d. standard normal, scaled to Frobenius norm 1."""
+def teacher(rng: np.random.Generator, blocks: int, k: int, d: int, scale: str = "frobenius") -> np.ndarray:
+    """``W*`` i.i.d. standard normal, scaled to Frobenius norm 1 (``frobenius``) or with every block
+    ``W*[b]`` scaled to norm 1 (``block``: a position's margin has the same law for every ``N``)."""
     W = rng.standard_normal((blocks, k, d))
+    if scale == "block":
+        return W / np.linalg.norm(W.reshape(blocks, -1), axis=1)[:, None, None]
     return W / np.linalg.norm(W)
 
 
@@ -90,7 +93,7 @@ def make_task(cfg: RunConfig) -> Task:
     blocks = n_blocks(features, cfg.N, cfg.k)
     root = seed_sequence(cfg.seed, "task", cfg.task_params())
     s_teacher, s_centres, s_pilot, s_test, s_pool = root.spawn(5)
-    W_star = teacher(np.random.default_rng(s_teacher), blocks, cfg.k, cfg.d)
+    W_star = teacher(np.random.default_rng(s_teacher), blocks, cfg.k, cfg.d, cfg.teacher_scale)
     if cfg.contexts == "clusters":
         centres = cluster_centres(np.random.default_rng(s_centres), cfg.C, cfg.d)
         post_cdf = cluster_cdf(cfg.C, 0.0)

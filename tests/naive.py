@@ -246,3 +246,26 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
             W += grad
             counters["updates"] += 1
     return W
+
+
+def query_complexity(loglik, base_loglik, queries, alpha, eps):
+    """Reference Q(alpha, eps): walk the evaluation points one by one, in plain Python floats.
+
+    Returns (reached, queries, queries_lo, contexts)."""
+    chosen = [j for j in range(len(base_loglik)) if base_loglik[j] >= math.log(alpha)]
+    if not chosen:
+        return False, None, float(queries[-1]), 0
+    for e in range(len(queries)):
+        err = sum(-math.expm1(loglik[e][j]) for j in chosen) / len(chosen)
+        if err <= eps:
+            return True, float(queries[e]), float(queries[e - 1]) if e > 0 else 0.0, len(chosen)
+    return False, None, float(queries[-1]), len(chosen)
+
+
+def first_passage_queries(loglik, queries, eps):
+    """Reference: per context, the queries at the first point with likelihood >= 1 - eps (NaN if never)."""
+    out = []
+    for j in range(len(loglik[0])):
+        hit = [e for e in range(len(queries)) if loglik[e][j] >= math.log1p(-eps)]
+        out.append(float(queries[hit[0]]) if hit else float("nan"))
+    return np.array(out)

@@ -40,7 +40,8 @@ def test_tiny_file_layout(tiny_result):
             ds = f["trace"][name]
             assert ds.shape == (n_eval,) and ds.chunks is not None and ds.maxshape == (None,)
             assert "units" in ds.attrs and "description" in ds.attrs
-        assert f["trace/likelihood"].shape == (n_eval, n_test) and f["trace/likelihood"].dtype == np.float32
+        assert f["trace/loglik"].shape == (n_eval, n_test) and f["trace/loglik"].dtype == np.float64
+        assert "likelihood" not in f["trace"] and f.attrs["schema_version"] == 2
         assert f["final/W"].shape == (N, k, d)
         for name in store.TRACE_NAMES:
             assert np.all(np.isfinite(f["trace"][name][...]))
@@ -64,8 +65,8 @@ def test_stored_numbers_agree_with_recomputation(tiny_result):
         np.testing.assert_allclose(base_tok[j], tok, rtol=1e-8, atol=1e-12)
         assert base_ll[j] == pytest.approx(tok.sum(), rel=1e-8, abs=1e-12)
     final_ll = np.array([naive.sequence_loglik(W1, X[j], Y[j], features) for j in range(len(X))])
-    np.testing.assert_allclose(trace["likelihood"][-1], np.exp(final_ll), rtol=1e-6)
-    np.testing.assert_allclose(trace["likelihood"][0], np.exp(base_ll), rtol=1e-6)
+    np.testing.assert_allclose(trace["loglik"][-1], final_ll, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(trace["loglik"][0], base_ll)
     assert trace["expected_error"][-1] == pytest.approx(1 - np.exp(final_ll).mean(), rel=1e-10)
     assert trace["mean_loglik"][-1] == pytest.approx(final_ll.mean(), rel=1e-10)
     greedy_ok = [np.array_equal(naive.greedy_decode(W1, X[j], features, cfg.N)[0], Y[j]) for j in range(len(X))]
@@ -215,8 +216,11 @@ def test_token_trace_stored(tmp_path):
     r = fastpg.run(dict(SMALL, token_trace=True), out)
     with h5py.File(out, "r") as f:
         tok = f["trace/token_loglik"][...]
-        assert tok.shape == (len(r.trace["steps"]), SMALL["n_test"], SMALL["N"])
-        np.testing.assert_allclose(np.exp(tok.sum(axis=2)), f["trace/likelihood"][...], rtol=1e-5)
+        assert tok.shape == (len(r.trace["steps"]), SMALL["n_test"], SMALL["N"]) and tok.dtype == np.float64
+        np.testing.assert_allclose(tok.sum(axis=2), f["trace/loglik"][...], rtol=1e-12, atol=1e-12)
+    data = fastpg.load(out)
+    np.testing.assert_array_equal(data.token_loglik, tok)
+    np.testing.assert_array_equal(data.loglik, r.loglik)
 
 
 def test_value_types_do_not_change_streams():

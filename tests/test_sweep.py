@@ -35,7 +35,7 @@ def test_parse_seeds_and_grid():
 
 def test_toml_example_parses():
     spec = load_toml(os.path.join(os.path.dirname(__file__), "..", "examples", "exp_in_N.toml"))
-    assert spec["grid"]["N"] == [2, 5, 8, 11, 14] and spec["seeds"] == [0, 1, 2, 3, 4] and spec["eps"] == 0.1
+    assert spec["grid"]["N"] == [2, 5, 8, 11, 14] and spec["seeds"] == [0, 1, 2, 3, 4] and spec["eps"] == [0.1]
 
 
 def _datasets(path):

@@ -1,0 +1,129 @@
+"""Query complexity read off stored traces: Q(alpha, eps), first passage, fitted exponents.
+
+Plain NumPy on arrays a result file holds (docs/design.md, "Query complexity"); nothing here runs
+a simulation. The paper's first result is per test context: on contexts whose base likelihood is
+at least ``alpha``, a PG variant reaches likelihood ``1 - eps`` after about
+``(1/alpha + 1/eps) / gamma^2`` reward queries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def check_alpha(alpha: float, option: str = "--alpha") -> float:
+    from .config import ConfigError
+
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 < alpha <= 1.0):
+        raise ConfigError(option, f"got {alpha!r}; allowed: numbers in (0, 1]")
+    return float(alpha)
+
+
+def check_eps(eps: float, option: str = "--eps") -> float:
+    from .config import ConfigError
+
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0.0 < eps < 1.0):
+        raise ConfigError(option, f"got {eps!r}; allowed: numbers in (0, 1)")
+    return float(eps)
+
+
+def conditional_error(loglik: np.ndarray, base_loglik: np.ndarray, alpha: float) -> np.ndarray:
+    """``E[1 - pi(y*|x) | pi_0(y*|x) >= alpha]`` over test contexts, at each evaluation point.
+
+    ``loglik[e, j] = log pi(y*_j|x_j)`` at evaluation point ``e``; ``base_loglik[j]`` is the base
+    model's. ``1 - pi`` is formed as ``-expm1(loglik)``, so an error of ``1e-12`` is resolved.
+    Returns NaN at every point when no test context has base likelihood ``>= alpha``.
+    """
+    loglik = np.atleast_2d(np.asarray(loglik, dtype=np.float64))
+    mask = np.asarray(base_loglik, dtype=np.float64) >= math.log(alpha)
+    if not mask.any():
+        return np.full(loglik.shape[0], np.nan)
+    return np.mean(-np.expm1(loglik[:, mask]), axis=1)
+
+
+@dataclass(frozen=True)
+class QueryComplexity:
+    """Q(alpha, eps) of one run.
+
+    ``queries``: total reward queries at the first evaluation point where the conditional expected
+    error is at most ``eps`` (None if never reached); ``queries_lo``: the queries at the evaluation
+    point before it (Q lies in ``(queries_lo, queries]``), or, when not reached, at the last point
+    (Q is above it); ``contexts``: the test contexts with base likelihood ``>= alpha``.
+    """
+
+    alpha: float
+    eps: float
+    reached: bool
+    queries: float | None
+    queries_lo: float
+    contexts: int
+
+
+def query_complexity(loglik, base_loglik, queries, alpha: float, eps: float) -> QueryComplexity:
+    """Q(alpha, eps): total reward queries until ``E[1 - pi | pi_0 >= alpha] <= eps`` (see :class:`QueryComplexity`).
+
+    ``queries[e]`` are the total reward queries (ORM + PRM) at evaluation point ``e``.
+    """
+    queries = np.asarray(queries, dtype=np.float64)
+    err = conditional_error(loglik, base_loglik, alpha)
+    contexts = int(np.sum(np.asarray(base_loglik) >= math.log(alpha)))
+    hit = np.nonzero(err <= eps)[0]
+    if contexts == 0 or len(hit) == 0:
+        last = float(queries[-1]) if len(queries) else 0.0
+        return QueryComplexity(alpha, eps, False, None, last, contexts)
+    i = int(hit[0])
+    return QueryComplexity(alpha, eps, True, float(queries[i]), float(queries[i - 1]) if i > 0 else 0.0, contexts)
+
+
+def first_passage_queries(loglik, queries, eps: float) -> np.ndarray:
+    """Per test context: total reward queries at the first evaluation point where
+    ``pi(y*_j|x_j) >= 1 - eps`` (NaN where it never happens)."""
+    loglik = np.atleast_2d(np.asarray(loglik, dtype=np.float64))
+    queries = np.asarray(queries, dtype=np.float64)
+    above = loglik >= math.log1p(-eps)
+    first = np.argmax(above, axis=0)
+    out = queries[first].astype(np.float64)
+    out[~above.any(axis=0)] = np.nan
+    return out
+
+
+def theory_bound(alpha, eps, gamma):
+    """The shape of the paper's bound, ``(1/alpha + 1/eps) / gamma^2`` (up to constants and logs)."""
+    return (1.0 / np.asarray(alpha, float) + 1.0 / np.asarray(eps, float)) / np.asarray(gamma, float) ** 2
+
+
+def fit_slope(x, y) -> float:
+    """Least-squares slope of ``y`` against ``x`` over finite pairs (NaN with fewer than 2 distinct x)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    m = np.isfinite(x) & np.isfinite(y)
+    if m.sum() < 2 or np.ptp(x[m]) == 0:
+        return float("nan")
+    return float(np.polyfit(x[m], y[m], 1)[0])
+
+
+def bootstrap_slope(x, y, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.9) -> tuple[float, float, float]:
+    """Slope of ``y`` in ``x`` and a bootstrap interval that resamples ``groups`` (seeds) with replacement.
+
+    Points of one group (one seed's runs) stay together, so the interval reflects the variation
+    between seeds. Returns ``(slope, low, high)``; NaN where fewer than 2 distinct ``x`` remain.
+    """
+    x, y, groups = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
+    slope = fit_slope(x, y)
+    labels = np.unique(groups)
+    if len(labels) < 2 or not math.isfinite(slope):
+        return slope, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    members = [np.nonzero(groups == g)[0] for g in labels]
+    draws = []
+    for _ in range(n_boot):
+        pick = np.concatenate([members[i] for i in rng.integers(0, len(labels), len(labels))])
+        s = fit_slope(x[pick], y[pick])
+        if math.isfinite(s):
+            draws.append(s)
+    if not draws:
+        return slope, float("nan"), float("nan")
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return slope, float(lo), float(hi)

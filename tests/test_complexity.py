@@ -1,0 +1,166 @@
+"""Query complexity: Q(alpha, eps) and first passage against plain references, stored precision,
+and the exponential-in-N barrier of ORM against PRM on a uniform base."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastpg
+from fastpg.complexity import (bootstrap_slope, conditional_error, first_passage_queries, fit_slope, query_complexity,
+                               theory_bound)
+from fastpg.sweep import Sweep, execute
+
+import naive
+from test_cli import fastpg as fastpg_cmd
+
+
+@st.composite
+def traces(draw):
+    E = draw(st.integers(1, 8))
+    n = draw(st.integers(1, 6))
+    loglik = np.array(draw(st.lists(st.lists(st.floats(-800, 0), min_size=n, max_size=n), min_size=E, max_size=E)))
+    base = np.array(draw(st.lists(st.floats(-800, 0), min_size=n, max_size=n)))
+    steps = draw(st.lists(st.floats(0, 1e6), min_size=E, max_size=E))
+    return loglik, base, np.cumsum(steps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(traces(), st.sampled_from([1.0, 0.5, 1e-3, 1e-200]), st.sampled_from([0.5, 0.1, 1e-3, 1e-9]))
+def test_query_complexity_matches_reference(trace, alpha, eps):
+    loglik, base, queries = trace
+    q = query_complexity(loglik, base, queries, alpha, eps)
+    assert (q.reached, q.queries, q.queries_lo, q.contexts) == naive.query_complexity(loglik, base, queries, alpha, eps)
+    if q.reached:
+        assert q.queries_lo <= q.queries
+
+
+@settings(max_examples=100, deadline=None)
+@given(traces(), st.sampled_from([0.5, 1e-3, 1e-9]))
+def test_first_passage_matches_reference(trace, eps):
+    loglik, _, queries = trace
+    np.testing.assert_array_equal(first_passage_queries(loglik, queries, eps),
+                                  naive.first_passage_queries(loglik, queries, eps))
+
+
+def test_conditional_error_resolves_tiny_errors():
+    loglik = np.array([[math.log1p(-1e-12), math.log(1e-300)]])
+    base = np.array([math.log(0.5), math.log(1e-250)])
+    assert conditional_error(loglik, base, 0.1)[0] == pytest.approx(1e-12, rel=1e-6)
+    assert conditional_error(loglik, base, 1e-260)[0] == pytest.approx(0.5 * (1 + 1e-12), rel=1e-9)
+    assert np.isnan(conditional_error(loglik, base, 0.9)[0])
+
+
+def test_first_passage_at_eps_1e9_and_base_1e200_round_trip_through_the_file(tmp_path):
+    """k = 2, N = 665, uniform base: every response has base likelihood 2^-665 = 10^-200.2; rs + PRM
+    then drives the one context to within 1e-9 of 1. Both ends are read back from the file."""
+    out = tmp_path / "rt.h5"
+    r = fastpg_cmd("run", "-d", "2", "-k", "2", "-N", "665", "--contexts", "clusters", "--C", "1", "--sigma", "0",
+                   "--base", "uniform", "--algorithm", "rs", "--reward", "prm", "--lr", "adaptive", "--eta", "400",
+                   "--steps", "2000", "--eval-log", "40", "--n-test", "1", "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    run = fastpg.load(out)
+    assert run.base["loglik"][0] == pytest.approx(-665 * math.log(2), rel=1e-12)  # 1e-200.2, not 0
+    assert run.loglik[0, 0] == run.base["loglik"][0]
+    fp = first_passage_queries(run.loglik, run.queries, 1e-9)
+    assert np.isfinite(fp[0])
+    assert fp[0] == naive.first_passage_queries(run.loglik, run.queries, 1e-9)[0]
+    e = int(np.nonzero(run.queries == fp[0])[0][0])
+    assert -np.expm1(run.loglik[e, 0]) <= 1e-9 < -np.expm1(run.loglik[e - 1, 0])
+    q = query_complexity(run.loglik, run.base["loglik"], run.queries, 1e-201, 1e-9)
+    assert q.reached and q.queries == fp[0]
+
+
+def _uniform_base_sweep(tmp_path, rewards):
+    fixed = dict(d=8, k=4, contexts="clusters", C=1, sigma=0.0, base="uniform", algorithm="rs", lr="adaptive",
+                 eta=1.0, steps=200, eval_log=60, n_test=1)
+    sweep = Sweep(tmp_path / "u", fixed, {"N": [2, 4, 6, 8], "reward": rewards}, [0, 1, 2, 3, 4])
+    execute(sweep)
+    out = {}
+    for run in sweep.runs:
+        data = fastpg.load(run.path)
+        k, N = run.config.k, run.config.N
+        q = query_complexity(data.loglik, data.base["loglik"], data.queries, k ** -N * (1 - 1e-9), 0.1)
+        assert q.reached and q.contexts == 1
+        out.setdefault(run.point["reward"], {}).setdefault(N, []).append(q.queries)
+    return {reward: (np.array(sorted(by_n)), np.array([np.median(by_n[n]) for n in sorted(by_n)]))
+            for reward, by_n in out.items()}
+
+
+def test_uniform_base_orm_grows_like_k_to_the_n_and_prm_polynomially(tmp_path):
+    """One context, base likelihood exactly k^-N: Q(alpha = k^-N, 0.1) grows like 4^N with ORM and
+    polynomially with PRM (medians over 5 seeds)."""
+    medians = _uniform_base_sweep(tmp_path, ["orm", "prm"])
+    N, orm = medians["orm"]
+    _, prm = medians["prm"]
+    orm_rate = fit_slope(N, np.log(orm))
+    assert 0.8 * math.log(4) < orm_rate < 1.2 * math.log(4), orm_rate
+    assert fit_slope(N, np.log(prm)) < 0.5 * math.log(4)
+    assert fit_slope(np.log(N), np.log(prm)) < 3.0  # polynomial of low degree
+    assert np.all(orm[2:] > 10 * prm[2:])  # N = 6, 8
+
+
+def test_bootstrap_slope_recovers_a_known_exponent():
+    rng = np.random.default_rng(0)
+    x = np.tile(np.log([10, 100, 1000, 1e4]), 6)
+    groups = np.repeat(np.arange(6), 4)
+    seed_slopes = 1.0 + rng.normal(0, 0.05, 6)  # each seed's own exponent, around 1
+    y = seed_slopes[groups] * x + rng.normal(0, 0.2, 6)[groups]
+    slope, lo, hi = bootstrap_slope(x, y, groups)
+    assert slope == pytest.approx(seed_slopes.mean(), abs=1e-9)  # balanced design: the pooled fit averages them
+    assert lo < seed_slopes.mean() < hi and lo < 1.0 < hi and hi - lo < 0.2
+    assert math.isnan(bootstrap_slope([1, 1], [2, 3], [0, 1])[0])
+
+
+def test_theory_bound_shape():
+    assert theory_bound(0.1, 0.01, 0.5) == pytest.approx((10 + 100) / 0.25)
+
+
+def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "300", "--eval-log", "30", "--grid", "reward=orm,prm",
+                   "--seeds", "0-1", "--eps", "0.1,0.05", "--alpha", "0.1,1e-3", "-q")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    assert len(rows) == 4
+    for row in rows:
+        run = fastpg.load(out / row["file"])
+        assert float(row["realised_min_margin"]) == run.task["realised_min_margin"]
+        for alpha in (0.1, 1e-3):
+            for eps, name in ((0.1, "0.1"), (0.05, "0.05")):
+                ref = naive.query_complexity(run.loglik, run.base["loglik"], run.queries, alpha, eps)
+                cell = row[f"Q_alpha={alpha:g}_eps={name}"]
+                assert cell == ("" if ref[1] is None else repr(ref[1]))
+
+
+@pytest.mark.parametrize("args,option", [(["--alpha", "0"], "--alpha"), (["--alpha", "1.5"], "--alpha"),
+                                         (["--eps", "1"], "--eps"), (["--eps", "0,0.1"], "--eps"),
+                                         (["--alpha", ","], "--alpha")])
+def test_bad_alpha_or_eps_is_one_line_exit_2(tmp_path, args, option):
+    r = fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", *args)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and option in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_block_teacher_scale_gives_every_block_norm_one_and_keeps_the_default():
+    from fastpg.config import RunConfig
+    from fastpg.tasks import make_task
+
+    t = make_task(RunConfig.from_dict(dict(d=8, k=4, N=5, teacher_scale="block", n_test=8)))
+    np.testing.assert_allclose(np.linalg.norm(t.W_star.reshape(5, -1), axis=1), 1.0, rtol=1e-12)
+    a = make_task(RunConfig.from_dict(dict(d=8, k=4, N=5, n_test=8)))
+    b = make_task(RunConfig.from_dict(dict(d=8, k=4, N=5, teacher_scale="frobenius", n_test=8)))
+    np.testing.assert_array_equal(a.W_star, b.W_star)
+    assert np.linalg.norm(a.W_star) == pytest.approx(1.0)
+
+
+def test_block_scale_with_a_fixed_gamma_keeps_the_margin_as_n_grows():
+    from fastpg.config import RunConfig
+    from fastpg.tasks import make_task
+
+    for N in (2, 6, 12):
+        t = make_task(RunConfig.from_dict(dict(d=8, k=4, N=N, teacher_scale="block", gamma=0.05, n_test=64)))
+        assert t.gamma == 0.05 and t.realised_min_margin >= 0.05
