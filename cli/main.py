@@ -89,12 +89,14 @@ def info_cmd(path):
 
 
 from .experiments import fig1_cmd, plot_cmd, pretrain_cmd  # noqa: E402
+from .profile import profile_cmd  # noqa: E402
 from .sweep import sweep_cmd  # noqa: E402
 
 main.add_command(sweep_cmd)
 main.add_command(fig1_cmd)
 main.add_command(pretrain_cmd)
 main.add_command(plot_cmd)
+main.add_command(profile_cmd)
 
 
 def _error(message: str, code: int) -> int:

@@ -127,3 +127,40 @@ def bootstrap_slope(x, y, groups, n_boot: int = 1000, seed: int = 0, level: floa
         return slope, float("nan"), float("nan")
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return slope, float(lo), float(hi)
+
+
+def lq_curve(base_loglik, log_threshold, level_loglik=None) -> np.ndarray:
+    """The error the Likelihood Quantile predicts when every context above a threshold is learned.
+
+    ``E_j[(1 - pi_0j) 1{l_j <= log a}]`` at each ``log a`` in ``log_threshold``, where
+    ``pi_0j = exp(base_loglik_j)`` and ``l_j`` is ``level_loglik`` (default: ``base_loglik``, the
+    sequence level; for PRM the token level ``min_i log pi_0(y*_ji|...)``). Once ``a`` is small the
+    weights are all about 1 and this is the LQ ``F0(a) = P_j[l_j <= log a]``; for ``a >= 1`` it is
+    the base model's own expected error.
+    """
+    base = np.asarray(base_loglik, dtype=np.float64)
+    level = base if level_loglik is None else np.asarray(level_loglik, dtype=np.float64)
+    order = np.argsort(level, kind="stable")
+    cumulative = np.concatenate([[0.0], np.cumsum(-np.expm1(base[order]))]) / len(base)
+    return cumulative[np.searchsorted(level[order], np.asarray(log_threshold, dtype=np.float64), side="right")]
+
+
+def lq_fit(queries, error, base_loglik, level_loglik=None, log10_c=np.linspace(-4.0, 10.0, 1401)) -> dict:
+    """Fit ``error(T) ~ LQ(c / T)`` (:func:`lq_curve`): after ``T`` reward queries, the contexts whose
+    base likelihood (``level_loglik``: at the token level for PRM) is above ``c / T`` are learned.
+
+    Points with ``T > 0`` count; ``c`` minimises the squared gap over a log grid. Returns ``c``,
+    the largest gap ``max_gap``, and the fitted curve at the evaluation points.
+    """
+    T = np.asarray(queries, dtype=np.float64)
+    err = np.asarray(error, dtype=np.float64)
+    keep = T > 0
+    T, err = T[keep], err[keep]
+    if len(T) == 0:
+        return {"c": float("nan"), "max_gap": float("nan"), "queries": T, "curve": T}
+    logs = np.log(10.0) * np.asarray(log10_c)[:, None] - np.log(T)[None, :]
+    curves = lq_curve(base_loglik, logs.ravel(), level_loglik).reshape(logs.shape)
+    sq = np.mean((curves - err[None, :]) ** 2, axis=1)
+    best = int(np.argmin(sq))
+    return {"c": float(10.0 ** log10_c[best]), "max_gap": float(np.max(np.abs(curves[best] - err))),
+            "queries": T, "curve": curves[best]}

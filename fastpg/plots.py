@@ -215,3 +215,69 @@ def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None =
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig
+
+
+def profile_figure(rows: list[dict], N_ref, gamma_ref):
+    """Q(alpha, eps) against 1/alpha (log-log), one panel per algorithm and reward, a line per eps.
+
+    Medians over seeds of the reached runs at the reference ``N`` and ``gamma``; a triangle marks
+    where some seed did not reach (at the queries it had spent, a lower bound); the dotted line has
+    slope 1, the bound's slope where ``1/alpha`` dominates.
+    """
+    plt = require_matplotlib()
+    rows = [r for r in rows if r["level"] == "sequence"]
+    pairs = sorted({(r["algorithm"], r["reward"]) for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(4.6 * max(1, len(pairs)), 4.4), constrained_layout=True,
+                             squeeze=False)
+    for ax, (algorithm, reward) in zip(axes[0], pairs):
+        mine = [r for r in rows if r["algorithm"] == algorithm and r["reward"] == reward and r["N"] == N_ref
+                and r["gamma_setting"] == gamma_ref]
+        for i, eps in enumerate(sorted({r["eps"] for r in mine}, reverse=True)):
+            color = f"C{i}"
+            xs, med, missing = [], [], []
+            for alpha in sorted({r["alpha"] for r in mine}, reverse=True):
+                cell = [r for r in mine if r["eps"] == eps and r["alpha"] == alpha]
+                got = [r["queries"] for r in cell if r["reached"] and r["queries"] > 0]
+                if got:
+                    xs.append(1 / alpha)
+                    med.append(float(np.median(got)))
+                lost = [r["queries_lo"] for r in cell if not r["reached"] and r["queries_lo"] > 0]
+                if lost:
+                    missing.append((1 / alpha, float(np.median(lost))))
+            if xs:
+                ax.plot(xs, med, "o-", color=color, lw=1.8, label=f"eps = {eps:g}")
+            if missing:
+                ax.plot(*zip(*missing), "^", color=color, mfc="none", ms=8)
+        ys = [r["queries"] for r in mine if r["reached"] and r["queries"] > 0]
+        if ys:
+            x0, y0 = 1 / max(r["alpha"] for r in mine), float(np.median(ys))
+            guide = np.array([x0, 1 / min(r["alpha"] for r in mine)])
+            ax.plot(guide, y0 * guide / x0, ":", color="gray", label="slope 1")
+        ax.set(xscale="log", yscale="log", xlabel="1 / alpha (base likelihood level)",
+               ylabel="Q(alpha, eps): reward queries", title=f"{algorithm} + {reward.upper()} (N={N_ref}, gamma={gamma_ref:g})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, title="triangles: not reached", title_fontsize=7)
+    return fig
+
+
+def lq_fit_figure(fits: dict):
+    """Expected error against reward queries T with the base model's LQ at ``c/T`` fitted to it
+    (:func:`fastpg.complexity.lq_curve`): ORM against the sequence-level LQ, PRM against the
+    token-level LQ (one line per seed)."""
+    plt = require_matplotlib()
+    rewards = [r for r in ("orm", "prm") if r in fits]
+    fig, axes = plt.subplots(1, max(1, len(rewards)), figsize=(6.2 * max(1, len(rewards)), 4.4),
+                             constrained_layout=True, squeeze=False)
+    for ax, reward in zip(axes[0], rewards):
+        level = "sequence" if reward == "orm" else "token"
+        for i, fit in enumerate(fits[reward]):
+            run = fit["run"]
+            T, err = _positive(run.queries, run.trace["expected_error"])
+            ax.plot(T, err, color=f"C{i}", lw=1.8, label=f"seed {run.config['seed']}: expected error")
+            ax.plot(fit["queries"], fit["curve"], color=f"C{i}", ls="--", lw=1.2,
+                    label=f"LQ at c/T, c={fit['c']:.3g}, max gap {fit['max_gap']:.3f}")
+        ax.set(xscale="log", ylim=(0, 1.02), xlabel="reward queries T",
+               ylabel="expected test error", title=f"PG + {reward.upper()} against the {level}-level LQ of the base")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,287 @@
+"""The query-complexity profiler: design, run and analyse Q(alpha, eps) over a grid (``fastpg profile``).
+
+The experiment (docs/design.md, "The profiler"):
+
+* A task where skills do not transfer: orthogonal clusters, a base model pre-trained by SGD
+  with a Zipf skew, so that test contexts' base likelihoods spread over many decades.
+  Every context satisfies a real margin: a fixed absolute ``gamma`` with the ``block`` teacher
+  scale, so that ``1/gamma^2`` does not move when ``N`` does.
+* ``pg`` runs over the whole grid (``reward x N x gamma x seeds``); Q(alpha, eps) of every
+  ``alpha`` and ``eps`` is read off each run's stored log-likelihoods.
+* ``rs`` runs at the reference ``N`` and ``gamma`` only, one per ``alpha``. Each has its budget
+  tied to the ``alpha`` it profiles, ``M = ceil(ln(100) / alpha)``: a context with likelihood at
+  least ``alpha`` fails a search with probability at most 1%, and one far below it wastes at most
+  ``M`` queries instead of the default ``10^12``.
+
+Outputs: the run files (two sweep folders, ``pg/`` and ``rs/``, resumable), ``profile.csv``
+(one row per run, ``alpha`` and ``eps``), ``exponents.csv`` (fitted slopes with bootstrap
+intervals over seeds, next to the bound's own slopes) and two figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .complexity import bootstrap_slope, check_alpha, check_eps, fit_slope, lq_fit, query_complexity
+from .config import ConfigError, RunConfig
+from .store import COMPLETE, load
+from .sweep import Sweep, execute, id_value
+
+PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
+               pre_eta=0.5, teacher_scale="block", G=1, baseline="none", lr="adaptive", eta=0.5, steps=200000,
+               n_test=1024, eval_log=120)
+PROFILE_GRID = {"reward": ["orm", "prm"], "algorithm": ["pg", "rs"], "N": [8, 10, 12], "gamma": [0.003, 0.006, 0.012]}
+PROFILE_ALPHAS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+PROFILE_EPS = [0.3, 0.1, 0.03]
+PROFILE_SEEDS = [0, 1, 2, 3, 4]
+RS_BUDGET_FACTOR = math.log(100.0)  # M = ceil(factor / alpha): P(a search fails | p >= alpha) <= 1%
+GRID_NAMES = ("reward", "algorithm", "N", "gamma")
+CSV_COLUMNS = ("reward", "algorithm", "N", "gamma_setting", "seed", "file", "level", "alpha", "eps", "queries", "queries_lo",
+               "reached", "contexts", "gamma", "teacher_norm", "bound", "ratio")
+
+
+def rs_budget(alpha: float) -> int:
+    """The per-step (per-token with PRM) budget of an ``rs`` run that profiles ``alpha``."""
+    return int(math.ceil(RS_BUDGET_FACTOR / alpha))
+
+
+def teacher_norm(cfg: dict) -> float:
+    """``||W*||_F`` of a run's teacher: 1, or ``sqrt(blocks)`` with the ``block`` scale."""
+    if cfg.get("teacher_scale", "frobenius") != "block":
+        return 1.0
+    blocks = cfg["N"] if cfg["features"] == "position" else cfg["N"] * (cfg["k"] + 1)
+    return math.sqrt(blocks)
+
+
+def reference(values: list):
+    """The middle value of a grid list (sorted): where the other exponents are measured."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+@dataclass
+class Profile:
+    """A profiling experiment: fixed parameters, the grid, ``alphas``, ``eps`` and ``seeds``."""
+
+    outdir: Path
+    fixed: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    alphas: list = field(default_factory=lambda: list(PROFILE_ALPHAS))
+    eps: list = field(default_factory=lambda: list(PROFILE_EPS))
+    seeds: list = field(default_factory=lambda: list(PROFILE_SEEDS))
+
+    def __post_init__(self):
+        self.outdir = Path(self.outdir)
+        if not self.alphas:
+            raise ConfigError("--alpha", "got an empty list; allowed: numbers in (0, 1]")
+        if not self.eps:
+            raise ConfigError("--eps", "got an empty list; allowed: numbers in (0, 1)")
+        self.alphas = sorted({check_alpha(a) for a in self.alphas}, reverse=True)
+        self.eps = sorted({check_eps(e) for e in self.eps}, reverse=True)
+        if not self.seeds:
+            raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
+        grid = {name: list(values) for name, values in PROFILE_GRID.items()}
+        for name, values in self.grid.items():
+            if not values:
+                raise ConfigError("--grid", f"{name}: got an empty list; allowed: one or more values")
+            grid[name] = list(values)
+        unknown = [name for name in grid if name not in GRID_NAMES]
+        if unknown:
+            raise ConfigError("--grid", f"{unknown[0]} cannot be profiled over; allowed: {', '.join(GRID_NAMES)} "
+                                        "(set other parameters with run options)")
+        bad = [a for a in grid["algorithm"] if a not in ("pg", "rs")]
+        if bad:
+            raise ConfigError("--grid", f"algorithm={bad[0]}; allowed: pg, rs")
+        self.grid = grid
+        self.fixed = {**PROFILE, **{k: v for k, v in self.fixed.items() if k not in GRID_NAMES}}
+        self.N_ref, self.gamma_ref = reference(grid["N"]), reference(grid["gamma"])
+        # exponents in eps, gamma and N are measured at the second-largest alpha: the largest often
+        # holds only contexts the base model already meets (Q = 0), the smallest ones ORM never reaches
+        self.alpha_ref = self.alphas[1] if len(self.alphas) > 1 else self.alphas[0]
+        self.eps_ref = reference(self.eps)
+        self.sweeps = {}
+        if "pg" in grid["algorithm"]:
+            self.sweeps["pg"] = Sweep(self.outdir / "pg", {**self.fixed, "algorithm": "pg"},
+                                      {"reward": grid["reward"], "N": grid["N"], "gamma": grid["gamma"]}, self.seeds,
+                                      eps=self.eps, alphas=self.alphas)
+        if "rs" in grid["algorithm"]:
+            budgets = [rs_budget(a) for a in self.alphas]
+            self.alpha_of_budget = dict(zip(budgets, self.alphas))
+            self.sweeps["rs"] = Sweep(self.outdir / "rs", {**self.fixed, "algorithm": "rs", "N": self.N_ref,
+                                                           "gamma": self.gamma_ref},
+                                      {"reward": grid["reward"], "M": budgets}, self.seeds, eps=self.eps)
+        RunConfig.from_dict({**self.fixed, "N": self.N_ref, "gamma": self.gamma_ref})  # fail early, one line
+
+    @property
+    def runs(self) -> int:
+        return sum(len(s.runs) for s in self.sweeps.values())
+
+    def execute(self, *, backend="local", scheduler=None, dask_workers=None, argv=None, progress=None) -> None:
+        """Run every pending run (complete ones are kept: re-running resumes)."""
+        done_before = 0
+        for name, sweep in self.sweeps.items():
+            def report(done, total, offset=done_before):
+                if progress is not None:
+                    progress(offset + done, self.runs)
+            execute(sweep, backend=backend, scheduler=scheduler, dask_workers=dask_workers, argv=argv,
+                    progress=report)
+            done_before += len(sweep.runs)
+
+    # -- analysis ------------------------------------------------------------------------------------
+    def rows(self) -> list[dict]:
+        """One row per (complete run, alpha, eps) with Q, its bracket and the bound's shape."""
+        out = []
+        for algorithm, sweep in self.sweeps.items():
+            for run in sweep.runs:
+                if not run.path.exists():
+                    continue
+                data = load(run.path)
+                if data.status != COMPLETE:
+                    continue
+                cfg = data.config
+                gamma = float(data.task["realised_min_margin"])
+                norm = teacher_norm(cfg)
+                alphas = [self.alpha_of_budget[cfg["M"]]] if algorithm == "rs" else self.alphas
+                # ORM: alpha is a sequence likelihood; PRM also at token level (min_i pi_0(y*_i | ...))
+                levels = {"sequence": data.base["loglik"]}
+                if cfg["reward"] == "prm":
+                    levels["token"] = data.base["token_loglik"].min(axis=1)
+                for level, base in levels.items():
+                    for alpha in alphas:
+                        for eps in self.eps:
+                            q = query_complexity(data.loglik, base, data.queries, alpha, eps)
+                            bound = (1.0 / alpha + 1.0 / eps) * norm**2 / gamma**2
+                            out.append({
+                                "reward": cfg["reward"], "algorithm": algorithm, "N": cfg["N"],
+                                "gamma_setting": cfg["gamma"], "seed": cfg["seed"],
+                                "file": str(run.path.relative_to(self.outdir)), "level": level, "alpha": alpha,
+                                "eps": eps, "queries": q.queries, "queries_lo": q.queries_lo, "reached": q.reached,
+                                "contexts": q.contexts, "gamma": gamma, "teacher_norm": norm, "bound": bound,
+                                "ratio": None if q.queries is None else q.queries / bound,
+                            })
+        return out
+
+    def exponents(self, rows: list[dict]) -> list[dict]:
+        """Fitted slopes of log Q per (algorithm, reward), with bootstrap intervals over seeds.
+
+        Each is measured with the other quantities at their reference values (the middle of their
+        lists); only reached points with ``Q > 0`` enter a fit (``Q = 0``: the base model already
+        meets the target; not reached: Q is censored), and the row says how many were left out.
+        ``theory`` is the slope of the bound's shape ``(1/alpha + 1/eps) ||W*||^2 / gamma^2`` fitted
+        on the same points.
+        """
+        out = []
+        pairs = sorted({(r["algorithm"], r["reward"], r["level"]) for r in rows}, key=lambda p: (p[0], p[1], p[2] != "sequence"))
+        at_ref = {"alpha": lambda r: r["alpha"] == self.alpha_ref, "eps": lambda r: r["eps"] == self.eps_ref,
+                  "N": lambda r: r["N"] == self.N_ref, "gamma": lambda r: r["gamma_setting"] == self.gamma_ref}
+        specs = [  # (label, x, the grid setting that varies, the others held at their reference)
+            ("log(1/alpha)", lambda r: math.log(1.0 / r["alpha"]), "alpha"),
+            ("log(1/eps)", lambda r: math.log(1.0 / r["eps"]), "eps"),
+            ("log(||W*||^2/gamma^2)", lambda r: math.log(r["teacher_norm"] ** 2 / r["gamma"] ** 2), "gamma"),
+            ("N", lambda r: float(r["N"]), "N"),
+        ]
+        setting = {"alpha": "alpha", "eps": "eps", "gamma": "gamma_setting", "N": "N"}
+        for algorithm, reward, level in pairs:
+            mine = [r for r in rows if r["algorithm"] == algorithm and r["reward"] == reward and r["level"] == level]
+            name = reward if level == "sequence" else f"{reward} (token-level alpha)"
+            for against, x_of, varies in specs:
+                chosen = [r for r in mine if all(at_ref[k](r) for k in at_ref if k != varies)]
+                used = [r for r in chosen if r["reached"] and r["queries"] > 0]
+                if len({r[setting[varies]] for r in used}) < 2:
+                    slope = lo = hi = theory = float("nan")
+                else:
+                    xs = [x_of(r) for r in used]
+                    y = np.log([r["queries"] for r in used])
+                    slope, lo, hi = bootstrap_slope(xs, y, [r["seed"] for r in used])
+                    theory = fit_slope(xs, np.log([r["bound"] for r in used]))
+                out.append({"algorithm": algorithm, "reward": name, "against": against, "slope": slope,
+                            "low": lo, "high": hi, "theory": theory, "points": len(used),
+                            "not_reached": sum(not r["reached"] for r in chosen),
+                            "at_start": sum(r["reached"] and r["queries"] == 0 for r in chosen)})
+            ratios = [r["ratio"] for r in mine if r["reached"] and r["queries"] > 0]
+            out.append({"algorithm": algorithm, "reward": name, "against": "Q / bound (whole grid)",
+                        "slope": float(np.median(ratios)) if ratios else float("nan"),
+                        "low": float(np.min(ratios)) if ratios else float("nan"),
+                        "high": float(np.max(ratios)) if ratios else float("nan"), "theory": float("nan"),
+                        "points": len(ratios), "not_reached": sum(not r["reached"] for r in mine),
+                        "at_start": sum(r["reached"] and r["queries"] == 0 for r in mine)})
+        return out
+
+    def write(self, rows: list[dict], exponents: list[dict]) -> dict:
+        """``profile.csv`` and ``exponents.csv`` in ``outdir``; returns their paths."""
+        paths = {"profile": self.outdir / "profile.csv", "exponents": self.outdir / "exponents.csv"}
+        _write_csv(paths["profile"], CSV_COLUMNS, rows)
+        _write_csv(paths["exponents"], ("algorithm", "reward", "against", "slope", "low", "high", "theory", "points",
+                                        "not_reached", "at_start"), exponents)
+        return paths
+
+    def lq_runs(self):
+        """The pg runs at the reference N and gamma (for the LQ figure), by reward."""
+        sweep = self.sweeps.get("pg")
+        out: dict = {}
+        if sweep is None:
+            return out
+        for run in sweep.runs:
+            if run.point["N"] == self.N_ref and run.point["gamma"] == self.gamma_ref and run.path.exists():
+                data = load(run.path)
+                if data.complete:
+                    out.setdefault(run.point["reward"], []).append(data)
+        return out
+
+
+def lq_fits(lq_runs: dict) -> dict:
+    """Per reward: the fit of expected error against the base model's LQ at ``c/T`` for each run
+    (:func:`fastpg.complexity.lq_fit`; ORM at sequence level, PRM at token level)."""
+    out = {}
+    for reward, runs in lq_runs.items():
+        fits = []
+        for run in runs:
+            level = None if reward == "orm" else run.base["token_loglik"].min(axis=1)
+            fits.append({"run": run, **lq_fit(run.queries, run.trace["expected_error"], run.base["loglik"], level)})
+        out[reward] = fits
+    return out
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def _write_csv(path: Path, columns, rows) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
+    tmp.replace(path)
+
+
+def format_exponents(exponents: list[dict]) -> str:
+    """The exponent table as text (what ``fastpg profile`` prints)."""
+    lines = [f"{'algorithm':<9} {'reward':<26} {'log Q against':<24} {'slope':>7} {'90% interval (seeds)':>22} "
+             f"{'bound':>7} {'points':>6} {'not reached':>11} {'Q=0':>4}"]
+    for e in exponents:
+        def f(v):
+            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+        interval = "-" if math.isnan(e["low"]) else f"[{f(e['low'])}, {f(e['high'])}]"
+        label = e["against"]
+        if label.startswith("Q / bound"):
+            interval = f"min {f(e['low'])} max {f(e['high'])}"
+            label = "Q / bound, median"
+        lines.append(f"{e['algorithm']:<9} {e['reward']:<26} {label:<24} {f(e['slope']):>7} {interval:>22} "
+                     f"{f(e['theory']):>7} {e['points']:>6} {e['not_reached']:>11} {e['at_start']:>4}")
+    return "\n".join(lines)
+
+
+def describe_values(values) -> str:
+    return ",".join(id_value(v) for v in values)
