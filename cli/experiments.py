@@ -171,7 +171,7 @@ def _plot_scaling(files, x, out):
 
     from fastpg import plots
     from fastpg.analysis import scaling_table
-    from fastpg.sweep import MANIFEST, read_index
+    from fastpg.sweep import MANIFEST, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():
         raise click.BadParameter("allowed for scaling: exactly one sweep folder", param_hint="FILES")
@@ -180,14 +180,20 @@ def _plot_scaling(files, x, out):
         raise click.BadParameter(f"{folder} has no {MANIFEST}; allowed: a fastpg sweep folder", param_hint="FILES")
     manifest = json.loads((folder / MANIFEST).read_text())
     grid = list(manifest["grid"])
+    rows, y = read_index(folder), "queries_to_eps"
+    if x in ("alpha", "eps") and manifest.get("alpha"):
+        rows, grid, y = q_rows(rows, grid, manifest["alpha"], manifest["eps"]), [*grid, "alpha", "eps"], "Q"
     if x not in grid:
-        raise click.BadParameter(f"{x!r} is not a grid parameter of this sweep; allowed: {', '.join(grid)}", param_hint="--x")
-    table = scaling_table(read_index(folder), grid, x)
+        extra = ", alpha, eps (with --alpha)" if not manifest.get("alpha") else ""
+        raise click.BadParameter(f"{x!r} is not a grid parameter of this sweep; allowed: {', '.join(grid)}{extra}",
+                                 param_hint="--x")
+    table = scaling_table(rows, grid, x, y)
     for g in table:
         name = ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all runs"
         fit = g["fit"]
-        click.echo(f"{name}: median queries_to_eps {', '.join(f'{v:.4g}' for v in g['median'])} at {x} = "
+        click.echo(f"{name}: median {y} {', '.join(f'{v:.4g}' for v in g['median'])} at {x} = "
                    f"{', '.join(f'{v:g}' for v in g['x'])}")
         click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
                    f"in log {x}: {fit['poly_slope']:.3f}")
-    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, eps=_first(manifest.get('eps'))), out)}")
+    eps = None if y == "Q" else _first(manifest.get("eps"))
+    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps), out)}")

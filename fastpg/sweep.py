@@ -363,6 +363,18 @@ def read_index(outdir) -> list[dict]:
     return rows
 
 
+def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
+    """Index rows in long form for fits against alpha or eps: one row per (run, alpha, eps) with ``Q``
+    (None where not reached), the run's grid values, ``seed`` and ``status``."""
+    out = []
+    for row in rows:
+        for a in alphas:
+            for e in eps_list:
+                out.append({**{g: row.get(g) for g in grid}, "seed": row.get("seed"), "status": row.get("status"),
+                            "alpha": a, "eps": e, "Q": row.get(f"Q_alpha={id_value(a)}_eps={id_value(e)}")})
+    return out
+
+
 # -- executing ---------------------------------------------------------------------------------------
 def warm_up(config: RunConfig) -> None:
     """Compile (or load from cache) every kernel a sweep uses, with a tiny run of its shape."""

@@ -134,6 +134,10 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
                 ref = naive.query_complexity(run.loglik, run.base["loglik"], run.queries, alpha, eps)
                 cell = row[f"Q_alpha={alpha:g}_eps={name}"]
                 assert cell == ("" if ref[1] is None else repr(ref[1]))
+    for x in ("alpha", "eps"):
+        p = fastpg_cmd("plot", "scaling", out, "--x", x, "--out", tmp_path / f"{x}.png")
+        assert p.returncode == 0, p.stderr
+        assert f"median Q" in p.stdout and f"in log {x}" in p.stdout and (tmp_path / f"{x}.png").exists()
 
 
 @pytest.mark.parametrize("args,option", [(["--alpha", "0"], "--alpha"), (["--alpha", "1.5"], "--alpha"),
