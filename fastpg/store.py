@@ -255,6 +255,21 @@ class RunData:
         """``pi_W(y*_j|x_j)`` per evaluation point and test context (``exp`` of :attr:`loglik`)."""
         return np.exp(self.loglik)
 
+    def query_complexity(self, alpha: float, eps: float, level: str = "sequence"):
+        """Q(alpha, eps) of this run (:func:`fastpg.complexity.query_complexity`); ``level="token"``
+        conditions on the base model's smallest token likelihood instead of the sequence likelihood."""
+        from .complexity import check_alpha, check_eps, query_complexity
+
+        base = self.base["loglik"] if level == "sequence" else self.base["token_loglik"].min(axis=1)
+        return query_complexity(self.loglik, base, self.queries, check_alpha(alpha, "alpha"), check_eps(eps, "eps"))
+
+    def first_passage(self, eps: float) -> np.ndarray:
+        """Per test context, the reward queries at the first evaluation point with ``pi(y*|x) >= 1 - eps``
+        (NaN where it never happens)."""
+        from .complexity import check_eps, first_passage_queries
+
+        return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
+
     def to_pandas(self):
         """The 1-D traces as a ``pandas.DataFrame`` (one row per evaluation point); needs pandas."""
         try:

@@ -72,6 +72,8 @@ def test_first_passage_at_eps_1e9_and_base_1e200_round_trip_through_the_file(tmp
     assert -np.expm1(run.loglik[e, 0]) <= 1e-9 < -np.expm1(run.loglik[e - 1, 0])
     q = query_complexity(run.loglik, run.base["loglik"], run.queries, 1e-201, 1e-9)
     assert q.reached and q.queries == fp[0]
+    assert run.query_complexity(1e-201, 1e-9) == q and run.first_passage(1e-9)[0] == fp[0]
+    assert not run.query_complexity(1e-200, 1e-9).reached and run.query_complexity(1e-200, 1e-9).contexts == 0
 
 
 def _uniform_base_sweep(tmp_path, rewards):
