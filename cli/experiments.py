@@ -179,7 +179,7 @@ def _plot_scaling(files, x, out):
     if not (folder / MANIFEST).exists():
         raise click.BadParameter(f"{folder} has no {MANIFEST}; allowed: a fastpg sweep folder", param_hint="FILES")
     manifest = json.loads((folder / MANIFEST).read_text())
-    grid = list(manifest["grid"])
+    grid = [*dict.fromkeys(k for case in manifest.get("cases", []) for k in case), *manifest["grid"]]
     rows, y = read_index(folder), "queries_to_eps"
     if x in ("alpha", "eps") and manifest.get("alpha"):
         rows, grid, y = q_rows(rows, grid, manifest["alpha"], manifest["eps"]), [*grid, "alpha", "eps"], "Q"

@@ -57,7 +57,7 @@ def describe_sweep(path: Path) -> str:
     manifest = json.loads((path / "sweep.json").read_text())
     try:
         sweep = Sweep(path, dict(manifest["fixed"]), manifest["grid"], manifest["seeds"], manifest.get("eps", 0.1),
-                      alphas=manifest.get("alpha") or [])
+                      alphas=manifest.get("alpha") or [], cases=manifest.get("cases") or [])
     except ConfigError as exc:
         return f"{path}: sweep.json cannot be read as a sweep ({exc})"
     by_status: dict = {}
@@ -65,6 +65,8 @@ def describe_sweep(path: Path) -> str:
         by_status.setdefault(sweep.status(run), []).append(run.id)
     counts = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(by_status.items()))
     grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in sweep.grid.items())
+    if sweep.cases:
+        grid += " x cases " + "; ".join(",".join(f"{k}={v}" for k, v in case.items()) for case in sweep.cases)
     lines = [f"{path}", f"  sweep        {len(sweep.runs)} runs: {counts}",
              f"  grid         {grid} seeds={','.join(map(str, sweep.seeds))}"]
     waiting = [(status, rid) for status, ids in by_status.items() if status != "complete" for rid in ids]

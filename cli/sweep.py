@@ -17,7 +17,7 @@ from .options import resolve, run_options
 @click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...", help="a grid parameter and its values (repeatable)")
 @click.option("--seeds", default=None, help="seeds, e.g. 0-9 or 0,3,5  [default: 0, or the TOML file's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML sweep file: seeds, eps, [fixed] and [grid] tables")
+              help="TOML sweep file: seeds, eps, alpha, [fixed] and [grid] tables, [[cases]] (each crossed with the grid)")
 @click.option("--eps", default=None, metavar="E1,E2,...",
               help=f"target expected errors: queries_to_eps for the first, more columns for the others [default: {DEFAULT_EPS}]")
 @click.option("--alpha", default=None, metavar="A1,A2,...",
@@ -44,7 +44,8 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     from fastpg.config import ConfigError
     from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, summary
 
-    toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "seeds": None, "eps": None, "alpha": None}
+    toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "cases": [], "seeds": None, "eps": None,
+                                                        "alpha": None}
     fixed = resolve(preset, given, middle=toml["fixed"])
     grid_values = {**toml["grid"], **parse_grid(grid)}
     seed_list = parse_seeds(seeds) if seeds is not None else (toml["seeds"] or [0])
@@ -56,7 +57,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
         backend = "dask"
     sweep = Sweep(outdir, fixed, grid_values, seed_list, eps if eps is not None else (toml["eps"] or DEFAULT_EPS),
                   batch_size if batch_size is not None else MAX_BATCH,
-                  alphas=alpha if alpha is not None else (toml["alpha"] or []))
+                  alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"])
     argv = ["fastpg", *sys.argv[1:]]
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=len(sweep.runs), label="runs", file=sys.stderr) if show else None
@@ -76,8 +77,9 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     if quiet:
         return
     rows = summary(sweep, index)
-    cols = [*sweep.grid, "complete", "expected_error", "queries_to_eps", "reached_eps"]
-    cells = [{c: id_value(r[c]) if c in sweep.grid else _cell(r[c]) for c in cols} for r in rows]
+    cols = [*sweep.point_names, "complete", "expected_error", "queries_to_eps", "reached_eps"]
+    cells = [{c: (id_value(r[c]) if c in r else "-") if c in sweep.point_names else _cell(r[c]) for c in cols}
+             for r in rows]
     width = {c: max(len(c), *(len(r[c]) for r in cells)) for c in cols}
     click.echo("  ".join(c.rjust(width[c]) for c in cols))
     for r in cells:

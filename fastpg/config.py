@@ -227,7 +227,8 @@ PARAMS: tuple[Param, ...] = (
     Param("beta", "float", 1.0, "inverse temperature (base=teacher)", "base", low=0.0, bases=("teacher",)),
     Param("rho", "float", 0.0, "noise: sine of the angle between W0 and W* (base=teacher)", "base", low=0.0,
           high=1.0, bases=("teacher",)),
-    Param("base_file", "path", None, "earlier fastpg file whose final W is the base (base=file)", "base",
+    Param("base_file", "path", None, "earlier fastpg file whose final W is the base (base=file); {N}, {k}, ... "
+          "are filled from the run's parameters", "base",
           optional=True, bases=("file",)),
     # post-training (docs/design.md, "Algorithms")
     Param("algorithm", "choice", "pg", "post-training algorithm: pg (on-policy REINFORCE with G samples) or rs "

@@ -58,6 +58,16 @@ def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
                       lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
 
 
+def base_file_path(cfg: RunConfig) -> str:
+    """``base_file`` with ``{name}`` placeholders filled from the run's parameters (``bases/N={N}.h5``),
+    so that a sweep over ``N`` can take each run's base from a file of the right shape."""
+    try:
+        return cfg.base_file.format(**cfg.to_dict())
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("--base-file", f"cannot fill {cfg.base_file!r} ({exc.__class__.__name__}: {exc}); "
+                                         "allowed: a path with {name} placeholders of run parameters") from None
+
+
 def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
     """Base weights ``W0`` (docs/design.md, "Base models") (``sgd``, ``teacher``, ``uniform`` or ``file``)."""
     if cfg.base == "uniform":
@@ -68,7 +78,7 @@ def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
         mix = np.sqrt(1.0 - cfg.rho**2) * task.W_star + cfg.rho * G / np.linalg.norm(G)
         return cfg.beta * mix / np.linalg.norm(mix)
     if cfg.base == "file":
-        W = load_final_W(cfg.base_file)
+        W = load_final_W(base_file_path(cfg))
         if W.shape != task.W_star.shape:
             raise ConfigError("--base-file", f"its final W has shape {W.shape}; allowed: a file whose W has shape {task.W_star.shape}")
         return np.array(W, dtype=np.float64)

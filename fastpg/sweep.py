@@ -88,25 +88,44 @@ def _typed_grid(grid: dict, option: str) -> dict:
     return out
 
 
-def load_toml(path) -> dict:
-    """A sweep file: top-level ``seeds``, ``eps`` and ``alpha`` (a number or a list), tables ``[fixed]`` and ``[grid]``.
+def _typed_cases(cases, grid_names: list, option: str = "--config") -> list[dict]:
+    """Cases: explicit parameter sets, each crossed with the whole grid (``[[cases]]`` in a TOML file)."""
+    out = []
+    for case in cases or []:
+        if not isinstance(case, dict) or not case:
+            raise ConfigError(option, f"a case must be a table of parameters; got {case!r}")
+        clash = sorted(set(case) & ({"seed"} | set(grid_names)))
+        if clash:
+            raise ConfigError(option, f"case parameter {clash[0]} is also a grid parameter or the seed; allowed: one place")
+        out.append({name: parse_value(name, value, option) for name, value in case.items()})
+    if len({json.dumps(c, sort_keys=True) for c in out}) < len(out):
+        raise ConfigError(option, "two cases are the same; allowed: cases that differ")
+    return out
 
-    Returns ``{"fixed": {...}, "grid": {...}, "seeds": [...] or None, "eps": [...] or None, "alpha": [...] or None}``.
+
+def load_toml(path) -> dict:
+    """A sweep file: top-level ``seeds``, ``eps`` and ``alpha`` (a number or a list), tables ``[fixed]`` and
+    ``[grid]``, and an array of tables ``[[cases]]`` (each case is crossed with the whole grid).
+
+    Returns ``{"fixed": {...}, "grid": {...}, "cases": [...], "seeds": [...] or None, "eps": [...] or None,
+    "alpha": [...] or None}``.
     """
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc}") from None
-    unknown = set(data) - {"fixed", "grid", "seeds", "eps", "alpha", "description"}
+    unknown = set(data) - {"fixed", "grid", "cases", "seeds", "eps", "alpha", "description"}
     if unknown:
-        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, seeds, eps, alpha, description")
+        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, cases, seeds, eps, alpha, "
+                                      "description")
     fixed = {name: parse_value(name, value, "--config") for name, value in data.get("fixed", {}).items()}
     grid = _typed_grid(data.get("grid", {}), "--config")
     seeds = parse_seeds(data["seeds"], "--config") if "seeds" in data else None
     eps = parse_numbers(data["eps"], "--config", check_eps) if "eps" in data else None
     alpha = parse_numbers(data["alpha"], "--config", check_alpha) if "alpha" in data else None
-    return {"fixed": fixed, "grid": grid, "seeds": seeds, "eps": eps, "alpha": alpha}
+    cases = _typed_cases(data.get("cases", []), list(grid))
+    return {"fixed": fixed, "grid": grid, "cases": cases, "seeds": seeds, "eps": eps, "alpha": alpha}
 
 
 def parse_numbers(value, option: str, check=None) -> list[float]:
@@ -170,7 +189,8 @@ def check_unique_ids(runs) -> None:
 
 @dataclass
 class Sweep:
-    """A sweep: ``fixed`` parameters, an ordered ``grid`` and ``seeds``, rooted at ``outdir``."""
+    """A sweep rooted at ``outdir``: ``fixed`` parameters, ``cases`` (explicit parameter sets, optional),
+    each crossed with the ordered ``grid``, times ``seeds``."""
 
     outdir: Path
     fixed: dict
@@ -179,6 +199,7 @@ class Sweep:
     eps: float | list = DEFAULT_EPS
     batch_size: int = MAX_BATCH
     alphas: list = field(default_factory=list)
+    cases: list = field(default_factory=list)
     runs: list = field(init=False)
 
     def __post_init__(self):
@@ -188,14 +209,15 @@ class Sweep:
         self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
-        # the grid wins over a fixed value of the same parameter; the caller's dicts are not changed
+        # the grid and the cases win over a fixed value of the same parameter; the caller's dicts are not changed
         self.grid = {name: list(values) for name, values in self.grid.items()}
-        self.fixed = {name: value for name, value in self.fixed.items() if name not in self.grid and name != "seed"}
+        self.cases = _typed_cases(self.cases, list(self.grid))
+        self.case_names = list(dict.fromkeys(name for case in self.cases for name in case))
+        varied = {*self.grid, *self.case_names}
+        self.fixed = {name: value for name, value in self.fixed.items() if name not in varied and name != "seed"}
         self.seeds = list(self.seeds)
         self.runs = []
-        names = list(self.grid)
-        for values in itertools.product(*self.grid.values()):
-            point = dict(zip(names, values))
+        for point in self.points():
             for seed in self.seeds:
                 rid = run_id(point, seed)
                 try:
@@ -205,9 +227,20 @@ class Sweep:
                 self.runs.append(SweepRun(rid, point, seed, cfg, self.outdir / f"{rid}.h5"))
         check_unique_ids(self.runs)
 
+    @property
+    def point_names(self) -> list[str]:
+        """The parameters that vary between runs: case parameters, then grid parameters."""
+        return [*self.case_names, *self.grid]
+
+    def points(self) -> list[dict]:
+        """Every (case, grid point) combination, in run order."""
+        return [{**case, **dict(zip(self.grid, values))}
+                for case in self.cases or [{}] for values in itertools.product(*self.grid.values())]
+
     # -- the folder ------------------------------------------------------------------------------
     def manifest(self) -> dict:
-        return {"fixed": self.fixed, "grid": self.grid, "seeds": self.seeds, "fastpg_version": __version__}
+        return {"fixed": self.fixed, "grid": self.grid, "cases": self.cases, "seeds": self.seeds,
+                "fastpg_version": __version__}
 
     def claim_folder(self) -> None:
         """Create the folder or check that it holds this sweep (same fixed parameters and grid)."""
@@ -228,6 +261,8 @@ class Sweep:
                       if old["grid"].get(k) != self.grid.get(k)]
             if list(old["grid"]) != list(self.grid) and not diffs:
                 diffs.append("grid order")
+            if old.get("cases", []) != self.cases:
+                diffs.append("cases")
             if diffs:
                 raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep (differs in: {', '.join(diffs)}); "
                                             "allowed: the same fixed parameters and grid (seeds may change), or a new OUTDIR")
@@ -286,7 +321,7 @@ class Index:
         self.rows: dict[str, dict] = {}
         self.extra_eps = [(f"queries_to_eps_{id_value(e)}", e) for e in sweep.eps_list[1:]]
         self.q_columns = [(f"Q_alpha={id_value(a)}_eps={id_value(e)}", a, e) for a in sweep.alphas for e in sweep.eps_list]
-        self.columns = [*sweep.grid, "seed", "file", "status", "message", *COUNTERS, *METRICS, "task_gamma",
+        self.columns = [*sweep.point_names, "seed", "file", "status", "message", *COUNTERS, *METRICS, "task_gamma",
                         "realised_min_margin", "queries_to_eps", *(c for c, _ in self.extra_eps),
                         *(c for c, _, _ in self.q_columns)]
 
@@ -441,8 +476,7 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
 def summary(sweep: Sweep, index: Index) -> list[dict]:
     """Per grid point: runs complete, median final expected error and median ``queries_to_eps``."""
     out = []
-    for values in itertools.product(*sweep.grid.values()):
-        point = dict(zip(sweep.grid, values))
+    for point in sweep.points():
         rows = [index.rows[r.id] for r in sweep.runs if r.point == point and r.id in index.rows]
         complete = [r for r in rows if r["status"] == COMPLETE]
         errors = [r["expected_error"] for r in complete]

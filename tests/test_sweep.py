@@ -146,3 +146,33 @@ def test_sweep_summary_and_scaling_plot(tmp_path):
     assert info.returncode == 0 and "12 runs: 12 complete" in info.stdout
     bad = fastpg_cmd("plot", "scaling", out, "--x", "k", "--out", tmp_path / "t.png")
     assert bad.returncode == 2 and "allowed: N, reward" in bad.stderr
+
+
+def test_cases_cross_the_grid_and_base_files_fill_placeholders(tmp_path):
+    """[[cases]] sets of parameters times the grid; base_file = ".../N={N}.h5" gives each N its own base."""
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    for N in (2, 3):
+        fastpg.run(dict(FIXED, N=N, base="uniform", algorithm="pg", reward="prm", steps=60), bases / f"N={N}.h5")
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'seeds = "0-1"\n[fixed]\nd = 6\nk = 3\nsteps = 30\nn_test = 8\nbase_file = "{bases}/N={{N}}.h5"\n'
+                    '[grid]\nN = [2, 3]\n[[cases]]\nbase = "sgd"\nn_pre = 50\n[[cases]]\nbase = "teacher"\nbeta = 2.0\n'
+                    '[[cases]]\nbase = "file"\n')
+    r = fastpg_cmd("sweep", tmp_path / "s", "--config", toml, "-q")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "s" / "index.csv")))
+    assert len(rows) == 3 * 2 * 2 and all(row["status"] == "complete" for row in rows)
+    assert {row["file"].split("/")[0] for row in rows} == {"base=sgd", "base=teacher", "base=file"}
+    for row in rows:
+        run = fastpg.load(tmp_path / "s" / row["file"])
+        if row["base"] == "file":
+            with h5py.File(bases / f"N={row['N']}.h5", "r") as f:
+                np.testing.assert_array_equal(run.base["loglik"].shape, (8,))
+                W_file = f["final/W"][...]
+            with h5py.File(tmp_path / "s" / row["file"], "r") as f:
+                np.testing.assert_array_equal(f["base/W"][...], W_file)
+        assert run.config["base"] == row["base"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[grid]\nN = [2]\n[[cases]]\nN = 3\n')
+    r = fastpg_cmd("sweep", tmp_path / "b", "--config", bad)
+    assert r.returncode == 2 and "case parameter N" in r.stderr
