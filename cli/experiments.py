@@ -35,33 +35,46 @@ def _progress(quiet: bool):
 @click.command("fig1")
 @click.argument("outdir", type=click.Path(file_okay=False))
 @run_options
-@click.option("--x", "x", type=click.Choice(X_AXES), default="steps", show_default=True, help="x axis of the figure")
+@click.option("--seeds", default="0-2", show_default=True, help="seeds, e.g. 0-2 (one ORM and one PRM run each)")
+@click.option("--unconditioned", is_flag=True, help="no margin condition (the paper's figure; its theory assumes one)")
 @click.option("--overwrite", is_flag=True, help="replace existing files in OUTDIR")
 @click.option("--quiet", "-q", is_flag=True, help="no progress or summary")
-def fig1_cmd(outdir, preset, x, overwrite, quiet, **given):
-    """Figure 1 end to end: PG with ORM and with PRM from one task and base model.
+def fig1_cmd(outdir, preset, seeds, unconditioned, overwrite, quiet, **given):
+    """Figure 1 end to end: PG with ORM and with PRM from one task and base model, per seed.
 
-    Writes OUTDIR/fig1-orm.h5, OUTDIR/fig1-prm.h5 and OUTDIR/fig1.png. Options override the
-    fig1-orm preset (--reward is ignored: both rewards are run).
+    Every context satisfies a margin (the 25% quantile of pilot margins) unless --unconditioned.
+    Writes OUTDIR/fig1-orm-seed<s>.h5, OUTDIR/fig1-prm-seed<s>.h5 and OUTDIR/fig1.png (against
+    steps and against reward queries). Options override the fig1-orm preset (--reward and --seed
+    are set per run). Prints, per seed and on average, the numbers the figure is about and how
+    closely the expected error follows the base model's Likelihood Quantile.
 
     \b
     Examples:
       fastpg fig1 results/fig1
-      fastpg fig1 results/fig1-queries --x queries
-      fastpg fig1 results/fig1-N12 -N 12 --steps 100000
+      fastpg fig1 results/fig1-unconditioned --unconditioned
+      fastpg fig1 results/fig1-N12 -N 12 --steps 100000 --seeds 0
     """
     from fastpg.experiments import fig1
+    from fastpg.sweep import parse_seeds
 
     overrides = resolve(preset, given)
-    result = fig1(outdir, overrides, x=x, overwrite=overwrite, argv=["fastpg", *sys.argv[1:]],
-                  progress=_progress(quiet))
-    if not quiet:
-        s = result.summary()
-        click.echo(f"\rwrote {result.files['orm']}, {result.files['prm']}, {result.png}")
-        click.echo(f"off-support fraction (base likelihood < {s['alpha_off']:g}): {s['offsupport_fraction']:.3f}")
-        click.echo(f"final off-support likelihood: ORM {s['orm_offsupport_likelihood']:.3g}, PRM {s['prm_offsupport_likelihood']:.3g}")
-        click.echo(f"final expected error:         ORM {s['orm_expected_error']:.3f}, PRM {s['prm_expected_error']:.3f}")
-        click.echo(f"reward queries:               ORM {s['orm_queries']:.6g}, PRM {s['prm_queries']:.6g}")
+    result = fig1(outdir, overrides, seeds=parse_seeds(seeds), unconditioned=unconditioned, overwrite=overwrite,
+                  argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
+    if quiet:
+        return
+    click.echo(f"\rwrote {len(result.files)} runs and {result.png}")
+    rows = result.per_seed()
+    s = result.summary()
+    click.echo(f"margin gamma {s['gamma']:.3g}; off-support = base likelihood < {s['alpha_off']:g}")
+    head = ("seed", "off-support", "ORM off-lik", "PRM off-lik", "ORM error", "PRM error", "ORM queries", "PRM queries",
+            "ORM LQ gap", "PRM LQ gap")
+    keys = ("seed", "offsupport_fraction", "orm_offsupport_likelihood", "prm_offsupport_likelihood",
+            "orm_expected_error", "prm_expected_error", "orm_queries", "prm_queries", "orm_lq_max_gap", "prm_lq_max_gap")
+    click.echo("  ".join(f"{h:>11}" for h in head))
+    for r in [*rows, {**s, "seed": "mean"}]:
+        click.echo("  ".join(f"{r[k]:>11.4g}" if isinstance(r[k], float) else f"{r[k]:>11}" for k in keys))
+    click.echo("LQ gap: largest gap between the expected error and the base model's LQ at c/T (ORM: sequence "
+               "level, PRM: token level)")
 
 
 @click.command("pretrain")
@@ -116,13 +129,13 @@ PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories", "scaling")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
 @click.option("--x", "x", default="steps", show_default=True,
-              help="x axis: steps or queries (fig1, trajectories); a grid parameter (scaling)")
+              help="x axis: steps or queries (trajectories); a grid parameter, alpha or eps (scaling)")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 def plot_cmd(kind, files, out, x, overwrite):
     """Figures from result files (nothing is rerun).
 
     \b
-    fig1 ORM.h5 PRM.h5     the three panels of Figure 1
+    fig1 FILES...          Figure 1 from ORM and PRM runs (one of each per seed; against steps and queries)
     lq FILE...             Likelihood Quantile CDFs of the base models (sequence and token level)
     pretrain FILE...       test error against samples seen (files of fastpg pretrain)
     trajectories FILE      per-context likelihood trajectories coloured by base likelihood
@@ -130,7 +143,7 @@ def plot_cmd(kind, files, out, x, overwrite):
 
     \b
     Examples:
-      fastpg plot fig1 out/fig1-orm.h5 out/fig1-prm.h5 --out fig1.png --x queries
+      fastpg plot fig1 out/fig1-*-seed0.h5 --out fig1.png
       fastpg plot lq out/fig1-orm.h5 --out lq.png
       fastpg plot scaling out/expN --x N --out scaling.png
     """
@@ -141,16 +154,19 @@ def plot_cmd(kind, files, out, x, overwrite):
     plots.require_matplotlib()
     if kind == "scaling":
         return _plot_scaling(files, x, out)
-    if x not in X_AXES:
+    if kind != "fig1" and x not in X_AXES:
         raise click.BadParameter(f"{x!r}; allowed for {kind}: {', '.join(X_AXES)}", param_hint="--x")
     dirs = [f for f in files if Path(f).is_dir()]
     if dirs:
         raise click.BadParameter(f"{dirs[0]} is a folder; allowed for {kind}: result files", param_hint="FILES")
     runs = [load(f) for f in files]
     if kind == "fig1":
-        if len(runs) != 2:
-            raise click.BadParameter(f"got {len(runs)} files; allowed: exactly two, ORM then PRM", param_hint="FILES")
-        fig = plots.fig1_figure(runs[0], runs[1], x=x)
+        orm = [r for r in runs if r.config["reward"] == "orm"]
+        prm = [r for r in runs if r.config["reward"] == "prm"]
+        if not orm or len(orm) != len(prm):
+            raise click.BadParameter(f"got {len(orm)} ORM and {len(prm)} PRM files; allowed: as many PRM as ORM "
+                                     "files, at least one", param_hint="FILES")
+        fig = plots.fig1_figure(sorted(orm, key=lambda r: r.config["seed"]), sorted(prm, key=lambda r: r.config["seed"]))
     elif kind == "lq":
         fig = plots.lq_figure(runs, labels=[Path(f).stem for f in files])
     elif kind == "pretrain":

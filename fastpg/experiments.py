@@ -13,7 +13,10 @@ from pathlib import Path
 from . import config as C
 from .api import pretrain, run
 from .config import ConfigError
+import numpy as np
+
 from .analysis import fit_loglog_slope, pooled_rate_slope
+from .complexity import lq_fit
 from .plots import fig1_figure, pretrain_figure, require_matplotlib, save
 from .store import check_output, load
 
@@ -26,49 +29,84 @@ def _outdir(outdir) -> Path:
     return path
 
 
+FIG1_SEEDS = (0, 1, 2)
+
+
 @dataclass
 class Fig1Result:
-    orm: object
-    prm: object
+    """The runs of Figure 1: ``orm[i]`` and ``prm[i]`` share seed ``seeds[i]`` (task and base model)."""
+
+    seeds: list
+    orm: list
+    prm: list
     files: dict
     png: str
 
+    def per_seed(self) -> list[dict]:
+        """The numbers Figure 1 is about, per seed, with the LQ fits of both runs."""
+        out = []
+        for seed, orm, prm in zip(self.seeds, self.orm, self.prm):
+            lq_orm = lq_fit(orm.queries, orm.trace["expected_error"], orm.base["loglik"])
+            lq_prm = lq_fit(prm.queries, prm.trace["expected_error"], prm.base["loglik"],
+                            prm.base["token_loglik"].min(axis=1))
+            out.append({
+                "seed": seed,
+                "gamma": float(orm.task["gamma"]),
+                "offsupport_fraction": float(orm.base["offsupport_fraction"]),
+                "alpha_off": float(orm.config["alpha_off"]),
+                "orm_offsupport_likelihood": float(orm.trace["offsupport_likelihood"][-1]),
+                "prm_offsupport_likelihood": float(prm.trace["offsupport_likelihood"][-1]),
+                "orm_expected_error": float(orm.trace["expected_error"][-1]),
+                "prm_expected_error": float(prm.trace["expected_error"][-1]),
+                "orm_queries": float(orm.queries[-1]),
+                "prm_queries": float(prm.queries[-1]),
+                "orm_lq_c": lq_orm["c"], "orm_lq_max_gap": lq_orm["max_gap"],
+                "prm_lq_c": lq_prm["c"], "prm_lq_max_gap": lq_prm["max_gap"],
+            })
+        return out
+
     def summary(self) -> dict:
-        """The numbers Figure 1 is about, read off the two runs."""
-        return {
-            "offsupport_fraction": float(self.orm.base["offsupport_fraction"]),
-            "alpha_off": float(self.orm.config["alpha_off"]),
-            "orm_offsupport_likelihood": float(self.orm.trace["offsupport_likelihood"][-1]),
-            "prm_offsupport_likelihood": float(self.prm.trace["offsupport_likelihood"][-1]),
-            "orm_expected_error": float(self.orm.trace["expected_error"][-1]),
-            "prm_expected_error": float(self.prm.trace["expected_error"][-1]),
-            "orm_queries": float(self.orm.queries[-1]),
-            "prm_queries": float(self.prm.queries[-1]),
-        }
+        """The mean over seeds of :meth:`per_seed` (and ``seeds``)."""
+        rows = self.per_seed()
+        out = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "seed"}
+        out["seeds"] = list(self.seeds)
+        return out
 
 
-def fig1(outdir, overrides: dict | None = None, *, x: str = "steps", overwrite: bool = False, argv=None,
-         progress=None) -> Fig1Result:
-    """Figure 1: PG with ORM and with PRM from the same task and base model (docs/design.md, "Command line").
+def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False,
+         overwrite: bool = False, argv=None, progress=None) -> Fig1Result:
+    """Figure 1: PG with ORM and with PRM from the same task and base model, for each seed.
 
-    Writes ``fig1-orm.h5``, ``fig1-prm.h5`` and ``fig1.png`` into ``outdir``. ``overrides`` change
-    the ``fig1-orm`` preset (``reward`` is set per run). Both runs share the task and base model
-    because their random streams are keyed by the task and base parameters only.
+    The ``fig1-orm`` preset conditions every context on the margin of the 25% pilot quantile
+    (docs/design.md, "Figure 1"); ``unconditioned=True`` drops that condition (the paper's figure
+    has none, but its theory assumes one). Writes ``fig1-orm-seed<s>.h5``, ``fig1-prm-seed<s>.h5``
+    and ``fig1.png`` (against steps and against reward queries) into ``outdir``. ``overrides``
+    change the preset (``reward`` and ``seed`` are set per run). An ORM and a PRM run share the
+    task and base model because their random streams are keyed by the task and base parameters only.
     """
     require_matplotlib()  # fail before computing, not after
     out = _outdir(outdir)
     params = {**C.PRESETS["fig1-orm"], **(overrides or {})}
+    if unconditioned:
+        params.pop("gamma_quantile", None)
+        params["gamma"] = 0.0
     params.pop("reward", None)
-    files = {reward: out / f"fig1-{reward}.h5" for reward in ("orm", "prm")}
+    params.pop("seed", None)
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
+    files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
     png = out / "fig1.png"
     for path in (*files.values(), png):
         check_output(path, overwrite)
-    for reward, path in files.items():
-        run({**params, "reward": reward}, path, overwrite=overwrite, argv=argv,
-            progress=None if progress is None else (lambda done, r=reward: progress(r, done)))
-    orm, prm = load(files["orm"]), load(files["prm"])
-    save(fig1_figure(orm, prm, x=x), png)
-    return Fig1Result(orm=orm, prm=prm, files={k: str(v) for k, v in files.items()}, png=str(png))
+    for (reward, seed), path in files.items():
+        run({**params, "reward": reward, "seed": seed}, path, overwrite=overwrite, argv=argv,
+            progress=None if progress is None else (lambda done, tag=f"{reward} seed {seed}": progress(tag, done)))
+    orm = [load(files[("orm", s)]) for s in seeds]
+    prm = [load(files[("prm", s)]) for s in seeds]
+    save(fig1_figure(orm, prm), png)
+    return Fig1Result(seeds=seeds, orm=orm, prm=prm, files={f"{r}-seed{s}": str(p) for (r, s), p in files.items()},
+                      png=str(png))
 
 
 @dataclass

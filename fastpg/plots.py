@@ -65,43 +65,66 @@ def _trajectories(fig, ax, run, x, max_contexts=200):
     return len(shown), n
 
 
-def fig1_figure(orm, prm, x: str = "steps"):
-    """The three panels of the paper's Figure 1 from an ORM run and a PRM run of the same task.
+def fig1_figure(orm, prm):
+    """The paper's Figure 1 from ORM and PRM runs of the same tasks, against steps (top row) and
+    against reward queries (bottom row).
 
-    Left: mean likelihood over test contexts whose base likelihood is below ``alpha_off``.
-    Center: expected test error, with the Likelihood Quantile barrier ``P_j[pi_0 < alpha_off]``.
-    Right: per-context likelihood trajectories under ORM, coloured by base likelihood (log scale).
+    ``orm`` and ``prm`` are runs (or lists of runs, one per seed, in the same order). Left: mean
+    likelihood over test contexts whose base likelihood is below ``alpha_off``. Center: expected
+    test error, with the Likelihood Quantile barrier ``P_j[pi_0 < alpha_off]``. Right: per-context
+    likelihood trajectories of the first ORM run, coloured by base likelihood (log scale). Each
+    seed is a thin line, their mean a thick one.
     """
     plt = require_matplotlib()
-    alpha_off = orm.config["alpha_off"]
-    off_fraction = float(orm.base["offsupport_fraction"])
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
-    styles = {"ORM": dict(color="tab:red"), "PRM": dict(color="tab:blue")}
-    for name, run in (("ORM", orm), ("PRM", prm)):
-        xs, label = x_values(run, x)
-        xs, off, err = _positive(xs, run.trace["offsupport_likelihood"], run.trace["expected_error"])
-        axes[0].plot(xs, off, label=f"PG + {name}", lw=2, **styles[name])
-        axes[1].plot(xs, err, label=f"PG + {name}", lw=2, **styles[name])
-    axes[0].set_ylim(-0.03, 1.03)
-    axes[0].set_title(f"off-support contexts (base likelihood < {alpha_off:g}; {off_fraction:.0%} of test set)")
-    axes[0].set_ylabel("mean likelihood of the correct response")
-    axes[1].axhline(off_fraction, color="gray", ls="--", lw=1.2, label=f"LQ barrier: P[base lik. < {alpha_off:g}]")
-    axes[1].set_ylim(0, 1.02)
-    axes[1].set_title("expected test error 1 - E[pi(y*|x)]")
-    axes[1].set_ylabel("expected test error")
-
-    label_orm = x_values(orm, x)[1]
-    shown, n = _trajectories(fig, axes[2], orm, x)
-    axes[2].set_title(f"PG + ORM: likelihood per test context ({shown} of {n})")
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_xlabel(label_orm)
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="center left")
-    axes[1].legend(loc="lower left")
-    cfg = orm.config
+    orm = orm if isinstance(orm, (list, tuple)) else [orm]
+    prm = prm if isinstance(prm, (list, tuple)) else [prm]
+    alpha_off = orm[0].config["alpha_off"]
+    off = [float(r.base["offsupport_fraction"]) for r in orm]
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9), constrained_layout=True)
+    colors = {"ORM": "tab:red", "PRM": "tab:blue"}
+    for row, x in enumerate(("steps", "queries")):
+        for name, runs in (("ORM", orm), ("PRM", prm)):
+            curves = []
+            for r in runs:
+                xs, label = x_values(r, x)
+                xs, lik, err = _positive(xs, r.trace["offsupport_likelihood"], r.trace["expected_error"])
+                axes[row, 0].plot(xs, lik, color=colors[name], lw=0.7, alpha=0.5)
+                axes[row, 1].plot(xs, err, color=colors[name], lw=0.7, alpha=0.5)
+                curves.append((xs, lik, err))
+            if x == "steps" or len(runs) == 1:  # seeds share the step grid; queries differ per seed
+                xs = curves[0][0]
+                n = min(len(c[0]) for c in curves)
+                axes[row, 0].plot(xs[:n], np.mean([c[1][:n] for c in curves], axis=0), color=colors[name], lw=2.2,
+                                  label=f"PG + {name}" + (f" (mean of {len(runs)} seeds)" if len(runs) > 1 else ""))
+                axes[row, 1].plot(xs[:n], np.mean([c[2][:n] for c in curves], axis=0), color=colors[name], lw=2.2,
+                                  label=f"PG + {name}")
+            else:
+                axes[row, 0].plot([], [], color=colors[name], lw=2, label=f"PG + {name} (one line per seed)")
+                axes[row, 1].plot([], [], color=colors[name], lw=2, label=f"PG + {name}")
+        axes[row, 0].set_ylim(-0.03, 1.03)
+        axes[row, 0].set_title(f"off-support contexts (base likelihood < {alpha_off:g}; "
+                               f"{min(off):.0%}-{max(off):.0%} of test set)" if len(off) > 1 else
+                               f"off-support contexts (base likelihood < {alpha_off:g}; {off[0]:.0%} of test set)")
+        axes[row, 0].set_ylabel("mean likelihood of the correct response")
+        axes[row, 1].axhline(float(np.mean(off)), color="gray", ls="--", lw=1.2,
+                             label=f"LQ barrier: P[base lik. < {alpha_off:g}]")
+        axes[row, 1].set_ylim(0, 1.02)
+        axes[row, 1].set_title("expected test error 1 - E[pi(y*|x)]")
+        axes[row, 1].set_ylabel("expected test error")
+        shown, n = _trajectories(fig, axes[row, 2], orm[0], x)
+        axes[row, 2].set_title(f"PG + ORM, seed {orm[0].config['seed']}: likelihood per test context ({shown} of {n})")
+        for ax in axes[row]:
+            ax.set_xscale("log")
+            ax.set_xlabel(x_values(orm[0], x)[1])
+            ax.grid(alpha=0.3)
+        axes[row, 0].legend(loc="center left", fontsize=8)
+        axes[row, 1].legend(loc="lower left", fontsize=8)
+    cfg = orm[0].config
+    margin = (f"margin gamma = {float(orm[0].task['gamma']):.3g} (pilot quantile {cfg['gamma_quantile']:g})"
+              if cfg.get("gamma_quantile") is not None else f"margin gamma = {cfg['gamma']:g}")
     fig.suptitle(f"Figure 1: d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']} (C={cfg['C']}, zipf={cfg['zipf']}), "
-                 f"base={cfg['base']} (n_pre={cfg['n_pre']}), pg G={cfg['G']}, lr={cfg['lr']} eta={cfg['eta']}, seed={cfg['seed']}")
+                 f"{margin}, base={cfg['base']} (n_pre={cfg['n_pre']}), pg G={cfg['G']}, lr={cfg['lr']} eta={cfg['eta']}, "
+                 f"seeds {', '.join(str(r.config['seed']) for r in orm)}")
     return fig
 
 
@@ -177,7 +200,8 @@ def pretrain_figure(runs, metric: str = "greedy_error"):
     ax.set(xscale="log", yscale="log", xlabel="labelled samples seen n", ylabel=f"{what} (test)",
            ylim=(0.3 / n_test, 1.5),
            title=f"Statistical learning (SGD on log-loss): d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']}")
-    ax2.set(xscale="log", yscale="log", xlabel="labelled samples seen n", ylabel=f"{what} x gamma^2 n",
+    ax2.set(xscale="log", yscale="log", xlim=(1, max(n_max, 10) * 1.5), xlabel="labelled samples seen n",
+            ylabel=f"{what} x gamma^2 n",
             title="rate check: error x gamma^2 n stays bounded (points with >= 1 test error)")
     for a in (ax, ax2):
         a.grid(alpha=0.3, which="both")
