@@ -90,6 +90,7 @@ def info_cmd(path):
 
 from .experiments import fig1_cmd, plot_cmd, pretrain_cmd  # noqa: E402
 from .profile import profile_cmd  # noqa: E402
+from .reproduce import reproduce_cmd  # noqa: E402
 from .sweep import sweep_cmd  # noqa: E402
 
 main.add_command(sweep_cmd)
@@ -97,6 +98,7 @@ main.add_command(fig1_cmd)
 main.add_command(pretrain_cmd)
 main.add_command(plot_cmd)
 main.add_command(profile_cmd)
+main.add_command(reproduce_cmd)
 
 
 def _error(message: str, code: int) -> int:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import config as C
 from .api import pretrain, run
 from .config import ConfigError
-import numpy as np
-
 from .analysis import fit_loglog_slope, pooled_rate_slope
 from .complexity import lq_fit
 from .plots import fig1_figure, pretrain_figure, require_matplotlib, save
-from .store import check_output, load
+from .store import COMPLETE, check_output, load, read_status
 
 
 def _outdir(outdir) -> Path:
@@ -73,8 +73,22 @@ class Fig1Result:
         return out
 
 
+def _plan(paths, png, overwrite: bool, resume: bool) -> list:
+    """The files to (re)compute: with ``resume`` complete files are kept and the others redone; otherwise
+    every existing output is refused unless ``overwrite``. Returns the paths to run."""
+    if not resume:
+        for path in (*paths, png):
+            check_output(path, overwrite)
+        return list(paths)
+    todo = [p for p in paths if not Path(p).exists() or read_status(p) != COMPLETE]
+    for path in todo:
+        check_output(path, overwrite=True)
+    check_output(png, overwrite=True)
+    return todo
+
+
 def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False,
-         overwrite: bool = False, argv=None, progress=None) -> Fig1Result:
+         overwrite: bool = False, resume: bool = False, argv=None, progress=None) -> Fig1Result:
     """Figure 1: PG with ORM and with PRM from the same task and base model, for each seed.
 
     The ``fig1-orm`` preset conditions every context on the margin of the 25% pilot quantile
@@ -83,6 +97,7 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     and ``fig1.png`` (against steps and against reward queries) into ``outdir``. ``overrides``
     change the preset (``reward`` and ``seed`` are set per run). An ORM and a PRM run share the
     task and base model because their random streams are keyed by the task and base parameters only.
+    With ``resume``, complete files are kept and only the missing or incomplete runs are computed.
     """
     require_matplotlib()  # fail before computing, not after
     out = _outdir(outdir)
@@ -97,10 +112,11 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
         raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
     files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
     png = out / "fig1.png"
-    for path in (*files.values(), png):
-        check_output(path, overwrite)
+    todo = _plan(files.values(), png, overwrite, resume)
     for (reward, seed), path in files.items():
-        run({**params, "reward": reward, "seed": seed}, path, overwrite=overwrite, argv=argv,
+        if path not in todo:
+            continue
+        run({**params, "reward": reward, "seed": seed}, path, overwrite=True, argv=argv,
             progress=None if progress is None else (lambda done, tag=f"{reward} seed {seed}": progress(tag, done)))
     orm = [load(files[("orm", s)]) for s in seeds]
     prm = [load(files[("prm", s)]) for s in seeds]
@@ -131,7 +147,7 @@ class PretrainResult:
 
 
 def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantiles=C.PRETRAIN_GAMMA_QUANTILES,
-                        lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, argv=None,
+                        lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, resume: bool = False, argv=None,
                         progress=None) -> PretrainResult:
     """Statistical learning (docs/design.md, "Base models"): SGD test error against samples seen, per LR rule and margin.
 
@@ -143,11 +159,11 @@ def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantile
     params = {**C.PRETRAIN, **(overrides or {})}
     jobs = [(lr, q, out / f"pretrain-lr={lr}-gq={q:g}.h5") for lr in lr_rules for q in gamma_quantiles]
     png = out / "pretrain.png"
-    for *_, path in jobs:
-        check_output(path, overwrite)
-    check_output(png, overwrite)
+    todo = _plan([path for *_, path in jobs], png, overwrite, resume)
     for lr, q, path in jobs:
-        pretrain({**params, "pre_lr": lr, "gamma_quantile": q}, path, overwrite=overwrite, argv=argv,
+        if path not in todo:
+            continue
+        pretrain({**params, "pre_lr": lr, "gamma_quantile": q}, path, overwrite=True, argv=argv,
                  progress=None if progress is None else (lambda done, tag=f"{lr} q={q:g}": progress(tag, done)))
     runs = [load(path) for *_, path in jobs]
     save(pretrain_figure(runs), png)

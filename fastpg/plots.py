@@ -305,3 +305,65 @@ def lq_fit_figure(fits: dict):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
+
+
+def growth_figure(growth: list[dict], eps: float):
+    """Queries to reach expected error ``eps`` against N (median over seeds, log scale), one line per
+    base model (case), ORM solid and PRM dashed."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
+    cases = []
+    for g in growth:
+        key = ", ".join(f"{a}={b}" for a, b in g["case"].items())
+        if key not in cases:
+            cases.append(key)
+        xs = sorted(g["medians"])
+        label = f"{key}, {g['reward'].upper()}: slope {g['exp_slope']:.2f}/N"
+        ax.plot(xs, [g["medians"][x] for x in xs], "o-" if g["reward"] == "orm" else "s--",
+                color=f"C{cases.index(key)}", lw=1.8, label=label)
+    ax.set(yscale="log", xlabel="response length N", ylabel=f"reward queries to expected error <= {eps:g}",
+           title="ORM grows exponentially in N for every base model; PRM does not")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def mistakes_figure(rows: list[dict], ref_shape, ref_gamma):
+    """Online learning: mistakes against steps (adaptive vs constant rule), and the adaptive rule's
+    final mistakes against 1/gamma^2 and against k^N (medians over seeds)."""
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    styles = {"adaptive": "-", "constant": "--"}
+    gammas = sorted({r["gamma"] for r in rows})
+    for r in rows:
+        if (r["k"], r["N"]) != tuple(ref_shape):
+            continue
+        run = r["run"]
+        i = min(range(len(gammas)), key=lambda j: abs(gammas[j] - r["gamma"]))
+        n, m = _positive(run.trace["steps"], run.trace["mistakes"])
+        axes[0].plot(n, m, styles[r["lr"]], color=f"C{i}", lw=1, alpha=0.8,
+                     label=f"{r['lr']}, gamma={r['gamma']:.3g}" if r["seed"] == min(x["seed"] for x in rows) else None)
+    axes[0].set(xscale="log", yscale="log", xlabel="steps", ylabel="mistakes (responses not fully correct)",
+                title=f"PG + ORM, k={ref_shape[0]}, N={ref_shape[1]}: adaptive levels off, constant does not")
+    axes[0].legend(fontsize=7)
+    ada = [r for r in rows if r["lr"] == "adaptive" and (r["k"], r["N"]) == tuple(ref_shape)]
+    xs = sorted({r["gamma"] for r in ada})
+    med = [float(np.median([r["mistakes"] for r in ada if r["gamma"] == g])) for g in xs]
+    axes[1].plot([1 / g**2 for g in xs], med, "o-", lw=1.8, label="adaptive, median over seeds")
+    if med:
+        x0 = 1 / xs[-1] ** 2
+        axes[1].plot([x0, 1 / xs[0] ** 2], [med[-1], med[-1] * (1 / xs[0] ** 2) / x0], ":", color="gray", label="slope 1")
+    axes[1].set(xscale="log", yscale="log", xlabel="1 / gamma^2", ylabel="mistakes after all steps",
+                title="plateau against the margin")
+    shapes = sorted({(r["k"], r["N"]) for r in rows if r["lr"] == "adaptive"}, key=lambda s: s[0] ** s[1])
+    ada = [r for r in rows if r["lr"] == "adaptive" and math.isclose(r["gamma"], ref_gamma)]
+    ys = [float(np.median([r["mistakes"] for r in ada if (r["k"], r["N"]) == s])) for s in shapes]
+    axes[2].plot([k**N for k, N in shapes], ys, "o", ms=7)
+    for (k, N), y in zip(shapes, ys):
+        axes[2].annotate(f"k={k}, N={N}", (k**N, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    axes[2].set(xscale="log", yscale="log", xlabel="number of responses |Y| = k^N", ylabel="mistakes after all steps",
+                title=f"plateau against |Y| (gamma = {ref_gamma:g})")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=8)
+    return fig

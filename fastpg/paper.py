@@ -1,0 +1,446 @@
+"""Every claim of the paper that fastpg can test, run end to end and reported (``fastpg reproduce``).
+
+Each experiment returns :class:`Claim` rows: the claim, the quantity measured, its fitted value
+with an interval over seeds, the theory's value, and whether the measurement agrees by a rule
+stated in the row (docs/design.md, "Reproducing the paper"). The analysis functions here are
+plain NumPy on stored traces and are tested on synthetic traces whose answers are known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .analysis import resolvable
+from .api import run as run_one
+from .complexity import bootstrap_slope, fit_slope
+from .experiments import fig1, pretrain_experiment
+from .profiler import Profile
+from .store import COMPLETE, load
+from .sweep import Sweep, execute, queries_to_eps
+
+
+@dataclass
+class Claim:
+    """One row of the report. ``holds`` is None where no rule applies (a number reported as is)."""
+
+    experiment: str
+    claim: str
+    measured: str
+    value: float
+    low: float = float("nan")
+    high: float = float("nan")
+    theory: str = ""
+    rule: str = ""
+    holds: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Settings:
+    """How much to run: the defaults (about 10 minutes on 2 cores) or ``quick`` (a smoke test)."""
+
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    fig1: dict = field(default_factory=dict)
+    profile_grid: dict = field(default_factory=dict)
+    profile_fixed: dict = field(default_factory=dict)
+    profile_seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    any_N: list = field(default_factory=lambda: [2, 4, 6, 8, 10])
+    any_steps: int = 400
+    mistakes_steps: int = 200000
+    mistakes_shapes: list = field(default_factory=lambda: [[2, 2], [2, 3], [2, 4], [3, 2], [4, 2]])
+    mistakes_gammas: list = field(default_factory=lambda: [0.025, 0.05, 0.1])
+    pretrain: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(seeds=[0, 1], fig1={"steps": 10000, "n_test": 512},
+                   profile_grid={"N": [8, 10], "gamma": [0.003, 0.006], "reward": ["orm", "prm"], "algorithm": ["pg", "rs"]},
+                   profile_fixed={"steps": 30000, "n_test": 512, "eval_log": 100}, profile_seeds=[0, 1, 2],
+                   any_N=[2, 4, 6], any_steps=200, mistakes_steps=50000, mistakes_shapes=[[2, 2], [2, 3], [3, 2]],
+                   mistakes_gammas=[0.05, 0.1], pretrain={"n_pre": 100000, "n_test": 4096})
+
+
+def _interval(values) -> tuple[float, float, float]:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    return float(np.mean(v)), float(np.min(v)), float(np.max(v))
+
+
+# -- Figure 1 and the LQ ------------------------------------------------------------------------------
+def figure1(out: Path, s: Settings, progress=None):
+    result = fig1(out, s.fig1, seeds=s.seeds, resume=True, progress=progress)
+    rows = result.per_seed()
+    claims = []
+    v = _interval(r["orm_offsupport_likelihood"] for r in rows)
+    claims.append(Claim("Figure 1", "With ORM, contexts the base model puts below alpha_off stay unsolved",
+                        "mean likelihood of off-support test contexts after PG + ORM", *v, "about 0 (the LQ barrier)",
+                        "max over seeds < 0.05", v[2] < 0.05))
+    v = _interval(r["prm_offsupport_likelihood"] for r in rows)
+    claims.append(Claim("Figure 1", "With PRM, PG passes the barrier", "the same after PG + PRM", *v,
+                        "rises towards 1", "min over seeds > 0.5", v[1] > 0.5))
+    v = _interval(r["orm_lq_max_gap"] for r in rows)
+    c = _interval(r["orm_lq_c"] for r in rows)
+    claims.append(Claim("LQ test", "ORM's error after T queries is the base model's sequence-level LQ at c/T",
+                        "largest gap between expected error and the LQ at c/T", *v, "0",
+                        "max over seeds < 0.1", v[2] < 0.1, f"fitted c {c[0]:.3g} [{c[1]:.3g}, {c[2]:.3g}]"))
+    v = _interval(r["prm_lq_max_gap"] for r in rows)
+    c = _interval(r["prm_lq_c"] for r in rows)
+    claims.append(Claim("LQ test", "PRM's error follows the token-level LQ at c/T",
+                        "largest gap between expected error and the token-level LQ at c/T", *v, "0",
+                        "max over seeds < 0.1", v[2] < 0.1, f"fitted c {c[0]:.3g} [{c[1]:.3g}, {c[2]:.3g}]"))
+    return result, claims
+
+
+# -- the profiler ---------------------------------------------------------------------------------------
+def profile_claims(out: Path, s: Settings, progress=None):
+    profile = Profile(out, s.profile_fixed, s.profile_grid, seeds=s.profile_seeds)
+    profile.execute(progress=progress)
+    rows = profile.rows()
+    exponents = profile.exponents(rows)
+    profile.write(rows, exponents)
+    claims = []
+
+    def exponent(algorithm, reward, against):
+        return next(e for e in exponents if e["algorithm"] == algorithm and e["reward"] == reward
+                    and e["against"] == against)
+
+    for algorithm in ("pg", "rs"):
+        if algorithm not in profile.grid["algorithm"] or "orm" not in profile.grid["reward"]:
+            continue
+        e = exponent(algorithm, "orm", "log(1/alpha)")
+        claims.append(Claim("Profiler", f"{algorithm} + ORM reaches 1 - eps on contexts with base likelihood alpha "
+                            "after about (1/alpha + 1/eps)/gamma^2 queries",
+                            f"slope of log Q(alpha, eps={profile.eps_ref:g}) in log(1/alpha), 90% bootstrap over seeds",
+                            e["slope"], e["low"], e["high"], f"{e['theory']:.3g} (the bound's slope on these points)",
+                            "not steeper than the bound: interval's low end <= bound's slope + 0.1",
+                            bool(e["low"] <= e["theory"] + 0.1) if math.isfinite(e["low"]) else None,
+                            f"{e['points']} points, {e['not_reached']} not reached"))
+    for algorithm in profile.grid["algorithm"]:
+        for reward in profile.grid["reward"]:
+            e = exponent(algorithm, reward, "Q / bound (whole grid)")
+            claims.append(Claim("Profiler", f"{algorithm} + {reward.upper()}: Q stays within the bound's shape",
+                                "Q / ((1/alpha + 1/eps) ||W*||^2 / gamma^2) over the grid: median [min, max]",
+                                e["slope"], e["low"], e["high"], "bounded by a constant", "max < 1",
+                                bool(e["high"] < 1) if math.isfinite(e["high"]) else None,
+                                f"{e['points']} reached points"))
+    return profile, exponents, claims
+
+
+# -- exponential in N, whatever the base model ------------------------------------------------------
+ANY_PRETRAINING = {
+    "fixed": dict(d=8, k=4, contexts="clusters", C=4, sigma=0.0, zipf=3.0, teacher_scale="block", algorithm="rs",
+                  skip=True, lr="adaptive", eta=1.0, n_test=64, eval_log=60, n_pre=30),
+    "grid": {"reward": ["orm", "prm"]},
+    "cases": [{"base": "sgd", "n_pre": 30}, {"base": "sgd", "n_pre": 300}, {"base": "teacher", "beta": 2.0, "rho": 0.6},
+              {"base": "file"}],
+    "file_base": dict(base="uniform", algorithm="pg", reward="prm", G=1, lr="constant", eta=0.5, steps=30),
+    "eps": 0.1,
+}
+
+
+def make_file_bases(folder: Path, s: Settings) -> str:
+    """The ``file`` base of each N: a model trained briefly by PG with a process reward from the
+    uniform base on the same kind of task (an RL-trained base). Returns the ``base_file`` pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for N in s.any_N:
+        path = folder / f"N={N}.h5"
+        if path.exists() and load(path).status == COMPLETE:
+            continue
+        cfg = {**ANY_PRETRAINING["fixed"], **ANY_PRETRAINING["file_base"], "N": N, "seed": 1000}
+        run_one(cfg, path, overwrite=True)
+    return str(folder.resolve() / "N={N}.h5")
+
+
+def any_pretraining_sweep(out: Path, s: Settings) -> Sweep:
+    pattern = make_file_bases(out / "bases", s)
+    fixed = {**ANY_PRETRAINING["fixed"], "steps": s.any_steps, "base_file": pattern}
+    return Sweep(out / "runs", fixed, {"N": s.any_N, **ANY_PRETRAINING["grid"]}, s.seeds, eps=ANY_PRETRAINING["eps"],
+                 cases=ANY_PRETRAINING["cases"])
+
+
+def growth_by_case(sweep: Sweep) -> list[dict]:
+    """Per (case, reward): queries to reach ``eps`` against N, and the fitted growth over seeds."""
+    out = []
+    for case in sweep.cases or [{}]:
+        for reward in sweep.grid["reward"]:
+            xs, ys, seeds, missing = [], [], [], 0
+            for run in sweep.runs:
+                if any(run.point.get(k) != v for k, v in case.items()) or run.point["reward"] != reward:
+                    continue
+                data = load(run.path) if run.path.exists() else None
+                q = queries_to_eps(data.trace, sweep.eps) if data is not None and data.complete else None
+                if q is None or q <= 0:
+                    missing += 1
+                    continue
+                xs.append(run.point["N"])
+                ys.append(math.log(q))
+                seeds.append(run.seed)
+            slope, lo, hi = bootstrap_slope(xs, ys, seeds) if xs else (float("nan"),) * 3
+            poly = fit_slope(np.log(xs), ys) if xs else float("nan")
+            medians = {N: float(np.exp(np.median([y for x, y in zip(xs, ys) if x == N]))) for N in sorted(set(xs))}
+            out.append({"case": case, "reward": reward, "exp_slope": slope, "low": lo, "high": hi, "poly_slope": poly,
+                        "medians": medians, "missing": missing})
+    return out
+
+
+def any_pretraining(out: Path, s: Settings, progress=None):
+    sweep = any_pretraining_sweep(out, s)
+    execute(sweep, progress=progress)
+    growth = growth_by_case(sweep)
+    k = ANY_PRETRAINING["fixed"]["k"]
+    claims = []
+    orm = [g for g in growth if g["reward"] == "orm"]
+    prm = [g for g in growth if g["reward"] == "prm"]
+    for g in orm:
+        name = ", ".join(f"{a}={b}" for a, b in g["case"].items())
+        p = next(p for p in prm if p["case"] == g["case"])
+        n_max = max(g["medians"]) if g["medians"] else None
+        ratio = g["medians"][n_max] / p["medians"][n_max] if n_max in p["medians"] else float("nan")
+        holds = (bool(g["low"] > 0.5 and p["poly_slope"] <= 3 and ratio > 10)
+                 if math.isfinite(g["low"]) and math.isfinite(p["poly_slope"]) else None)
+        claims.append(Claim("Exponential in N", f"With ORM the cost grows exponentially in N whatever the base model ({name})",
+                            "slope of log(queries to expected error <= 0.1) in N, ORM (PRM in the note)",
+                            g["exp_slope"], g["low"], g["high"],
+                            f"> 0, up to log k = {math.log(k):.3g} per token; PRM polynomial",
+                            "ORM's interval > 0.5, PRM's degree in N (slope in log N) <= 3, ORM / PRM > 10 at the "
+                            "largest N", holds,
+                            f"PRM slope {p['exp_slope']:.3g} [{p['low']:.3g}, {p['high']:.3g}], in log N {p['poly_slope']:.3g}; "
+                            f"ORM / PRM at N={n_max}: {ratio:.3g}"
+                            + (f"; {g['missing'] + p['missing']} runs did not reach" if g["missing"] + p["missing"] else "")))
+    return sweep, growth, claims
+
+
+# -- statistical learning ---------------------------------------------------------------------------
+def statistical_learning(out: Path, s: Settings, progress=None):
+    result = pretrain_experiment(out, s.pretrain, resume=True, progress=progress)
+    claims = []
+    for metric in ("greedy_error", "expected_error"):
+        slopes = result.pooled_slopes(metric)
+        for lr, slope in slopes.items():
+            per_run = [r["slope"] for r in result.slopes(metric) if r["lr"] == lr]
+            v = _interval(per_run)
+            holds = bool(slope <= -0.8) if lr == "adaptive" and math.isfinite(slope) else None
+            claims.append(Claim("Statistical learning", f"SGD ({lr} rule): test error about 1/(gamma^2 n)",
+                                f"slope of log {metric.replace('_', ' ')} in log(gamma^2 n), pooled over margins "
+                                "(per-margin slopes in the interval)", slope, v[1], v[2], "-1",
+                                "adaptive: <= -0.8 (at least the 1/n rate)" if lr == "adaptive" else "reported",
+                                holds))
+    for lr in sorted({r.config["pre_lr"] for r in result.runs}):
+        bound = resolved_error_bound([r for r in result.runs if r.config["pre_lr"] == lr])
+        claims.append(Claim("Statistical learning", f"SGD ({lr} rule): error x gamma^2 n stays bounded",
+                            "max of greedy error x gamma^2 n where the test set resolves the error", bound,
+                            theory="a constant", rule="< 1", holds=bool(bound < 1) if math.isfinite(bound) else None))
+    return result, claims
+
+
+# -- online learning: mistakes ------------------------------------------------------------------------
+MISTAKES = dict(d=8, contexts="sphere", teacher_scale="block", base="uniform", algorithm="pg", reward="orm", G=1,
+                eta=0.5, eval_log=40, n_test=64)
+
+
+def mistakes_sweep(out: Path, s: Settings) -> Sweep:
+    cases = [{"k": k, "N": N} for k, N in s.mistakes_shapes]
+    return Sweep(out, {**MISTAKES, "steps": s.mistakes_steps}, {"lr": ["adaptive", "constant"],
+                                                                "gamma": s.mistakes_gammas}, s.seeds, cases=cases)
+
+
+def late_fraction(steps, mistakes) -> float:
+    """The fraction of all mistakes made in the second half of the steps (0: levelled off; about 0.5:
+    mistakes keep coming at a constant rate)."""
+    steps, mistakes = np.asarray(steps, float), np.asarray(mistakes, float)
+    if len(steps) == 0 or mistakes[-1] <= 0:
+        return 0.0
+    half = float(np.interp(steps[-1] / 2, steps, mistakes))
+    return float((mistakes[-1] - half) / mistakes[-1])
+
+
+def mistakes_table(sweep: Sweep) -> list[dict]:
+    rows = []
+    for run in sweep.runs:
+        if not run.path.exists():
+            continue
+        data = load(run.path)
+        if not data.complete:
+            continue
+        rows.append({"k": run.config.k, "N": run.config.N, "lr": run.config.lr, "gamma": float(data.task["gamma"]),
+                     "seed": run.seed, "mistakes": float(data.trace["mistakes"][-1]),
+                     "late": late_fraction(data.trace["steps"], data.trace["mistakes"]), "run": data})
+    return rows
+
+
+def mistakes_exponents(rows: list[dict], ref_shape, ref_gamma) -> dict:
+    """Slopes of log(final mistakes) of the adaptive rule in log(1/gamma^2) (at ``ref_shape``) and in
+    log(k^N) (at ``ref_gamma``), with bootstrap intervals over seeds."""
+    ada = [r for r in rows if r["lr"] == "adaptive" and r["mistakes"] > 0]
+    g = [r for r in ada if (r["k"], r["N"]) == tuple(ref_shape)]
+    y = [r for r in ada if r["gamma"] == ref_gamma or math.isclose(r["gamma"], ref_gamma)]
+    return {
+        "gamma": bootstrap_slope([math.log(1 / r["gamma"] ** 2) for r in g], [math.log(r["mistakes"]) for r in g],
+                                 [r["seed"] for r in g]),
+        "responses": bootstrap_slope([r["N"] * math.log(r["k"]) for r in y], [math.log(r["mistakes"]) for r in y],
+                                     [r["seed"] for r in y]),
+    }
+
+
+def online_mistakes(out: Path, s: Settings, progress=None):
+    sweep = mistakes_sweep(out, s)
+    execute(sweep, progress=progress)
+    rows = mistakes_table(sweep)
+    ref_shape = tuple(s.mistakes_shapes[0])
+    ref_gamma = sorted(s.mistakes_gammas)[len(s.mistakes_gammas) // 2]
+    ex = mistakes_exponents(rows, ref_shape, ref_gamma)
+    claims = []
+    for lr in ("adaptive", "constant"):
+        v = _interval(r["late"] for r in rows if r["lr"] == lr)
+        if lr == "adaptive":
+            claims.append(Claim("Online mistakes", "PG with the adaptive rule makes a bounded number of mistakes",
+                                "fraction of all mistakes made in the second half of the steps, max over runs", v[2],
+                                v[1], v[2], "0 (the count levels off)", "max over runs < 0.01", v[2] < 0.01))
+        else:
+            claims.append(Claim("Online mistakes", "With a constant rate mistakes keep coming",
+                                "the same for the constant rule, min over runs", v[1], v[1], v[2], "> 0",
+                                "reported (the contrast with the adaptive rule)", None))
+    slope, lo, hi = ex["gamma"]
+    claims.append(Claim("Online mistakes", "Mistakes of the adaptive rule scale like 1/gamma^2 at most",
+                        f"slope of log(mistakes) in log(1/gamma^2), k={ref_shape[0]}, N={ref_shape[1]}", slope, lo, hi,
+                        "<= 1 (upper bound)", "interval's low end <= 1", bool(lo <= 1) if math.isfinite(lo) else None))
+    slope, lo, hi = ex["responses"]
+    claims.append(Claim("Online mistakes", "With outcome (bandit) feedback, mistakes may grow with the number of "
+                        "responses k^N", f"slope of log(mistakes) in log(k^N), gamma={ref_gamma:g}", slope, lo, hi,
+                        "up to 1 (bandit lower bounds carry a factor k^N in the worst case)", "reported", None))
+    return sweep, rows, ex, claims
+
+
+def resolved_error_bound(runs) -> float:
+    """max of error x gamma^2 n over the points the test set resolves (the rate check of statistical learning)."""
+    vals = []
+    for run in runs:
+        g = float(run.task["gamma"])
+        n, err = run.trace["steps"], run.trace["greedy_error"]
+        m = resolvable(n, err, run.config["n_test"])
+        vals.extend(err[m] * g * g * n[m])
+    return float(max(vals)) if vals else float("nan")
+
+
+
+# -- the whole reproduction and its report ------------------------------------------------------------
+EXPERIMENTS = ("fig1", "profile", "any_pretraining", "pretrain", "mistakes")
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.3g}"
+
+
+def claims_table(claims: list[Claim]) -> str:
+    lines = ["| experiment | claim | measured quantity | fitted value [interval over seeds] | theory | holds? (rule) |",
+             "|---|---|---|---|---|---|"]
+    for c in claims:
+        interval = f" [{_fmt(c.low)}, {_fmt(c.high)}]" if math.isfinite(c.low) or math.isfinite(c.high) else ""
+        holds = "-" if c.holds is None else ("yes" if c.holds else "**no**")
+        note = f" ({c.note})" if c.note else ""
+        cells = [c.experiment, c.claim, c.measured + note, _fmt(c.value) + interval, c.theory, f"{holds} ({c.rule})"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
+    """Run every experiment of the paper that fastpg supports into ``outdir`` and write ``report.md``.
+
+    Resumable: complete run files are kept and only missing or incomplete runs are computed. Returns
+    the claims, the wall time of each experiment and the report's path.
+    """
+    import time
+
+    from . import plots
+
+    plots.require_matplotlib()
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        from .config import ConfigError
+
+        raise ConfigError("OUTDIR", f"{out} is a file; allowed: a folder (created if missing)")
+    out.mkdir(parents=True, exist_ok=True)
+    s = Settings.quick() if quick else Settings()
+    claims, times, sections = [], {}, []
+
+    def stage(name):
+        if progress is not None:
+            progress(name)
+        return time.perf_counter()
+
+    t = stage("fig1")
+    result, c = figure1(out / "fig1", s)
+    claims += c
+    times["fig1"] = time.perf_counter() - t
+    margins = ", ".join(f"{r['gamma']:.3g}" for r in result.per_seed())
+    fractions = ", ".join(f"{r['offsupport_fraction']:.2f}" for r in result.per_seed())
+    sections.append(("Figure 1 and the LQ test", "fig1/fig1.png",
+                     f"`fastpg fig1` on seeds {', '.join(map(str, s.seeds))}: PG with ORM and with PRM from one task and "
+                     f"base model per seed, every context conditioned on a margin. Margins {margins}; off-support "
+                     f"fractions {fractions}."))
+
+    t = stage("profile")
+    profile, exponents, c = profile_claims(out / "profile", s)
+    claims += c
+    times["profile"] = time.perf_counter() - t
+    q_png, lq_png = out / "profile" / "q_alpha.png", out / "profile" / "lq.png"
+    rows = profile.rows()
+    plots.save(plots.profile_figure(rows, profile.N_ref, profile.gamma_ref), q_png)
+    from .profiler import format_exponents, lq_fits
+
+    fits = lq_fits(profile.lq_runs())
+    if fits:
+        plots.save(plots.lq_fit_figure(fits), lq_png)
+    sections.append(("Query complexity (the profiler)", "profile/q_alpha.png",
+                     f"`fastpg profile` ({profile.runs} runs). The exponent table:\n\n```\n{format_exponents(exponents)}\n```"))
+
+    t = stage("any_pretraining")
+    sweep, growth, c = any_pretraining(out / "any_pretraining", s)
+    claims += c
+    times["any_pretraining"] = time.perf_counter() - t
+    plots.save(plots.growth_figure(growth, sweep.eps), out / "any_pretraining" / "growth.png")
+    table = "\n".join(f"| {', '.join(f'{a}={b}' for a, b in g['case'].items())} | {g['reward'].upper()} | "
+                      + ", ".join(f"{_fmt(v)}" for v in g["medians"].values()) + f" | {_fmt(g['exp_slope'])} |"
+                      for g in growth)
+    sections.append(("Exponential in N, whatever the base model", "any_pretraining/growth.png",
+                     f"One sweep (`examples/any_pretraining.toml`): `rs` with exact skip-ahead, N in "
+                     f"{s.any_N}, four base models, seeds {s.seeds}.\n\n| base | reward | median queries to error <= "
+                     f"{sweep.eps:g}, by N | slope in N |\n|---|---|---|---|\n{table}"))
+
+    t = stage("pretrain")
+    result, c = statistical_learning(out / "pretrain", s)
+    claims += c
+    times["pretrain"] = time.perf_counter() - t
+    sections.append(("Statistical learning", "pretrain/pretrain.png",
+                     "`fastpg pretrain`: SGD on the log-loss over margin-conditioned contexts, per rule and margin; "
+                     "slopes on greedy and on expected error."))
+
+    t = stage("mistakes")
+    msweep, mrows, ex, c = online_mistakes(out / "mistakes", s)
+    claims += c
+    times["mistakes"] = time.perf_counter() - t
+    ref_gamma = sorted(s.mistakes_gammas)[len(s.mistakes_gammas) // 2]
+    plots.save(plots.mistakes_figure(mrows, s.mistakes_shapes[0], ref_gamma), out / "mistakes" / "mistakes.png")
+    sections.append(("Online learning: mistakes", "mistakes/mistakes.png",
+                     f"PG + ORM (G = 1) from a uniform base on margin-conditioned contexts, adaptive against constant "
+                     f"rule, (k, N) in {[tuple(x) for x in s.mistakes_shapes]}, gamma in {s.mistakes_gammas}, "
+                     f"{s.mistakes_steps} steps."))
+
+    report = out / "report.md"
+    held = [c for c in claims if c.holds is not None]
+    lines = [f"# fastpg: the paper's claims, reproduced{' (quick)' if quick else ''}", "",
+             f"`{' '.join(argv or ['fastpg', 'reproduce', str(outdir)])}`: "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; {sum(times.values()):.0f} s in all.", "",
+             f"{sum(c.holds for c in held)} of {len(held)} checked claims hold by their stated rule.", "",
+             claims_table(claims), ""]
+    for title, png, text in sections:
+        lines += [f"## {title}", "", text, "", f"![{title}]({png})", ""]
+    report.write_text("\n".join(lines))
+    return {"claims": claims, "times": times, "report": str(report)}

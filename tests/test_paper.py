@@ -1,0 +1,73 @@
+"""The paper's claims: analysis functions on synthetic traces with known answers, the example sweep
+against the experiment's definition, and fastpg reproduce --quick end to end."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from fastpg.paper import (ANY_PRETRAINING, Claim, Settings, claims_table, late_fraction, mistakes_exponents)
+from fastpg.sweep import load_toml
+
+from test_cli import fastpg as fastpg_cmd
+
+
+def test_late_fraction_tells_levelling_from_steady_growth():
+    steps = np.linspace(0, 1000, 101)
+    assert late_fraction(steps, np.minimum(steps, 200.0)) == 0.0  # all mistakes before step 200
+    assert late_fraction(steps, 0.3 * steps) == pytest.approx(0.5)  # a constant rate
+    assert late_fraction(steps, np.sqrt(steps)) == pytest.approx(1 - math.sqrt(0.5))
+    assert late_fraction(steps, np.zeros_like(steps)) == 0.0
+
+
+def test_mistakes_exponents_recover_known_slopes():
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed in range(4):
+        for gamma in (0.025, 0.05, 0.1):
+            for k, N in ((2, 2), (2, 3), (3, 2)):
+                m = 3.0 * (1 / gamma**2) ** 0.5 * (k**N) ** 0.25 * math.exp(rng.normal(0, 0.05))
+                rows.append({"k": k, "N": N, "lr": "adaptive", "gamma": gamma, "seed": seed, "mistakes": m})
+                rows.append({"k": k, "N": N, "lr": "constant", "gamma": gamma, "seed": seed, "mistakes": 10 * m})
+    ex = mistakes_exponents(rows, (2, 2), 0.05)
+    slope, lo, hi = ex["gamma"]
+    assert slope == pytest.approx(0.5, abs=0.05) and lo < 0.5 < hi
+    slope, lo, hi = ex["responses"]
+    assert slope == pytest.approx(0.25, abs=0.05) and lo < 0.25 < hi
+
+
+def test_claims_table_escapes_pipes_and_marks_failures():
+    table = claims_table([Claim("E", "norm ||W*||", "m", 0.5, 0.1, 0.9, "1", "r", False),
+                          Claim("E", "c", "m", 2.0, holds=True, rule="r2"), Claim("E", "c", "m", float("nan"))])
+    lines = table.splitlines()
+    assert len(lines) == 5 and all(line.count("|") - line.count("\\|") == 7 for line in lines)
+    assert "**no**" in lines[2] and "0.5 [0.1, 0.9]" in lines[2] and "yes (r2)" in lines[3] and "| - |" in lines[4]
+
+
+def test_example_sweep_is_the_experiment_reproduce_runs():
+    spec = load_toml(os.path.join(os.path.dirname(__file__), "..", "examples", "any_pretraining.toml"))
+    fixed = dict(spec["fixed"])
+    assert fixed.pop("base_file") == "bases/N={N}.h5" and fixed.pop("steps") == Settings().any_steps
+    assert fixed == ANY_PRETRAINING["fixed"]
+    assert spec["cases"] == ANY_PRETRAINING["cases"]
+    assert spec["grid"] == {"N": Settings().any_N, **ANY_PRETRAINING["grid"]}
+    assert spec["eps"] == [ANY_PRETRAINING["eps"]] and spec["seeds"] == Settings().seeds
+
+
+@pytest.mark.slow
+def test_reproduce_quick_fills_every_row(tmp_path):
+    r = fastpg_cmd("reproduce", tmp_path / "paper", "--quick")
+    assert r.returncode == 0, r.stderr
+    report = (tmp_path / "paper" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| experiment")]
+    assert len(rows) >= 20
+    for row in rows:
+        value = [cell.strip() for cell in row.split(" | ")][3]
+        assert value != "-", row  # every measured value is filled
+    for png in ("fig1/fig1.png", "profile/q_alpha.png", "any_pretraining/growth.png", "pretrain/pretrain.png",
+                "mistakes/mistakes.png"):
+        assert (tmp_path / "paper" / png).exists(), png
+        assert f"]({png})" in report
+    again = fastpg_cmd("reproduce", tmp_path / "paper", "--quick", "-q")  # resumes: nothing recomputed
+    assert again.returncode == 0, again.stderr
