@@ -42,7 +42,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
       fastpg sweep out/expN --config examples/exp_in_N.toml --dask-workers 2
     """
     from fastpg.config import ConfigError
-    from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, summary
+    from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds
 
     toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "cases": [], "seeds": None, "eps": None,
                                                         "alpha": None}
@@ -68,14 +68,30 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
             bar.update(done - last[0])
             last[0] = done
 
+    def notify(message):
+        click.echo(f"fastpg: {message}", err=True)
+
     try:
         index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
-                        progress=progress)
+                        progress=progress, notify=notify)
     finally:
         if bar is not None:
             bar.render_finish()
-    if quiet:
-        return
+    if not quiet:
+        _print_summary(sweep, index)
+    unfinished = [row for row in index.rows.values() if row["status"] != "complete"]
+    if unfinished:
+        first = unfinished[0]
+        click.echo(f"fastpg: error: {len(unfinished)} of {len(sweep.runs)} runs are not complete (first: {first['file']}: "
+                   f"{first['status']}{': ' + first['message'] if first['message'] else ''}); see "
+                   f"{sweep.outdir / 'index.csv'}; re-run the same command to redo them", err=True)
+        return 1
+    return 0
+
+
+def _print_summary(sweep, index) -> None:
+    from fastpg.sweep import summary
+
     rows = summary(sweep, index)
     cols = [*sweep.point_names, "complete", "expected_error", "queries_to_eps", "reached_eps"]
     cells = [{c: (id_value(r[c]) if c in r else "-") if c in sweep.point_names else _cell(r[c]) for c in cols}

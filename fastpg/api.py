@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ def _task_record(task) -> dict:
             "gamma": task.gamma,
             "realised_min_margin": task.realised_min_margin,
             "acceptance": task.acceptance,
-            "pilot_margin_quantiles": str(task.pilot_margin_quantiles),
+            "pilot_margin_quantiles": json.dumps(task.pilot_margin_quantiles),
         },
     }
 

@@ -48,28 +48,62 @@ def _dask():
     return Client, LocalCluster
 
 
+CONNECT_TIMEOUT = 10.0  # seconds to wait for a scheduler to answer
+WAIT_REPORT = 10.0  # seconds between "waiting for workers" messages
+
+
+def connect(Client, scheduler: str, notify=None):
+    """A client of the scheduler at ``scheduler`` with at least one worker.
+
+    Refuses in one line (``--scheduler``) when nothing answers within ``CONNECT_TIMEOUT``; while
+    the scheduler has no workers, says so through ``notify`` every ``WAIT_REPORT`` seconds and keeps
+    waiting (Ctrl-C stops it).
+    """
+    try:
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError("--scheduler", f"no Dask scheduler answers at {scheduler} within {CONNECT_TIMEOUT:g} s "
+                                         f"({exc.__class__.__name__}); allowed: the address of a running scheduler, "
+                                         "such as tcp://127.0.0.1:8786") from None
+    while True:
+        workers = len(client.scheduler_info().get("workers", {}))
+        if workers:
+            return client, workers
+        if notify is not None:
+            notify(f"waiting for workers ({workers} connected) at {scheduler}")
+        try:
+            client.wait_for_workers(1, timeout=WAIT_REPORT)
+        except (TimeoutError, OSError):
+            pass
+
+
 @contextlib.contextmanager
 def open_backend(backend: str = "local", *, scheduler: str | None = None, n_workers: int | None = None,
-                 warm_up=None):
+                 warm_up=None, notify=None):
     """Yield ``(executor, slots, threads)``: an executor, how many tasks it runs at once, and the
-    Numba thread count a task should set (``None``: leave the worker's own setting)."""
+    Numba thread count a task should set (``None``: leave the worker's own setting).
+
+    With a ``scheduler`` address, the connection is made (and workers waited for) before anything
+    is yielded, so a caller creates nothing when no cluster answers.
+    """
     if backend == "local":
         yield InlineExecutor(), 1, None
         return
     if backend != "dask":
         raise ConfigError("--backend", f"got {backend!r}; allowed: {', '.join(BACKENDS)}")
     Client, LocalCluster = _dask()
-    if warm_up is not None:
-        warm_up()
     cluster = None
     if scheduler:
-        client = Client(scheduler)
-        slots = max(1, len(client.scheduler_info().get("workers", {})))
+        client, slots = connect(Client, scheduler, notify)
         threads = None  # the cluster's own configuration decides (README: SLURM)
+        if warm_up is not None:
+            warm_up()
     else:
         cores = os.cpu_count() or 1
         slots = n_workers or cores
         threads = max(1, cores // slots)
+        if warm_up is not None:
+            warm_up()
         cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None,
                                env={"NUMBA_NUM_THREADS": str(threads)})
         client = Client(cluster)

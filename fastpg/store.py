@@ -73,9 +73,19 @@ def _describe(ds, units: str, description: str) -> None:
     ds.attrs["description"] = description
 
 
+def _attr_value(value):
+    """An attribute every HDF5 tool reads: booleans as integers 0/1 (h5py writes numpy booleans as an
+    HDF5 enum that HDF5 1.10's h5dump cannot show), None as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
+
+
 def _config_attrs(group, config: dict) -> None:
     for key, value in config.items():
-        group.attrs[key] = "" if value is None else value
+        group.attrs[key] = _attr_value(value)
     group.attrs["json"] = json.dumps(config)
 
 
@@ -112,12 +122,12 @@ class RunWriter:
         for name, (data, units, desc) in task["datasets"].items():
             _describe(g.create_dataset(name, data=data), units, desc)
         for key, value in task["attrs"].items():
-            g.attrs[key] = value
+            g.attrs[key] = _attr_value(value)
         g = f.create_group("base")
         for name, (data, units, desc) in base["datasets"].items():
             _describe(g.create_dataset(name, data=data), units, desc)
         for key, value in base["attrs"].items():
-            g.attrs[key] = value
+            g.attrs[key] = _attr_value(value)
         lqg = g.create_group("lq")
         for name, (data, units, desc) in lq.items():
             _describe(lqg.create_dataset(name, data=data), units, desc)

@@ -203,7 +203,7 @@ class Sweep:
     runs: list = field(init=False)
 
     def __post_init__(self):
-        self.outdir = Path(self.outdir)
+        self.outdir = Path(os.path.abspath(self.outdir))  # workers may run in other directories
         self.eps_list = parse_numbers(self.eps, "--eps", check_eps)
         self.eps = self.eps_list[0]  # queries_to_eps and the summary use the first
         self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
@@ -292,15 +292,27 @@ class Sweep:
 
 
 def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_threads: int | None = None) -> list[tuple]:
-    """Run one batch (also on a Dask worker); returns ``(status, message)`` per run."""
+    """Run one batch (also on a Dask worker); returns ``(status, message)`` per run.
+
+    ``paths`` are absolute (a worker may run in another directory). Runs whose file is already
+    complete are skipped and reported complete.
+    """
     if num_threads:
         import numba
 
         numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
     for path in paths:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    results = run_batch(configs, paths, overwrite=True, argv=argv, raise_errors=False)
-    return [(r.status, r.message) for r in results]
+    # A task can run twice (a scheduler recomputes the tasks of a lost worker): a run whose file is
+    # already complete is never redone, so a complete file is never rewritten.
+    todo = [i for i, path in enumerate(paths) if read_status(path) != COMPLETE]
+    out = [(COMPLETE, "")] * len(paths)
+    if todo:
+        results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True, argv=argv,
+                            raise_errors=False)
+        for i, r in zip(todo, results):
+            out[i] = (r.status, r.message)
+    return out
 
 
 # -- the index ---------------------------------------------------------------------------------------
@@ -422,28 +434,36 @@ def warm_up(config: RunConfig) -> None:
 
 
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
-            argv=None, progress=None) -> Index:
+            argv=None, progress=None, notify=None) -> Index:
     """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
     Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
     many at once as it has slots; as each finishes, its runs' rows are read from their files, the
     index is rewritten atomically and ``progress(done_runs, total_runs)`` is called. A batch that
-    raised (a lost worker) leaves its runs incomplete, with the error as their message; a re-run
-    redoes them.
+    raised (a lost worker) leaves its runs incomplete, with the error as their message; so does a
+    batch that finished without leaving a complete file where the sweep looks. A re-run redoes
+    them. ``notify(message)`` receives the backend's waiting messages (no workers yet).
     """
-    sweep.claim_folder()
-    index = Index(sweep)
     pending = sweep.pending()
-    pending_ids = {run.id for run in pending}
-    index.refresh([run for run in sweep.runs if run.id not in pending_ids])
-    index.write()
-    total, done = len(sweep.runs), len(sweep.runs) - len(pending)
-    if progress is not None:
-        progress(done, total)
     if not pending:
+        sweep.claim_folder()
+        index = Index(sweep)
+        index.refresh(sweep.runs)
+        index.write()
+        if progress is not None:
+            progress(len(sweep.runs), len(sweep.runs))
         return index
-    with open_backend(backend, scheduler=scheduler, n_workers=dask_workers,
-                      warm_up=lambda: warm_up(pending[0].config)) as (executor, slots, threads):
+    # connect to the backend first: if no cluster answers, nothing is created
+    with open_backend(backend, scheduler=scheduler, n_workers=dask_workers, warm_up=lambda: warm_up(pending[0].config),
+                      notify=notify) as (executor, slots, threads):
+        sweep.claim_folder()
+        index = Index(sweep)
+        pending_ids = {run.id for run in pending}
+        index.refresh([run for run in sweep.runs if run.id not in pending_ids])
+        index.write()
+        total, done = len(sweep.runs), len(sweep.runs) - len(pending)
+        if progress is not None:
+            progress(done, total)
         batches = iter(sweep.batches(pending, n_parts=slots))
         running: dict = {}
 
@@ -464,6 +484,10 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     messages = {run.id: msg for run, (_, msg) in zip(batch, future.result()) if msg}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
+                for run in batch:  # a batch that says it finished must have left complete files where we look
+                    if run.id not in messages and read_status(run.path) != COMPLETE:
+                        messages[run.id] = (f"no complete file at {run.path} after its batch finished "
+                                            "(can the workers see OUTDIR?)")
                 index.refresh(batch, messages)
                 index.write()
                 done += len(batch)

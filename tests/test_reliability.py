@@ -86,9 +86,10 @@ def test_ctrl_c_ends_a_sweep_and_resume_finishes_it(tmp_path):
     _wait_rows(tmp_path / "s" / "seed=0.h5", 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
     for seed in (0, 1):
-        assert fastpg.load(tmp_path / "s" / f"seed={seed}.h5").status == "failed"
+        data = fastpg.load(tmp_path / "s" / f"seed={seed}.h5")
+        assert data.status == "failed", (seed, data.status, data.message, err)
 
 
 def test_results_do_not_depend_on_chunking(monkeypatch):

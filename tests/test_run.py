@@ -246,3 +246,24 @@ def test_pretraining_with_more_samples_extends_fewer():
     a = fastpg.pretrain(dict(SMALL, n_pre=80, eval_every=40))
     b = fastpg.pretrain(dict(SMALL, n_pre=40, eval_every=40))
     np.testing.assert_array_equal(a.likelihood[1], b.likelihood[-1])
+
+
+def test_attributes_are_readable_by_other_hdf5_tools(tiny_result):
+    """No HDF5 enum (boolean) attributes anywhere: HDF5 1.10's h5dump cannot show them. The pilot
+    margin quantiles are JSON."""
+    import json
+
+    found = []
+    with h5py.File(tiny_result.path, "r") as f:
+        def visit(name, obj):
+            for key in obj.attrs:
+                tid = obj.attrs.get_id(key).get_type()
+                found.append((name, key))
+                assert tid.get_class() != h5py.h5t.ENUM, (name, key)
+        visit("/", f)
+        f.visititems(visit)
+        assert int(f["config"].attrs["skip"]) in (0, 1) and int(f["config"].attrs["token_trace"]) == 0
+        quantiles = json.loads(f["task"].attrs["pilot_margin_quantiles"])
+        assert set(quantiles) == {"q01", "q10", "q50", "q90", "q99"}
+    assert len(found) > 30
+    assert fastpg.load(tiny_result.path).config["skip"] is True  # the JSON keeps the real booleans
