@@ -128,8 +128,9 @@ PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories", "scaling")
 @click.argument("kind", type=click.Choice(PLOT_KINDS))
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
-@click.option("--x", "x", default="steps", show_default=True,
-              help="x axis: steps or queries (trajectories); a grid parameter, alpha or eps (scaling)")
+@click.option("--x", "x", default=None,
+              help="x axis: steps or queries (trajectories; default steps); a numeric grid parameter, alpha or eps "
+                   "(scaling; default the first numeric grid parameter)")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
 def plot_cmd(kind, files, out, x, overwrite):
     """Figures from result files (nothing is rerun).
@@ -154,6 +155,7 @@ def plot_cmd(kind, files, out, x, overwrite):
     plots.require_matplotlib()
     if kind == "scaling":
         return _plot_scaling(files, x, out)
+    x = x or "steps"
     if kind != "fig1" and x not in X_AXES:
         raise click.BadParameter(f"{x!r}; allowed for {kind}: {', '.join(X_AXES)}", param_hint="--x")
     dirs = [f for f in files if Path(f).is_dir()]
@@ -199,9 +201,23 @@ def _plot_scaling(files, x, out):
     rows, y = read_index(folder), "queries_to_eps"
     if x in ("alpha", "eps") and manifest.get("alpha"):
         rows, grid, y = q_rows(rows, grid, manifest["alpha"], manifest["eps"]), [*grid, "alpha", "eps"], "Q"
+    def numeric(name):
+        return all(isinstance(r.get(name), (int, float)) for r in rows if r.get(name) is not None)
+
+    levels = ["alpha", "eps"] if manifest.get("alpha") else []
+    allowed = sorted((g for g in grid if g not in levels and numeric(g)), key=lambda g: g not in manifest["grid"])
+    allowed += levels
+    extra = "" if levels else " (alpha and eps need a sweep run with --alpha)"
+    if x is None:
+        if not allowed:
+            raise click.BadParameter(f"this sweep has no numeric grid parameter; allowed: a sweep over N, eta, ...",
+                                     param_hint="--x")
+        x = allowed[0]
     if x not in grid:
-        extra = ", alpha, eps (with --alpha)" if not manifest.get("alpha") else ""
-        raise click.BadParameter(f"{x!r} is not a grid parameter of this sweep; allowed: {', '.join(grid)}{extra}",
+        raise click.BadParameter(f"{x!r} is not a grid parameter of this sweep; allowed: {', '.join(allowed)}{extra}",
+                                 param_hint="--x")
+    if x not in allowed:
+        raise click.BadParameter(f"{x!r} is not numeric and cannot be an axis; allowed: {', '.join(allowed)}{extra}",
                                  param_hint="--x")
     table = scaling_table(rows, grid, x, y)
     for g in table:
@@ -211,5 +227,8 @@ def _plot_scaling(files, x, out):
                    f"{', '.join(f'{v:g}' for v in g['x'])}")
         click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
                    f"in log {x}: {fit['poly_slope']:.3f}")
+        if sum(g["missing"]):
+            click.echo(f"  not reached (left out of the medians and the fit, drawn as triangles): "
+                       + ", ".join(f"{m} of {m + n} at {x}={v:g}" for v, m, n in zip(g["x"], g["missing"], g["n"]) if m))
     eps = None if y == "Q" else _first(manifest.get("eps"))
     click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps), out)}")

@@ -43,8 +43,18 @@ def run_options(func):
 
 
 def resolve(preset: str | None, given: dict, middle: dict | None = None) -> dict:
-    """Parameters from defaults < preset < ``middle`` (e.g. a TOML file) < explicitly given options."""
+    """Parameters from defaults < preset < ``middle`` (e.g. a TOML file) < explicitly given options.
+
+    An explicit ``--eval-every`` (or ``--gamma``) replaces a schedule (or margin) set below it the
+    other way, ``eval_log`` (or ``gamma_quantile``): the option the user typed is the one that counts.
+    """
     values = dict(C.PRESETS[preset]) if preset else {}
     values.update(middle or {})
-    values.update({key: value for key, value in given.items() if key in C.PARAM and value is not None})
+    explicit = {key: value for key, value in given.items() if key in C.PARAM and value is not None}
+    for chosen, other, off in (("eval_every", "eval_log", 0), ("gamma", "gamma_quantile", None)):
+        if chosen in explicit and other not in explicit:
+            values.pop(other, None)
+            if off is not None:
+                values[other] = off
+    values.update(explicit)
     return values

@@ -7,6 +7,7 @@ import sys
 import click
 
 from fastpg.backends import BACKENDS
+from fastpg.config import PARAM
 from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
@@ -14,7 +15,9 @@ from .options import resolve, run_options
 
 @click.command("sweep")
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...", help="a grid parameter and its values (repeatable)")
+@click.option("--grid", "grid", multiple=True, metavar="NAME=V1,V2,...",
+              help="a grid parameter and its values (repeatable); NAME is any run parameter: "
+                   + ", ".join(p for p in PARAM if p != "seed"))
 @click.option("--seeds", default=None, help="seeds, e.g. 0-9 or 0,3,5  [default: 0, or the TOML file's]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML sweep file: seeds, eps, alpha, [fixed] and [grid] tables, [[cases]] (each crossed with the grid)")
@@ -43,6 +46,9 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     """
     from fastpg.config import ConfigError
     from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds
+
+    if given.get("seed") is not None:
+        raise ConfigError("--seed", "a sweep runs every seed of --seeds; allowed: --seeds 0-9 (or seeds = ... in the TOML file)")
 
     toml = load_toml(config_file) if config_file else {"fixed": {}, "grid": {}, "cases": [], "seeds": None, "eps": None,
                                                         "alpha": None}

@@ -212,8 +212,9 @@ PARAMS: tuple[Param, ...] = (
     Param("sigma", "float", 0.1, "cluster spread (contexts=clusters)", "task", low=0.0, clusters=True),
     Param("zipf", "float", 1.0, "pre-training cluster skew: P(c) ~ c^-zipf (contexts=clusters)", "task", low=0.0,
           clusters=True),
-    Param("gamma", "float", 0.0, "margin: every context is conditioned on m(x) >= gamma (0: no condition)", "task",
-          low=0.0),
+    Param("gamma", "float", 0.0, "margin: every context is conditioned on m(x) >= gamma (0: no condition); the scale "
+          "depends on d, k, N (a run that cannot meet it prints the pilot's margin quantiles), so --gamma-quantile "
+          "is often easier", "task", low=0.0),
     Param("gamma_quantile", "float", None, "instead of --gamma, the q-quantile of the margins of 4096 pilot "
           "contexts", "task", low=0.0, high=1.0, optional=True),
     Param("seed", "int", 0, "root seed of every random stream of the run", "task", low=0, high=MAX_SEED),
@@ -241,8 +242,8 @@ PARAMS: tuple[Param, ...] = (
           choices=BASELINES),
     Param("M", "int", 10**12, "query budget per step, per token with prm (rs)", "post", low=1, high=MAX_EXACT_INT),
     Param("skip", "bool", True, "exact geometric skip-ahead over failed queries (rs)", "post"),
-    Param("lr", "choice", "constant", "learning-rate rule: constant eta, adaptive eta / max(loss, floor), "
-          "invsqrt eta / sqrt(t)", "post", choices=LR_RULES),
+    Param("lr", "choice", "adaptive", "learning-rate rule: adaptive eta / max(loss, floor) (the paper's near-optimal "
+          "rule, used by every preset), constant eta, invsqrt eta / sqrt(t)", "post", choices=LR_RULES),
     Param("eta", "float", 0.5, "learning rate", "post", low=0.0),
     Param("floor", "float", FLOOR, "loss floor of the adaptive rule", "post", low=0.0, low_open=True, bases=("sgd",)),
     Param("steps", "int", 1000, "post-training steps", "evaluation", low=0),
@@ -250,7 +251,8 @@ PARAMS: tuple[Param, ...] = (
     # evaluation (docs/design.md, "Evaluation")
     Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
     Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),
-    Param("eval_log", "int", 0, "instead, this many log-spaced evaluation points (0: off)", "evaluation", low=0),
+    Param("eval_log", "int", 0, "instead, this many log-spaced evaluation points (0: off); points that round to "
+          "the same step count once, so short runs get fewer", "evaluation", low=0),
     Param("alpha_off", "float", ALPHA_OFF, "base likelihood below which a test context is off-support",
           "evaluation", low=0.0, high=1.0, low_open=True),
     Param("token_trace", "bool", False, "also store per-token log-likelihoods at every evaluation point",

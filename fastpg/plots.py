@@ -230,6 +230,11 @@ def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None =
         err = np.vstack([g["median"] - g["q25"], g["q75"] - g["median"]])
         ax.errorbar(g["x"], g["median"], yerr=err, marker="o", capsize=3, color=f"C{i}", lw=1.8, label=label)
         ok = np.isfinite(g["median"]) & (g["median"] > 0)
+        lost = [(xv, m) for xv, m in zip(g["x"], g["missing"]) if m]
+        if lost:
+            top = float(np.nanmax(g["q75"])) * 2 if ok.any() else 1.0
+            ax.plot([xv for xv, _ in lost], [top] * len(lost), "^", color=f"C{i}", mfc="none", ms=9,
+                    label=f"{name}: not reached ({sum(m for _, m in lost)} runs)")
         if ok.sum() >= 2 and math.isfinite(fit["exp_slope"]):
             a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * g["x"][ok])
             ax.plot(g["x"], np.exp(a + fit["exp_slope"] * g["x"]), color=f"C{i}", ls=":", lw=1)

@@ -70,9 +70,11 @@ def parse_grid(specs, option: str = "--grid") -> dict:
     for spec in specs:
         name, sep, values = str(spec).partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or not values.strip():
-            raise ConfigError(option, f"got {spec!r}; allowed: name=v1,v2,... with a run parameter name")
-        grid[name] = [v.strip() for v in values.split(",") if v.strip()]
+        parts = [v.strip() for v in values.split(",")]
+        if not sep or not values.strip() or not all(parts):
+            raise ConfigError(option, f"got {spec!r}; allowed: name=v1,v2,... with a run parameter name and no "
+                                      "empty value")
+        grid[name] = parts
     return _typed_grid(grid, option)
 
 

@@ -1,0 +1,72 @@
+"""The researcher's workflow through the real command: no silent overrides, no ignored options,
+clear refusals, and plots that say what they left out."""
+
+import numpy as np
+
+import fastpg
+from fastpg.config import RunConfig
+
+from test_cli import fastpg as fastpg_cmd
+
+
+def _one_line_exit_2(r, option):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and option in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_explicit_eval_every_beats_a_presets_eval_log(tmp_path):
+    out = tmp_path / "e.h5"
+    r = fastpg_cmd("run", "--preset", "fig1-orm", "--eval-every", "5000", "--steps", "20000", "--n-test", "64",
+                   "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    run = fastpg.load(out)
+    np.testing.assert_array_equal(run.trace["steps"], [0, 5000, 10000, 15000, 20000])
+    assert run.config["eval_log"] == 0
+
+
+def test_an_explicit_gamma_beats_a_presets_gamma_quantile(tmp_path):
+    out = tmp_path / "g.h5"
+    r = fastpg_cmd("run", "--preset", "fig1-orm", "--gamma", "0", "--steps", "100", "--n-test", "64", "--out", out, "-q")
+    assert r.returncode == 0, r.stderr
+    run = fastpg.load(out)
+    assert run.config["gamma_quantile"] is None and run.task["gamma"] == 0.0
+
+
+def test_sweep_refuses_seed_and_empty_grid_values(tmp_path):
+    _one_line_exit_2(fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--seed", "5"), "--seed")
+    _one_line_exit_2(fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--grid", "eta=0.1,"), "--grid")
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_help_lists_the_grid_parameters():
+    r = fastpg_cmd("sweep", "--help")
+    text = " ".join(r.stdout.split())
+    for name in ("N", "reward", "eta", "gamma_quantile", "teacher_scale"):
+        assert name in text
+
+
+def test_a_sweep_with_failed_runs_exits_1_naming_one(tmp_path):
+    r = fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--steps", "50", "--seeds", "0-1", "--eta", "1e200",
+                   "--algorithm", "rs", "--reward", "prm", "--base", "uniform", "-q")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "2 of 2 runs are not complete" in lines[0] and "--eta" in lines[0]
+
+
+def test_plot_scaling_defaults_to_a_numeric_parameter_and_reports_what_it_left_out(tmp_path):
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--grid", "N=2,3", "--grid", "reward=orm,prm", "--seeds", "0-1", "-d", "6", "-k", "3",
+                   "--contexts", "clusters", "--C", "1", "--sigma", "0", "--base", "uniform", "--algorithm", "rs",
+                   "--eta", "1", "--steps", "3", "--eval-every", "1", "--n-test", "1", "--eps", "0.001", "-q")
+    assert r.returncode == 0, r.stderr
+    p = fastpg_cmd("plot", "scaling", out, "--out", tmp_path / "p.png")  # no --x: the first numeric grid parameter
+    assert p.returncode == 0, p.stderr
+    assert "at N = " in p.stdout and "not reached" in p.stdout and (tmp_path / "p.png").exists()
+    _one_line_exit_2(fastpg_cmd("plot", "scaling", out, "--x", "reward", "--out", tmp_path / "q.png"), "--x")
+
+
+def test_the_default_learning_rate_rule_is_the_adaptive_one():
+    assert RunConfig().lr == "adaptive"
+    assert all(preset.get("lr", "adaptive") == "adaptive" for name, preset in fastpg.PRESETS.items() if name != "tiny")
+    r = fastpg_cmd("run", "--help")
+    assert "[default: adaptive]" in " ".join(r.stdout.split()).split("--lr")[1][:400]
