@@ -11,6 +11,7 @@ from .api import RunFailed, RunResult, run  # noqa: E402
 from .api import pretrain  # noqa: E402
 from .config import PRESETS, ConfigError, RunConfig  # noqa: E402
 from .store import RunData, load  # noqa: E402
+from .sweep import SweepData, load_sweep  # noqa: E402
 
-__all__ = ["run", "pretrain", "load", "RunData", "RunResult", "RunFailed", "RunConfig", "ConfigError", "PRESETS",
+__all__ = ["run", "pretrain", "load", "load_sweep", "SweepData", "RunData", "RunResult", "RunFailed", "RunConfig", "ConfigError", "PRESETS",
            "__version__"]

@@ -280,13 +280,23 @@ class RunData:
 
         return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
 
-    def to_pandas(self):
-        """The 1-D traces as a ``pandas.DataFrame`` (one row per evaluation point); needs pandas."""
-        try:
-            import pandas as pd
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("RunData.to_pandas needs pandas: pip install pandas") from None
-        return pd.DataFrame(self.trace)
+    def to_pandas(self, keys=("seed",)):
+        """The 1-D traces as a ``pandas.DataFrame``: one row per evaluation point, with the total
+        reward queries (``queries``) and, as constant columns, the run's parameters named in ``keys``
+        (a sweep's loader passes its grid); needs pandas."""
+        pd = require_pandas("RunData.to_pandas")
+        frame = pd.DataFrame({**self.trace, "queries": self.queries})
+        for i, key in enumerate(keys):
+            frame.insert(i, key, self.config.get(key))
+        return frame
+
+
+def require_pandas(what: str):
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{what} needs pandas: pip install 'fastpg[analysis]'") from None
+    return pd
 
 
 def read_status(path) -> str:
@@ -301,8 +311,13 @@ def read_status(path) -> str:
 def load(path) -> RunData:
     """Read a result file (also one still being written, through SWMR) into a :class:`RunData`.
 
-    Only whole rows are returned: a row counts once every trace dataset has it.
+    Only whole rows are returned: a row counts once every trace dataset has it. A sweep folder is
+    read by :func:`fastpg.load_sweep`.
     """
+    if Path(path).is_dir():
+        hint = "a sweep folder: use fastpg.load_sweep" if (Path(path) / "sweep.json").exists() else "a folder"
+        raise IsADirectoryError(f"{path} is {hint}({str(path)!r})" if "sweep" in hint else
+                                f"{path} is a folder; fastpg.load reads one result file (fastpg.load_sweep a sweep folder)")
     with open_result(path) as f:
         for ds in f["trace"].values():
             if hasattr(ds, "refresh"):

@@ -424,6 +424,60 @@ def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
     return out
 
 
+@dataclass
+class SweepData:
+    """A sweep folder in tables: ``index`` (one row per run, as ``index.csv``), ``traces`` (long
+    form: one row per run and evaluation point, with the run's grid and case parameters, ``seed``,
+    ``file`` and ``queries``) and, when loaded with ``loglik=True``, ``loglik``: run file ->
+    ``log pi(y*|x)`` as ``float64[eval point, test context]``."""
+
+    outdir: Path
+    manifest: dict
+    index: object
+    traces: object
+    loglik: dict | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return [*dict.fromkeys(k for case in self.manifest.get("cases", []) for k in case), *self.manifest["grid"]]
+
+    def cube(self):
+        """The log-likelihoods as one array ``[run, eval point, test context]`` (runs in index order);
+        needs ``loglik=True`` and runs of one shape."""
+        if self.loglik is None:
+            raise ValueError("load the sweep with loglik=True first")
+        arrays = [self.loglik[f] for f in self.index["file"] if f in self.loglik]
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError("runs differ in evaluation points or test set size; use .loglik per file")
+        return np.stack(arrays)
+
+
+def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
+    """Read a sweep folder: its index, every complete run's traces in long form and, on request,
+    the per-context log-likelihoods. Incomplete runs are in the index only. Needs pandas."""
+    from .store import require_pandas
+
+    pd = require_pandas("fastpg.load_sweep")
+    outdir = Path(outdir)
+    if not (outdir / MANIFEST).exists():
+        raise ConfigError("OUTDIR", f"{outdir} has no {MANIFEST}; allowed: a fastpg sweep folder")
+    manifest = json.loads((outdir / MANIFEST).read_text())
+    index = pd.DataFrame(read_index(outdir))
+    keys = [*dict.fromkeys(k for case in manifest.get("cases", []) for k in case), *manifest["grid"]]
+    frames, logliks = [], {}
+    for row in index.to_dict("records"):
+        if row.get("status") != COMPLETE:
+            continue
+        data = load(outdir / row["file"])
+        frame = data.to_pandas(keys=[*keys, "seed"])
+        frame.insert(len(keys) + 1, "file", row["file"])
+        frames.append(frame)
+        if loglik:
+            logliks[row["file"]] = data.loglik
+    traces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return SweepData(outdir=outdir, manifest=manifest, index=index, traces=traces, loglik=logliks if loglik else None)
+
+
 # -- executing ---------------------------------------------------------------------------------------
 def warm_up(config: RunConfig) -> None:
     """Compile (or load from cache) every kernel a sweep uses, with a tiny run of its shape."""

@@ -70,3 +70,24 @@ def test_the_default_learning_rate_rule_is_the_adaptive_one():
     assert all(preset.get("lr", "adaptive") == "adaptive" for name, preset in fastpg.PRESETS.items() if name != "tiny")
     r = fastpg_cmd("run", "--help")
     assert "[default: adaptive]" in " ".join(r.stdout.split()).split("--lr")[1][:400]
+
+
+def test_load_sweep_gives_the_index_long_traces_and_the_loglik_cube(tmp_path):
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "200", "--grid", "reward=orm,prm", "--seeds", "0-1", "-q")
+    assert r.returncode == 0, r.stderr
+    data = fastpg.load_sweep(out, loglik=True)
+    assert len(data.index) == 4 and set(data.index["status"]) == {"complete"}
+    runs = [fastpg.load(out / f) for f in data.index["file"]]
+    assert len(data.traces) == sum(run.rows for run in runs)
+    assert list(data.traces.columns[:3]) == ["reward", "seed", "file"] and "queries" in data.traces
+    first = data.traces[data.traces["file"] == data.index["file"][0]]
+    np.testing.assert_array_equal(first["queries"], runs[0].queries)
+    assert data.cube().shape == (4, runs[0].rows, runs[0].config["n_test"])
+    np.testing.assert_array_equal(data.cube()[1], runs[1].loglik)
+    try:
+        fastpg.load(out)
+    except IsADirectoryError as exc:
+        assert "fastpg.load_sweep" in str(exc)
+    else:
+        raise AssertionError("fastpg.load on a sweep folder must point to load_sweep")
