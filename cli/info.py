@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+
+import numpy as np
 
 from fastpg.metrics import METRICS
 from fastpg.codes import COUNTERS
 from fastpg.store import load
 
+from .progress import duration as _duration
+
 SHOWN_CONFIG = ("d", "k", "N", "features", "contexts", "base", "algorithm", "reward", "G", "baseline", "lr", "eta",
                 "steps", "seed")
 
 
+STALE_SECONDS = 120.0  # a running file with no new row for this long (and 5x its usual gap) is called stale
+
+
 def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def seed_ranges(seeds) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2,5,7-8"`` (a 100,001-seed sweep is one short range)."""
+    seeds = sorted(int(s) for s in seeds)
+    parts, start = [], None
+    for i, s in enumerate(seeds):
+        if start is None:
+            start = s
+        if i + 1 == len(seeds) or seeds[i + 1] != s + 1:
+            parts.append(str(start) if start == s else f"{start}-{s}")
+            start = None
+    return ",".join(parts)
+
+
+def running_state(path, r, done: int, total: int) -> str:
+    """``running``, with the rate and the time left, or ``stale`` when no row came for long."""
+    wall = r.trace["wall_time"]
+    age = time.time() - Path(path).stat().st_mtime
+    gaps = np.diff(wall) if len(wall) > 1 else np.array([0.0])
+    if age > max(STALE_SECONDS, 5 * float(gaps.max())):
+        return (f"stale: no new row for {_duration(age)} (the process was probably killed; "
+                "incomplete, a sweep re-run redoes it)")
+    if len(wall) > 1 and wall[-1] > 0 and done > 0:
+        rate = done / wall[-1]
+        return f"running: {rate:.3g} steps/s, about {_duration((total - done) / rate)} left (incomplete until it ends)"
+    return "running (incomplete until it ends)"
 
 
 def describe_file(path) -> str:
@@ -27,8 +63,8 @@ def describe_file(path) -> str:
     steps_done = int(r.trace["steps"][-1]) if rows else 0
     total = cfg["n_pre"] if r.experiment == "pretrain" else cfg["steps"]
     state = {
-        "running": "running (or killed before it finished: incomplete)",
-        "complete": "complete",
+        "running": running_state(path, r, steps_done, total) if status == "running" else "",
+        "complete": "complete" + (f" in {_duration(float(r.trace['wall_time'][-1]))}" if rows else ""),
         "failed": f"failed: {r.message}",
     }.get(status, status)
     lines = [
@@ -49,8 +85,6 @@ def describe_file(path) -> str:
 
 def describe_sweep(path: Path) -> str:
     """A sweep folder: runs by status (read from the files themselves) and the runs not complete."""
-    import json
-
     from fastpg.config import ConfigError
     from fastpg.sweep import Sweep
 
@@ -68,15 +102,31 @@ def describe_sweep(path: Path) -> str:
     if sweep.cases:
         grid += " x cases " + "; ".join(",".join(f"{k}={v}" for k, v in case.items()) for case in sweep.cases)
     lines = [f"{path}", f"  sweep        {len(sweep.runs)} runs: {counts}",
-             f"  grid         {grid} seeds={','.join(map(str, sweep.seeds))}"]
+             f"  grid         {grid} seeds={seed_ranges(sweep.seeds)} ({len(sweep.seeds)} seeds)"]
     waiting = [(status, rid) for status, ids in by_status.items() if status != "complete" for rid in ids]
+    paths = {run.id: run.path for run in sweep.runs}
     for status, rid in waiting[:20]:
-        lines.append(f"  {status:<12} {rid}")
+        lines.append(f"  {status:<12} {rid}{_progress(paths[rid]) if status == 'running' else ''}")
     if len(waiting) > 20:
         lines.append(f"  ... and {len(waiting) - 20} more not complete")
     if (path / "index.csv").exists():
         lines.append(f"  index        {path / 'index.csv'}")
     return "\n".join(lines)
+
+
+def _progress(path) -> str:
+    """``: 1200 / 5000 steps`` of a running file, read without loading its traces."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            ds = f["trace/steps"]
+            ds.refresh()
+            done = int(ds[-1]) if ds.shape[0] else 0
+            total = json.loads(f["config"].attrs["json"])["steps"]
+        return f": {done} / {total} steps"
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 def describe(path) -> str:

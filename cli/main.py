@@ -13,14 +13,11 @@ from fastpg.store import OutputError
 
 from .info import describe
 from .options import resolve, run_options
+from .progress import Progress
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-
-def _show_progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -56,17 +53,11 @@ def run_cmd(preset, out, overwrite, quiet, **given):
     values = resolve(preset, given)
     steps = values.get("steps", fastpg.RunConfig().steps)
     argv = ["fastpg", *sys.argv[1:]]
-    if _show_progress(quiet):
-        with click.progressbar(length=max(steps, 1), label="post-training", file=sys.stderr) as bar:
-            last = [0]
-
-            def progress(done):
-                bar.update(done - last[0])
-                last[0] = done
-
-            result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=progress)
-    else:
-        result = fastpg.run(values, out, overwrite=overwrite, argv=argv)
+    bar = Progress(steps, "steps", "post-training", quiet)
+    try:
+        result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=bar.update)
+    finally:
+        bar.close()
     if not quiet:
         t = result.trace
         click.echo(

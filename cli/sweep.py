@@ -11,6 +11,7 @@ from fastpg.config import PARAM
 from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
+from .progress import Progress
 
 
 @click.command("sweep")
@@ -65,14 +66,10 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
                   batch_size if batch_size is not None else MAX_BATCH,
                   alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"])
     argv = ["fastpg", *sys.argv[1:]]
-    show = not quiet and sys.stderr.isatty()
-    bar = click.progressbar(length=len(sweep.runs), label="runs", file=sys.stderr) if show else None
-    last = [0]
+    bar = Progress(len(sweep.runs), "runs", "sweep", quiet)
 
     def progress(done, total):
-        if bar is not None:
-            bar.update(done - last[0])
-            last[0] = done
+        bar.update(done)
 
     def notify(message):
         click.echo(f"fastpg: {message}", err=True)
@@ -81,8 +78,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
         index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
                         progress=progress, notify=notify)
     finally:
-        if bar is not None:
-            bar.render_finish()
+        bar.close()
     if not quiet:
         _print_summary(sweep, index)
     unfinished = [row for row in index.rows.values() if row["status"] != "complete"]

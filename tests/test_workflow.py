@@ -91,3 +91,44 @@ def test_load_sweep_gives_the_index_long_traces_and_the_loglik_cube(tmp_path):
         assert "fastpg.load_sweep" in str(exc)
     else:
         raise AssertionError("fastpg.load on a sweep folder must point to load_sweep")
+
+
+def test_progress_lines_in_a_log_without_a_terminal(tmp_path):
+    r = fastpg_cmd("run", "-d", "32", "-N", "8", "--steps", "400000", "--eval-every", "100000", "--n-test", "32",
+                   "--n-pre", "50", "--out", tmp_path / "p.h5", env={"FASTPG_PROGRESS_SECONDS": "0"})
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("fastpg: post-training:")]
+    assert lines and all("steps/s" in line and "left" in line and "/400000 steps" in line for line in lines)
+    s = fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--steps", "40", "--seeds", "0-2", "--batch-size", "1",
+                   env={"FASTPG_PROGRESS_SECONDS": "0"})
+    assert s.returncode == 0, s.stderr
+    assert "fastpg: sweep: 3/3 runs (100%)" in s.stderr
+
+
+def test_info_tells_a_killed_run_from_a_slow_one_and_summarises_seeds(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from fastpg.sweep import Sweep
+    from test_cli import FASTPG
+    from test_reliability import LONG_RUN, _wait_rows
+
+    out = tmp_path / "live.h5"
+    proc = subprocess.Popen([*FASTPG, *LONG_RUN, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_rows(out, 3)
+        live = fastpg_cmd("info", out)
+        assert "running:" in live.stdout and "steps/s" in live.stdout and "left" in live.stdout
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    old = time.time() - 3600
+    os.utime(out, (old, old))
+    stale = fastpg_cmd("info", out)
+    assert "stale: no new row for 60 min" in stale.stdout and "incomplete" in stale.stdout
+    Sweep(tmp_path / "big", {"steps": 10}, {}, list(range(2001))).claim_folder()
+    info = fastpg_cmd("info", tmp_path / "big")
+    assert info.returncode == 0 and "seeds=0-2000 (2001 seeds)" in info.stdout
+    assert max(len(line) for line in info.stdout.splitlines()) < 200

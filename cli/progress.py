@@ -1,0 +1,64 @@
+"""Progress on long work: a bar on a terminal, a line every so often in a log (no TTY), nothing with --quiet."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+LOG_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal (FASTPG_PROGRESS_SECONDS)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class Progress:
+    """``update(done)`` with a running count out of ``total`` ``unit``; ``close()`` at the end.
+
+    On a terminal: click's progress bar. Otherwise (a batch job's log) one line at most every
+    ``FASTPG_PROGRESS_SECONDS`` (default 30) seconds: done / total, the rate and the time left.
+    """
+
+    def __init__(self, total: int, unit: str, label: str, quiet: bool = False):
+        self.total, self.unit, self.label = max(int(total), 1), unit, label
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.start = time.perf_counter()
+        self.last_line = self.start
+        self.interval = float(os.environ.get("FASTPG_PROGRESS_SECONDS", LOG_INTERVAL))
+        self.done = 0
+        self.bar = None
+        if not quiet and self.tty:
+            self.bar = click.progressbar(length=self.total, label=label, file=sys.stderr)
+            self.bar.__enter__()
+
+    def update(self, done: int) -> None:
+        done = int(done)
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        elif not self.quiet:
+            now = time.perf_counter()
+            if now - self.last_line >= self.interval and done > 0:
+                self.last_line = now
+                self.line(done, now)
+        self.done = done
+
+    def line(self, done: int, now: float) -> None:
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else float("nan")
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        click.echo(f"fastpg: {self.label}: {done}/{self.total} {self.unit} ({100 * done / self.total:.0f}%), "
+                   f"{rate:.3g} {self.unit}/s, about {duration(eta)} left", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
