@@ -179,6 +179,17 @@ class SweepRun:
     path: Path
 
 
+def _resolve_fixed(fixed: dict, grid: dict, cases: list) -> dict:
+    varied = {*grid, *(k for case in cases for k in case), "seed"}
+    defaults = RunConfig().to_dict()
+    typed = {k: parse_value(k, v) for k, v in fixed.items() if k not in varied}
+    return {k: typed.get(k, defaults[k]) for k in defaults if k not in varied}
+
+
+def _show(value) -> str:
+    return "not fixed" if value is None else id_value(value)
+
+
 def check_unique_ids(runs) -> None:
     """Refuse, before any work, a sweep in which two runs would share an id (and so a file)."""
     seen: dict = {}
@@ -255,24 +266,34 @@ class Sweep:
         if not os.access(self.outdir, os.W_OK | os.X_OK):
             raise ConfigError("OUTDIR", f"{self.outdir} cannot be written (permission denied)")
         path = self.outdir / MANIFEST
+        resolved = self.resolved_fixed()
+        grid = self.grid
         if path.exists():
             old = json.loads(path.read_text())
-            diffs = [f"fixed {k}" for k in sorted(set(old["fixed"]) | set(self.fixed))
-                     if old["fixed"].get(k) != self.fixed.get(k)]
-            diffs += [f"grid {k}" for k in sorted(set(old["grid"]) | set(self.grid))
-                      if old["grid"].get(k) != self.grid.get(k)]
-            if list(old["grid"]) != list(self.grid) and not diffs:
-                diffs.append("grid order")
+            old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
+            diffs = [f"{k}: {_show(old_resolved.get(k))} (folder) -> {_show(resolved.get(k))} (now)"
+                     for k in RunConfig.names() if k in old_resolved or k in resolved
+                     if old_resolved.get(k) != resolved.get(k)]
+            if list(old["grid"]) != list(self.grid):
+                diffs.append(f"grid parameters: {', '.join(old['grid']) or 'none'} (folder) -> "
+                             f"{', '.join(self.grid) or 'none'} (now)")
             if old.get("cases", []) != self.cases:
-                diffs.append("cases")
+                diffs.append("cases differ")
             if diffs:
-                raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep (differs in: {', '.join(diffs)}); "
-                                            "allowed: the same fixed parameters and grid (seeds may change), or a new OUTDIR")
+                raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
+                                            "resolved fixed parameters, grid parameters and cases (grid values and seeds "
+                                            "may be added), or a new OUTDIR")
             seeds = sorted(set(old["seeds"]) | set(self.seeds))
+            grid = {k: list(dict.fromkeys([*old["grid"][k], *self.grid[k]])) for k in self.grid}  # values may grow
         else:
             seeds = self.seeds
-        _atomic_write(path, json.dumps({**self.manifest(), "seeds": seeds, "eps": self.eps_list, "alpha": self.alphas},
-                                       indent=2))
+        _atomic_write(path, json.dumps({**self.manifest(), "grid": grid, "resolved": resolved, "seeds": seeds,
+                                        "eps": self.eps_list, "alpha": self.alphas}, indent=2))
+
+    def resolved_fixed(self) -> dict:
+        """Every parameter that is the same for all runs, resolved (defaults included): what a folder
+        is compared by, so that spelling a default out (or not) does not make a different sweep."""
+        return _resolve_fixed(self.fixed, self.grid, self.cases)
 
     # -- planning and running --------------------------------------------------------------------
     def status(self, run: SweepRun) -> str:

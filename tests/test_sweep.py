@@ -79,11 +79,11 @@ def test_resume_skips_complete_and_refuses_other_sweeps(tmp_path):
     mtimes = {r.id: r.path.stat().st_mtime_ns for r in sweep.runs}
     execute(Sweep(out, dict(FIXED), {"N": [2, 3]}, [0, 1]))
     assert mtimes == {r.id: r.path.stat().st_mtime_ns for r in sweep.runs}
-    with pytest.raises(ConfigError, match="different sweep.*grid N"):
-        execute(Sweep(out, dict(FIXED), {"N": [2, 4]}, [0, 1]))
-    with pytest.raises(ConfigError, match="different sweep.*fixed eta"):
+    with pytest.raises(ConfigError, match="different sweep.*grid parameters: N .folder. -> k .now."):
+        execute(Sweep(out, dict(FIXED), {"k": [2, 4]}, [0, 1]))
+    with pytest.raises(ConfigError, match=r"different sweep: eta: 0.5 \(folder\) -> 0.3 \(now\)"):
         execute(Sweep(out, dict(FIXED, eta=0.3), {"N": [2, 3]}, [0, 1]))
-    r = fastpg_cmd("sweep", out, "--grid", "N=2,4", "-d", "6")
+    r = fastpg_cmd("sweep", out, "--grid", "N=2,4", "-d", "7")
     assert r.returncode == 2 and "different sweep" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -145,7 +145,7 @@ def test_sweep_summary_and_scaling_plot(tmp_path):
     info = fastpg_cmd("info", out)
     assert info.returncode == 0 and "12 runs: 12 complete" in info.stdout
     bad = fastpg_cmd("plot", "scaling", out, "--x", "k", "--out", tmp_path / "t.png")
-    assert bad.returncode == 2 and "allowed: N, reward" in bad.stderr
+    assert bad.returncode == 2 and "allowed: N " in bad.stderr  # reward is not numeric
 
 
 def test_cases_cross_the_grid_and_base_files_fill_placeholders(tmp_path):

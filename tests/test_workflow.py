@@ -132,3 +132,21 @@ def test_info_tells_a_killed_run_from_a_slow_one_and_summarises_seeds(tmp_path):
     info = fastpg_cmd("info", tmp_path / "big")
     assert info.returncode == 0 and "seeds=0-2000 (2001 seeds)" in info.stdout
     assert max(len(line) for line in info.stdout.splitlines()) < 200
+
+
+def test_a_folder_is_the_same_sweep_by_resolved_values_and_may_grow(tmp_path):
+    out = tmp_path / "s"
+    args = ["--preset", "tiny", "--steps", "40", "--grid", "N=2,3", "-q"]
+    assert fastpg_cmd("sweep", out, *args).returncode == 0
+    toml = tmp_path / "same.toml"  # the same sweep, with defaults spelled out
+    toml.write_text('[fixed]\nd = 8\nk = 3\ncontexts = "clusters"\nC = 4\nsigma = 0.2\nzipf = 1.5\nn_pre = 200\n'
+                    'steps = 40\nalgorithm = "pg"\nreward = "prm"\nG = 4\nbaseline = "rloo"\nn_test = 64\n'
+                    'eval_every = 100\nlr = "adaptive"\nM = 1000000000000\n[grid]\nN = [2, 3]\n')
+    r = fastpg_cmd("sweep", out, "--config", toml, "-q")
+    assert r.returncode == 0, r.stderr
+    grown = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "40", "--grid", "N=2,3,4", "-q")  # values may grow
+    assert grown.returncode == 0, grown.stderr
+    assert (out / "N=4" / "seed=0.h5").exists()
+    other = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "50", "--grid", "N=2,3", "-q")
+    _one_line_exit_2(other, "OUTDIR")
+    assert "steps: 40 (folder) -> 50 (now)" in other.stderr
