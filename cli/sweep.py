@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -11,7 +12,10 @@ from fastpg.config import PARAM
 from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
-from .progress import Progress
+from .progress import Progress, duration
+
+LARGE_RUNS = 10_000  # a sweep above this many runs, or LARGE_BYTES on disk, needs --yes
+LARGE_BYTES = 10e9
 
 
 @click.command("sweep")
@@ -30,10 +34,12 @@ from .progress import Progress
 @click.option("--scheduler", default=None, help="address of a running Dask scheduler (implies --backend dask)")
 @click.option("--dask-workers", type=int, default=None, help="start a local Dask cluster of this many processes (implies --backend dask)")
 @click.option("--batch-size", type=int, default=None, help="at most this many runs advanced together [default: 64]")
+@click.option("--yes", "-y", is_flag=True, help=f"start a sweep above {LARGE_RUNS} runs or {LARGE_BYTES / 1e9:g} GB "
+                                                  "(otherwise refused after printing its size)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
 @run_options
-def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, quiet, preset,
-              **given):
+def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, yes, quiet,
+              preset, **given):
     """Run a grid of parameters times seeds; one HDF5 file per run and OUTDIR/index.csv.
 
     Re-running the same command resumes: complete runs are kept, incomplete ones redone.
@@ -46,7 +52,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
       fastpg sweep out/expN --config examples/exp_in_N.toml --dask-workers 2
     """
     from fastpg.config import ConfigError
-    from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds
+    from fastpg.sweep import Sweep, estimate, execute, load_toml, parse_grid, parse_seeds
 
     if given.get("seed") is not None:
         raise ConfigError("--seed", "a sweep runs every seed of --seeds; allowed: --seeds 0-9 (or seeds = ... in the TOML file)")
@@ -66,6 +72,17 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
                   batch_size if batch_size is not None else MAX_BATCH,
                   alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"])
     argv = ["fastpg", *sys.argv[1:]]
+    pending = sweep.pending()
+    size = estimate(pending)
+    cores = os.cpu_count() or 1
+    disk = f"{size['bytes'] / 1e9:.3g} GB" if size["bytes"] >= 1e9 else f"{size['bytes'] / 1e6:.3g} MB"
+    hours = duration(size["core_seconds"] / cores)
+    if (len(pending) > LARGE_RUNS or size["bytes"] > LARGE_BYTES) and not yes:
+        raise ConfigError("--yes", f"{len(pending)} runs to do, about {disk} on disk and {hours} on {cores} cores (a rough "
+                                   "estimate): a sweep this large starts only with --yes (or fewer --seeds)")
+    if not quiet:
+        click.echo(f"fastpg: {len(sweep.runs)} runs, {len(pending)} to do: about {disk} on disk and {hours} on {cores} "
+                   "cores here (a rough estimate)", err=True)
     bar = Progress(len(sweep.runs), "runs", "sweep", quiet)
 
     def progress(done, total):

@@ -499,6 +499,27 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
     return SweepData(outdir=outdir, manifest=manifest, index=index, traces=traces, loglik=logliks if loglik else None)
 
 
+def estimate(runs) -> dict:
+    """A rough size of ``runs`` before starting them: bytes on disk and seconds of one core.
+
+    Disk: about 75 KB of HDF5 structure per file, the test set, three copies of ``W`` and a row
+    of ``n_test`` log-likelihoods per evaluation point (measured within 5% on the presets). Time:
+    about 0.4 us plus 2.4 us per 8192 weights per step (the bench's step cost), the exact
+    evaluations, and 20 ms per run of file and task overhead. Both are estimates, said as such.
+    """
+    from .metrics import eval_points
+
+    disk = seconds = 0.0
+    for run in runs:
+        cfg = run.config
+        E = len(eval_points(cfg.steps, cfg.eval_every, cfg.eval_log))
+        weights = (cfg.N if cfg.features == "position" else cfg.N * (cfg.k + 1)) * cfg.k * cfg.d
+        n, N = cfg.n_test, cfg.N
+        disk += 75_000 + n * (cfg.d * 8 + N * 12 + 16) + 3 * weights * 8 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0))
+        seconds += cfg.steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9 + 0.02
+    return {"runs": len(runs), "bytes": disk, "core_seconds": seconds}
+
+
 # -- executing ---------------------------------------------------------------------------------------
 def warm_up(config: RunConfig) -> None:
     """Compile (or load from cache) every kernel a sweep uses, with a tiny run of its shape."""

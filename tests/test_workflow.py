@@ -150,3 +150,18 @@ def test_a_folder_is_the_same_sweep_by_resolved_values_and_may_grow(tmp_path):
     other = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "50", "--grid", "N=2,3", "-q")
     _one_line_exit_2(other, "OUTDIR")
     assert "steps: 40 (folder) -> 50 (now)" in other.stderr
+
+
+def test_a_huge_sweep_prints_its_size_and_needs_yes(tmp_path):
+    r = fastpg_cmd("sweep", tmp_path / "big", "--preset", "tiny", "--seeds", "0-20000")
+    _one_line_exit_2(r, "--yes")
+    assert "20001 runs to do, about 1.75 GB on disk" in r.stderr
+    assert not (tmp_path / "big").exists()
+    small = fastpg_cmd("sweep", tmp_path / "small", "--preset", "tiny", "--steps", "40", "--seeds", "0-1")
+    assert small.returncode == 0 and "2 runs, 2 to do: about 0.17" in small.stderr
+    from fastpg.sweep import Sweep, estimate
+
+    sweep = Sweep(tmp_path / "x", dict(fastpg.PRESETS["tiny"], steps=40), {}, [0, 1])
+    size = estimate(sweep.runs)
+    actual = sum(p.stat().st_size for p in (tmp_path / "small").rglob("*.h5"))
+    assert 0.8 < size["bytes"] / actual < 1.25  # the disk estimate is within 25% of what was written
