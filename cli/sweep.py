@@ -72,6 +72,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
                   batch_size if batch_size is not None else MAX_BATCH,
                   alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"])
     argv = ["fastpg", *sys.argv[1:]]
+    sweep.check_folder()  # a folder of another sweep is refused before anything is printed or started
     pending = sweep.pending()
     size = estimate(pending)
     cores = os.cpu_count() or 1

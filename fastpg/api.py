@@ -35,6 +35,7 @@ class RunResult:
     loglik: np.ndarray | None = None
     W: np.ndarray | None = None
     base_loglik: np.ndarray | None = None
+    task: dict = field(default_factory=dict)
 
     @property
     def likelihood(self) -> np.ndarray | None:
@@ -255,6 +256,7 @@ class _Member:
             config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
             trace={k: np.array(v) for k, v in self.trace.items()}, loglik=np.array(self.logliks).reshape(len(self.logliks), self.cfg.n_test),
             W=None if W is None else W.copy(), base_loglik=self.base_loglik,
+            task={"gamma": self.task.gamma, "realised_min_margin": self.task.realised_min_margin},
         )
 
     def fail(self, error: Exception) -> None:

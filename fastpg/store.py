@@ -102,6 +102,7 @@ class RunWriter:
         self.token_trace = token_trace
         self.experiment = experiment
         self.f = None
+        self.columns: dict = {}
         self.rows = 0
 
     def open(self, *, task: dict, base: dict, lq: dict, W_shape) -> None:
@@ -133,17 +134,21 @@ class RunWriter:
             _describe(lqg.create_dataset(name, data=data), units, desc)
 
         tr = f.create_group("trace")
+        self.columns = {}  # the trace datasets, kept open: a lookup by name costs more than the write
         for name in TRACE_NAMES:
             ds = tr.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype="f8")
             _describe(ds, *TRACE_UNITS[name])
+            self.columns[name] = ds
         ds = tr.create_dataset("loglik", shape=(0, self.n_test), maxshape=(None, self.n_test),
                                chunks=(1, self.n_test), dtype="f8")
         _describe(ds, "nats", "log pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns); float64 "
                               "resolves both 1 - 1e-12 and 1e-300")
+        self.columns["loglik"] = ds
         if self.token_trace:
             ds = tr.create_dataset("token_loglik", shape=(0, self.n_test, self.N), maxshape=(None, self.n_test, self.N),
                                    chunks=(1, self.n_test, self.N), dtype="f8")
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
+            self.columns["token_loglik"] = ds
         ds = f.create_group("final").create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
         _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
         f.flush()
@@ -151,17 +156,16 @@ class RunWriter:
 
     def append(self, row: dict, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
         """Append one evaluation point (all trace datasets grow by one row) and flush."""
-        tr = self.f["trace"]
         n = self.rows + 1
         for name in TRACE_NAMES:
-            ds = tr[name]
+            ds = self.columns[name]
             ds.resize((n,))
             ds[n - 1] = row[name]
-        ds = tr["loglik"]
+        ds = self.columns["loglik"]
         ds.resize((n, self.n_test))
         ds[n - 1] = loglik
         if self.token_trace:
-            ds = tr["token_loglik"]
+            ds = self.columns["token_loglik"]
             ds.resize((n, self.n_test, self.N))
             ds[n - 1] = token_loglik
         self.rows = n
@@ -180,6 +184,7 @@ class RunWriter:
                 self.f.flush()
         finally:
             f, self.f = self.f, None
+            self.columns = {}
             f.close()
         with h5py.File(self.path, "r+", libver="latest") as f:
             f.attrs["status"] = status
@@ -191,6 +196,7 @@ class RunWriter:
         try:
             if self.f is not None:
                 f, self.f = self.f, None
+                self.columns = {}
                 f.close()
         except Exception:  # noqa: BLE001
             pass

@@ -265,30 +265,39 @@ class Sweep:
             raise ConfigError("OUTDIR", f"cannot create {self.outdir}: {exc.strerror}") from None
         if not os.access(self.outdir, os.W_OK | os.X_OK):
             raise ConfigError("OUTDIR", f"{self.outdir} cannot be written (permission denied)")
-        path = self.outdir / MANIFEST
-        resolved = self.resolved_fixed()
-        grid = self.grid
-        if path.exists():
-            old = json.loads(path.read_text())
-            old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
-            diffs = [f"{k}: {_show(old_resolved.get(k))} (folder) -> {_show(resolved.get(k))} (now)"
-                     for k in RunConfig.names() if k in old_resolved or k in resolved
-                     if old_resolved.get(k) != resolved.get(k)]
-            if list(old["grid"]) != list(self.grid):
-                diffs.append(f"grid parameters: {', '.join(old['grid']) or 'none'} (folder) -> "
-                             f"{', '.join(self.grid) or 'none'} (now)")
-            if old.get("cases", []) != self.cases:
-                diffs.append("cases differ")
-            if diffs:
-                raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
-                                            "resolved fixed parameters, grid parameters and cases (grid values and seeds "
-                                            "may be added), or a new OUTDIR")
+        old = self.check_folder()
+        resolved, grid, seeds = self.resolved_fixed(), self.grid, self.seeds
+        if old is not None:
             seeds = sorted(set(old["seeds"]) | set(self.seeds))
             grid = {k: list(dict.fromkeys([*old["grid"][k], *self.grid[k]])) for k in self.grid}  # values may grow
-        else:
-            seeds = self.seeds
-        _atomic_write(path, json.dumps({**self.manifest(), "grid": grid, "resolved": resolved, "seeds": seeds,
-                                        "eps": self.eps_list, "alpha": self.alphas}, indent=2))
+        _atomic_write(self.outdir / MANIFEST, json.dumps({**self.manifest(), "grid": grid, "resolved": resolved,
+                                                          "seeds": seeds, "eps": self.eps_list, "alpha": self.alphas},
+                                                         indent=2))
+
+    def check_folder(self) -> dict | None:
+        """Refuse (one line, old and new values) a folder that holds another sweep; writes nothing.
+        Returns the folder's manifest, or None for a new folder."""
+        if self.outdir.exists() and not self.outdir.is_dir():
+            raise ConfigError("OUTDIR", f"{self.outdir} is a file; allowed: a folder")
+        path = self.outdir / MANIFEST
+        if not path.exists():
+            return None
+        old = json.loads(path.read_text())
+        resolved = self.resolved_fixed()
+        old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
+        diffs = [f"{k}: {_show(old_resolved.get(k))} (folder) -> {_show(resolved.get(k))} (now)"
+                 for k in RunConfig.names() if k in old_resolved or k in resolved
+                 if old_resolved.get(k) != resolved.get(k)]
+        if list(old["grid"]) != list(self.grid):
+            diffs.append(f"grid parameters: {', '.join(old['grid']) or 'none'} (folder) -> "
+                         f"{', '.join(self.grid) or 'none'} (now)")
+        if old.get("cases", []) != self.cases:
+            diffs.append("cases differ")
+        if diffs:
+            raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
+                                        "resolved fixed parameters, grid parameters and cases (grid values and seeds "
+                                        "may be added), or a new OUTDIR")
+        return old
 
     def resolved_fixed(self) -> dict:
         """Every parameter that is the same for all runs, resolved (defaults included): what a folder
@@ -314,11 +323,14 @@ class Sweep:
         return out
 
 
-def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_threads: int | None = None) -> list[tuple]:
-    """Run one batch (also on a Dask worker); returns ``(status, message)`` per run.
+def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_threads: int | None = None,
+                    eps_list=(DEFAULT_EPS,), alphas=()) -> list[tuple]:
+    """Run one batch (also on a Dask worker); returns ``(status, message, index values)`` per run.
 
     ``paths`` are absolute (a worker may run in another directory). Runs whose file is already
-    complete are skipped and reported complete.
+    complete are skipped and reported complete (their index values are then read from the file).
+    The index values of a run that completed here are computed from its results in memory, so the
+    sweep does not read its file back (:func:`index_values`).
     """
     if num_threads:
         import numba
@@ -329,12 +341,15 @@ def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_thread
     # A task can run twice (a scheduler recomputes the tasks of a lost worker): a run whose file is
     # already complete is never redone, so a complete file is never rewritten.
     todo = [i for i, path in enumerate(paths) if read_status(path) != COMPLETE]
-    out = [(COMPLETE, "")] * len(paths)
+    out = [(COMPLETE, "", None)] * len(paths)
     if todo:
         results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True, argv=argv,
                             raise_errors=False)
         for i, r in zip(todo, results):
-            out[i] = (r.status, r.message)
+            values = None
+            if r.status == COMPLETE and len(r.trace.get("steps", ())):  # the index row, computed here once
+                values = index_values(r.trace, r.loglik, r.base_loglik, r.task, eps_list, alphas)
+            out[i] = (r.status, r.message, values)
     return out
 
 
@@ -346,6 +361,22 @@ def queries_to_eps(trace: dict, eps: float) -> float | None:
         return None
     i = hit[0]
     return float(trace["orm_queries"][i] + trace["prm_queries"][i])
+
+
+def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas) -> dict:
+    """The index columns of a complete run: final counters and metrics, its margins, queries_to_eps
+    for each ``eps`` and Q(alpha, eps) for each ``alpha`` and ``eps``."""
+    values = {name: float(trace[name][-1]) for name in (*COUNTERS, *METRICS)}
+    values.update(task_gamma=task.get("gamma", ""), realised_min_margin=task.get("realised_min_margin", ""))
+    queries = np.asarray(trace["orm_queries"]) + np.asarray(trace["prm_queries"])
+    for i, e in enumerate(eps_list):
+        q = queries_to_eps(trace, e)
+        values["queries_to_eps" if i == 0 else f"queries_to_eps_{id_value(e)}"] = "" if q is None else q
+    for a in alphas:
+        for e in eps_list:
+            qc = query_complexity(loglik, base_loglik, queries, a, e)
+            values[f"Q_alpha={id_value(a)}_eps={id_value(e)}"] = "" if qc.queries is None else qc.queries
+    return values
 
 
 class Index:
@@ -360,28 +391,25 @@ class Index:
                         "realised_min_margin", "queries_to_eps", *(c for c, _ in self.extra_eps),
                         *(c for c, _, _ in self.q_columns)]
 
-    def refresh(self, runs, messages: dict | None = None) -> None:
-        messages = messages or {}
+    def refresh(self, runs, messages: dict | None = None, values: dict | None = None) -> None:
+        """Rows of ``runs``: from ``values`` (run id -> :func:`index_values`, computed where the run
+        ran) when its file is complete, else read from the file."""
+        messages, values = messages or {}, values or {}
         for run in runs:
             row = {name: value for name, value in run.point.items()}
             row.update(seed=run.seed, file=str(run.path.relative_to(self.sweep.outdir)))
             status, message = "missing", messages.get(run.id, "")
             if run.path.exists():
                 try:
-                    data = load(run.path)
-                    status, message = data.status, message or data.message
-                    if data.complete and data.rows:
-                        row.update({name: float(data.trace[name][-1]) for name in (*COUNTERS, *METRICS)})
-                        row.update(task_gamma=data.task.get("gamma", ""),
-                                   realised_min_margin=data.task.get("realised_min_margin", ""))
-                        q = queries_to_eps(data.trace, self.sweep.eps)
-                        row["queries_to_eps"] = "" if q is None else q
-                        for column, e in self.extra_eps:
-                            q = queries_to_eps(data.trace, e)
-                            row[column] = "" if q is None else q
-                        for column, a, e in self.q_columns:
-                            qc = query_complexity(data.loglik, data.base["loglik"], data.queries, a, e)
-                            row[column] = "" if qc.queries is None else qc.queries
+                    if values.get(run.id) is not None and read_status(run.path) == COMPLETE:
+                        status = COMPLETE
+                        row.update(values[run.id])
+                    else:
+                        data = load(run.path)
+                        status, message = data.status, message or data.message
+                        if data.complete and data.rows:
+                            row.update(index_values(data.trace, data.loglik, data.base["loglik"], data.task,
+                                                    self.sweep.eps_list, self.sweep.alphas))
                 except (OSError, KeyError, ValueError):
                     status = "unreadable"
             elif run.id in messages:
@@ -569,7 +597,8 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
             batch = next(batches, None)
             if batch is not None:
                 future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch],
-                                         [str(r.path) for r in batch], argv=argv, num_threads=threads)
+                                         [str(r.path) for r in batch], argv=argv, num_threads=threads,
+                                         eps_list=sweep.eps_list, alphas=sweep.alphas)
                 running[future] = batch
 
         for _ in range(2 * slots):
@@ -578,15 +607,18 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 batch = running.pop(future)
+                values = {}
                 try:
-                    messages = {run.id: msg for run, (_, msg) in zip(batch, future.result()) if msg}
+                    results = future.result()
+                    messages = {run.id: msg for run, (_, msg, _) in zip(batch, results) if msg}
+                    values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
                 for run in batch:  # a batch that says it finished must have left complete files where we look
                     if run.id not in messages and read_status(run.path) != COMPLETE:
                         messages[run.id] = (f"no complete file at {run.path} after its batch finished "
                                             "(can the workers see OUTDIR?)")
-                index.refresh(batch, messages)
+                index.refresh(batch, messages, values)
                 index.write()
                 done += len(batch)
                 if progress is not None:
