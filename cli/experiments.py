@@ -145,7 +145,7 @@ def plot_cmd(kind, files, out, x, overwrite):
     \b
     Examples:
       fastpg plot fig1 out/fig1-*-seed0.h5 --out fig1.png
-      fastpg plot lq out/fig1-orm.h5 --out lq.png
+      fastpg plot lq out/fig1-orm-seed0.h5 --out lq.png
       fastpg plot scaling out/expN --x N --out scaling.png
     """
     from fastpg import plots

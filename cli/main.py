@@ -32,7 +32,7 @@ def main():
       fastpg info tiny.h5
       fastpg fig1 results/fig1
       fastpg pretrain results/pretrain
-      fastpg plot lq results/fig1/fig1-orm.h5 --out lq.png
+      fastpg plot lq results/fig1/fig1-orm-seed0.h5 --out lq.png
     """
 
 
