@@ -137,7 +137,7 @@ ANY_PRETRAINING = {
                   skip=True, lr="adaptive", eta=1.0, n_test=64, eval_log=60, n_pre=30),
     "grid": {"reward": ["orm", "prm"]},
     "cases": [{"base": "sgd", "n_pre": 30}, {"base": "sgd", "n_pre": 300}, {"base": "teacher", "beta": 2.0, "rho": 0.6},
-              {"base": "file"}],
+              {"base": "file", "base_file": "bases/N={N}.h5"}],
     "file_base": dict(base="uniform", algorithm="pg", reward="prm", G=1, lr="constant", eta=0.5, steps=30),
     "eps": 0.1,
 }
@@ -157,10 +157,13 @@ def make_file_bases(folder: Path, s: Settings) -> str:
 
 
 def any_pretraining_sweep(out: Path, s: Settings) -> Sweep:
+    """The sweep of ``examples/any_pretraining.toml`` with the file bases under ``out/bases`` (the
+    case's relative ``base_file`` made absolute; runs are keyed by the file's content, not its path)."""
     pattern = make_file_bases(out / "bases", s)
-    fixed = {**ANY_PRETRAINING["fixed"], "steps": s.any_steps, "base_file": pattern}
+    cases = [{**case, "base_file": pattern} if case["base"] == "file" else case for case in ANY_PRETRAINING["cases"]]
+    fixed = {**ANY_PRETRAINING["fixed"], "steps": s.any_steps}
     return Sweep(out / "runs", fixed, {"N": s.any_N, **ANY_PRETRAINING["grid"]}, s.seeds, eps=ANY_PRETRAINING["eps"],
-                 cases=ANY_PRETRAINING["cases"])
+                 cases=cases)
 
 
 def growth_by_case(sweep: Sweep) -> list[dict]:
@@ -188,6 +191,11 @@ def growth_by_case(sweep: Sweep) -> list[dict]:
     return out
 
 
+def case_label(case: dict) -> str:
+    """A case as text, without file paths (where the bases lie is not part of what was run)."""
+    return ", ".join(f"{a}={b}" for a, b in case.items() if a != "base_file")
+
+
 def any_pretraining(out: Path, s: Settings, progress=None):
     sweep = any_pretraining_sweep(out, s)
     execute(sweep, progress=progress)
@@ -197,7 +205,7 @@ def any_pretraining(out: Path, s: Settings, progress=None):
     orm = [g for g in growth if g["reward"] == "orm"]
     prm = [g for g in growth if g["reward"] == "prm"]
     for g in orm:
-        name = ", ".join(f"{a}={b}" for a, b in g["case"].items())
+        name = case_label(g["case"])
         p = next(p for p in prm if p["case"] == g["case"])
         n_max = max(g["medians"]) if g["medians"] else None
         ratio = g["medians"][n_max] / p["medians"][n_max] if n_max in p["medians"] else float("nan")
@@ -406,7 +414,7 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
     claims += c
     times["any_pretraining"] = time.perf_counter() - t
     plots.save(plots.growth_figure(growth, sweep.eps), out / "any_pretraining" / "growth.png")
-    table = "\n".join(f"| {', '.join(f'{a}={b}' for a, b in g['case'].items())} | {g['reward'].upper()} | "
+    table = "\n".join(f"| {case_label(g['case'])} | {g['reward'].upper()} | "
                       + ", ".join(f"{_fmt(v)}" for v in g["medians"].values()) + f" | {_fmt(g['exp_slope'])} |"
                       for g in growth)
     sections.append(("Exponential in N, whatever the base model", "any_pretraining/growth.png",

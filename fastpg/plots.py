@@ -319,7 +319,7 @@ def growth_figure(growth: list[dict], eps: float):
     fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
     cases = []
     for g in growth:
-        key = ", ".join(f"{a}={b}" for a, b in g["case"].items())
+        key = ", ".join(f"{a}={b}" for a, b in g["case"].items() if a != "base_file")
         if key not in cases:
             cases.append(key)
         xs = sorted(g["medians"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class Profile:
     seeds: list = field(default_factory=lambda: list(PROFILE_SEEDS))
 
     def __post_init__(self):
-        self.outdir = Path(self.outdir)
+        self.outdir = Path(os.path.abspath(self.outdir))  # as the sweeps' own folders
         if not self.alphas:
             raise ConfigError("--alpha", "got an empty list; allowed: numbers in (0, 1]")
         if not self.eps:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from . import codes
@@ -54,8 +56,11 @@ def pretraining_run(cfg: RunConfig, task: Task) -> dict:
 def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
     """The post-training run of ``cfg`` starting from the base weights ``W0`` (docs/design.md, "Algorithms")."""
     algorithm = codes.ALGORITHM_CODES[cfg.algorithm]
+    key = cfg.dynamics_params()
+    if cfg.base == "file":  # key by what the file holds, not where it lies: moving a folder changes no result
+        key["base_file"] = hashlib.sha256(np.ascontiguousarray(W0, dtype=np.float64).tobytes()).hexdigest()
     return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
-                      lr=cfg.lr, eta=cfg.eta, key=cfg.dynamics_params())
+                      lr=cfg.lr, eta=cfg.eta, key=key)
 
 
 def base_file_path(cfg: RunConfig) -> str:

@@ -20,8 +20,9 @@ SMALL = ["--grid", "N=4,5", "--grid", "gamma=0.004,0.008", "--seeds", "0-1", "--
 
 @pytest.fixture(scope="module")
 def small_profile(tmp_path_factory):
-    out = tmp_path_factory.mktemp("profile") / "p"
-    r = fastpg_cmd("profile", out, *SMALL)
+    where = tmp_path_factory.mktemp("profile")
+    out = where / "p"
+    r = fastpg_cmd("profile", "p", *SMALL, cwd=where)  # a relative OUTDIR, as a user types it
     assert r.returncode == 0, r.stderr
     return out, r
 

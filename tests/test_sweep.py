@@ -176,3 +176,13 @@ def test_cases_cross_the_grid_and_base_files_fill_placeholders(tmp_path):
     bad.write_text('[grid]\nN = [2]\n[[cases]]\nN = 3\n')
     r = fastpg_cmd("sweep", tmp_path / "b", "--config", bad)
     assert r.returncode == 2 and "case parameter N" in r.stderr
+
+
+def test_a_file_base_keys_runs_by_content_so_moving_folders_changes_nothing(tmp_path):
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        fastpg.run(dict(FIXED, base="uniform", algorithm="pg", reward="prm", steps=60), tmp_path / where / "base.h5")
+    runs = [fastpg.run(dict(FIXED, base="file", base_file=str(tmp_path / where / "base.h5"), steps=100))
+            for where in ("a", "b")]
+    np.testing.assert_array_equal(runs[0].W, runs[1].W)
+    np.testing.assert_array_equal(runs[0].trace["orm_queries"], runs[1].trace["orm_queries"])
