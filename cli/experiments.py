@@ -189,7 +189,7 @@ def _plot_scaling(files, x, out):
 
     from fastpg import plots
     from fastpg.analysis import scaling_table
-    from fastpg.sweep import MANIFEST, q_rows, read_index
+    from fastpg.sweep import MANIFEST, manifest_keys, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():
         raise click.BadParameter("allowed for scaling: exactly one sweep folder", param_hint="FILES")
@@ -197,7 +197,7 @@ def _plot_scaling(files, x, out):
     if not (folder / MANIFEST).exists():
         raise click.BadParameter(f"{folder} has no {MANIFEST}; allowed: a fastpg sweep folder", param_hint="FILES")
     manifest = json.loads((folder / MANIFEST).read_text())
-    grid = [*dict.fromkeys(k for case in manifest.get("cases", []) for k in case), *manifest["grid"]]
+    grid = manifest_keys(manifest)
     rows, y = read_index(folder), "queries_to_eps"
     if x in ("alpha", "eps") and manifest.get("alpha"):
         rows, grid, y = q_rows(rows, grid, manifest["alpha"], manifest["eps"]), [*grid, "alpha", "eps"], "Q"
@@ -210,7 +210,7 @@ def _plot_scaling(files, x, out):
     extra = "" if levels else " (alpha and eps need a sweep run with --alpha)"
     if x is None:
         if not allowed:
-            raise click.BadParameter(f"this sweep has no numeric grid parameter; allowed: a sweep over N, eta, ...",
+            raise click.BadParameter("this sweep has no numeric grid parameter; allowed: a sweep over N, eta, ...",
                                      param_hint="--x")
         x = allowed[0]
     if x not in grid:
@@ -228,7 +228,7 @@ def _plot_scaling(files, x, out):
         click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
                    f"in log {x}: {fit['poly_slope']:.3f}")
         if sum(g["missing"]):
-            click.echo(f"  not reached (left out of the medians and the fit, drawn as triangles): "
+            click.echo("  not reached (left out of the medians and the fit, drawn as triangles): "
                        + ", ".join(f"{m} of {m + n} at {x}={v:g}" for v, m, n in zip(g["x"], g["missing"], g["n"]) if m))
     eps = None if y == "Q" else _first(manifest.get("eps"))
     click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps), out)}")

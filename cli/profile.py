@@ -46,7 +46,7 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
     """
     from fastpg import plots
     from fastpg.config import ConfigError
-    from fastpg.profiler import GRID_NAMES, PROFILE_ALPHAS, PROFILE_EPS, PROFILE_SEEDS, Profile, format_exponents, lq_fits
+    from fastpg.profiler import GRID_NAMES, PROFILE_ALPHAS, PROFILE_EPS, PROFILE_SEEDS, Profile, format_exponents
     from fastpg.sweep import parse_grid, parse_numbers, parse_seeds
 
     plots.require_matplotlib()
@@ -56,7 +56,7 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
         if name in fixed:
             if name in grid_values:
                 raise ConfigError(f"--{name}" if len(name) > 1 else f"-{name}",
-                                  f"given both as an option and in --grid; allowed: one of them")
+                                  "given both as an option and in --grid; allowed: one of them")
             grid_values[name] = [fixed.pop(name)]
     if dask_workers is not None and dask_workers < 1:
         raise ConfigError("--dask-workers", f"got {dask_workers}; allowed: an integer >= 1")
@@ -75,14 +75,8 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
 
     profile.execute(backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers,
                     argv=["fastpg", *sys.argv[1:]], progress=progress)
-    rows = profile.rows()
-    exponents = profile.exponents(rows)
-    paths = profile.write(rows, exponents)
-    pngs = {"q_alpha": profile.outdir / "q_alpha.png", "lq": profile.outdir / "lq.png"}
-    plots.save(plots.profile_figure(rows, profile.N_ref, profile.gamma_ref), pngs["q_alpha"])
-    fits = lq_fits(profile.lq_runs())
-    if fits:
-        plots.save(plots.lq_fit_figure(fits), pngs["lq"])
+    result = profile.analyse()
+    exponents, fits, paths = result["exponents"], result["fits"], result["paths"]
     if quiet:
         return
     click.echo(f"\r{profile.runs} runs in {time.perf_counter() - t0:.0f} s; reference N={profile.N_ref}, "
@@ -92,5 +86,4 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
         level = "sequence" if reward == "orm" else "token"
         click.echo(f"pg + {reward.upper()}: expected error against the {level}-level LQ at c/T: "
                    + ", ".join(f"c={f['c']:.3g} (max gap {f['max_gap']:.3f})" for f in fs))
-    click.echo(f"wrote {paths['profile']}, {paths['exponents']}, {pngs['q_alpha']}" +
-               (f", {pngs['lq']}" if fits else ""))
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

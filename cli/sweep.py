@@ -94,6 +94,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
 
     try:
         index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
+                        pending=pending,
                         progress=progress, notify=notify)
     finally:
         bar.close()

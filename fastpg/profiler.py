@@ -31,7 +31,7 @@ import numpy as np
 from .complexity import bootstrap_slope, check_alpha, check_eps, fit_slope, lq_fit, query_complexity
 from .config import ConfigError, RunConfig
 from .store import COMPLETE, load
-from .sweep import Sweep, execute, id_value
+from .sweep import Sweep, execute
 
 PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
                pre_eta=0.5, teacher_scale="block", G=1, baseline="none", lr="adaptive", eta=0.5, steps=200000,
@@ -220,6 +220,22 @@ class Profile:
                                         "not_reached", "at_start"), exponents)
         return paths
 
+    def analyse(self) -> dict:
+        """Rows, exponents and LQ fits of the runs done so far, written as ``profile.csv``,
+        ``exponents.csv``, ``q_alpha.png`` and ``lq.png``; returns them and the paths."""
+        from . import plots
+
+        rows = self.rows()
+        exponents = self.exponents(rows)
+        paths = self.write(rows, exponents)
+        paths["q_alpha"] = self.outdir / "q_alpha.png"
+        plots.save(plots.profile_figure(rows, self.N_ref, self.gamma_ref), paths["q_alpha"])
+        fits = lq_fits(self.lq_runs())
+        if fits:
+            paths["lq"] = self.outdir / "lq.png"
+            plots.save(plots.lq_fit_figure(fits), paths["lq"])
+        return {"rows": rows, "exponents": exponents, "fits": fits, "paths": paths}
+
     def lq_runs(self):
         """The pg runs at the reference N and gamma (for the LQ figure), by reward."""
         sweep = self.sweeps.get("pg")
@@ -282,7 +298,3 @@ def format_exponents(exponents: list[dict]) -> str:
         lines.append(f"{e['algorithm']:<9} {e['reward']:<26} {label:<24} {f(e['slope']):>7} {interval:>22} "
                      f"{f(e['theory']):>7} {e['points']:>6} {e['not_reached']:>11} {e['at_start']:>4}")
     return "\n".join(lines)
-
-
-def describe_values(values) -> str:
-    return ",".join(id_value(v) for v in values)

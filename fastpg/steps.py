@@ -26,7 +26,6 @@ from .codes import (
     C_STEPS,
     C_TOKENS,
     C_UPDATES,
-    GRPO,
     INVSQRT,
     MAX_ABS_WEIGHT,
     MEAN,

@@ -363,6 +363,15 @@ def queries_to_eps(trace: dict, eps: float) -> float | None:
     return float(trace["orm_queries"][i] + trace["prm_queries"][i])
 
 
+def eps_column(eps: float, first: bool) -> str:
+    return "queries_to_eps" if first else f"queries_to_eps_{id_value(eps)}"
+
+
+def q_column(alpha: float, eps: float) -> str:
+    """The index column of Q(alpha, eps)."""
+    return f"Q_alpha={id_value(alpha)}_eps={id_value(eps)}"
+
+
 def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas) -> dict:
     """The index columns of a complete run: final counters and metrics, its margins, queries_to_eps
     for each ``eps`` and Q(alpha, eps) for each ``alpha`` and ``eps``."""
@@ -371,11 +380,11 @@ def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas)
     queries = np.asarray(trace["orm_queries"]) + np.asarray(trace["prm_queries"])
     for i, e in enumerate(eps_list):
         q = queries_to_eps(trace, e)
-        values["queries_to_eps" if i == 0 else f"queries_to_eps_{id_value(e)}"] = "" if q is None else q
+        values[eps_column(e, i == 0)] = "" if q is None else q
     for a in alphas:
         for e in eps_list:
             qc = query_complexity(loglik, base_loglik, queries, a, e)
-            values[f"Q_alpha={id_value(a)}_eps={id_value(e)}"] = "" if qc.queries is None else qc.queries
+            values[q_column(a, e)] = "" if qc.queries is None else qc.queries
     return values
 
 
@@ -385,15 +394,14 @@ class Index:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
-        self.extra_eps = [(f"queries_to_eps_{id_value(e)}", e) for e in sweep.eps_list[1:]]
-        self.q_columns = [(f"Q_alpha={id_value(a)}_eps={id_value(e)}", a, e) for a in sweep.alphas for e in sweep.eps_list]
         self.columns = [*sweep.point_names, "seed", "file", "status", "message", *COUNTERS, *METRICS, "task_gamma",
-                        "realised_min_margin", "queries_to_eps", *(c for c, _ in self.extra_eps),
-                        *(c for c, _, _ in self.q_columns)]
+                        "realised_min_margin", *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
+                        *(q_column(a, e) for a in sweep.alphas for e in sweep.eps_list)]
 
     def refresh(self, runs, messages: dict | None = None, values: dict | None = None) -> None:
         """Rows of ``runs``: from ``values`` (run id -> :func:`index_values`, computed where the run
-        ran) when its file is complete, else read from the file."""
+        ran) when its file is complete, else read from the file. A run in ``values`` comes from a
+        batch that finished: without a complete file it gets a message saying so."""
         messages, values = messages or {}, values or {}
         for run in runs:
             row = {name: value for name, value in run.point.items()}
@@ -414,6 +422,9 @@ class Index:
                     status = "unreadable"
             elif run.id in messages:
                 status = "failed"
+            if run.id in values and status != COMPLETE and not message:
+                # its batch finished, yet no complete file is where the sweep looks
+                message = f"no complete file at {run.path} after its batch finished (can the workers see OUTDIR?)"
             row.update(status=status, message=message)
             self.rows[run.id] = row
 
@@ -469,8 +480,14 @@ def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
         for a in alphas:
             for e in eps_list:
                 out.append({**{g: row.get(g) for g in grid}, "seed": row.get("seed"), "status": row.get("status"),
-                            "alpha": a, "eps": e, "Q": row.get(f"Q_alpha={id_value(a)}_eps={id_value(e)}")})
+                            "alpha": a, "eps": e, "Q": row.get(q_column(a, e))})
     return out
+
+
+def manifest_keys(manifest: dict) -> list[str]:
+    """The parameters that vary between the runs of a sweep folder: case parameters, then the grid's
+    (as :attr:`Sweep.point_names`)."""
+    return [*dict.fromkeys(k for case in manifest.get("cases", []) for k in case), *manifest["grid"]]
 
 
 @dataclass
@@ -488,7 +505,7 @@ class SweepData:
 
     @property
     def keys(self) -> list[str]:
-        return [*dict.fromkeys(k for case in self.manifest.get("cases", []) for k in case), *self.manifest["grid"]]
+        return manifest_keys(self.manifest)
 
     def cube(self):
         """The log-likelihoods as one array ``[run, eval point, test context]`` (runs in index order);
@@ -512,7 +529,7 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
         raise ConfigError("OUTDIR", f"{outdir} has no {MANIFEST}; allowed: a fastpg sweep folder")
     manifest = json.loads((outdir / MANIFEST).read_text())
     index = pd.DataFrame(read_index(outdir))
-    keys = [*dict.fromkeys(k for case in manifest.get("cases", []) for k in case), *manifest["grid"]]
+    keys = manifest_keys(manifest)
     frames, logliks = [], {}
     for row in index.to_dict("records"):
         if row.get("status") != COMPLETE:
@@ -560,7 +577,7 @@ def warm_up(config: RunConfig) -> None:
 
 
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
-            argv=None, progress=None, notify=None) -> Index:
+            argv=None, progress=None, notify=None, pending: list | None = None) -> Index:
     """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
     Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
@@ -568,9 +585,10 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
     index is rewritten atomically and ``progress(done_runs, total_runs)`` is called. A batch that
     raised (a lost worker) leaves its runs incomplete, with the error as their message; so does a
     batch that finished without leaving a complete file where the sweep looks. A re-run redoes
-    them. ``notify(message)`` receives the backend's waiting messages (no workers yet).
+    them. ``notify(message)`` receives the backend's waiting messages (no workers yet). ``pending``
+    saves reading every file's status again when the caller has just done it.
     """
-    pending = sweep.pending()
+    pending = sweep.pending() if pending is None else pending
     if not pending:
         sweep.claim_folder()
         index = Index(sweep)
@@ -614,10 +632,6 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
-                for run in batch:  # a batch that says it finished must have left complete files where we look
-                    if run.id not in messages and read_status(run.path) != COMPLETE:
-                        messages[run.id] = (f"no complete file at {run.path} after its batch finished "
-                                            "(can the workers see OUTDIR?)")
                 index.refresh(batch, messages, values)
                 index.write()
                 done += len(batch)

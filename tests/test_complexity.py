@@ -139,7 +139,7 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
     for x in ("alpha", "eps"):
         p = fastpg_cmd("plot", "scaling", out, "--x", x, "--out", tmp_path / f"{x}.png")
         assert p.returncode == 0, p.stderr
-        assert f"median Q" in p.stdout and f"in log {x}" in p.stdout and (tmp_path / f"{x}.png").exists()
+        assert "median Q" in p.stdout and f"in log {x}" in p.stdout and (tmp_path / f"{x}.png").exists()
 
 
 @pytest.mark.parametrize("args,option", [(["--alpha", "0"], "--alpha"), (["--alpha", "1.5"], "--alpha"),

@@ -186,3 +186,15 @@ def test_a_file_base_keys_runs_by_content_so_moving_folders_changes_nothing(tmp_
             for where in ("a", "b")]
     np.testing.assert_array_equal(runs[0].W, runs[1].W)
     np.testing.assert_array_equal(runs[0].trace["orm_queries"], runs[1].trace["orm_queries"])
+
+
+def test_a_finished_batch_without_a_complete_file_is_marked_with_the_reason(tmp_path):
+    from fastpg.sweep import Index
+
+    sweep = Sweep(tmp_path / "s", dict(FIXED), {"N": [2]}, [0, 1])
+    sweep.claim_folder()
+    index = Index(sweep)
+    index.refresh(sweep.runs, {}, {sweep.runs[0].id: None})  # run 0's batch finished; run 1 never ran
+    first, second = (index.rows[r.id] for r in sweep.runs)
+    assert first["status"] == "missing" and "no complete file at" in first["message"] and "OUTDIR" in first["message"]
+    assert second["status"] == "missing" and second["message"] == ""
