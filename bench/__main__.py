@@ -220,6 +220,39 @@ def bench_scaling(q):
                   "identical": bool(np.array_equal(Ws[1], Ws[2]))}}
 
 
+def bench_overhead(q):
+    """Per-run cost of a sweep of many small runs (the tiny preset, 200 steps): wall time per run
+    of the whole sweep (task, base model, simulation, files, index) in each storage layout, and of
+    the same runs kept in memory (no files). Simulation itself is a small part of it."""
+    from fastpg.api import run_batch
+    from fastpg.config import PRESETS
+    from fastpg.sweep import Sweep, execute
+
+    n = 200 if q else 1000
+    fixed = dict(PRESETS["tiny"], steps=200)
+    run_batch([dict(fixed, seed=0)], [None])  # compile
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for layout in ("run", "batch"):
+            times = []
+            for rep in range(3):
+                sweep = Sweep(Path(tmp) / f"{layout}{rep}", fixed, {}, list(range(n)), layout=layout)
+                t = time.perf_counter()
+                execute(sweep)
+                times.append((time.perf_counter() - t) / n)
+            out[f"{layout}_ms"] = 1e3 * statistics.median(times)
+            out[f"{layout}_kb"] = sum(f.stat().st_size for f in (Path(tmp) / f"{layout}0").rglob("*")) / n / 1e3
+    times = []
+    for rep in range(3):
+        t = time.perf_counter()
+        for i in range(0, n, 64):
+            run_batch([dict(fixed, seed=s) for s in range(i, min(n, i + 64))], None)
+        times.append((time.perf_counter() - t) / n)
+    out["memory_ms"] = 1e3 * statistics.median(times)
+    out["runs"] = n
+    return {"I": out}
+
+
 def _fastpg_cmd(args, env):
     code = "import resource, subprocess, sys, time; t = time.perf_counter(); " \
            "r = subprocess.run(sys.argv[1:]); " \
@@ -273,6 +306,10 @@ def render(res) -> str:
               f"(F) `fastpg run --preset tiny`: cold Numba cache {f['cold_s']:.1f} s (goal < 60), warm {f['warm_s']:.2f} s (goal < 2)",
               "(G) peak memory of `fastpg run` at the reference shape: " +
               ", ".join(f"{steps} steps {mb:.0f} MB" for steps, mb in g["peak_rss_mb"].items()),
+              f"(I) per-run cost of a sweep of {res['I']['runs']} tiny runs (200 steps): --layout batch "
+              f"{res['I']['batch_ms']:.2f} ms/run (goal <= 2: {'met' if res['I']['batch_ms'] <= 2 else 'NOT met'}), "
+              f"{res['I']['batch_kb']:.0f} KB/run; --layout run {res['I']['run_ms']:.2f} ms/run, {res['I']['run_kb']:.0f} KB/run; "
+              f"the same runs in memory without files {res['I']['memory_ms']:.2f} ms/run",
               "", f"FLOP rates (fraction of one-thread DGEMM, {res['ceiling_gflops']:.1f} GFLOP/s): " +
               ", ".join(f"{k} {v['fastpg']:.2f} GFLOP/s ({v['fastpg'] / res['ceiling_gflops']:.0%})" for k, v in res["flops"].items()),
               "Fraction of correct on-policy samples (ORM): " +
@@ -306,6 +343,7 @@ def main(argv=None):
            "openblas_vars_removed": REMOVED, "quick": q}
     res.update(bench_scaling(q))
     res.update(bench_startup_memory(q))
+    res.update(bench_overhead(q))
     res["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                       "cpu": platform.processor() or platform.machine(), "cores": len(ALL_CORES)}
     for mod in ("jax", "torch"):

@@ -149,7 +149,7 @@ def plot_cmd(kind, files, out, x, overwrite):
       fastpg plot scaling out/expN --x N --out scaling.png
     """
     from fastpg import plots
-    from fastpg.store import check_output, load
+    from fastpg.store import check_output, load, load_batch
 
     check_output(out, overwrite)
     plots.require_matplotlib()
@@ -161,7 +161,16 @@ def plot_cmd(kind, files, out, x, overwrite):
     dirs = [f for f in files if Path(f).is_dir()]
     if dirs:
         raise click.BadParameter(f"{dirs[0]} is a folder; allowed for {kind}: result files", param_hint="FILES")
-    runs = [load(f) for f in files]
+    runs, labels = [], []
+    for f in files:  # a batch file (sweep --layout batch) stands for all its runs
+        try:
+            batch = load_batch(f)
+        except ValueError:
+            runs.append(load(f))
+            labels.append(Path(f).stem)
+        else:
+            runs.extend(batch.values())
+            labels.extend(batch)
     if kind == "fig1":
         orm = [r for r in runs if r.config["reward"] == "orm"]
         prm = [r for r in runs if r.config["reward"] == "prm"]
@@ -170,12 +179,12 @@ def plot_cmd(kind, files, out, x, overwrite):
                                      "files, at least one", param_hint="FILES")
         fig = plots.fig1_figure(sorted(orm, key=lambda r: r.config["seed"]), sorted(prm, key=lambda r: r.config["seed"]))
     elif kind == "lq":
-        fig = plots.lq_figure(runs, labels=[Path(f).stem for f in files])
+        fig = plots.lq_figure(runs, labels=labels)
     elif kind == "pretrain":
         fig = plots.pretrain_figure(runs)
     else:
         if len(runs) != 1:
-            raise click.BadParameter(f"got {len(runs)} files; allowed: exactly one", param_hint="FILES")
+            raise click.BadParameter(f"got {len(runs)} runs; allowed: exactly one run file", param_hint="FILES")
         fig = plots.trajectories_figure(runs[0], x=x)
     click.echo(f"wrote {plots.save(fig, out)}")
 

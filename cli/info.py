@@ -52,7 +52,32 @@ def running_state(path, r, done: int, total: int) -> str:
     return "running (incomplete until it ends)"
 
 
+def describe_batch_file(path) -> str:
+    """A batch file (``--layout batch``): its runs by status, and its progress."""
+    from fastpg.store import batch_statuses
+
+    status, message, runs = batch_statuses(path)
+    counts: dict = {}
+    for run_status in runs.values():
+        counts[run_status] = counts.get(run_status, 0) + 1
+    lines = [f"{path}", f"  batch file   {len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+             f"  status       {status}{': ' + message if message else ''}{_progress(path) if status == 'running' else ''}"]
+    failed = [rid for rid, run_status in runs.items() if run_status == "failed"]
+    lines += [f"  failed       {rid}" for rid in failed[:10]]
+    lines.append("  read with    fastpg.load(path, run=<run id>) or fastpg.store.load_batch(path)")
+    return "\n".join(lines)
+
+
 def describe_file(path) -> str:
+    from fastpg.store import BATCH_LAYOUT, open_result
+
+    try:
+        with open_result(path) as f:
+            batch = f.attrs.get("layout", "") == BATCH_LAYOUT
+    except OSError:
+        batch = False
+    if batch:
+        return describe_batch_file(path)
     try:
         r = load(path)
     except (OSError, KeyError, ValueError) as exc:
@@ -91,22 +116,24 @@ def describe_sweep(path: Path) -> str:
     manifest = json.loads((path / "sweep.json").read_text())
     try:
         sweep = Sweep(path, dict(manifest["fixed"]), manifest["grid"], manifest["seeds"], manifest.get("eps", 0.1),
-                      alphas=manifest.get("alpha") or [], cases=manifest.get("cases") or [])
+                      alphas=manifest.get("alpha") or [], cases=manifest.get("cases") or [],
+                      layout=manifest.get("layout", "run"))
     except ConfigError as exc:
         return f"{path}: sweep.json cannot be read as a sweep ({exc})"
     by_status: dict = {}
+    where = sweep.locate()
     for run in sweep.runs:
-        by_status.setdefault(sweep.status(run), []).append(run.id)
+        by_status.setdefault(where[run.id][0], []).append(run.id)
     counts = ", ".join(f"{len(ids)} {status}" for status, ids in sorted(by_status.items()))
     grid = " ".join(f"{k}={','.join(map(str, v))}" for k, v in sweep.grid.items())
     if sweep.cases:
         grid += " x cases " + "; ".join(",".join(f"{k}={v}" for k, v in case.items()) for case in sweep.cases)
-    lines = [f"{path}", f"  sweep        {len(sweep.runs)} runs: {counts}",
+    lines = [f"{path}", f"  sweep        {len(sweep.runs)} runs: {counts}" + (
+                 f" (one file per batch in {path / 'batches'})" if sweep.layout == "batch" else ""),
              f"  grid         {grid} seeds={seed_ranges(sweep.seeds)} ({len(sweep.seeds)} seeds)"]
     waiting = [(status, rid) for status, ids in by_status.items() if status != "complete" for rid in ids]
-    paths = {run.id: run.path for run in sweep.runs}
     for status, rid in waiting[:20]:
-        lines.append(f"  {status:<12} {rid}{_progress(paths[rid]) if status == 'running' else ''}")
+        lines.append(f"  {status:<12} {rid}{_progress(where[rid][1], rid) if status == 'running' else ''}")
     if len(waiting) > 20:
         lines.append(f"  ... and {len(waiting) - 20} more not complete")
     if (path / "index.csv").exists():
@@ -114,16 +141,23 @@ def describe_sweep(path: Path) -> str:
     return "\n".join(lines)
 
 
-def _progress(path) -> str:
-    """``: 1200 / 5000 steps`` of a running file, read without loading its traces."""
+def _progress(path, run: str | None = None) -> str:
+    """``: 1200 / 5000 steps`` of a running file (of one run of a batch file, or of the batch), read
+    without loading its traces."""
     try:
         import h5py
 
         with h5py.File(path, "r", libver="latest", swmr=True) as f:
             ds = f["trace/steps"]
             ds.refresh()
-            done = int(ds[-1]) if ds.shape[0] else 0
-            total = json.loads(f["config"].attrs["json"])["steps"]
+            if ds.ndim == 2:  # a batch file: [eval point, run]
+                ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["runs/id"][...]]
+                slot = ids.index(run) if run in ids else 0
+                done = int(np.nan_to_num(ds[-1, slot])) if ds.shape[0] else 0
+                total = json.loads(f["runs/config"][slot])["steps"]
+            else:
+                done = int(ds[-1]) if ds.shape[0] else 0
+                total = json.loads(f["config"].attrs["json"])["steps"]
         return f": {done} / {total} steps"
     except (OSError, KeyError, ValueError):
         return ""

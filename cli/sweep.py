@@ -9,7 +9,7 @@ import click
 
 from fastpg.backends import BACKENDS
 from fastpg.config import PARAM
-from fastpg.sweep import DEFAULT_EPS, MAX_BATCH, id_value
+from fastpg.sweep import DEFAULT_EPS, LAYOUTS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
 from .progress import Progress, duration
@@ -34,13 +34,16 @@ LARGE_BYTES = 10e9
 @click.option("--scheduler", default=None, help="address of a running Dask scheduler (implies --backend dask)")
 @click.option("--dask-workers", type=int, default=None, help="start a local Dask cluster of this many processes (implies --backend dask)")
 @click.option("--batch-size", type=int, default=None, help="at most this many runs advanced together [default: 64]")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=None,
+              help="run: one HDF5 file per run; batch: one file per batch of runs, for sweeps of very many small "
+                   "runs (read with fastpg.load_sweep) [default: run, or the folder's]")
 @click.option("--yes", "-y", is_flag=True, help=f"start a sweep above {LARGE_RUNS} runs or {LARGE_BYTES / 1e9:g} GB "
                                                   "(otherwise refused after printing its size)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
 @run_options
-def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, yes, quiet,
-              preset, **given):
-    """Run a grid of parameters times seeds; one HDF5 file per run and OUTDIR/index.csv.
+def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, layout, yes,
+              quiet, preset, **given):
+    """Run a grid of parameters times seeds; one HDF5 file per run (or per batch) and OUTDIR/index.csv.
 
     Re-running the same command resumes: complete runs are kept, incomplete ones redone.
     Run options set the fixed parameters (defaults < --preset < TOML [fixed] < options).
@@ -52,7 +55,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
       fastpg sweep out/expN --config examples/exp_in_N.toml --dask-workers 2
     """
     from fastpg.config import ConfigError
-    from fastpg.sweep import Sweep, estimate, execute, load_toml, parse_grid, parse_seeds
+    from fastpg.sweep import Sweep, estimate, execute, folder_layout, load_toml, parse_grid, parse_seeds
 
     if given.get("seed") is not None:
         raise ConfigError("--seed", "a sweep runs every seed of --seeds; allowed: --seeds 0-9 (or seeds = ... in the TOML file)")
@@ -70,11 +73,12 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
         backend = "dask"
     sweep = Sweep(outdir, fixed, grid_values, seed_list, eps if eps is not None else (toml["eps"] or DEFAULT_EPS),
                   batch_size if batch_size is not None else MAX_BATCH,
-                  alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"])
+                  alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"],
+                  layout=layout or folder_layout(outdir))
     argv = ["fastpg", *sys.argv[1:]]
     sweep.check_folder()  # a folder of another sweep is refused before anything is printed or started
     pending = sweep.pending()
-    size = estimate(pending)
+    size = estimate(pending, sweep.layout)
     cores = os.cpu_count() or 1
     disk = f"{size['bytes'] / 1e9:.3g} GB" if size["bytes"] >= 1e9 else f"{size['bytes'] / 1e6:.3g} MB"
     hours = duration(size["core_seconds"] / cores)

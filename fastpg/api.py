@@ -14,7 +14,7 @@ from .config import ConfigError, RunConfig
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
-from .store import COMPLETE, FAILED, TRACE_NAMES, RunWriter, check_output, read_final_W
+from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, read_final_W
 from .tasks import make_task
 
 
@@ -111,18 +111,27 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
     return result
 
 
-def run_batch(configs, outs, *, overwrite: bool = False, argv=None, progress=None,
-              raise_errors: bool = False) -> list[RunResult]:
+def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progress=None,
+              raise_errors: bool = False, batch_file=None, run_ids=None) -> list[RunResult]:
     """Runs of one shape and one evaluation schedule, advanced together by one parallel kernel.
 
     Every run keeps its own random streams, so its results are bit-identical to running it
-    alone. With ``raise_errors=False`` a run that cannot start (bad input) or diverges is
+    alone. Results go to a file per run (``outs``, None entries for none) or to one
+    ``batch_file`` holding every run that starts, named by ``run_ids`` (docs/design.md, "Batch
+    files"). With ``raise_errors=False`` a run that cannot start (bad input) or diverges is
     returned with ``status = "failed"`` and its ``message``; the others go on.
     """
     cfgs = [_as_config(c) for c in configs]
     shape = {_batch_key(c) for c in cfgs}
     if len(shape) > 1:
         raise ValueError("run_batch needs runs of one shape and one evaluation schedule")
+    if batch_file is not None:
+        if outs is not None and any(o is not None for o in outs):
+            raise ValueError("run_batch takes outs or batch_file, not both")
+        if run_ids is None or len(run_ids) != len(cfgs):
+            raise ValueError("a batch_file needs one run id per configuration")
+        check_output(batch_file, overwrite)
+    outs = [None] * len(cfgs) if outs is None else outs
     for out in outs:
         if out is not None:
             check_output(out, overwrite)
@@ -140,7 +149,8 @@ def run_batch(configs, outs, *, overwrite: bool = False, argv=None, progress=Non
         arrays.append(post_training_run(cfg, task, W0))
     if members:
         points = eval_points(cfgs[0].steps, cfgs[0].eval_every, cfgs[0].eval_log)
-        _drive(members, Batch(arrays), points, argv=argv, progress=progress, raise_errors=raise_errors)
+        _drive(members, Batch(arrays), points, argv=argv, progress=progress, raise_errors=raise_errors,
+               batch_file=batch_file, run_ids=run_ids)
         for m in members:
             results[m.index] = m.result
     return results
@@ -223,13 +233,17 @@ class _Member:
         else:
             self.offsupport = loglik < math.log(self.cfg.alpha_off)
 
+    def records(self, W0, loglik0, token0) -> dict:
+        """The run's static data for its file: task, base model and Likelihood Quantile records."""
+        base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
+        return {"task": _task_record(self.task), "base": base, "lq": lq_ds}
+
     def open_writer(self, argv, W0, loglik0, token0) -> None:
         """Create the run's file with its task, base model and Likelihood Quantile (SWMR from here)."""
         cfg = self.cfg
         self.writer = RunWriter(self.out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
                                 token_trace=cfg.token_trace, experiment=self.experiment)
-        base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
-        self.writer.open(task=_task_record(self.task), base=base, lq=lq_ds, W_shape=W0.shape)
+        self.writer.open(**self.records(W0, loglik0, token0), W_shape=W0.shape)
 
     def check(self, status: int, loglik: np.ndarray, done: int) -> Exception | None:
         """The error that ends this run at an evaluation point, if any (kernel status, likelihoods)."""
@@ -281,8 +295,21 @@ def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -
     return status
 
 
-def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
-    """Advance a batch between evaluation ``points``, evaluating every run and streaming its rows.
+def _open_batch_file(path, members, slots, ids, argv, batch, loglik0, token0, n_points) -> BatchWriter:
+    """One file for the runs ``slots`` of the batch (docs/design.md, "Batch files")."""
+    cfg = members[slots[0]].cfg
+    writer = BatchWriter(path, ids=[ids[members[r].index] for r in slots], configs=[members[r].cfg.to_dict() for r in slots],
+                         argv=list(argv or []), n_test=cfg.n_test, N=cfg.N, token_trace=cfg.token_trace,
+                         experiment=members[slots[0]].experiment, expected_rows=n_points)
+    records = [members[r].records(batch.W[r], loglik0[r], token0[r]) for r in slots]
+    writer.open(tasks=[x["task"] for x in records], bases=[x["base"] for x in records],
+                lqs=[x["lq"] for x in records], W_shape=batch.W[slots[0]].shape)
+    return writer
+
+
+def _drive(members, batch, points, *, argv, progress, raise_errors, batch_file=None, run_ids=None) -> None:
+    """Advance a batch between evaluation ``points``, evaluating every run and streaming its rows,
+    to a file per run (``_Member.out``) or to one ``batch_file`` for all (runs named by ``run_ids``).
 
     A run that fails is closed as ``failed`` and frozen (it takes no more steps); with
     ``raise_errors`` its error is raised once every file is closed.
@@ -290,7 +317,10 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
     loglik0, token0, greedy0 = batch.evaluate()
     for r, m in enumerate(members):
         m.set_base(loglik0[r])
+    batch_writer, slots = None, [r for r, m in enumerate(members) if m.error is None]
     try:
+        if batch_file is not None and slots:
+            batch_writer = _open_batch_file(batch_file, members, slots, run_ids, argv, batch, loglik0, token0, len(points))
         for r, m in enumerate(members):
             if m.error is None and m.out is not None:
                 m.open_writer(argv, batch.W[r], loglik0[r], token0[r])
@@ -305,6 +335,7 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
             else:
                 status = np.zeros(len(members), dtype=np.int64)
                 loglik, token, greedy = loglik0, token0, greedy0
+            rows = {}
             for r, m in enumerate(members):
                 if m.error is not None:
                     continue
@@ -315,10 +346,13 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
                     row["wall_time"] = time.perf_counter() - start
                     if all(math.isfinite(v) for v in row.values()):
                         m.record(row, loglik[r], token[r])
+                        rows[r] = row
                     else:
                         error = m.diverged("metrics became non-finite", done)
                 if error is not None:
                     m.fail(error)
+            if batch_writer is not None:
+                batch_writer.append([rows.get(r) for r in slots], loglik[slots], token[slots])
             if progress is not None:
                 progress(done)
         for r, m in enumerate(members):
@@ -326,9 +360,15 @@ def _drive(members, batch, points, *, argv, progress, raise_errors) -> None:
                 m.finish(COMPLETE, batch.W[r])
             elif m.result is None:
                 m.finish(FAILED, None, str(m.error))
+        if batch_writer is not None:
+            done_ok = [members[r].result.status == COMPLETE for r in slots]
+            batch_writer.close([members[r].result.status for r in slots], [members[r].result.message for r in slots],
+                               np.stack([batch.W[r] if ok else np.zeros_like(batch.W[r]) for r, ok in zip(slots, done_ok)]))
     except BaseException as exc:
         message = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else (
             str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        if batch_writer is not None:
+            batch_writer.abort(message)
         for m in members:
             if m.writer is not None:
                 m.writer.abort(message)

@@ -178,14 +178,7 @@ class RunWriter:
         """
         if self.f is None:
             return
-        try:
-            if W_final is not None:
-                self.f["final/W"][...] = W_final
-                self.f.flush()
-        finally:
-            f, self.f = self.f, None
-            self.columns = {}
-            f.close()
+        _close_swmr(self, W_final)
         with h5py.File(self.path, "r+", libver="latest") as f:
             f.attrs["status"] = status
             f.attrs["message"] = message
@@ -206,6 +199,150 @@ class RunWriter:
                 f.attrs["message"] = message
         except Exception:  # noqa: BLE001
             pass
+
+
+BATCH_LAYOUT = "batch"
+STR = h5py.string_dtype()
+
+
+class BatchWriter:
+    """Writes the runs of one batch into one file (docs/design.md, "Batch files"), with the same
+    protocol as :class:`RunWriter`: everything is created first, each evaluation point appends one
+    row for every run of the batch, and the final statuses are written after the SWMR writer closes.
+
+    Every dataset of a run file gains a leading run axis (``/trace`` datasets: ``[eval point, run,
+    ...]``), each run-file attribute becomes a dataset over runs, and ``/runs`` holds each run's
+    ``id``, ``config`` (JSON), ``rows`` (evaluation points written for it: a run that fails stops
+    there), ``status`` and ``message``.
+    """
+
+    def __init__(self, path, *, ids: list[str], configs: list[dict], argv: list[str], n_test: int, N: int,
+                 token_trace: bool, experiment: str = "post-training", expected_rows: int = 256):
+        self.path = Path(path)
+        self.expected_rows = expected_rows
+        self.ids, self.configs, self.argv = list(ids), list(configs), argv
+        self.n_test, self.N, self.token_trace, self.experiment = n_test, N, token_trace, experiment
+        self.f = None
+        self.columns: dict = {}
+        self.rows = 0
+        self.run_rows = np.zeros(len(self.ids), dtype=np.int64)
+
+    def open(self, *, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
+        """Create the file with every run's static data, mark it ``running`` and enter SWMR mode."""
+        R = len(self.ids)
+        f = h5py.File(self.path, "w", libver="latest")
+        self.f = f
+        for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
+                               created=_dt.datetime.now(_dt.timezone.utc).isoformat(), argv=json.dumps(self.argv),
+                               experiment=self.experiment, status=RUNNING, message="", runs=R).items():
+            f.attrs[key] = value
+        g = f.create_group("runs")
+        g.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=STR)
+        g.create_dataset("seed", data=np.array([int(c["seed"]) for c in self.configs], dtype=np.int64))
+        g.create_dataset("config", data=np.array([json.dumps(c) for c in self.configs], dtype=object), dtype=STR)
+        self.columns["rows"] = g.create_dataset("rows", data=self.run_rows)
+        g.create_dataset("status", data=np.array([RUNNING] * R, dtype=object), dtype=STR)
+        g.create_dataset("message", data=np.array([""] * R, dtype=object), dtype=STR)
+        for group, records in (("task", tasks), ("base", bases)):
+            g = f.create_group(group)
+            for name, (_, units, desc) in records[0]["datasets"].items():
+                _describe(g.create_dataset(name, data=np.stack([r["datasets"][name][0] for r in records])), units, desc)
+            for key in records[0]["attrs"]:
+                values = [_attr_value(r["attrs"][key]) for r in records]
+                g.create_dataset(key, data=np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values),
+                                 **({"dtype": STR} if isinstance(values[0], str) else {}))
+        g = f["base"].create_group("lq")
+        for name, (_, units, desc) in lqs[0].items():
+            _describe(g.create_dataset(name, data=np.stack([lq[name][0] for lq in lqs])), units, desc)
+        tr = f.create_group("trace")
+        rows_chunk = max(1, min(self.expected_rows, 8192 // R))  # chunks of at most 64 KB, no bigger than the trace
+        for name in TRACE_NAMES:
+            ds = tr.create_dataset(name, shape=(0, R), maxshape=(None, R), chunks=(rows_chunk, R), dtype="f8",
+                                   fillvalue=np.nan)
+            _describe(ds, *TRACE_UNITS[name])
+            self.columns[name] = ds
+        ds = tr.create_dataset("loglik", shape=(0, R, self.n_test), maxshape=(None, R, self.n_test),
+                               chunks=(1, R, self.n_test), dtype="f8", fillvalue=np.nan)
+        _describe(ds, "nats", "log pi_W(y*_j|x_j) per evaluation point, run and test context (NaN after a run failed)")
+        self.columns["loglik"] = ds
+        if self.token_trace:
+            ds = tr.create_dataset("token_loglik", shape=(0, R, self.n_test, self.N),
+                                   maxshape=(None, R, self.n_test, self.N), chunks=(1, R, self.n_test, self.N),
+                                   dtype="f8", fillvalue=np.nan)
+            _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position")
+            self.columns["token_loglik"] = ds
+        ds = f.create_group("final").create_dataset("W", shape=(R, *W_shape), dtype="f8", fillvalue=0.0)
+        _describe(ds, "weight", "final weights W[run, block, token, d]; valid for runs whose status is complete")
+        f.flush()
+        f.swmr_mode = True
+
+    def append(self, rows: list, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
+        """Append one evaluation point for every run: ``rows[r]`` is run ``r``'s row (a dict of
+        :data:`TRACE_NAMES`) or None for a run that has stopped (its cells stay NaN)."""
+        live = np.array([row is not None for row in rows])
+        n = self.rows + 1
+        for name in TRACE_NAMES:
+            ds = self.columns[name]
+            ds.resize((n, len(rows)))
+            ds[n - 1] = [np.nan if row is None else row[name] for row in rows]
+        ds = self.columns["loglik"]
+        ds.resize((n, len(rows), self.n_test))
+        ds[n - 1] = np.where(live[:, None], loglik, np.nan)
+        if self.token_trace:
+            ds = self.columns["token_loglik"]
+            ds.resize((n, len(rows), self.n_test, self.N))
+            ds[n - 1] = np.where(live[:, None, None], token_loglik, np.nan)
+        self.run_rows[live] += 1
+        self.columns["rows"][...] = self.run_rows
+        self.rows = n
+        self.f.flush()
+
+    def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray) -> None:
+        """Write the final weights (rows of complete runs), close the SWMR writer, then reopen to
+        write each run's status and message and the file's status ``complete``."""
+        if self.f is None:
+            return
+        _close_swmr(self, W_final)
+        with h5py.File(self.path, "r+", libver="latest") as f:
+            f["runs/status"][...] = np.array(statuses, dtype=object)
+            f["runs/message"][...] = np.array(messages, dtype=object)
+            f.attrs["status"] = COMPLETE
+            f.attrs["message"] = ""
+
+    def abort(self, message: str) -> None:
+        """Best effort, never raises: close and mark the file ``failed`` (every run in it incomplete)."""
+        RunWriter.abort(self, message)
+
+
+def is_batch_file(f) -> bool:
+    return f.attrs.get("layout", "") == BATCH_LAYOUT
+
+
+def batch_statuses(path) -> tuple[str, str, dict]:
+    """``(file status, file message, {run id: run status})`` of a batch file; a run counts as
+    complete only in a file that closed (``complete``). Unreadable files give ``("unreadable", ...)``."""
+    try:
+        with open_result(path) as f:
+            status, message = str(f.attrs.get("status", "")), str(f.attrs.get("message", ""))
+            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["runs/id"][...]]
+            runs = [x.decode() if isinstance(x, bytes) else str(x) for x in f["runs/status"][...]]
+    except (OSError, KeyError, ValueError) as exc:
+        return "unreadable", exc.__class__.__name__, {}
+    if status != COMPLETE:
+        runs = [status if status != RUNNING else RUNNING] * len(ids)
+    return status, message, dict(zip(ids, runs))
+
+
+def _close_swmr(writer, W_final) -> None:
+    """Write ``/final/W`` (unless None) and close a writer's SWMR file, even if the write fails."""
+    try:
+        if W_final is not None:
+            writer.f["final/W"][...] = W_final
+            writer.f.flush()
+    finally:
+        f, writer.f = writer.f, None
+        writer.columns = {}
+        f.close()
 
 
 def read_final_W(path) -> np.ndarray:
@@ -235,7 +372,8 @@ class RunData:
     per evaluation point); ``loglik`` is ``log pi_W(y*_j|x_j)`` as ``float64[eval point, test
     context]``; ``token_loglik`` is ``[eval point, test context, position]`` when the run stored it
     (``token_trace``), else None; ``base`` holds ``loglik``, ``token_loglik`` and the ``/base``
-    attributes; ``lq`` the Likelihood Quantile arrays.
+    attributes; ``lq`` the Likelihood Quantile arrays; ``run`` the run's id in a batch file (None
+    for a run file).
     """
 
     path: str
@@ -252,6 +390,7 @@ class RunData:
     base: dict
     lq: dict
     task: dict
+    run: str | None = None
 
     @property
     def rows(self) -> int:
@@ -314,17 +453,28 @@ def read_status(path) -> str:
         return "unreadable"
 
 
-def load(path) -> RunData:
+def load(path, run: str | None = None) -> RunData:
     """Read a result file (also one still being written, through SWMR) into a :class:`RunData`.
 
-    Only whole rows are returned: a row counts once every trace dataset has it. A sweep folder is
-    read by :func:`fastpg.load_sweep`.
+    Only whole rows are returned: a row counts once every trace dataset has it. In a batch file
+    (``fastpg sweep --layout batch``) ``run`` names the run (its id); :func:`load_batch` reads every
+    run of one. A sweep folder is read by :func:`fastpg.load_sweep`.
     """
     if Path(path).is_dir():
         hint = "a sweep folder: use fastpg.load_sweep" if (Path(path) / "sweep.json").exists() else "a folder"
         raise IsADirectoryError(f"{path} is {hint}({str(path)!r})" if "sweep" in hint else
                                 f"{path} is a folder; fastpg.load reads one result file (fastpg.load_sweep a sweep folder)")
     with open_result(path) as f:
+        if is_batch_file(f):
+            runs = _read_batch(f, path, None if run is None else [run])
+            if run is None:
+                raise ValueError(f"{path} is a batch file of {len(_text(f['runs/id'][...]))} runs; pass run=<run id> "
+                                 "(or read them all with fastpg.store.load_batch)")
+            if run not in runs:
+                raise KeyError(f"{path} holds no run {run!r}")
+            return runs[run]
+        if run is not None:
+            raise ValueError(f"{path} is a run file; run= applies to batch files only")
         for ds in f["trace"].values():
             if hasattr(ds, "refresh"):
                 ds.refresh()
@@ -355,6 +505,64 @@ def load(path) -> RunData:
             lq={name: ds[...] for name, ds in f["base/lq"].items()},
             task={key: _plain(value) for key, value in f["task"].attrs.items()},
         )
+
+
+def load_batch(path, runs=None) -> dict[str, RunData]:
+    """Every run of a batch file (or those whose ids are in ``runs``) as ``{run id: RunData}``,
+    reading the file once. A run's status is its own once the file is complete, else the file's."""
+    with open_result(path) as f:
+        if not is_batch_file(f):
+            raise ValueError(f"{path} is not a batch file; read it with fastpg.load")
+        return _read_batch(f, path, runs)
+
+
+def _text(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _read_batch(f, path, wanted) -> dict[str, RunData]:
+    ids = _text(f["runs/id"][...])
+    slots = [i for i, rid in enumerate(ids) if wanted is None or rid in set(wanted)]
+    for ds in f["trace"].values():
+        ds.refresh()
+    f["runs/rows"].refresh()
+    rows = min(ds.shape[0] for ds in f["trace"].values())
+    run_rows = np.minimum(f["runs/rows"][...], rows)
+    file_status, file_message = str(f.attrs.get("status", "")), str(f.attrs.get("message", ""))
+    statuses, messages = _text(f["runs/status"][...]), _text(f["runs/message"][...])
+    configs = _text(f["runs/config"][...])
+    traces = {name: ds[:rows] for name, ds in f["trace"].items()}
+    base_arrays = {name: f["base"][name][...] for name in f["base"] if isinstance(f["base"][name], h5py.Dataset)}
+    task_arrays = {name: ds[...] for name, ds in f["task"].items()}
+    lq = {name: ds[...] for name, ds in f["base/lq"].items()}
+    task_datasets = {"W_star", "test_x", "test_y", "test_margin", "centres"}
+    out = {}
+    for i in slots:
+        n = int(run_rows[i])
+        trace = {name: v[:n, i] for name, v in traces.items() if v.ndim == 2}
+        token = traces["token_loglik"][:n, i] if "token_loglik" in traces else None
+        base = {name: base_arrays[name][i] for name in ("loglik", "token_loglik")}
+        base.update({name: _plain(v[i]) for name, v in base_arrays.items() if v.ndim == 1})
+        done = file_status == COMPLETE
+        out[ids[i]] = RunData(
+            path=str(path),
+            status=statuses[i] if done else file_status,
+            message=messages[i] if done else file_message,
+            experiment=str(f.attrs.get("experiment", "post-training")),
+            created=str(f.attrs.get("created", "")),
+            fastpg_version=str(f.attrs.get("fastpg_version", "")),
+            schema_version=int(f.attrs.get("schema_version", 1)),
+            config=json.loads(configs[i]),
+            trace=trace,
+            loglik=traces["loglik"][:n, i],
+            token_loglik=token,
+            base=base,
+            lq={name: v[i] for name, v in lq.items()},
+            task={name: _plain(_text([v[i]])[0] if v.dtype == object else v[i])
+                  for name, v in task_arrays.items() if name not in task_datasets},
+            run=ids[i],
+        )
+    return out
 
 
 def _plain(value):

@@ -30,12 +30,15 @@ from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
-from .store import COMPLETE, load, read_status
+from .store import BATCH_LAYOUT, COMPLETE, batch_statuses, load, load_batch, read_status
 
 MANIFEST = "sweep.json"
 INDEX = "index.csv"
 DEFAULT_EPS = 0.1
 MAX_BATCH = 64  # runs advanced together (open files and memory grow with it)
+RUN_LAYOUT = "run"
+LAYOUTS = (RUN_LAYOUT, BATCH_LAYOUT)  # a file per run, or a file per batch (docs/design.md, "Batch files")
+BATCH_FOLDER = "batches"
 
 
 def parse_seeds(text, option: str = "--seeds") -> list[int]:
@@ -213,6 +216,7 @@ class Sweep:
     batch_size: int = MAX_BATCH
     alphas: list = field(default_factory=list)
     cases: list = field(default_factory=list)
+    layout: str = RUN_LAYOUT
     runs: list = field(init=False)
 
     def __post_init__(self):
@@ -222,6 +226,8 @@ class Sweep:
         self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
+        if self.layout not in LAYOUTS:
+            raise ConfigError("--layout", f"got {self.layout!r}; allowed: {', '.join(LAYOUTS)}")
         # the grid and the cases win over a fixed value of the same parameter; the caller's dicts are not changed
         self.grid = {name: list(values) for name, values in self.grid.items()}
         self.cases = _typed_cases(self.cases, list(self.grid))
@@ -253,7 +259,7 @@ class Sweep:
     # -- the folder ------------------------------------------------------------------------------
     def manifest(self) -> dict:
         return {"fixed": self.fixed, "grid": self.grid, "cases": self.cases, "seeds": self.seeds,
-                "fastpg_version": __version__}
+                "layout": self.layout, "fastpg_version": __version__}
 
     def claim_folder(self) -> None:
         """Create the folder or check that it holds this sweep (same fixed parameters and grid)."""
@@ -293,6 +299,8 @@ class Sweep:
                          f"{', '.join(self.grid) or 'none'} (now)")
         if old.get("cases", []) != self.cases:
             diffs.append("cases differ")
+        if old.get("layout", RUN_LAYOUT) != self.layout:
+            diffs.append(f"layout: {old.get('layout', RUN_LAYOUT)} (folder) -> {self.layout} (now)")
         if diffs:
             raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
                                         "resolved fixed parameters, grid parameters and cases (grid values and seeds "
@@ -305,11 +313,53 @@ class Sweep:
         return _resolve_fixed(self.fixed, self.grid, self.cases)
 
     # -- planning and running --------------------------------------------------------------------
+    def locate(self) -> dict:
+        """Where each run stands: run id -> ``(status, file)``, read from the files themselves
+        (``("missing", None)`` for a run no file holds). In the batch layout a run that two batch
+        files hold (a failed run redone) is found in the one where it is complete."""
+        if self.layout == RUN_LAYOUT:
+            return {run.id: (read_status(run.path), run.path) if run.path.exists() else ("missing", None)
+                    for run in self.runs}
+        found: dict = {}
+        for path in sorted((self.outdir / BATCH_FOLDER).glob("*.h5")):
+            _, _, runs = batch_statuses(path)
+            for rid, status in runs.items():
+                if found.get(rid, ("missing",))[0] != COMPLETE:
+                    found[rid] = (status, path)
+        return {run.id: found.get(run.id, ("missing", None)) for run in self.runs}
+
     def status(self, run: SweepRun) -> str:
-        return read_status(run.path) if run.path.exists() else "missing"
+        if self.layout == RUN_LAYOUT:
+            return read_status(run.path) if run.path.exists() else "missing"
+        return self.locate()[run.id][0]
 
     def pending(self) -> list[SweepRun]:
-        return [run for run in self.runs if self.status(run) != COMPLETE]
+        where = self.locate()
+        return [run for run in self.runs if where[run.id][0] != COMPLETE]
+
+    def batch_file(self, batch) -> Path:
+        """A new file for a batch of runs (batch layout): named by a hash of its run ids, with a
+        counter when a file of that name exists (a batch of failed runs redone): none is reused."""
+        digest = hashlib.sha256("\n".join(r.id for r in batch).encode()).hexdigest()[:16]
+        for attempt in itertools.count():
+            path = self.outdir / BATCH_FOLDER / (f"b-{digest}.h5" if attempt == 0 else f"b-{digest}-{attempt}.h5")
+            if not path.exists():
+                return path
+
+    def locate_batch(self, batch, batch_file=None) -> dict:
+        """Where the runs of a batch that just finished are: :meth:`locate` for those runs only."""
+        if self.layout == RUN_LAYOUT:
+            return {run.id: (read_status(run.path), run.path) if run.path.exists() else ("missing", None)
+                    for run in batch}
+        _, _, runs = batch_statuses(batch_file) if Path(batch_file).exists() else ("missing", "", {})
+        return {run.id: (runs[run.id], Path(batch_file)) if run.id in runs else ("missing", None) for run in batch}
+
+    def drop_incomplete_batch_files(self) -> None:
+        """Remove batch files that did not close (a killed or failed batch): they hold no complete
+        run, and their runs are about to be redone, as an incomplete run file is replaced."""
+        for path in (self.outdir / BATCH_FOLDER).glob("*.h5"):
+            if batch_statuses(path)[0] != COMPLETE:
+                path.unlink(missing_ok=True)
 
     def batches(self, runs, n_parts: int = 1) -> list[list[SweepRun]]:
         """Group runs by shape and schedule; split so that there are at least ``n_parts`` batches."""
@@ -323,28 +373,39 @@ class Sweep:
         return out
 
 
-def run_sweep_batch(configs: list[dict], paths: list[str], argv=None, num_threads: int | None = None,
-                    eps_list=(DEFAULT_EPS,), alphas=()) -> list[tuple]:
+def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num_threads: int | None = None,
+                    eps_list=(DEFAULT_EPS,), alphas=(), batch_file: str | None = None, run_ids=None) -> list[tuple]:
     """Run one batch (also on a Dask worker); returns ``(status, message, index values)`` per run.
 
-    ``paths`` are absolute (a worker may run in another directory). Runs whose file is already
-    complete are skipped and reported complete (their index values are then read from the file).
-    The index values of a run that completed here are computed from its results in memory, so the
-    sweep does not read its file back (:func:`index_values`).
+    Results go to ``paths`` (a file per run) or to one ``batch_file`` (its runs named by
+    ``run_ids``); paths are absolute (a worker may run in another directory). Runs whose file is
+    already complete are skipped and reported complete (their index values are then read from the
+    file). The index values of a run that completed here are computed from its results in memory,
+    so the sweep does not read its file back (:func:`index_values`).
     """
     if num_threads:
         import numba
 
         numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
-    for path in paths:
+    for path in paths or [batch_file]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # A task can run twice (a scheduler recomputes the tasks of a lost worker): a run whose file is
     # already complete is never redone, so a complete file is never rewritten.
-    todo = [i for i, path in enumerate(paths) if read_status(path) != COMPLETE]
-    out = [(COMPLETE, "", None)] * len(paths)
+    if batch_file is not None:  # a closed batch file is never rewritten, whatever its runs' statuses
+        status, _, done = batch_statuses(batch_file) if Path(batch_file).exists() else ("missing", "", {})
+        if status == COMPLETE:
+            return [(done.get(rid, "missing"), "" if rid in done else "not in its batch file", None) for rid in run_ids]
+        todo = list(range(len(configs)))
+    else:
+        todo = [i for i, path in enumerate(paths) if read_status(path) != COMPLETE]
+    out = [(COMPLETE, "", None)] * len(configs)
     if todo:
-        results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True, argv=argv,
-                            raise_errors=False)
+        if batch_file is not None:
+            results = run_batch(configs, batch_file=batch_file, run_ids=run_ids, overwrite=True, argv=argv,
+                                raise_errors=False)
+        else:
+            results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True, argv=argv,
+                                raise_errors=False)
         for i, r in zip(todo, results):
             values = None
             if r.status == COMPLETE and len(r.trace.get("steps", ())):  # the index row, computed here once
@@ -394,26 +455,40 @@ class Index:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
-        self.columns = [*sweep.point_names, "seed", "file", "status", "message", *COUNTERS, *METRICS, "task_gamma",
-                        "realised_min_margin", *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
+        self.columns = [*sweep.point_names, "seed", "run", "file", "status", "message", *COUNTERS, *METRICS,
+                        "task_gamma", "realised_min_margin",
+                        *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
                         *(q_column(a, e) for a in sweep.alphas for e in sweep.eps_list)]
 
-    def refresh(self, runs, messages: dict | None = None, values: dict | None = None) -> None:
+    def refresh(self, runs, messages: dict | None = None, values: dict | None = None, where: dict | None = None) -> None:
         """Rows of ``runs``: from ``values`` (run id -> :func:`index_values`, computed where the run
-        ran) when its file is complete, else read from the file. A run in ``values`` comes from a
-        batch that finished: without a complete file it gets a message saying so."""
+        ran) when its file is complete, else read from the file. ``where`` (run id -> ``(status,
+        file)``, as :meth:`Sweep.locate`) says where each run is; by default the sweep looks. A run
+        in ``values`` comes from a batch that finished: without a complete file it gets a message
+        saying so."""
         messages, values = messages or {}, values or {}
+        where = self.sweep.locate() if where is None else where
+        batch_layout = self.sweep.layout == BATCH_LAYOUT
+        loaded: dict = {}  # batch file -> its runs, each file read once
+
+        def read(run, path):
+            if not batch_layout:
+                return load(path)
+            if path not in loaded:
+                loaded[path] = load_batch(path, [r.id for r in runs])
+            return loaded[path][run.id]
+
         for run in runs:
+            status, path = where.get(run.id, ("missing", None))
             row = {name: value for name, value in run.point.items()}
-            row.update(seed=run.seed, file=str(run.path.relative_to(self.sweep.outdir)))
-            status, message = "missing", messages.get(run.id, "")
-            if run.path.exists():
+            row.update(seed=run.seed, run=run.id, file="" if path is None else str(Path(path).relative_to(self.sweep.outdir)))
+            message = messages.get(run.id, "")
+            if path is not None:
                 try:
-                    if values.get(run.id) is not None and read_status(run.path) == COMPLETE:
-                        status = COMPLETE
+                    if values.get(run.id) is not None and status == COMPLETE:
                         row.update(values[run.id])
                     else:
-                        data = load(run.path)
+                        data = read(run, path)
                         status, message = data.status, message or data.message
                         if data.complete and data.rows:
                             row.update(index_values(data.trace, data.loglik, data.base["loglik"], data.task,
@@ -424,7 +499,8 @@ class Index:
                 status = "failed"
             if run.id in values and status != COMPLETE and not message:
                 # its batch finished, yet no complete file is where the sweep looks
-                message = f"no complete file at {run.path} after its batch finished (can the workers see OUTDIR?)"
+                place = f"in {self.sweep.outdir / BATCH_FOLDER}" if batch_layout else f"at {run.path}"
+                message = f"no complete file {place} after its batch finished (can the workers see OUTDIR?)"
             row.update(status=status, message=message)
             self.rows[run.id] = row
 
@@ -494,7 +570,7 @@ def manifest_keys(manifest: dict) -> list[str]:
 class SweepData:
     """A sweep folder in tables: ``index`` (one row per run, as ``index.csv``), ``traces`` (long
     form: one row per run and evaluation point, with the run's grid and case parameters, ``seed``,
-    ``file`` and ``queries``) and, when loaded with ``loglik=True``, ``loglik``: run file ->
+    ``run`` (its id), ``file`` and ``queries``) and, when loaded with ``loglik=True``, ``loglik``: run id ->
     ``log pi(y*|x)`` as ``float64[eval point, test context]``."""
 
     outdir: Path
@@ -512,9 +588,9 @@ class SweepData:
         needs ``loglik=True`` and runs of one shape."""
         if self.loglik is None:
             raise ValueError("load the sweep with loglik=True first")
-        arrays = [self.loglik[f] for f in self.index["file"] if f in self.loglik]
+        arrays = [self.loglik[r] for r in self.index["run"] if r in self.loglik]
         if len({a.shape for a in arrays}) != 1:
-            raise ValueError("runs differ in evaluation points or test set size; use .loglik per file")
+            raise ValueError("runs differ in evaluation points or test set size; use .loglik per run")
         return np.stack(arrays)
 
 
@@ -531,26 +607,41 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
     index = pd.DataFrame(read_index(outdir))
     keys = manifest_keys(manifest)
     frames, logliks = [], {}
-    for row in index.to_dict("records"):
-        if row.get("status") != COMPLETE:
-            continue
-        data = load(outdir / row["file"])
+    complete = [row for row in index.to_dict("records") if row.get("status") == COMPLETE]
+    batch_layout = manifest.get("layout", RUN_LAYOUT) == BATCH_LAYOUT
+    runs_by_file: dict = {}
+    for row in complete:
+        runs_by_file.setdefault(row["file"], []).append(row["run"])
+    loaded = {f: load_batch(outdir / f, ids) for f, ids in runs_by_file.items()} if batch_layout else {}
+    for row in complete:
+        data = loaded[row["file"]][row["run"]] if batch_layout else load(outdir / row["file"])
         frame = data.to_pandas(keys=[*keys, "seed"])
-        frame.insert(len(keys) + 1, "file", row["file"])
+        frame.insert(len(keys) + 1, "run", row["run"])
+        frame.insert(len(keys) + 2, "file", row["file"])
         frames.append(frame)
         if loglik:
-            logliks[row["file"]] = data.loglik
+            logliks[row["run"]] = data.loglik
     traces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return SweepData(outdir=outdir, manifest=manifest, index=index, traces=traces, loglik=logliks if loglik else None)
 
 
-def estimate(runs) -> dict:
+def folder_layout(outdir) -> str:
+    """The layout a sweep folder was made with (``run`` for a new folder)."""
+    path = Path(outdir) / MANIFEST
+    try:
+        return json.loads(path.read_text()).get("layout", RUN_LAYOUT) if path.exists() else RUN_LAYOUT
+    except (OSError, ValueError):
+        return RUN_LAYOUT
+
+
+def estimate(runs, layout: str = RUN_LAYOUT) -> dict:
     """A rough size of ``runs`` before starting them: bytes on disk and seconds of one core.
 
-    Disk: about 75 KB of HDF5 structure per file, the test set, three copies of ``W`` and a row
-    of ``n_test`` log-likelihoods per evaluation point (measured within 5% on the presets). Time:
-    about 0.4 us plus 2.4 us per 8192 weights per step (the bench's step cost), the exact
-    evaluations, and 20 ms per run of file and task overhead. Both are estimates, said as such.
+    Disk: about 75 KB of HDF5 structure per file (per run, or per batch of up to 64 runs), the
+    test set, three copies of ``W`` and a row of ``n_test`` log-likelihoods per evaluation point
+    (measured within 5% on the presets). Time: about 0.4 us plus 2.4 us per 8192 weights per step
+    (the bench's step cost), the exact evaluations, and 20 ms (run layout) or 2 ms (batch layout)
+    per run of file and task overhead. Both are estimates, said as such.
     """
     from .metrics import eval_points
 
@@ -560,8 +651,10 @@ def estimate(runs) -> dict:
         E = len(eval_points(cfg.steps, cfg.eval_every, cfg.eval_log))
         weights = (cfg.N if cfg.features == "position" else cfg.N * (cfg.k + 1)) * cfg.k * cfg.d
         n, N = cfg.n_test, cfg.N
-        disk += 75_000 + n * (cfg.d * 8 + N * 12 + 16) + 3 * weights * 8 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0))
-        seconds += cfg.steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9 + 0.02
+        per_file = 75_000 if layout == RUN_LAYOUT else 75_000 / MAX_BATCH
+        disk += per_file + n * (cfg.d * 8 + N * 12 + 16) + 3 * weights * 8 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0))
+        seconds += (cfg.steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
+                    + (0.02 if layout == RUN_LAYOUT else 0.002))
     return {"runs": len(runs), "bytes": disk, "core_seconds": seconds}
 
 
@@ -592,7 +685,7 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
     if not pending:
         sweep.claim_folder()
         index = Index(sweep)
-        index.refresh(sweep.runs)
+        index.refresh(sweep.runs)  # every run complete: the sweep has nothing to run
         index.write()
         if progress is not None:
             progress(len(sweep.runs), len(sweep.runs))
@@ -601,6 +694,8 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
     with open_backend(backend, scheduler=scheduler, n_workers=dask_workers, warm_up=lambda: warm_up(pending[0].config),
                       notify=notify) as (executor, slots, threads):
         sweep.claim_folder()
+        if sweep.layout == BATCH_LAYOUT:
+            sweep.drop_incomplete_batch_files()
         index = Index(sweep)
         pending_ids = {run.id for run in pending}
         index.refresh([run for run in sweep.runs if run.id not in pending_ids])
@@ -614,17 +709,20 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
         def submit_next() -> None:
             batch = next(batches, None)
             if batch is not None:
-                future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch],
-                                         [str(r.path) for r in batch], argv=argv, num_threads=threads,
-                                         eps_list=sweep.eps_list, alphas=sweep.alphas)
-                running[future] = batch
+                if sweep.layout == BATCH_LAYOUT:
+                    target = {"paths": None, "batch_file": str(sweep.batch_file(batch)), "run_ids": [r.id for r in batch]}
+                else:
+                    target = {"paths": [str(r.path) for r in batch]}
+                future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch], argv=argv,
+                                         num_threads=threads, eps_list=sweep.eps_list, alphas=sweep.alphas, **target)
+                running[future] = (batch, target.get("batch_file"))
 
         for _ in range(2 * slots):
             submit_next()
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                batch = running.pop(future)
+                batch, batch_file = running.pop(future)
                 values = {}
                 try:
                     results = future.result()
@@ -632,7 +730,7 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
-                index.refresh(batch, messages, values)
+                index.refresh(batch, messages, values, where=sweep.locate_batch(batch, batch_file))
                 index.write()
                 done += len(batch)
                 if progress is not None:

@@ -87,6 +87,29 @@ def _draw(seq, W_star, features, centres, cdf, sigma, gamma, max_tries, n):
     return ok, X, Y, margin
 
 
+PILOT_LEVELS = (0.01, 0.1, 0.5, 0.9, 0.99)
+
+
+def pilot_quantiles(margins: np.ndarray) -> dict:
+    """``{"q01": ..., "q99": ...}``: quantiles of pilot margins at :data:`PILOT_LEVELS`."""
+    return {f"q{int(q * 100):02d}": float(np.quantile(margins, q)) for q in PILOT_LEVELS}
+
+
+def margin_quantiles(cfg: RunConfig) -> dict:
+    """The teacher-margin quantiles of ``cfg``'s post-training contexts, from the task's pilot draw (the
+    same numbers a run with a margin condition records): what to look at when choosing ``gamma``."""
+    features = FEATURE_CODES[cfg.features]
+    root = seed_sequence(cfg.seed, "task", cfg.task_params())
+    s_teacher, s_centres, s_pilot, _, _ = root.spawn(5)
+    W_star = teacher(np.random.default_rng(s_teacher), n_blocks(features, cfg.N, cfg.k), cfg.k, cfg.d, cfg.teacher_scale)
+    centres, cdf, sigma = np.zeros((0, cfg.d)), np.zeros(0), 0.0
+    if cfg.contexts == "clusters":
+        centres = cluster_centres(np.random.default_rng(s_centres), cfg.C, cfg.d)
+        cdf, sigma = cluster_cdf(cfg.C, 0.0), float(cfg.sigma)
+    _, _, _, m = _draw(s_pilot.spawn(2)[0], W_star, features, centres, cdf, sigma, -1.0, 1, C.PILOT_SIZE)
+    return pilot_quantiles(m)
+
+
 def make_task(cfg: RunConfig) -> Task:
     """Build the task of ``cfg``; raise :class:`ConfigError` (``--gamma``) if the margin is infeasible."""
     features = FEATURE_CODES[cfg.features]
@@ -104,25 +127,28 @@ def make_task(cfg: RunConfig) -> Task:
         post_cdf = pre_cdf = np.zeros(0)
         sigma = 0.0
 
-    # pilot: margins of unconditioned contexts from both distributions
-    pilots = []
-    for seq, cdf in zip(s_pilot.spawn(2), (post_cdf, pre_cdf)):
-        _, _, _, m = _draw(seq, W_star, features, centres, cdf, sigma, -1.0, 1, C.PILOT_SIZE)
-        pilots.append(m)
-    levels = (0.01, 0.1, 0.5, 0.9, 0.99)
-    quantiles = {f"q{int(q * 100):02d}": float(np.quantile(pilots[0], q)) for q in levels}
+    # pilot: margins of unconditioned contexts from both distributions, drawn only when the margin
+    # condition needs them (they cost about as much as a small run; see docs/design.md, "Tasks")
     gamma = float(cfg.gamma)
-    if cfg.gamma_quantile is not None:
-        gamma = float(np.quantile(pilots[0], cfg.gamma_quantile))
-    acceptance = min(float(np.mean(m >= gamma)) for m in pilots)
-    if acceptance < C.MIN_ACCEPTANCE:
-        shown = ", ".join(f"{q * 100:g}%: {np.quantile(pilots[0], q):.3g}" for q in levels)
-        raise ConfigError(
-            "--gamma" if cfg.gamma_quantile is None else "--gamma-quantile",
-            f"margin {gamma:.3g} accepts {acceptance:.2g} of {C.PILOT_SIZE} pilot contexts (need >= {C.MIN_ACCEPTANCE:g}); "
-            f"pilot margin quantiles {shown}; allowed: a smaller --gamma such as {np.quantile(pilots[0], 0.5):.3g}, "
-            f"or a smaller --gamma-quantile q in [0, 1]",
-        )
+    quantiles: dict = {}
+    acceptance = 1.0  # every margin is >= 0, so gamma <= 0 accepts every context
+    if gamma > 0.0 or cfg.gamma_quantile is not None:
+        pilots = []
+        for seq, cdf in zip(s_pilot.spawn(2), (post_cdf, pre_cdf)):
+            _, _, _, m = _draw(seq, W_star, features, centres, cdf, sigma, -1.0, 1, C.PILOT_SIZE)
+            pilots.append(m)
+        quantiles = pilot_quantiles(pilots[0])
+        if cfg.gamma_quantile is not None:
+            gamma = float(np.quantile(pilots[0], cfg.gamma_quantile))
+        acceptance = min(float(np.mean(m >= gamma)) for m in pilots)
+        if acceptance < C.MIN_ACCEPTANCE:
+            shown = ", ".join(f"{q * 100:g}%: {np.quantile(pilots[0], q):.3g}" for q in PILOT_LEVELS)
+            raise ConfigError(
+                "--gamma" if cfg.gamma_quantile is None else "--gamma-quantile",
+                f"margin {gamma:.3g} accepts {acceptance:.2g} of {C.PILOT_SIZE} pilot contexts (need >= {C.MIN_ACCEPTANCE:g}); "
+                f"pilot margin quantiles {shown}; allowed: a smaller --gamma such as {np.quantile(pilots[0], 0.5):.3g}, "
+                f"or a smaller --gamma-quantile q in [0, 1]",
+            )
     max_tries = int(math.ceil(C.REJECTION_SAFETY / acceptance))
 
     ok, test_x, test_y, test_margin = _draw(s_test, W_star, features, centres, post_cdf, sigma, gamma, max_tries, cfg.n_test)

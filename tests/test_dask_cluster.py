@@ -15,7 +15,10 @@ import sys
 import time
 
 import h5py
+import numpy as np
 import pytest
+
+import fastpg
 
 pytest.importorskip("distributed")
 
@@ -106,6 +109,15 @@ def test_relative_outdir_with_workers_elsewhere_lands_in_the_submitting_director
     assert local.returncode == 0, local.stderr
     for row in rows:
         _same_files(submit / "rel" / "out" / row["file"], tmp_path / "local" / row["file"])
+    # one file per batch, written by the workers elsewhere: the same runs
+    r = _sweep(["rel/batch", *SPEC, "--layout", "batch", "--scheduler", address], cwd=submit)
+    assert r.returncode == 0, r.stderr
+    assert len(list((submit / "rel" / "batch" / "batches").glob("*.h5"))) == 4
+    for where in ("worker-a", "worker-b", "scheduler"):
+        assert not list((tmp_path / where).rglob("*.h5")), where
+    batched, local = fastpg.load_sweep(submit / "rel" / "batch", loglik=True), fastpg.load_sweep(tmp_path / "local", loglik=True)
+    np.testing.assert_array_equal(batched.cube(), local.cube())
+    assert batched.index.drop(columns="file").equals(local.index.drop(columns="file"))
 
 
 def test_a_worker_killed_mid_sweep_loses_nothing_and_rewrites_no_complete_file(tmp_path, cluster):

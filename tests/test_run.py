@@ -173,6 +173,18 @@ def test_gamma_quantile_conditions_contexts():
     task = make_task(RunConfig.from_dict(dict(SMALL, gamma_quantile=0.5)))
     assert task.gamma > 0 and task.test_margin.min() >= task.gamma
     assert 0.3 < task.acceptance < 0.7  # the median pilot margin accepts about half of the contexts
+    # the pilot a conditioned task draws is the one fastpg.margin_quantiles shows without running anything
+    shown = fastpg.margin_quantiles(RunConfig.from_dict(dict(SMALL, gamma_quantile=0.5)))
+    assert shown == task.pilot_margin_quantiles and set(shown) == {"q01", "q10", "q50", "q90", "q99"}
+    assert shown["q50"] == task.gamma
+
+
+def test_tasks_without_a_margin_draw_no_pilot():
+    """The pilot only feeds the margin condition (its stream is its own: skipping it moves no other)."""
+    from fastpg.tasks import make_task
+
+    task = make_task(RunConfig.from_dict(dict(SMALL, gamma=0.0)))
+    assert task.pilot_margin_quantiles == {} and task.acceptance == 1.0
 
 
 def test_gamma_is_respected(tmp_path):
@@ -263,7 +275,6 @@ def test_attributes_are_readable_by_other_hdf5_tools(tiny_result):
         visit("/", f)
         f.visititems(visit)
         assert int(f["config"].attrs["skip"]) in (0, 1) and int(f["config"].attrs["token_trace"]) == 0
-        quantiles = json.loads(f["task"].attrs["pilot_margin_quantiles"])
-        assert set(quantiles) == {"q01", "q10", "q50", "q90", "q99"}
+        assert json.loads(f["task"].attrs["pilot_margin_quantiles"]) == {}  # no margin condition: no pilot
     assert len(found) > 30
     assert fastpg.load(tiny_result.path).config["skip"] is True  # the JSON keeps the real booleans

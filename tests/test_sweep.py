@@ -60,7 +60,7 @@ def test_sweep_runs_equal_single_runs_and_index(tmp_path):
     with open(tmp_path / "s" / "index.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8 and all(r["status"] == "complete" for r in rows)
-    assert list(rows[0])[:4] == ["N", "reward", "seed", "file"] and "queries_to_eps" in rows[0]
+    assert list(rows[0])[:5] == ["N", "reward", "seed", "run", "file"] and "queries_to_eps" in rows[0]
     run = sweep.runs[5]
     single = tmp_path / "single.h5"
     fastpg.run(run.config, single)

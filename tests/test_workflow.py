@@ -80,7 +80,7 @@ def test_load_sweep_gives_the_index_long_traces_and_the_loglik_cube(tmp_path):
     assert len(data.index) == 4 and set(data.index["status"]) == {"complete"}
     runs = [fastpg.load(out / f) for f in data.index["file"]]
     assert len(data.traces) == sum(run.rows for run in runs)
-    assert list(data.traces.columns[:3]) == ["reward", "seed", "file"] and "queries" in data.traces
+    assert list(data.traces.columns[:4]) == ["reward", "seed", "run", "file"] and "queries" in data.traces
     first = data.traces[data.traces["file"] == data.index["file"][0]]
     np.testing.assert_array_equal(first["queries"], runs[0].queries)
     assert data.cube().shape == (4, runs[0].rows, runs[0].config["n_test"])
