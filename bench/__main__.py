@@ -4,7 +4,8 @@
 
 Reference configuration (docs/design.md, "Performance"): d=64, k=8, N=16, position features,
 float64, sphere contexts, teacher base (beta=2000, rho=0.05: about 37% of on-policy samples are
-correct), constant learning rate 0.01. One thread for everyone: this process is pinned to one core
+correct), constant learning rate 0.01; PG steps (B) also at d=32, k=4, N=8 (Figure 1's shape) and
+d=256, k=16, N=32. One thread for everyone: this process is pinned to one core
 and every thread variable is set to 1 before NumPy, Numba or JAX is imported; OPENBLAS_CORETYPE
 and OPENBLAS_L2_SIZE are removed for the peers. Compile / JIT warm-up is excluded; every rate is
 the median of repeats. A correctness check compares the implementations before anything is timed.
@@ -46,7 +47,8 @@ from . import numpy_peer  # noqa: E402
 numba.set_num_threads(1)
 REFERENCE = dict(d=64, k=8, N=16, features="position", contexts="sphere", base="teacher", beta=2000.0, rho=0.05,
                  lr="constant", eta=0.01, n_test=4096, G=1, baseline="none")
-GOALS = {"A1": 3.0, "A2": 1.5, "B-orm": 2.0, "B-prm": 2.0, "C": 1.0}
+GOALS = {"A1": 3.0, "A2": 1.5, "B-orm": 2.0, "B-prm": 2.0, "B-orm-fig1": 2.0, "B-prm-fig1": 2.0, "B-orm-large": 2.0,
+         "B-prm-large": 2.0, "C": 1.2}
 
 
 def peers():
@@ -135,7 +137,10 @@ def bench_sampling(s: Setup, impls, q):
     return out
 
 
-def bench_pg(s: Setup, impls, q):
+PG_SHAPES = {"fig1": dict(d=32, k=4, N=8), "ref": {}, "large": dict(d=256, k=16, N=32)}  # (B) at three shapes
+
+
+def bench_pg(s: Setup, impls, q, shape: str = "ref"):
     out, frac = {}, {}
     repeats = 3 if q else 5
     for reward in ("orm", "prm"):
@@ -155,8 +160,9 @@ def bench_pg(s: Setup, impls, q):
 
             rates[impl.NAME] = median_rate(timed, n, repeats)
             frac[(impl.NAME, reward)] = last["correct"] / n
-        out[f"B-{reward}"] = rates
-        out[f"B-{reward}-updates-per-step"] = upd_frac
+        key = f"B-{reward}" if shape == "ref" else f"B-{reward}-{shape}"
+        out[key] = rates
+        out[f"{key}-updates-per-step"] = upd_frac
     return out, frac
 
 
@@ -195,6 +201,31 @@ def bench_skip(impls, q):
             rates.append(queries / (time.perf_counter() - t))
         out[name] = statistics.median(rates)
     return {"D": out}
+
+
+def bench_events(q):
+    """(H) ``pg`` on a pool, event by event against stepping through: ORM, G = 1, a uniform base with
+    k = 4, N = 10 (every step moves W with probability 4^-10 = 9.5e-7), a pool of 16 contexts and a
+    small constant rate (1e-6), so that the probability stays near 1e-6 for the whole measurement."""
+    over = dict(d=16, k=4, N=10, contexts="sphere", base="uniform", algorithm="pg", reward="orm", G=1,
+                lr="constant", eta=1e-6, n_train=16, n_test=16)
+    out = {}
+    for skip, n in ((False, 20000 if q else 200000), (True, 10**10 if q else 10**11)):
+        s = Setup(**over, skip=skip)
+        batch = s.batch()
+        batch.advance(1000)  # compile
+        rates = []
+        for _ in range(3):
+            before = batch.counters[0].copy()
+            t = time.perf_counter()
+            batch.advance(n)
+            rates.append(n / (time.perf_counter() - t))
+        out["events" if skip else "steps"] = statistics.median(rates)
+        if skip:
+            out["updates"] = float(batch.counters[0][6] - before[6])
+            out["steps_per_call"] = n
+    out["ratio"] = out["events"] / out["steps"]
+    return {"H": out}
 
 
 def bench_scaling(q):
@@ -289,7 +320,11 @@ def render(res) -> str:
     lines = ["| measurement | unit | " + " | ".join(names) + " | fastpg / best peer | goal |",
              "|---|---|" + "---|" * len(names) + "---|---|"]
     labels = {"A1": ("(A) sampling, B=1 per call", "responses/s"), "A2": ("(A) sampling, B=1024", "responses/s"),
-              "B-orm": ("(B) PG steps, ORM", "steps/s"), "B-prm": ("(B) PG steps, PRM", "steps/s"),
+              "B-orm-fig1": ("(B) PG steps, ORM, d=32 k=4 N=8", "steps/s"),
+              "B-prm-fig1": ("(B) PG steps, PRM, d=32 k=4 N=8", "steps/s"),
+              "B-orm": ("(B) PG steps, ORM, d=64 k=8 N=16", "steps/s"), "B-prm": ("(B) PG steps, PRM, d=64 k=8 N=16", "steps/s"),
+              "B-orm-large": ("(B) PG steps, ORM, d=256 k=16 N=32", "steps/s"),
+              "B-prm-large": ("(B) PG steps, PRM, d=256 k=16 N=32", "steps/s"),
               "C": ("(C) exact evaluation, n_test=4096", "contexts/s"),
               "D": ("(D) rs skip-ahead, p=1.8e-12", "queries/s")}
     for key, (label, unit) in labels.items():
@@ -306,6 +341,10 @@ def render(res) -> str:
               f"(F) `fastpg run --preset tiny`: cold Numba cache {f['cold_s']:.1f} s (goal < 60), warm {f['warm_s']:.2f} s (goal < 2)",
               "(G) peak memory of `fastpg run` at the reference shape: " +
               ", ".join(f"{steps} steps {mb:.0f} MB" for steps, mb in g["peak_rss_mb"].items()),
+              f"(H) pg on a pool of 16 contexts, moves with probability 9.5e-7 per step: event by event "
+              f"{res['H']['events']:.3g} simulated steps/s ({res['H']['updates']:.0f} updates in {res['H']['steps_per_call']:.0e} "
+              f"steps), stepping through {res['H']['steps']:.3g} steps/s: {res['H']['ratio']:.0f}x (goal >= 1000x: "
+              f"{'met' if res['H']['ratio'] >= 1000 else 'NOT met'})",
               f"(I) per-run cost of a sweep of {res['I']['runs']} tiny runs (200 steps): --layout batch "
               f"{res['I']['batch_ms']:.2f} ms/run (goal <= 2: {'met' if res['I']['batch_ms'] <= 2 else 'NOT met'}), "
               f"{res['I']['batch_kb']:.0f} KB/run; --layout run {res['I']['run_ms']:.2f} ms/run, {res['I']['run_kb']:.0f} KB/run; "
@@ -331,6 +370,12 @@ def main(argv=None):
     rates.update(bench_sampling(s, impls, q))
     pg, frac = bench_pg(s, impls, q)
     rates.update({k: v for k, v in pg.items() if not k.endswith("per-step")})
+    for shape, over in PG_SHAPES.items():
+        if over:
+            other = Setup(**over)
+            check_agreement(other, impls)
+            more, _ = bench_pg(other, impls, q, shape)
+            rates.update({k: v for k, v in more.items() if not k.endswith("per-step")})
     rates.update(bench_eval(s, impls, q))
     rates.update(bench_skip(impls, q))
     N, k, d = s.N, s.k, s.d
@@ -342,6 +387,7 @@ def main(argv=None):
            "correct_fraction": {f"{n}/{r}": v for (n, r), v in frac.items()}, "ceiling_gflops": matmul_ceiling(),
            "openblas_vars_removed": REMOVED, "quick": q}
     res.update(bench_scaling(q))
+    res.update(bench_events(q))
     res.update(bench_startup_memory(q))
     res.update(bench_overhead(q))
     res["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,

@@ -1,4 +1,6 @@
-"""JAX implementation of the reference computations: ``jit``, ``vmap``, ``lax.scan`` for the step loop.
+"""JAX implementation of the reference computations, as a JAX expert writes them: ``jit``, bulk
+draws of everything that does not depend on the weights (contexts, labels, uniforms) outside the
+step loop, and ``lax.scan`` over a chunk carrying only ``W``.
 
 Float64 (``jax_enable_x64``), one CPU thread (set by the runner before JAX is imported). The
 same sampling rule as every implementation: inverse CDF with one uniform per token.
@@ -36,14 +38,23 @@ def sample_one(W2, x, N, k, key):
 
 @partial(jax.jit, static_argnums=(2, 3))
 def sample_batch(W2, X, N, k, key):
-    keys = jax.random.split(key, X.shape[0])
-    return jax.vmap(lambda x, kk: _sample(_probs(W2, x, N, k), jax.random.uniform(kk, (N,)), k))(X, keys)
+    """One response per row of ``X``: the logits of all rows as one GEMM, all uniforms in one call."""
+    p = jax.nn.softmax((X @ W2.T).reshape(X.shape[0], N, k), axis=2)
+    u = jax.random.uniform(key, (X.shape[0], N))
+    return jnp.minimum((jnp.cumsum(p, axis=2) <= u[:, :, None]).sum(axis=2), k - 1)
 
 
-def _labelled_context(Ws2, N, k, d, key):
-    x = jax.random.normal(key, (d,))
-    x = x / jnp.linalg.norm(x)
-    return x, (Ws2 @ x).reshape(N, k).argmax(axis=1)
+CHUNK = 4096  # steps whose contexts, labels and uniforms are drawn ahead, outside the scan
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def labelled_contexts(Ws2, N, k, d, n, key):
+    """``n`` fresh contexts on the sphere, their teacher labels (one GEMM) and ``n x N`` uniforms:
+    nothing here depends on the weights being trained, so it is drawn ahead in bulk."""
+    kx, ku = jax.random.split(key)
+    X = jax.random.normal(kx, (n, d))
+    X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
+    return X, (X @ Ws2.T).reshape(n, N, k).argmax(axis=2), jax.random.uniform(ku, (n, N))
 
 
 def _update(W2, x, p, y, a, eta):
@@ -52,16 +63,16 @@ def _update(W2, x, p, y, a, eta):
     return W2 + eta * jnp.outer(g.ravel(), x)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4, 6, 7))
-def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key):
-    """On-policy PG (G = 1, no baseline), fresh context and teacher label per step, in one scan."""
+@partial(jax.jit, static_argnums=(4, 5, 6), donate_argnums=(0,))
+def pg_scan(W2, X, Y_star, U, N, k, reward, eta):
+    """On-policy PG (G = 1, no baseline) over a drawn-ahead chunk: the scan carries only ``W``."""
+    positions = jnp.arange(N)
 
-    def step(carry, _):
-        W2, key, correct, queries = carry
-        key, kx, ku = jax.random.split(key, 3)
-        x, y_star = _labelled_context(Ws2, N, k, d, kx)
+    def step(carry, inputs):
+        W2, correct, queries = carry
+        x, y_star, u = inputs
         p = _probs(W2, x, N, k)
-        y = _sample(p, jax.random.uniform(ku, (N,)), k)
+        y = _sample(p, u, k)
         wrong = y != y_star
         f = jnp.where(wrong.any(), jnp.argmax(wrong), N)
         if reward == "orm":
@@ -69,13 +80,26 @@ def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key):
             queries = queries + 1
             do = f == N
         else:
-            a = (jnp.arange(N) < f).astype(W2.dtype)
+            a = (positions < f).astype(W2.dtype)
             queries = queries + jnp.minimum(f + 1, N)
             do = f > 0
         W2 = lax.cond(do, lambda W: _update(W, x, p, y, a, eta), lambda W: W, W2)
-        return (W2, key, correct + (f == N), queries), None
+        return (W2, correct + (f == N), queries), None
 
-    (W2, _, correct, queries), _ = lax.scan(step, (W2, key, 0, 0), None, length=n_steps)
+    (W2, correct, queries), _ = lax.scan(step, (W2, 0, 0), (X, Y_star, U))
+    return W2, correct, queries
+
+
+def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key):
+    """``n_steps`` PG steps in chunks: each chunk drawn ahead in bulk, then one scan over it."""
+    correct = queries = 0
+    W2 = jnp.array(W2)
+    for start in range(0, n_steps, CHUNK):
+        n = min(CHUNK, n_steps - start)
+        key, sub = jax.random.split(key)
+        X, Y_star, U = labelled_contexts(Ws2, N, k, d, n, sub)
+        W2, c, q = pg_scan(W2, X, Y_star, U, N, k, reward, eta)
+        correct, queries = correct + c, queries + q
     return W2, correct, queries
 
 
@@ -88,20 +112,22 @@ def evaluate(W2, X, Y, N, k):
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def rs_skip_chunk(W2, Ws2, N, k, d, n, key):
+    """``rs`` + ORM with geometric skip-ahead and no learning for ``n`` steps at once (nothing
+    depends on a changing ``W``, so the chunk is one vectorised computation): simulated queries."""
+    kx, ku = jax.random.split(key)
+    X, Y_star, _ = labelled_contexts(Ws2, N, k, d, n, kx)
+    logp = jax.nn.log_softmax((X @ W2.T).reshape(n, N, k), axis=2)
+    lp = jnp.take_along_axis(logp, Y_star[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+    u = jax.random.uniform(ku, (n,))
+    return (jnp.floor(jnp.log1p(-u) / jnp.log1p(-jnp.exp(lp))) + 1.0).sum()
+
+
 def rs_skip_steps(W2, Ws2, N, k, d, n_steps, key):
-    """``rs`` + ORM with geometric skip-ahead and no learning, in one scan: simulated queries."""
-
-    def step(carry, _):
-        key, queries = carry
-        key, kx, ku = jax.random.split(key, 3)
-        x, y_star = _labelled_context(Ws2, N, k, d, kx)
-        logp = jax.nn.log_softmax((W2 @ x).reshape(N, k), axis=1)
-        lp = logp[jnp.arange(N), y_star].sum()
-        u = jax.random.uniform(ku, ())
-        f = jnp.floor(jnp.log1p(-u) / jnp.log1p(-jnp.exp(lp)))
-        return (key, queries + f + 1.0), None
-
-    (_, queries), _ = lax.scan(step, (key, 0.0), None, length=n_steps)
+    queries = 0.0
+    for start in range(0, n_steps, CHUNK):
+        key, sub = jax.random.split(key)
+        queries += float(rs_skip_chunk(W2, Ws2, N, k, d, min(CHUNK, n_steps - start), sub))
     return queries
 
 
@@ -126,8 +152,10 @@ def sampler(W2, X, N, k, calls, seed):
 def pg_runner(W2, Ws2, N, k, d, eta, reward, n_steps, seed):
     key = jax.random.PRNGKey(seed)
 
+    Ws2j = jnp.asarray(Ws2)
+
     def run():
-        W, correct, queries = pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, key)
+        W, correct, queries = pg_steps(W2, Ws2j, N, k, d, eta, reward, n_steps, key)
         W.block_until_ready()
         return int(correct), int(queries)
 
@@ -141,4 +169,5 @@ def evaluator(W2, X, Y, N, k):
 
 def rs_skip_runner(W2, Ws2, N, k, d, n_steps, seed):
     key = jax.random.PRNGKey(seed)
-    return lambda: float(rs_skip_steps(W2, Ws2, N, k, d, n_steps, key))
+    W2j, Ws2j = jnp.asarray(W2), jnp.asarray(Ws2)
+    return lambda: rs_skip_steps(W2j, Ws2j, N, k, d, n_steps, key)

@@ -1,7 +1,9 @@
 """Vectorised NumPy implementation of the reference computations (position features).
 
-What a researcher would write without fastpg: per step, NumPy vector operations over positions
-and tokens; the same sampling rule (inverse CDF with one uniform per token), the same updates.
+What an expert would write without fastpg: whatever does not depend on the weights being trained
+(contexts, teacher labels, uniforms) drawn ahead in bulk, and per step only the NumPy vector
+operations over positions and tokens that depend on ``W``; the same sampling rule (inverse CDF
+with one uniform per token), the same updates.
 
 Every peer module has the same interface (NumPy arrays in, NumPy arrays or numbers out; see
 ``bench/__main__.py``): ``NAME``, ``STEPS_SCALE`` (its share of fastpg's step counts, so that a
@@ -52,36 +54,48 @@ def score_update(W2, x, p, y, a, eta):
     W2 += eta * np.outer(g.ravel(), x)
 
 
-def labelled_context(Ws2, N, k, d, rng):
-    """A fresh context on the sphere and the teacher's greedy label (position features)."""
-    x = rng.standard_normal(d)
-    x /= np.linalg.norm(x)
-    return x, (Ws2 @ x).reshape(N, k).argmax(axis=1)
+CHUNK = 4096  # steps whose contexts, labels and uniforms are drawn ahead in one vectorised call
+
+
+def labelled_contexts(Ws2, N, k, d, n, rng):
+    """``n`` fresh contexts on the sphere and the teacher's greedy labels, in bulk: nothing here
+    depends on the weights being trained, so it is drawn ahead (one GEMM for the labels)."""
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, (X @ Ws2.T).reshape(n, N, k).argmax(axis=2)
 
 
 def pg_steps(W2, Ws2, N, k, d, eta, reward, n_steps, rng):
     """On-policy PG (G = 1, no baseline, constant rate), fresh context and teacher label per step.
 
+    Contexts, labels and the per-token uniforms of a chunk of steps are drawn ahead in bulk; only
+    what depends on ``W`` (probabilities, first mistake, update) is done step by step.
     Returns (correct samples, reward queries).
     """
     correct = 0
     queries = 0
-    for _ in range(n_steps):
-        x, y_star = labelled_context(Ws2, N, k, d, rng)
-        p = probabilities(W2, x, N, k)
-        y = sample(p, rng.random(N))
-        wrong = np.nonzero(y != y_star)[0]
-        f = wrong[0] if len(wrong) else N
-        if reward == "orm":
-            queries += 1
-            if f == N:
-                correct += 1
-                score_update(W2, x, p, y, np.ones(N), eta)
-        else:
-            queries += min(f + 1, N)
-            correct += f == N
-            if f > 0:
-                score_update(W2, x, p, y, (np.arange(N) < f).astype(float), eta)
+    positions = np.arange(N)
+    ones = np.ones(N)
+    for start in range(0, n_steps, CHUNK):
+        n = min(CHUNK, n_steps - start)
+        X, Y_star = labelled_contexts(Ws2, N, k, d, n, rng)
+        U = rng.random((n, N))
+        for t in range(n):
+            x = X[t]
+            p = probabilities(W2, x, N, k)
+            y = sample(p, U[t])
+            wrong = np.flatnonzero(y != Y_star[t])
+            f = wrong[0] if len(wrong) else N
+            if reward == "orm":
+                queries += 1
+                if f == N:
+                    correct += 1
+                    score_update(W2, x, p, y, ones, eta)
+            else:
+                queries += min(f + 1, N)
+                correct += f == N
+                if f > 0:
+                    score_update(W2, x, p, y, (positions < f).astype(float), eta)
     return correct, queries
 
 
@@ -96,16 +110,18 @@ def evaluate(W2, X, Y, N, k):
 
 
 def rs_skip_steps(W2, Ws2, N, k, d, n_steps, rng, M=1e18):
-    """``rs`` + ORM with geometric skip-ahead and no learning: simulated reward queries."""
+    """``rs`` + ORM with geometric skip-ahead and no learning: simulated reward queries. Nothing
+    depends on a changing ``W``, so whole chunks of steps are one vectorised computation."""
     queries = 0.0
-    for _ in range(n_steps):
-        x, y_star = labelled_context(Ws2, N, k, d, rng)
-        s = (W2 @ x).reshape(N, k)
-        m = s.max(axis=1)
-        logp = s[np.arange(N), y_star] - (m + np.log(np.exp(s - m[:, None]).sum(axis=1)))
-        lp = logp.sum()
-        f = np.floor(np.log(1.0 - rng.random()) / np.log1p(-np.exp(lp)))
-        queries += min(f + 1.0, M)
+    for start in range(0, n_steps, CHUNK):
+        n = min(CHUNK, n_steps - start)
+        X, Y_star = labelled_contexts(Ws2, N, k, d, n, rng)
+        s = (X @ W2.T).reshape(n, N, k)
+        m = s.max(axis=2, keepdims=True)
+        logp = s - (m + np.log(np.exp(s - m).sum(axis=2, keepdims=True)))
+        lp = np.take_along_axis(logp, Y_star[:, :, None], axis=2)[:, :, 0].sum(axis=1)
+        f = np.floor(np.log(1.0 - rng.random(n)) / np.log1p(-np.exp(lp)))
+        queries += np.minimum(f + 1.0, M).sum()
     return queries
 
 

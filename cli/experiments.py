@@ -197,7 +197,7 @@ def _plot_scaling(files, x, out):
     import json
 
     from fastpg import plots
-    from fastpg.analysis import scaling_table
+    from fastpg.analysis import group_label, scaling_table
     from fastpg.sweep import MANIFEST, manifest_keys, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():
@@ -230,7 +230,7 @@ def _plot_scaling(files, x, out):
                                  param_hint="--x")
     table = scaling_table(rows, grid, x, y)
     for g in table:
-        name = ", ".join(f"{k}={v}" for k, v in g["group"].items()) or "all runs"
+        name = group_label(g["group"]) or "all runs"
         fit = g["fit"]
         click.echo(f"{name}: median {y} {', '.join(f'{v:.4g}' for v in g['median'])} at {x} = "
                    f"{', '.join(f'{v:g}' for v in g['x'])}")

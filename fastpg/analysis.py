@@ -57,6 +57,12 @@ def fit_growth(x, y) -> dict:
     return out
 
 
+def group_label(group: dict) -> str:
+    """``algorithm=pg, steps=1e+10, N=8`` for a group of grid values: parameters a run does not set
+    (a case without them) left out, numbers in short form."""
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items() if v is not None)
+
+
 def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_to_eps") -> list[dict]:
     """Median and quartiles of ``y`` over seeds for each value of ``x``, per combination of the other grid parameters.
 

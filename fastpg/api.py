@@ -286,7 +286,8 @@ def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -
     while done < target:
         n = chunk.size(target - done)
         t0 = time.perf_counter()
-        st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]))
+        st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]),
+                           settle=done + n >= target)
         chunk.observe(n, time.perf_counter() - t0)
         status = np.maximum(status, st)
         done += n

@@ -241,7 +241,8 @@ PARAMS: tuple[Param, ...] = (
     Param("baseline", "choice", "none", "advantage baseline of pg (mean, rloo, grpo need --G >= 2)", "post",
           choices=BASELINES),
     Param("M", "int", 10**12, "query budget per step, per token with prm (rs)", "post", low=1, high=MAX_EXACT_INT),
-    Param("skip", "bool", True, "exact geometric skip-ahead over failed queries (rs)", "post"),
+    Param("skip", "bool", True, "exact skip-ahead: rs skips failed queries; pg on a pool (--n-train > 0) jumps from "
+          "one update to the next, skipping the steps that cannot move W (--no-skip steps through)", "post"),
     Param("lr", "choice", "adaptive", "learning-rate rule: adaptive eta / max(loss, floor) (the paper's near-optimal "
           "rule, used by every preset), constant eta, invsqrt eta / sqrt(t)", "post", choices=LR_RULES),
     Param("eta", "float", 0.5, "learning rate", "post", low=0.0),

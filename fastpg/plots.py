@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .analysis import fit_loglog_slope
+from .analysis import fit_loglog_slope, group_label
 
 X_AXES = ("steps", "queries")
 
@@ -224,7 +224,7 @@ def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None =
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
     for i, g in enumerate(table):
-        name = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in g["group"].items()) or "all"
+        name = group_label(g["group"]) or "all"
         fit = g["fit"]
         label = f"{name}: log-slope in {x} {fit['exp_slope']:.3f} (x{math.exp(fit['exp_slope']):.2f}/unit), in log {x} {fit['poly_slope']:.2f}"
         err = np.vstack([g["median"] - g["q25"], g["q75"] - g["median"]])

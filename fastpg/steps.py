@@ -56,7 +56,8 @@ from .model import (
     sample_response,
     sample_token,
 )
-from .rng import uniform, uniform_pos
+from .rng import uniform_pos
+from .variates import failures_before_success, log1mexp  # noqa: F401 - log1mexp re-exported
 
 GRPO_EPS = 1e-8
 
@@ -65,41 +66,6 @@ GRPO_EPS = 1e-8
 # (sampled responses), f[G] (their first mistakes), r/A[G] (rewards, advantages), Aij[N, G]
 # (per-position advantages) and weights[N] (per-position step sizes).
 Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "r", "A", "Aij", "weights"])
-
-
-@njit(cache=True, error_model="numpy")
-def log1mexp(logp):
-    """``log(1 - exp(logp))`` for ``logp <= 0``, accurate for ``p`` near 0 and near 1."""
-    if logp > -0.6931471805599453:
-        return math.log(-math.expm1(logp))
-    return math.log1p(-math.exp(logp))
-
-
-@njit(cache=True, error_model="numpy")
-def failures_before_success(logp, M, u):
-    """Failures before the first success of Bernoulli(``p = exp(logp)``) trials, truncated at ``M``.
-
-    Exact skip-ahead (docs/design.md, "Algorithms"): ``F = floor(log u / log(1 - p))`` with ``u`` uniform on ``(0, 1]``
-    has ``P(F >= n) = (1 - p)^n``. Returns ``M`` when ``F >= M`` (the budget ran out, no success).
-    When ``p`` is so small that ``log(1 - p)`` rounds to 0, ``-log(1 - p) = p`` to double precision and
-    ``F = -log(u) / p`` is formed in log space so that nothing overflows.
-    """
-    if logp >= 0.0:
-        return 0.0
-    e = -math.log(u)
-    if e == 0.0:
-        return 0.0
-    l1m = log1mexp(logp)
-    if l1m == 0.0 or logp < -700.0:
-        t = math.log(e) - logp
-        if t >= math.log(M):
-            return M
-        f = np.floor(math.exp(t))  # float floor: math.floor would overflow int64
-    else:
-        f = np.floor(e / -l1m)
-    if f >= M:
-        return M
-    return f
 
 
 @njit(cache=True, error_model="numpy")
@@ -163,40 +129,58 @@ def _learn_prefix(W, x, y_star, reached, p, t, ws):
 
 
 @njit(cache=True, error_model="numpy")
+def count_samples(p, ws, N, counters):
+    """Count the ``G`` responses of a ``pg`` step (first mistakes in ``ws.f``): responses, tokens,
+    mistakes and reward queries (ORM: one per response; PRM: ``min(f + 1, N)`` per response).
+    Returns the length of the longest rewarded prefix (ORM: ``N`` if some response is correct,
+    else 0; PRM: the largest ``f``): 0 means no response earned anything."""
+    G = p.G
+    n_wrong = 0
+    best = 0
+    prm_q = 0
+    for j in range(G):
+        if ws.f[j] < N:
+            n_wrong += 1
+        if ws.f[j] > best:
+            best = ws.f[j]
+        prm_q += min(ws.f[j] + 1, N)
+    counters[C_SEQUENCES] += G
+    counters[C_TOKENS] += G * N
+    counters[C_MISTAKES] += n_wrong
+    if p.reward == ORM:
+        counters[C_ORM] += G
+        return N if best == N else 0
+    counters[C_PRM] += prm_q
+    return best
+
+
+@njit(cache=True, error_model="numpy")
 def _pg_step(W, x, y_star, p, state, t, counters, ws):
-    """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moved.
+    """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moved."""
+    for j in range(p.G):
+        sample_response(W, x, p.features, ws.table, ws.have, state, ws.Ys[j])
+        ws.f[j] = first_mistake(ws.Ys[j], y_star)
+    target_len = count_samples(p, ws, y_star.shape[0], counters)
+    if target_len == 0:
+        return False  # nothing rewarded: every advantage is zero under every baseline
+    return pg_learn(W, x, y_star, p, t, ws, target_len)
+
+
+@njit(cache=True, error_model="numpy")
+def pg_learn(W, x, y_star, p, t, ws, target_len):
+    """The REINFORCE update of a ``pg`` step from its responses ``ws.Ys`` and first mistakes ``ws.f``;
+    True if ``W`` moved.
 
     ORM: ``W += (eta_t / G) sum_j A_j grad log pi_W(y^j | x)``; PRM:
     ``W += (eta_t / G) sum_j sum_i A_ij grad log pi_W(y^j_i | x, y^j_<i)`` with per-position
-    advantages from ``r_ij = 1[i < f_j]``.
+    advantages from ``r_ij = 1[i < f_j]``. ``eta_t`` follows ``p.lr`` with the log-loss of the
+    longest rewarded prefix (``target_len`` tokens of ``y*``).
     """
     N = y_star.shape[0]
     G = p.G
     features = p.features
     table, have, coef, touched = ws.table, ws.have, ws.coef, ws.touched
     Ys, f, r, A, Aij, weights = ws.Ys, ws.f, ws.r, ws.A, ws.Aij, ws.weights
-    n_wrong = 0
-    best = 0
-    prm_q = 0
-    for j in range(G):
-        sample_response(W, x, features, table, have, state, Ys[j])
-        f[j] = first_mistake(Ys[j], y_star)
-        if f[j] < N:
-            n_wrong += 1
-        if f[j] > best:
-            best = f[j]
-        prm_q += min(f[j] + 1, N)
-    counters[C_SEQUENCES] += G
-    counters[C_TOKENS] += G * N
-    counters[C_MISTAKES] += n_wrong
-    if p.reward == ORM:
-        counters[C_ORM] += G
-        target_len = N if best == N else 0
-    else:
-        counters[C_PRM] += prm_q
-        target_len = best
-    if target_len == 0:
-        return False  # nothing rewarded: every advantage is zero under every baseline
     loss = 0.0
     if p.lr == ADAPTIVE:
         loss = -prefix_loglik(W, x, y_star, target_len, features, table, have)
@@ -299,86 +283,8 @@ def _rs_step(W, x, y_star, p, state, t, counters, ws):
 
 
 @njit(cache=True, error_model="numpy")
-def weights_ok(W):
-    """True when every weight is finite and at most ``MAX_ABS_WEIGHT`` in magnitude."""
-    for v in W.ravel():
-        if not abs(v) <= MAX_ABS_WEIGHT:  # also catches NaN
-            return False
-    return True
-
-
-@njit(cache=True, error_model="numpy")
 def new_workspace(B, k, N, G):
     """The scratch arrays of the step kernels for ``B`` blocks, ``k`` tokens, ``N`` positions, ``G`` samples."""
     table, have = new_table(B, k)
     return Workspace(table, have, np.zeros((B, k)), np.zeros(B, dtype=np.bool_), np.empty((G, N), dtype=np.int64),
                      np.empty(G, dtype=np.int64), np.empty(G), np.empty(G), np.empty((N, G)), np.empty(N))
-
-
-@njit(cache=True, error_model="numpy")
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps):
-    """Advance one run by ``n_steps`` steps in place; returns a status code of :mod:`fastpg.codes`.
-
-    Each step draws a context: uniformly from the pool ``pool_x, pool_y`` when it is not
-    empty, else fresh from the distribution ``(centres, cdf, p.sigma)`` conditioned on the
-    teacher margin ``>= p.gamma`` and labelled by the teacher ``W_star``. It then runs the
-    algorithm ``p.algorithm`` and updates ``counters`` (docs/design.md, "Counters").
-
-    Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
-    nothing about them depends on the weights being trained: ``position`` features, no margin
-    condition (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number
-    (``pg``: ``G N`` tokens; ``sft``: none). The stream, and so every result, is the same as
-    drawing them one step at a time; only the teacher's logits are computed tile by tile.
-    """
-    B, k, d = W.shape
-    N = pool_y.shape[1]
-    ws = new_workspace(B, k, N, max(p.G, 1))
-    teacher_work = new_table(B, k)[0]
-    x = np.empty(d)
-    y_star = np.empty(N, dtype=np.int64)
-    n_pool = pool_x.shape[0]
-    algorithm = p.algorithm
-    ahead = n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and algorithm != RS
-    gap = p.G * N if algorithm == PG else 0
-    n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
-    Xt = np.empty((n_tile, d))
-    Yt = np.empty((n_tile, N), dtype=np.int64)
-    St = np.empty((n_tile, 4), dtype=np.uint64)
-    tile_work = new_table(n_tile * B, k)[0]
-    i_tile = 0
-    m_tile = 0
-    for step in range(n_steps):
-        if ahead:
-            if i_tile == m_tile:
-                m_tile = min(n_tile, n_steps - step)
-                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
-                i_tile = 0
-            x[:] = Xt[i_tile]
-            y_star[:] = Yt[i_tile]
-            state[:] = St[i_tile]
-            i_tile += 1
-        elif n_pool > 0:
-            idx = min(int(uniform(state) * n_pool), n_pool - 1)
-            x[:] = pool_x[idx]
-            y_star[:] = pool_y[idx]
-        else:
-            m = draw_labelled_context(
-                state, W_star, p.features, centres, cdf, p.sigma, p.gamma, p.max_tries, teacher_work, x, y_star, False,
-            )
-            if m < 0.0:
-                return REJECTION_FAILED
-        counters[C_STEPS] += 1.0
-        counters[C_CONTEXTS] += 1.0
-        t = counters[C_STEPS]
-        reset_table(ws.have)
-        if algorithm == PG:
-            moved = _pg_step(W, x, y_star, p, state, t, counters, ws)
-        elif algorithm == RS:
-            moved = _rs_step(W, x, y_star, p, state, t, counters, ws)
-        else:  # SFT: one SGD step on the log-loss -log pi_W(y*|x) of a labelled context
-            moved = _learn_prefix(W, x, y_star, N, p, t, ws)
-        if moved:
-            counters[C_UPDATES] += 1.0
-    if not weights_ok(W):
-        return NON_FINITE
-    return OK

@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,26 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+LOCK_WAIT_SECONDS = 10.0  # how long a writer waits for readers that hold a file (HDF5 file locks)
+
+
+def open_for_writing(path, mode: str):
+    """``h5py.File(path, mode)`` for a writer, waiting while a reader holds the file's lock.
+
+    HDF5 locks a file while anyone has it open; a writer that creates or reopens a file that
+    ``fastpg info``, a plot or a user's script is reading at that moment gets ``BlockingIOError``.
+    Readers hold files briefly, so the writer retries for up to ``LOCK_WAIT_SECONDS``.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return h5py.File(path, mode, libver="latest")
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _describe(ds, units: str, description: str) -> None:
     ds.attrs["units"] = units
     ds.attrs["description"] = description
@@ -107,7 +128,7 @@ class RunWriter:
 
     def open(self, *, task: dict, base: dict, lq: dict, W_shape) -> None:
         """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode."""
-        f = h5py.File(self.path, "w", libver="latest")
+        f = open_for_writing(self.path, "w")
         self.f = f
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["fastpg_version"] = __version__
@@ -179,7 +200,7 @@ class RunWriter:
         if self.f is None:
             return
         _close_swmr(self, W_final)
-        with h5py.File(self.path, "r+", libver="latest") as f:
+        with open_for_writing(self.path, "r+") as f:
             f.attrs["status"] = status
             f.attrs["message"] = message
 
@@ -194,7 +215,7 @@ class RunWriter:
         except Exception:  # noqa: BLE001
             pass
         try:
-            with h5py.File(self.path, "r+", libver="latest") as f:
+            with open_for_writing(self.path, "r+") as f:
                 f.attrs["status"] = FAILED
                 f.attrs["message"] = message
         except Exception:  # noqa: BLE001
@@ -230,7 +251,7 @@ class BatchWriter:
     def open(self, *, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
         """Create the file with every run's static data, mark it ``running`` and enter SWMR mode."""
         R = len(self.ids)
-        f = h5py.File(self.path, "w", libver="latest")
+        f = open_for_writing(self.path, "w")
         self.f = f
         for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(), argv=json.dumps(self.argv),
@@ -303,7 +324,7 @@ class BatchWriter:
         if self.f is None:
             return
         _close_swmr(self, W_final)
-        with h5py.File(self.path, "r+", libver="latest") as f:
+        with open_for_writing(self.path, "r+") as f:
             f["runs/status"][...] = np.array(statuses, dtype=object)
             f["runs/message"][...] = np.array(messages, dtype=object)
             f.attrs["status"] = COMPLETE

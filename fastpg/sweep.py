@@ -641,7 +641,8 @@ def estimate(runs, layout: str = RUN_LAYOUT) -> dict:
     test set, three copies of ``W`` and a row of ``n_test`` log-likelihoods per evaluation point
     (measured within 5% on the presets). Time: about 0.4 us plus 2.4 us per 8192 weights per step
     (the bench's step cost), the exact evaluations, and 20 ms (run layout) or 2 ms (batch layout)
-    per run of file and task overhead. Both are estimates, said as such.
+    per run of file and task overhead. An event-driven ``pg`` run (a pool with ``skip``) pays per
+    update, not per step: it is counted as at most 1e6 steps. Both are estimates, said as such.
     """
     from .metrics import eval_points
 
@@ -653,7 +654,8 @@ def estimate(runs, layout: str = RUN_LAYOUT) -> dict:
         n, N = cfg.n_test, cfg.N
         per_file = 75_000 if layout == RUN_LAYOUT else 75_000 / MAX_BATCH
         disk += per_file + n * (cfg.d * 8 + N * 12 + 16) + 3 * weights * 8 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0))
-        seconds += (cfg.steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
+        steps = min(cfg.steps, 10**6) if (cfg.algorithm == "pg" and cfg.n_train > 0 and cfg.skip) else cfg.steps
+        seconds += (steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
                     + (0.02 if layout == RUN_LAYOUT else 0.002))
     return {"runs": len(runs), "bytes": disk, "core_seconds": seconds}
 

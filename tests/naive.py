@@ -152,7 +152,7 @@ def learning_rate(rule, eta, floor, t, loss):
 
 
 def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n_steps):
-    """Reference for ``fastpg.steps.advance_run``: same stream, same counters, NumPy updates.
+    """Reference for ``fastpg.advance.advance_run`` (stepping through): same stream, same counters, NumPy updates.
 
     ``cfg`` is a dict with keys features, algorithm (pg|rs|sft), reward, G, baseline, skip, lr,
     eta, floor, M, sigma, gamma.

@@ -243,3 +243,27 @@ def test_other_commands_validate_up_front(tmp_path, cmd):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     h5 = list((tmp_path / "w").rglob("*.h5")) if (tmp_path / "w").exists() else []
     assert not h5
+
+
+def test_a_writer_waits_for_a_reader_that_holds_the_file(tmp_path):
+    """HDF5 locks a file while a reader has it open: a sweep that redoes a run while ``fastpg info``
+    (or a script) reads its old file waits for the reader instead of failing the run."""
+    import sys
+
+    from fastpg.store import open_for_writing
+
+    path = tmp_path / "held.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["status"] = "running"
+    reader = subprocess.Popen([sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r'); "
+                               "print('open', flush=True); time.sleep(1.0)", str(path)], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "open"
+    with pytest.raises(BlockingIOError):  # what a plain writer gets while the reader holds the file
+        h5py.File(path, "w")
+    t = time.perf_counter()
+    with open_for_writing(path, "w") as f:
+        f.attrs["status"] = "complete"
+    assert time.perf_counter() - t > 0.3  # it waited for the reader to let go
+    reader.wait(timeout=30)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["status"] == "complete"

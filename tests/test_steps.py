@@ -10,7 +10,9 @@ from fastpg.model import TILE
 from fastpg.contexts import draw_labelled_tile
 from fastpg.model import new_table
 from fastpg.rng import uniform, uniform_pos
-from fastpg.steps import advance_run, advantages, failures_before_success, log1mexp
+from fastpg.advance import advance_run as _advance_run
+from fastpg.events import new_event_state
+from fastpg.steps import advantages, failures_before_success, log1mexp
 
 import naive
 from conftest import new_state, random_W
@@ -99,6 +101,11 @@ def test_advantages_match_reference(rng, baseline):
         np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
 
 
+def advance_run(*args):
+    """:func:`fastpg.advance.advance_run` with a fresh event state, settled at the end of the call."""
+    return _advance_run(*args, new_event_state(), True)
+
+
 def kernel_params(cfg, features=0, max_tries=1000):
     """The parameter record of :func:`advance_run` for a test case (``cfg`` as the reference takes it)."""
     p = np.zeros((), dtype=S.RUN_PARAMS)
@@ -158,6 +165,8 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     cfg = dict(features=features, G=1, baseline="none", skip=True, eta=0.7, floor=1e-8, M=10**6,
                sigma=0.3, gamma=0.0, reward="orm")
     cfg.update(case)
+    if cfg["algorithm"] == "pg":
+        cfg["skip"] = False  # step through: pg on a pool with skip goes event by event (tests/test_events.py)
     p = kernel_params(cfg, features)
     state_fast, state_ref = new_state(7), new_state(7)
     counters = np.zeros(8)
