@@ -1,6 +1,6 @@
-"""Where one PG step's time goes at the reference shape (d=64, k=8, N=16), one thread.
+"""Where one PG step's time goes, one thread: at the reference shape (d=64, k=8, N=16) or another.
 
-    python -m bench.profile
+    python -m bench.profile [--shape d,k,N]
 
 Times each compiled building block of a step in a compiled loop (microseconds per call,
 median of 5): drawing a context, the teacher's greedy label (one context at a time, or a tile
@@ -60,7 +60,7 @@ def _teacher_tile(W, state, n):
     Xt, Y = np.empty((TILE, d)), np.empty((TILE, B), dtype=np.int64)
     S, work = np.empty((TILE, 4), dtype=np.uint64), new_table(TILE * B, k)[0]
     for _ in range(max(n // TILE, 1)):
-        draw_labelled_tile(state, W, c, cdf, 0.0, TILE, 16, Xt, Y, S, work)
+        draw_labelled_tile(state, W, c, cdf, 0.0, TILE, B, Xt, Y, S, work)
 
 
 @njit
@@ -119,8 +119,12 @@ def _update(W, x, y, n):
         apply_update(W, x, coef, touched)
 
 
-def main():
-    N, k, d = 16, 8, 64
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", default="64,8,16", help="d,k,N (default 64,8,16; Figure 1's is 32,4,8)")
+    d, k, N = (int(v) for v in ap.parse_args(argv).shape.split(","))
     rng = np.random.default_rng(0)
     W = aligned_copy(0.3 * rng.standard_normal((N, k, d)), np.float64)  # as in a Batch
     x = rng.standard_normal(d)
@@ -128,14 +132,14 @@ def main():
     y = np.zeros(N, dtype=np.int64)
     state = xoshiro_state(seed_sequence(0, "profile", {}))
     parts = [
-        ("draw a context (64 normals, normalise)", lambda n: _context(state, x.copy(), n)),
+        (f"draw a context ({d} normals, normalise)", lambda n: _context(state, x.copy(), n)),
         ("draw + label contexts a tile ahead (step loop)", lambda n: _teacher_tile(W, state, n)),
-        ("teacher label, one context (16x8 logits, margin)", lambda n: _teacher(W, x, y, n)),
-        ("  of which the 16x8x64 dot products", lambda n: _dots_planes(W, x, n)),
-        ("16x8x64 dot products, block by block (markov)", lambda n: _dots(W, x, n)),
+        (f"teacher label, one context ({N}x{k} logits, margin)", lambda n: _teacher(W, x, y, n)),
+        (f"  of which the {N}x{k}x{d} dot products", lambda n: _dots_planes(W, x, n)),
+        (f"{N}x{k}x{d} dot products, block by block (markov)", lambda n: _dots(W, x, n)),
         ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
         ("probability table, whole (position features)", lambda n: _whole_table(W, x, n)),
-        ("sample 16 tokens from the table", lambda n: _sample(W, x, state, n)),
+        (f"sample {N} tokens from the table", lambda n: _sample(W, x, state, n)),
         ("score-function update (coefficients + W += c x)", lambda n: _update(W.copy(), x, y, n)),
     ]
     n = 100_000

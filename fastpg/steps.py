@@ -1,8 +1,9 @@
 """Compiled kernels for one run's steps: pre-training (SFT), ``pg`` and ``rs`` (docs/design.md,
 "Algorithms").
 
-A run is advanced by :func:`advance_run`, which owns its workspaces and touches only its own
-arrays and generator state, so runs can be advanced in parallel. A run's parameters arrive as one
+A run is advanced by :func:`fastpg.advance.advance_run`, which owns its workspaces and touches
+only its own arrays and generator state, so runs can be advanced in parallel; the step kernels
+here take one step. A run's parameters arrive as one
 record ``p`` of dtype :data:`fastpg.codes.RUN_PARAMS` (``p.eta``, ``p.reward``, ...), so every run
 of a batch may have its own algorithm, reward and learning rate; the integer codes are those of
 :mod:`fastpg.codes`.
@@ -18,32 +19,20 @@ from numba import njit
 
 from .codes import (
     ADAPTIVE,
-    C_CONTEXTS,
     C_MISTAKES,
     C_ORM,
     C_PRM,
     C_SEQUENCES,
-    C_STEPS,
     C_TOKENS,
-    C_UPDATES,
     INVSQRT,
-    MAX_ABS_WEIGHT,
     MEAN,
-    NON_FINITE,
     NONE,
-    OK,
     ORM,
-    PG,
-    POSITION,
-    REJECTION_FAILED,
     RLOO,
-    RS,
 )
-from .contexts import draw_labelled_context, draw_labelled_tile
 from .model import (
     LOGP,
     PROB,
-    TILE,
     accumulate_score,
     apply_update,
     block_index,
@@ -52,7 +41,6 @@ from .model import (
     new_table,
     open_table,
     prefix_loglik,
-    reset_table,
     sample_response,
     sample_token,
 )

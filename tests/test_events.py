@@ -170,6 +170,8 @@ def test_responses_of_a_class_follow_the_model_conditioned_on_it(reward, feature
 SETTINGS = {  # a uniform base on a pool of 4 contexts: moves are rare enough for the event path
     "orm": dict(d=4, k=4, N=3, reward="orm"),
     "prm": dict(d=4, k=64, N=2, reward="prm"),
+    "orm-markov": dict(d=4, k=4, N=3, reward="orm", features="markov"),
+    "prm-markov": dict(d=4, k=16, N=2, reward="prm", features="markov"),
 }
 GROUPS = [(1, "none"), (4, "none"), (4, "mean"), (4, "rloo"), (4, "grpo")]
 
@@ -205,11 +207,13 @@ def _to_updates(batch, marks=(1, 10), max_steps=20000):
     return found
 
 
-@pytest.mark.parametrize("rate", RATES)
-@pytest.mark.parametrize("setting", SETTINGS)
-@pytest.mark.parametrize("G,baseline", GROUPS, ids=[f"G{g}-{b}" for g, b in GROUPS])
+CASES = [(s, g, b, r) for r in RATES for s in ("orm", "prm") for g, b in GROUPS] + [
+    ("orm-markov", 4, "mean", "adaptive"), ("prm-markov", 1, "none", "slow"), ("prm-markov", 4, "grpo", "adaptive")]
+
+
+@pytest.mark.parametrize("setting,G,baseline,rate", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_event_driven_runs_match_stepping_through(setting, G, baseline, rate):
-    seeds_a, seeds_b = range(0, 400), range(1000, 1400)
+    seeds_a, seeds_b = range(0, 300), range(1000, 1300)
     events = _to_updates(_batch(setting, G, baseline, True, seeds_a, rate))
     steps = _to_updates(_batch(setting, G, baseline, False, seeds_b, rate))
     for m in events:
@@ -228,7 +232,8 @@ def test_event_driven_runs_match_stepping_through(setting, G, baseline, rate):
         assert np.array_equal(a.counters[:, i], b.counters[:, i])  # what every step costs, skipped or not
 
 
-@pytest.mark.parametrize("setting,G,baseline", [("orm", 4, "mean"), ("prm", 4, "grpo"), ("prm", 1, "none")])
+@pytest.mark.parametrize("setting,G,baseline", [("orm", 4, "mean"), ("prm", 4, "grpo"), ("prm", 1, "none"),
+                                                ("orm-markov", 4, "rloo")])
 def test_event_driven_runs_do_not_depend_on_how_they_are_cut(setting, G, baseline):
     one, parts = _batch(setting, G, baseline, True, range(8)), _batch(setting, G, baseline, True, range(8))
     one.advance(5000)
