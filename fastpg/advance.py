@@ -163,9 +163,12 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
                 m_tile = min(n_tile, n_steps - step)
                 draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
                 i_tile = 0
-            x[:] = Xt[i_tile]
-            y_star[:] = Yt[i_tile]
-            state[:] = St[i_tile]
+            for j in range(d):  # element by element: a row view would cost two atomic reference counts
+                x[j] = Xt[i_tile, j]
+            for i in range(N):
+                y_star[i] = Yt[i_tile, i]
+            for i in range(4):
+                state[i] = St[i_tile, i]
             i_tile += 1
         elif n_pool > 0:
             idx = min(int(uniform(state) * n_pool), n_pool - 1)

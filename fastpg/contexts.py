@@ -17,7 +17,7 @@ from .model import center_planes, greedy_decode, greedy_planes, new_table, tile_
 from .rng import discard, fill_normal, uniform
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def draw_context(state, centres, cdf, sigma, x_out):
     """Draw one context into ``x_out`` (unit norm) from the run's stream."""
     d = x_out.shape[0]
@@ -48,7 +48,7 @@ def draw_context(state, centres, cdf, sigma, x_out):
         x_out[j] /= norm
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, max_tries, work, x_out, y_out,
                           with_margin):
     """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
@@ -82,7 +82,7 @@ def draw_labelled_contexts(
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, states_out, work):
     """Draw the contexts of the next ``m`` steps ahead of time and label them together (``position`` features).
 
@@ -101,7 +101,8 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
     """
     for i in range(m):
         draw_context(state, centres, cdf, sigma, Xt[i])
-        states_out[i, :] = state
+        for j in range(4):  # element by element: a slice assignment may allocate a temporary
+            states_out[i, j] = state[j]
         discard(state, gap)
     Xt[m:, :] = 0.0
     tile_scores(W_star, Xt, work)

@@ -55,7 +55,7 @@ if CHUNK % TILE != 0:  # evaluate_runs walks a chunk in whole tiles without boun
     raise ImportError(f"fastpg.engine.CHUNK = {CHUNK} must be a multiple of TILE = {TILE}")
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def softmax_tile(W, X, j0, Xt, work, logs):
     """Logits of contexts ``j0 .. j0+T-1``, centred and normalised in ``work`` (planes, with ``log z``
     if ``logs``); returns ``T``."""
@@ -66,7 +66,7 @@ def softmax_tile(W, X, j0, Xt, work, logs):
     return T
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
     """Exact evaluation of the test contexts ``j0 ..`` of one tile with ``position`` features.
 

@@ -47,7 +47,7 @@ def new_event_state() -> np.ndarray:
     return np.array([-1.0, 0.0, 0.0, 0.0])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def pool_classes(W, pool_x, pool_y, features, table, have, lp, logf):
     """``lp[i, m] = log pi_W(y*_im | x_i, y*_i<m)`` and ``logf[i, m] = log P(f = m)`` for every pool
     context: ``P(f = m) = pi(y*_<m) (1 - pi(y*_m | y*_<m))`` for ``m < N``, ``P(f = N) = pi(y*)``."""
@@ -62,7 +62,7 @@ def pool_classes(W, pool_x, pool_y, features, table, have, lp, logf):
         logf[i, N] = prefix
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)
 def class_logprob(logf_row, reward, c):
     """``log pi_c``: ORM classes are 0 (wrong) and 1 (correct), PRM classes are ``f``."""
     N = logf_row.shape[0] - 1
@@ -71,12 +71,12 @@ def class_logprob(logf_row, reward, c):
     return logf_row[c]
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)
 def n_classes(reward, N):
     return 2 if reward == ORM else N + 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def move_probability(logf_row, reward, G, baseline):
     """``q_i``: the probability that a step on this context moves ``W`` (see the module docstring),
     formed so that ``q`` near 0 and ``pi`` near 1 keep their precision."""
@@ -99,7 +99,7 @@ def move_probability(logf_row, reward, G, baseline):
     return max(0.0, -math.expm1(G * log_top) - others_g)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def pool_move_probabilities(logf, reward, G, baseline, q):
     """``q[i]`` for every pool context; returns their mean."""
     total = 0.0
@@ -109,7 +109,7 @@ def pool_move_probabilities(logf, reward, G, baseline, q):
     return total / logf.shape[0]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def count_skipped(counters, n, reward, G, N, baseline):
     """Count ``n`` skipped steps: what every one costs, and (without a baseline) their one class 0."""
     counters[C_STEPS] += n
@@ -124,7 +124,7 @@ def count_skipped(counters, n, reward, G, N, baseline):
             counters[C_PRM] += n * G  # every response stopped at its first token: one query each
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def count_deferred(state, counters, n, logf, q, reward, G, baseline, weights, counts):
     """With a baseline: draw the classes of ``n`` skipped steps and count their mistakes and PRM
     queries. Class ``c`` has weight ``sum_i pi_ic^G`` (all ``G`` responses of class ``c``)."""
@@ -143,12 +143,12 @@ def count_deferred(state, counters, n, logf, q, reward, G, baseline, weights, co
             counters[C_PRM] += counts[c] * G * min(c + 1, N)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _log_choose(n, r):
     return math.lgamma(n + 1.0) - math.lgamma(r + 1.0) - math.lgamma(n - r + 1.0)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def moving_classes(state, logf_row, reward, G, baseline, classes, work):
     """Classes of the ``G`` responses of a step on this context, conditioned on the step moving ``W``.
 
@@ -188,7 +188,7 @@ def moving_classes(state, logf_row, reward, G, baseline, classes, work):
             classes[start + j] = a
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def response_of_class(W, x, y_star, features, table, have, state, c, reward, logf_row, y_out):
     """A response ``y ~ pi_W(. | x)`` conditioned on its class; returns its first mistake ``f``.
 
@@ -237,7 +237,7 @@ def response_of_class(W, x, y_star, features, table, have, state, c, reward, log
     return f
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def moving_step(W, pool_x, pool_y, logf, q, p, state, counters, ws, classes, work):
     """Draw the context and the ``G`` responses of a step conditioned on moving ``W``, count it like
     any step (:func:`fastpg.steps.count_samples`); the caller then applies its update. Returns the

@@ -58,7 +58,7 @@ def new_table(blocks, k):
     return np.empty((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def block_index(features, i, prev, k):
     """Block of position ``i`` (0-based) after token ``prev`` (``k`` = BOS)."""
     if features == POSITION:
@@ -66,13 +66,13 @@ def block_index(features, i, prev, k):
     return i * (k + 1) + prev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def reset_table(have):
     for b in range(have.shape[0]):
         have[b] = False
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def dot4(W, b0, v0, b1, v1, b2, v2, b3, v3, x):
     """The four logits ``W[b_i, v_i, :] . x`` in one pass over ``x``.
 
@@ -92,7 +92,7 @@ def dot4(W, b0, v0, b1, v1, b2, v2, b3, v3, x):
     return s0, s1, s2, s3
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always")
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def dot1(W, b, v, x):
     """One logit ``W[b, v, :] . x``."""
     s = 0.0
@@ -101,7 +101,7 @@ def dot1(W, b, v, x):
     return s
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def scores(W, x, b, out):
     """Logits of one block: ``out[v] = W[b, v, :] . x``, four rows per pass (:func:`dot4`)."""
     k = W.shape[1]
@@ -114,7 +114,7 @@ def scores(W, x, b, out):
         v += 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def ensure_row(W, x, b, table, have):
     """Fill row ``b`` with ``log softmax_v(W[b, v, :] . x)`` and its exponential unless there."""
     if have[b]:
@@ -139,7 +139,7 @@ def ensure_row(W, x, b, table, have):
     have[b] = True
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def scores_planes(W, x, table):
     """All logits of one context, token-major: ``table[DIFF, v, b] = W[b, v, :] . x`` (``position`` features)."""
     B, k = W.shape[0], W.shape[1]
@@ -162,7 +162,7 @@ if TILE % 4 != 0:  # tile_scores takes contexts four at a time without bounds ch
     raise ImportError(f"fastpg.model.TILE = {TILE} must be a multiple of 4")
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def tile_scores(W, Xt, work):
     """Logits of a tile of contexts, token-major: ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
 
@@ -219,7 +219,7 @@ def tile_scores(W, Xt, work):
             v += 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def load_tile(X, j0, Xt):
     """Copy contexts ``X[j0 : j0 + T]`` into the tile ``Xt`` (zeros past the end); returns ``T``."""
     T = min(Xt.shape[0], X.shape[0] - j0)
@@ -229,7 +229,7 @@ def load_tile(X, j0, Xt):
     return T
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def center_planes(table):
     """Subtract each row's maximum from its logits ``table[DIFF, v, r] = s_r(v)``.
 
@@ -248,7 +248,7 @@ def center_planes(table):
             table[DIFF, v, r] -= table[STATS, 0, r]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def normalise_planes(table, logs):
     """Softmax of centred logits (after :func:`center_planes`), vectorised over rows.
 
@@ -269,7 +269,7 @@ def normalise_planes(table, logs):
         table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def first_max_planes(table, best):
     """``best[r]`` = the first token with ``D[v, r] = 0`` (the greedy token of row ``r``, ties to the
     smallest), after :func:`center_planes`; vectorised over rows (as masked stores)."""
@@ -283,7 +283,7 @@ def first_max_planes(table, best):
                 best[r] = fv
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def fill_table(W, x, table, have):
     """Fill every row at once (``position`` features), vectorised over rows (docs/design.md, "The model").
 
@@ -302,7 +302,7 @@ def fill_table(W, x, table, have):
         have[b] = True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def open_table(W, x, features, table, have):
     """Call before reading rows: with ``position`` features, fill every row unless already there.
 
@@ -314,14 +314,14 @@ def open_table(W, x, features, table, have):
         fill_table(W, x, table, have)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def need_row(W, x, features, b, table, have):
     """Make row ``b`` available, after :func:`open_table`: ``markov`` rows are filled one by one."""
     if features != POSITION and not have[b]:
         ensure_row(W, x, b, table, have)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def token_logliks(W, x, y, features, table, have, out):
     """``out[i] = log pi_W(y_i | x, y_<i)``; returns the sum ``log pi_W(y | x)``."""
     k = W.shape[1]
@@ -337,7 +337,7 @@ def token_logliks(W, x, y, features, table, have, out):
     return total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def prefix_loglik(W, x, y, n, features, table, have):
     """``log pi_W(y_<n | x) = sum_{i<n} log pi_W(y_i | x, y_<i)``."""
     k = W.shape[1]
@@ -352,7 +352,7 @@ def prefix_loglik(W, x, y, n, features, table, have):
     return total
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)
 def inverse_cdf(table, plane, r, scale, u):
     """The first token ``v`` of row ``r`` with ``u < sum_{w <= v} p_w``, ``p_w = table[plane, w, r] * scale``.
 
@@ -373,13 +373,13 @@ def inverse_cdf(table, plane, r, scale, u):
     return below if below < table.shape[1] else last
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def sample_token(table, plane, r, scale, state):
     """Draw a token of row ``r`` by :func:`inverse_cdf` at one uniform number from ``state``."""
     return inverse_cdf(table, plane, r, scale, uniform(state))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def sample_response(W, x, features, table, have, state, y_out):
     """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` (length ``N``), one uniform per token.
 
@@ -404,7 +404,7 @@ def sample_response(W, x, features, table, have, state, y_out):
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def first_mistake(y, y_star):
     """0-based index of the first token where ``y`` differs from ``y_star`` (``N`` if none)."""
     for i in range(y.shape[0]):
@@ -413,7 +413,7 @@ def first_mistake(y, y_star):
     return y.shape[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def argmax_row(row):
     """Most likely token of a row (ties to the smallest token)."""
     best = 0
@@ -423,7 +423,7 @@ def argmax_row(row):
     return best
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def greedy_planes(table, y_out, with_margin):
     """Greedy tokens and margin of centred logits (after :func:`center_planes`), row ``r`` = position ``r``.
 
@@ -452,7 +452,7 @@ def greedy_planes(table, y_out, with_margin):
     return margin
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def greedy_decode(W, x, features, work, y_out, with_margin):
     """Greedy decoding ``y_i = argmax_v s_i(v)`` along its own path; returns its margin.
 
@@ -486,7 +486,7 @@ def greedy_decode(W, x, features, work, y_out, with_margin):
     return margin
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def greedy_matches(W, x, y_star, features, table, have):
     """True when greedy decoding of ``W`` reproduces ``y_star`` (first-index tie rule)."""
     k = W.shape[1]
@@ -501,7 +501,7 @@ def greedy_matches(W, x, y_star, features, table, have):
     return True
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)
 def add_score_row(table, b, y, c, coef, touched):
     """``coef[b, v] += c (1[v = y] - pi_b(v))``: ``c`` times the score of token ``y`` in row ``b``."""
     for v in range(table.shape[1]):
@@ -510,7 +510,7 @@ def add_score_row(table, b, y, c, coef, touched):
     touched[b] = True
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
     """Add ``sum_i weights[i] * grad log pi_W(y_i | x, y_<i)`` to a coefficient table.
 
@@ -536,7 +536,7 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
         add_score_row(table, b, y[i], c, coef, touched)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def apply_update(W, x, coef, touched):
     """``W[b, v, :] += coef[b, v] * x`` on touched blocks; clears ``coef`` and ``touched``."""
     k = W.shape[1]

@@ -26,12 +26,12 @@ _U64 = np.uint64(64)
 _TWO_M53 = 2.0**-53
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _rotl(x, r):
     return (x << r) | (x >> (_U64 - r))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _xoshiro(s0, s1, s2, s3):
     """One xoshiro256** step on a state held in locals: ``(64 random bits, new state)``."""
     result = _rotl(s1 * _U5, _U7) * _U9
@@ -45,14 +45,14 @@ def _xoshiro(s0, s1, s2, s3):
     return result, s0, s1, s2, s3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def next_u64(state):
     """Advance a xoshiro256** state (``uint64[4]``) in place and return 64 random bits."""
     result, state[0], state[1], state[2], state[3] = _xoshiro(state[0], state[1], state[2], state[3])
     return result
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def uniform_next(s0, s1, s2, s3):
     """Uniform float64 on ``[0, 1)`` with 53 random bits from a state held in locals: ``(u, new state)``.
 
@@ -62,14 +62,14 @@ def uniform_next(s0, s1, s2, s3):
     return float(bits >> _U11) * _TWO_M53, s0, s1, s2, s3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def uniform(state):
     """Uniform float64 on ``[0, 1)`` with 53 random bits, advancing ``state`` in place."""
     u, state[0], state[1], state[2], state[3] = uniform_next(state[0], state[1], state[2], state[3])
     return u
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def discard(state, n):
     """Advance ``state`` in place past ``n`` outputs, as ``n`` calls of :func:`next_u64` would."""
     s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
@@ -78,7 +78,7 @@ def discard(state, n):
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def uniform_pos(state):
     """Uniform float64 on ``(0, 1]`` (safe to take the log of)."""
     return (float(next_u64(state) >> _U11) + 1.0) * _TWO_M53
@@ -102,7 +102,7 @@ _ZIG_TAIL = 3.442619855899
 _U127 = np.uint64(127)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _normal(state, s0, s1, s2, s3):
     """Standard normal by the ziggurat method (Marsaglia & Tsang 2000; Doornik's ZIGNOR, 128 layers).
 
@@ -138,14 +138,14 @@ def _normal(state, s0, s1, s2, s3):
             return value, s0, s1, s2, s3
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def normal(state):
     """One standard normal (ziggurat, :func:`_normal`), advancing ``state`` in place."""
     value, state[0], state[1], state[2], state[3] = _normal(state, state[0], state[1], state[2], state[3])
     return value
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fill_normal(state, out):
     """Standard normals into ``out``, one after another (the same numbers as repeated :func:`normal`).
 

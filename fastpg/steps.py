@@ -56,7 +56,7 @@ GRPO_EPS = 1e-8
 Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "r", "A", "Aij", "weights"])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def learning_rate(rule, eta, floor, t, loss):
     """``eta_t`` of docs/design.md, "Learning-rate rules", at step ``t`` (1-based) with target log-loss ``loss``."""
     if rule == ADAPTIVE:
@@ -66,7 +66,7 @@ def learning_rate(rule, eta, floor, t, loss):
     return eta
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def advantages(r, baseline, out):
     """Advantages ``A_j`` from rewards ``r_j`` of a group (docs/design.md, "Algorithms")."""
     G = r.shape[0]
@@ -93,7 +93,7 @@ def advantages(r, baseline, out):
             out[j] = (r[j] - mean) / (std + GRPO_EPS)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _learn_prefix(W, x, y_star, reached, p, t, ws):
     """``W += eta_t * grad log pi_W(y*_<reached | x)``, the update of ``rs`` and of pre-training.
 
@@ -116,7 +116,7 @@ def _learn_prefix(W, x, y_star, reached, p, t, ws):
     return True
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def count_samples(p, ws, N, counters):
     """Count the ``G`` responses of a ``pg`` step (first mistakes in ``ws.f``): responses, tokens,
     mistakes and reward queries (ORM: one per response; PRM: ``min(f + 1, N)`` per response).
@@ -142,7 +142,7 @@ def count_samples(p, ws, N, counters):
     return best
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _pg_step(W, x, y_star, p, state, t, counters, ws):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moved."""
     for j in range(p.G):
@@ -154,7 +154,7 @@ def _pg_step(W, x, y_star, p, state, t, counters, ws):
     return pg_learn(W, x, y_star, p, t, ws, target_len)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def pg_learn(W, x, y_star, p, t, ws, target_len):
     """The REINFORCE update of a ``pg`` step from its responses ``ws.Ys`` and first mistakes ``ws.f``;
     True if ``W`` moved.
@@ -207,7 +207,7 @@ def pg_learn(W, x, y_star, p, t, ws, target_len):
     return moved
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@njit(cache=True, error_model="numpy", inline="always", _nrt=False)
 def _charge_search(counters, fails, M, query_counter, sequences_per_query, tokens_per_query):
     """Count one reject-until-success search of ``rs`` that saw ``fails`` failures with budget ``M``.
 
@@ -224,7 +224,7 @@ def _charge_search(counters, fails, M, query_counter, sequences_per_query, token
     return success
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _rs_step(W, x, y_star, p, state, t, counters, ws):
     """Reject until success (docs/design.md, "rs"), with exact skip-ahead or brute force; True if ``W`` moved."""
     N = y_star.shape[0]

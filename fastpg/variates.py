@@ -22,7 +22,7 @@ from .rng import normal, uniform, uniform_pos
 SMALL_N = 64.0  # below this many trials (or expected successes) the binomial sums waiting times
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def log1mexp(logp):
     """``log(1 - exp(logp))`` for ``logp <= 0``, accurate for ``p`` near 0 and near 1."""
     if logp > -0.6931471805599453:
@@ -30,7 +30,7 @@ def log1mexp(logp):
     return math.log1p(-math.exp(logp))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def failures_before_success(logp, M, u):
     """Failures before the first success of Bernoulli(``p = exp(logp)``) trials, truncated at ``M``.
 
@@ -57,7 +57,7 @@ def failures_before_success(logp, M, u):
     return f
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _log1p_minus(w):
     """``log(1 + w) - w`` without cancellation for small ``w``."""
     if abs(w) < 1e-4:
@@ -65,7 +65,7 @@ def _log1p_minus(w):
     return math.log1p(w) - w
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def gamma_variate(state, a):
     """``Gamma(a, 1)`` for ``a >= 1`` by Marsaglia and Tsang's rejection (2000).
 
@@ -89,7 +89,7 @@ def gamma_variate(state, a):
             return d * (1.0 + w)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def beta_variate(state, a, b):
     """``Beta(a, b) = G_a / (G_a + G_b)`` for ``a, b >= 1``."""
     ga = gamma_variate(state, a)
@@ -97,7 +97,7 @@ def beta_variate(state, a, b):
     return ga / (ga + gb)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _binomial_small(state, n, p):
     """``Binomial(n, p)`` for ``p <= 1/2`` by summing geometric waiting times: O(successes)."""
     if p <= 0.0 or n <= 0.0:
@@ -113,7 +113,7 @@ def _binomial_small(state, n, p):
         count += 1.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def binomial_variate(state, n, p):
     """``Binomial(n, p)`` (``n`` a whole number held in a float, up to 2^53).
 
@@ -147,7 +147,7 @@ def binomial_variate(state, n, p):
     return total - count if flip else count
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def categorical_counts(state, n, weights, out):
     """``out ~ Multinomial(n, weights / sum(weights))``, one binomial per category."""
     rest = 0.0
@@ -170,7 +170,7 @@ def categorical_counts(state, n, weights, out):
                 break
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def categorical(state, logw, n):
     """An index ``c < n`` drawn with probability proportional to ``exp(logw[c])`` (inversion)."""
     top = -np.inf

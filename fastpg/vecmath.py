@@ -23,7 +23,7 @@ _ONE_BITS = 1023 << 52
 EXP_FLUSH = -708.0  # exp(x) below this (about 3e-308, near the subnormal range) is flushed to 0
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def exp_nonpositive(vals, out, scratch):
     """``out[i] = exp(vals[i])`` for ``vals <= 0``; ``out`` may be ``vals``.
 
@@ -56,7 +56,7 @@ def exp_nonpositive(vals, out, scratch):
         out[i] *= scratch[i]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def log_positive(vals, out, scratch):
     """``out[i] = log(vals[i])`` for positive, finite, normal ``vals``; ``out`` may be ``vals``.
 

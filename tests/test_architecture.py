@@ -89,3 +89,18 @@ def test_kernels_and_the_library_never_import_the_layers_above():
     assert graph["fastpg.codes"] == set()
     for module in ("fastpg.store", "fastpg_cli.info", "fastpg.config"):
         assert not graph[module] & KERNELS, module
+
+
+def test_the_step_kernels_run_without_reference_counting():
+    """Kernels on a step's path are compiled without Numba's runtime (``_nrt=False``: no atomic
+    reference counts; docs/design.md, "What the kernels do"); dropping the switch by accident
+    would cost about 40% of a PG step at small shapes without failing any other test."""
+    from fastpg import contexts, events, model, rng, steps, variates, vecmath
+
+    hot = [model.fill_table, model.sample_response, model.accumulate_score, model.apply_update, model.prefix_loglik,
+           model.tile_scores, model.normalise_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
+           steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
+           rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
+           vecmath.exp_nonpositive]
+    for kernel in hot:
+        assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__qualname__
