@@ -8,7 +8,19 @@ import math
 import numpy as np
 from numba import njit
 
-from .codes import C_CONTEXTS, C_STEPS, C_UPDATES, MAX_ABS_WEIGHT, NON_FINITE, NONE, OK, PG, POSITION, REJECTION_FAILED, RS
+from .codes import (
+    C_CONTEXTS,
+    C_STEPS,
+    C_UPDATES,
+    MAX_ABS_WEIGHT,
+    NON_FINITE,
+    NONE,
+    OK,
+    PG,
+    POSITION,
+    REJECTION_FAILED,
+    RS,
+)
 from .contexts import draw_labelled_context, draw_labelled_tile
 from .events import (
     EV_DEFERRED,

@@ -30,8 +30,26 @@ import math
 import numpy as np
 from numba import njit
 
-from .codes import C_CONTEXTS, C_MISTAKES, C_ORM, C_PRM, C_SEQUENCES, C_STEPS, C_TOKENS, NONE, ORM
-from .model import PROB, block_index, need_row, open_table, reset_table, sample_token, token_logliks
+from .codes import (
+    C_CONTEXTS,
+    C_MISTAKES,
+    C_ORM,
+    C_PRM,
+    C_SEQUENCES,
+    C_STEPS,
+    C_TOKENS,
+    NONE,
+    ORM,
+)
+from .model import (
+    PROB,
+    block_index,
+    need_row,
+    open_table,
+    reset_table,
+    sample_token,
+    token_logliks,
+)
 from .rng import uniform
 from .steps import count_samples
 from .variates import categorical, categorical_counts, log1mexp

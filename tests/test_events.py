@@ -8,6 +8,7 @@ steps and queries to the first and the tenth update and the final test likelihoo
 import itertools
 import math
 
+import naive
 import numpy as np
 import pytest
 from scipy import stats
@@ -16,13 +17,16 @@ import fastpg
 from fastpg import codes
 from fastpg.config import RunConfig
 from fastpg.engine import Batch
-from fastpg.events import move_probability, moving_classes, pool_classes, response_of_class
+from fastpg.events import (
+    move_probability,
+    moving_classes,
+    pool_classes,
+    response_of_class,
+)
 from fastpg.model import new_table
 from fastpg.rng import seed_sequence, xoshiro_state
 from fastpg.runs import base_model, post_training_run
 from fastpg.tasks import make_task
-
-import naive
 
 P_MIN = 1e-3  # a test below this p-value fails (each test is one of a few dozen: false alarms ~ 1 in 30 runs of the suite)
 
