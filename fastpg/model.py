@@ -34,7 +34,7 @@ from numba import njit
 
 from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
 from .rng import uniform, uniform_next
-from .vecmath import FAST, exp_nonpositive, log_positive
+from .vecmath import FAST, exp_planes, log_positive
 
 # planes of a table (see new_table), each token-major [k, rows]
 LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
@@ -257,7 +257,7 @@ def normalise_planes(table, logs):
     so that ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] * (1 / z_r)``.
     """
     k, R = table.shape[1], table.shape[2]
-    exp_nonpositive(table[DIFF].reshape(-1), table[EXPS].reshape(-1), table[BITS].reshape(-1))
+    exp_planes(table, DIFF, EXPS, BITS)
     for r in range(R):
         table[STATS, 1, r] = table[EXPS, 0, r]
     for v in range(1, k):
