@@ -57,12 +57,14 @@ from .variates import categorical, categorical_counts, log1mexp
 # the persistent event state of a run (float64[EVENT_SLOTS], kept across calls so that results do
 # not depend on how a run is cut into calls)
 EV_PENDING, EV_DEFERRED, EV_STEP_THROUGH = 0, 1, 2
-EVENT_SLOTS = 4
+EVENT_SLOTS = 3
 
 
 def new_event_state() -> np.ndarray:
     """No pending move, nothing deferred, no steps to take one by one."""
-    return np.array([-1.0, 0.0, 0.0, 0.0])
+    state = np.zeros(EVENT_SLOTS)
+    state[EV_PENDING] = -1.0
+    return state
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -143,7 +145,7 @@ def count_skipped(counters, n, reward, G, N, baseline):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def count_deferred(state, counters, n, logf, q, reward, G, baseline, weights, counts):
+def count_deferred(state, counters, n, logf, reward, G, baseline, weights, counts):
     """With a baseline: draw the classes of ``n`` skipped steps and count their mistakes and PRM
     queries. Class ``c`` has weight ``sum_i pi_ic^G`` (all ``G`` responses of class ``c``)."""
     N = logf.shape[1] - 1

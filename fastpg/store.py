@@ -350,7 +350,7 @@ def batch_statuses(path) -> tuple[str, str, dict]:
     except (OSError, KeyError, ValueError) as exc:
         return "unreadable", exc.__class__.__name__, {}
     if status != COMPLETE:
-        runs = [status if status != RUNNING else RUNNING] * len(ids)
+        runs = [status] * len(ids)
     return status, message, dict(zip(ids, runs))
 
 
@@ -487,10 +487,10 @@ def load(path, run: str | None = None) -> RunData:
                                 f"{path} is a folder; fastpg.load reads one result file (fastpg.load_sweep a sweep folder)")
     with open_result(path) as f:
         if is_batch_file(f):
-            runs = _read_batch(f, path, None if run is None else [run])
             if run is None:
                 raise ValueError(f"{path} is a batch file of {len(_text(f['runs/id'][...]))} runs; pass run=<run id> "
                                  "(or read them all with fastpg.store.load_batch)")
+            runs = _read_batch(f, path, [run])
             if run not in runs:
                 raise KeyError(f"{path} holds no run {run!r}")
             return runs[run]
@@ -543,7 +543,8 @@ def _text(values) -> list[str]:
 
 def _read_batch(f, path, wanted) -> dict[str, RunData]:
     ids = _text(f["runs/id"][...])
-    slots = [i for i, rid in enumerate(ids) if wanted is None or rid in set(wanted)]
+    wanted = None if wanted is None else set(wanted)
+    slots = [i for i, rid in enumerate(ids) if wanted is None or rid in wanted]
     for ds in f["trace"].values():
         ds.refresh()
     f["runs/rows"].refresh()
@@ -553,10 +554,12 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
     statuses, messages = _text(f["runs/status"][...]), _text(f["runs/message"][...])
     configs = _text(f["runs/config"][...])
     traces = {name: ds[:rows] for name, ds in f["trace"].items()}
-    base_arrays = {name: f["base"][name][...] for name in f["base"] if isinstance(f["base"][name], h5py.Dataset)}
-    task_arrays = {name: ds[...] for name, ds in f["task"].items()}
+    # what a run file's RunData holds: base log-likelihoods and attributes, the LQ, the task's
+    # attributes (not the weights, the test set or the teacher, which RunData does not carry)
+    base_arrays = {name: ds[...] for name, ds in f["base"].items()
+                   if isinstance(ds, h5py.Dataset) and (ds.ndim == 1 or name in ("loglik", "token_loglik"))}
+    task_arrays = {name: ds[...] for name, ds in f["task"].items() if ds.ndim == 1}
     lq = {name: ds[...] for name, ds in f["base/lq"].items()}
-    task_datasets = {"W_star", "test_x", "test_y", "test_margin", "centres"}
     out = {}
     for i in slots:
         n = int(run_rows[i])
@@ -579,8 +582,7 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
             token_loglik=token,
             base=base,
             lq={name: v[i] for name, v in lq.items()},
-            task={name: _plain(_text([v[i]])[0] if v.dtype == object else v[i])
-                  for name, v in task_arrays.items() if name not in task_datasets},
+            task={name: _plain(_text([v[i]])[0] if v.dtype == object else v[i]) for name, v in task_arrays.items()},
             run=ids[i],
         )
     return out

@@ -313,25 +313,24 @@ class Sweep:
         return _resolve_fixed(self.fixed, self.grid, self.cases)
 
     # -- planning and running --------------------------------------------------------------------
-    def locate(self) -> dict:
-        """Where each run stands: run id -> ``(status, file)``, read from the files themselves
-        (``("missing", None)`` for a run no file holds). In the batch layout a run that two batch
-        files hold (a failed run redone) is found in the one where it is complete."""
+    def locate(self, runs=None, files=None) -> dict:
+        """Where each of ``runs`` (default: all) stands: run id -> ``(status, file)``, read from the
+        files themselves (``("missing", None)`` for a run no file holds). In the batch layout the
+        batch ``files`` (default: every one in the folder) are read, and a run that two of them
+        hold (a failed run redone) is found in the one where it is complete."""
+        runs = self.runs if runs is None else runs
         if self.layout == RUN_LAYOUT:
             return {run.id: (read_status(run.path), run.path) if run.path.exists() else ("missing", None)
-                    for run in self.runs}
+                    for run in runs}
+        if files is None:
+            files = sorted((self.outdir / BATCH_FOLDER).glob("*.h5"))
         found: dict = {}
-        for path in sorted((self.outdir / BATCH_FOLDER).glob("*.h5")):
-            _, _, runs = batch_statuses(path)
-            for rid, status in runs.items():
+        for path in files:
+            _, _, held = batch_statuses(path) if Path(path).exists() else ("missing", "", {})
+            for rid, status in held.items():
                 if found.get(rid, ("missing",))[0] != COMPLETE:
-                    found[rid] = (status, path)
-        return {run.id: found.get(run.id, ("missing", None)) for run in self.runs}
-
-    def status(self, run: SweepRun) -> str:
-        if self.layout == RUN_LAYOUT:
-            return read_status(run.path) if run.path.exists() else "missing"
-        return self.locate()[run.id][0]
+                    found[rid] = (status, Path(path))
+        return {run.id: found.get(run.id, ("missing", None)) for run in runs}
 
     def pending(self) -> list[SweepRun]:
         where = self.locate()
@@ -345,14 +344,6 @@ class Sweep:
             path = self.outdir / BATCH_FOLDER / (f"b-{digest}.h5" if attempt == 0 else f"b-{digest}-{attempt}.h5")
             if not path.exists():
                 return path
-
-    def locate_batch(self, batch, batch_file=None) -> dict:
-        """Where the runs of a batch that just finished are: :meth:`locate` for those runs only."""
-        if self.layout == RUN_LAYOUT:
-            return {run.id: (read_status(run.path), run.path) if run.path.exists() else ("missing", None)
-                    for run in batch}
-        _, _, runs = batch_statuses(batch_file) if Path(batch_file).exists() else ("missing", "", {})
-        return {run.id: (runs[run.id], Path(batch_file)) if run.id in runs else ("missing", None) for run in batch}
 
     def drop_incomplete_batch_files(self) -> None:
         """Remove batch files that did not close (a killed or failed batch): they hold no complete
@@ -467,7 +458,7 @@ class Index:
         in ``values`` comes from a batch that finished: without a complete file it gets a message
         saying so."""
         messages, values = messages or {}, values or {}
-        where = self.sweep.locate() if where is None else where
+        where = self.sweep.locate(runs) if where is None else where
         batch_layout = self.sweep.layout == BATCH_LAYOUT
         loaded: dict = {}  # batch file -> its runs, each file read once
 
@@ -732,7 +723,7 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
-                index.refresh(batch, messages, values, where=sweep.locate_batch(batch, batch_file))
+                index.refresh(batch, messages, values, where=sweep.locate(batch, files=[batch_file] if batch_file else None))
                 index.write()
                 done += len(batch)
                 if progress is not None:
