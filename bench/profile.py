@@ -4,8 +4,10 @@
 
 Times each compiled building block of a step in a compiled loop (microseconds per call,
 median of 5): drawing a context, the teacher's greedy label (one context at a time, or a tile
-of contexts drawn ahead as the step loop does), the model's probability table, sampling 16
-tokens from it, and the score-function update. ``W`` is 64-byte aligned, as in a ``Batch``.
+of contexts drawn ahead as the step loop does), the model's logits (one context, or per context of
+a tile), its probability table, sampling N tokens from it, the score-function update, and
+held-back updates (correcting a context's logits for them, applying them together). ``W`` is
+64-byte aligned, as in a ``Batch``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from fastpg.advance import HELD, add_held_scores, apply_held, held_gram  # noqa: E402
 from fastpg.contexts import draw_context, draw_labelled_tile  # noqa: E402
 from fastpg.engine import aligned_copy  # noqa: E402
 from fastpg.model import (  # noqa: E402
@@ -29,6 +32,7 @@ from fastpg.model import (  # noqa: E402
     fill_table,
     greedy_decode,
     new_table,
+    range_scores,
     reset_table,
     TILE,
     sample_token,
@@ -76,6 +80,35 @@ def _dots_planes(W, x, n):
     table = new_table(W.shape[0], W.shape[1])[0]
     for _ in range(n):
         scores_planes(W, x, table)
+
+
+@njit
+def _tile_logits(W, n):
+    """Logits of a whole tile of contexts from the 4 x 4 register tile; time per context."""
+    X = np.ones((TILE, W.shape[2])) / np.sqrt(W.shape[2])
+    D = np.empty((W.shape[1], TILE * W.shape[0]))
+    for _ in range(max(n // TILE, 1)):
+        range_scores(W, X, 0, TILE, D)
+
+
+@njit
+def _held_scores(W, x, n):
+    """The correction of one context's logits for HELD / 2 held-back updates."""
+    B, k, d = W.shape
+    held_c, held_x = np.full((HELD, k * B), 1e-9), np.ones((HELD, d)) / np.sqrt(d)
+    g, diff = np.empty(HELD), np.zeros(k * B)
+    for _ in range(n):
+        held_gram(held_x, HELD // 2, x, g)
+        add_held_scores(held_c, g, HELD // 2, diff)
+
+
+@njit
+def _apply_held(W, n):
+    """Applying HELD held-back updates together; time per update."""
+    B, k, d = W.shape
+    held_c, held_x = np.full((HELD, k * B), 1e-12), np.ones((HELD, d)) / np.sqrt(d)
+    for _ in range(max(n // HELD, 1)):
+        apply_held(W, held_c, held_x, HELD)
 
 
 @njit
@@ -137,13 +170,16 @@ def main(argv=None):
         (f"teacher label, one context ({N}x{k} logits, margin)", lambda n: _teacher(W, x, y, n)),
         (f"  of which the {N}x{k}x{d} dot products", lambda n: _dots_planes(W, x, n)),
         (f"{N}x{k}x{d} dot products, block by block (markov)", lambda n: _dots(W, x, n)),
+        (f"  the same logits from a tile of {TILE} contexts, per context", lambda n: _tile_logits(W, n)),
         ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
         ("probability table, whole (position features)", lambda n: _whole_table(W, x, n)),
         (f"sample {N} tokens from the table", lambda n: _sample(W, x, state, n)),
         ("score-function update (coefficients + W += c x)", lambda n: _update(W.copy(), x, y, n)),
+        (f"held updates: correct one context's logits for {HELD // 2}", lambda n: _held_scores(W, x, n)),
+        (f"held updates: apply {HELD} together, per update", lambda n: _apply_held(W.copy(), n)),
     ]
     n = 100_000
-    print(f"{'component':52s} us/call")
+    print(f"{'component':60s} us/call")
     for name, fn in parts:
         fn(1)
         times = []
@@ -151,7 +187,7 @@ def main(argv=None):
             t = time.perf_counter()
             fn(n)
             times.append((time.perf_counter() - t) / n * 1e6)
-        print(f"{name:52s} {statistics.median(times):7.3f}")
+        print(f"{name:60s} {statistics.median(times):7.3f}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from .codes import (
 from .contexts import draw_labelled_context, draw_labelled_tile
 from .events import (
     EV_DEFERRED,
+    EV_HELD,
+    EV_MOVED,
     EV_PENDING,
     EV_STEP_THROUGH,
     count_deferred,
@@ -32,10 +34,21 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
-from .model import TILE, new_table, reset_table
+from .model import (
+    DIFF,
+    TILE,
+    aligned_zeros,
+    apply_update,
+    new_table,
+    range_scores,
+    reset_table,
+    scores_planes,
+    softmax_table,
+)
 from .rng import uniform, uniform_pos
 from .steps import _learn_prefix, _pg_step, _rs_step, new_workspace, pg_learn
 from .variates import failures_before_success
+from .vecmath import FAST
 
 NEVER = 2.0**62  # steps to a move that cannot happen (q = 0)
 EVENTS_BELOW = 0.5  # look for the next move event by event while n_pool * q is below this ...
@@ -59,7 +72,7 @@ def _pool_step(W, pool_x, pool_y, p, state, counters, ws):
     counters[C_STEPS] += 1.0
     counters[C_CONTEXTS] += 1.0
     reset_table(ws.have)
-    return _pg_step(W, pool_x[idx], pool_y[idx], p, state, counters[C_STEPS], counters, ws)
+    return _pg_step(W, pool_x[idx], pool_y[idx], p, state, counters[C_STEPS], counters, ws, True)
 
 
 @njit(cache=True, error_model="numpy")
@@ -119,7 +132,7 @@ def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, 
                 count_deferred(state, counters, events[EV_DEFERRED], logf, p.reward, p.G, p.baseline, weights, counts)
                 events[EV_DEFERRED] = 0.0
             i, target = moving_step(W, pool_x, pool_y, logf, q, p, state, counters, ws, classes, work)
-            if pg_learn(W, pool_x[i], pool_y[i], p, counters[C_STEPS], ws, target):
+            if pg_learn(W, pool_x[i], pool_y[i], p, counters[C_STEPS], ws, target, True):
                 counters[C_UPDATES] += 1.0
             events[EV_PENDING] = -1.0
             done += 1
@@ -131,8 +144,232 @@ def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, 
         events[EV_DEFERRED] = 0.0
 
 
+HELD = 32  # updates of a run held back before they are applied to W (advance_drawn_ahead) ...
+HOLD_FROM = 256 * 1024  # ... when W is larger than this many bytes (docs/design.md, "Where a PG step's time goes")
+
+
+def new_held(B: int, k: int, d: int):
+    """Empty storage for a run's held-back updates: coefficients ``[HELD, k B]`` (token-major and
+    flattened, as a table's planes: ``c[v B + b]``) and contexts ``[HELD, d]``; how many are held
+    is ``events[EV_HELD]``."""
+    return np.zeros((HELD, k * B)), np.zeros((HELD, d))
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def hold_update(coef, touched, x, held_c, held_x, m):
+    """Move a step's update (``coef[b, v]`` on touched blocks, for context ``x``) into slot ``m`` of
+    the held updates (``held_c[m, v B + b]``, zeros on untouched blocks); clears ``coef`` and ``touched``."""
+    B, k = coef.shape
+    for b in range(B):
+        if touched[b]:
+            for v in range(k):
+                held_c[m, v * B + b] = coef[b, v]
+                coef[b, v] = 0.0
+            touched[b] = False
+        else:
+            for v in range(k):
+                held_c[m, v * B + b] = 0.0
+    for j in range(x.shape[0]):
+        held_x[m, j] = x[j]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def held_gram(held_x, m, x, g):
+    """``g[i] = held_x[i] . x`` for ``i < m``."""
+    for i in range(m):
+        s = 0.0
+        for j in range(x.shape[0]):
+            s += held_x[i, j] * x[j]
+        g[i] = s
+
+
+# Held updates are added in the order they were made, several at a time as one chain of fused
+# multiply-adds per element: compiled with "contract" only (no reassociation), so how they are
+# grouped changes nothing.
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
+def add_held_scores(held_c, g, m, diff):
+    """``diff[r] += sum_{i < m} held_c[i, r] g[i]`` in the order ``i = 0, 1, ..``: with ``diff`` a
+    table's logits plane ``DIFF`` flattened (``r = v B + b``), ``held_c`` the held coefficients
+    flattened the same way and ``g[i] = x_i . x`` (:func:`held_gram`), the logits of ``x`` under
+    ``W + sum_i c_i x_i^T`` from those under ``W``."""
+    R = diff.shape[0]
+    i = 0
+    while i + 4 <= m:
+        g0, g1, g2, g3 = g[i], g[i + 1], g[i + 2], g[i + 3]
+        for r in range(R):
+            s = diff[r] + held_c[i, r] * g0
+            s = s + held_c[i + 1, r] * g1
+            s = s + held_c[i + 2, r] * g2
+            diff[r] = s + held_c[i + 3, r] * g3
+        i += 4
+    while i < m:
+        gi = g[i]
+        for r in range(R):
+            diff[r] += held_c[i, r] * gi
+        i += 1
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy", _nrt=False)
+def apply_held(W, held_c, held_x, m):
+    """``W[b, v, :] += held_c[i, v B + b] * held_x[i]`` for ``i = 0 .. m - 1`` in that order: each
+    weight takes the same fused multiply-adds, in the same order, as when every update is applied
+    at its own step (:func:`fastpg.model.apply_update`), so the weights are the same bit for bit
+    (up to the sign of a zero: a zero coefficient adds ``0 x`` here and is skipped there).
+
+    Block by block (a block stays in L1), eight updates at a time per row (a chain of eight
+    multiply-adds per weight between a load and a store); consecutive rows are independent.
+    """
+    B, k, d = W.shape
+    for b in range(B):
+        i = 0
+        while i + 8 <= m:
+            for v in range(k):
+                r = v * B + b
+                c0, c1, c2, c3 = held_c[i, r], held_c[i + 1, r], held_c[i + 2, r], held_c[i + 3, r]
+                c4, c5, c6, c7 = held_c[i + 4, r], held_c[i + 5, r], held_c[i + 6, r], held_c[i + 7, r]
+                if c0 == 0.0 and c1 == 0.0 and c2 == 0.0 and c3 == 0.0 and c4 == 0.0 and c5 == 0.0 and c6 == 0.0 \
+                        and c7 == 0.0:
+                    continue
+                for j in range(d):
+                    w = W[b, v, j] + c0 * held_x[i, j]
+                    w = w + c1 * held_x[i + 1, j]
+                    w = w + c2 * held_x[i + 2, j]
+                    w = w + c3 * held_x[i + 3, j]
+                    w = w + c4 * held_x[i + 4, j]
+                    w = w + c5 * held_x[i + 5, j]
+                    w = w + c6 * held_x[i + 6, j]
+                    W[b, v, j] = w + c7 * held_x[i + 7, j]
+            i += 8
+        while i < m:
+            for v in range(k):
+                c = held_c[i, v * B + b]
+                if c != 0.0:
+                    for j in range(d):
+                        W[b, v, j] += c * held_x[i, j]
+            i += 1
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def quad_group(counters):
+    """How many contexts ahead to form logits for at once while ``W`` stays put: about a quarter of
+    the run's mean number of steps between moves so far, in whole quads, from 4 to ``TILE``. Only
+    speed depends on it (each context's logits are the same whichever range forms them)."""
+    rate = counters[C_UPDATES] / max(counters[C_STEPS], 1.0)
+    if rate * TILE >= 1.0:
+        return 4
+    if rate <= 0.0:
+        return TILE
+    return min(TILE, 4 * max(1, int(0.25 / rate)))
+
+
 @njit(cache=True, error_model="numpy")
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, settle):
+def advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle, ws, hold):
+    """``pg`` or ``sft`` on fresh contexts drawn a tile ahead (docs/design.md, "Where a PG step's time goes").
+
+    Contexts, labels and the generator state at each step's own draws come from
+    :func:`fastpg.contexts.draw_labelled_tile`, so the stream is that of drawing one context per
+    step. The logits ``W_t x_t`` of a step's context are formed in one of three ways, each by
+    code that gives the same bits for a context whatever range, tile or call it falls in, and
+    chosen by the run's shape and its own history, never by how it is cut into calls:
+
+    * Without ``hold`` (``advance_run``: ``W`` of at most ``HOLD_FROM`` bytes) updates are applied
+      at their step. After a step that moved ``W``, the next logits come from the single-context
+      loop (:func:`fastpg.model.scores_planes`); after one that did not, from the 4 x 4 register
+      tile over a range of upcoming contexts (:func:`fastpg.model.range_scores`), formed while
+      ``W`` stays put (a move makes the rest of the range stale). Whether the last step moved is
+      kept in ``events[EV_MOVED]``.
+    * With ``hold`` updates are held back (up to ``HELD``; their number in ``events[EV_HELD]``,
+      coefficients and contexts in ``held_c``, ``held_x``) and applied together
+      (:func:`apply_held`, the same bits as one by one) when ``HELD`` are held, and at the end of
+      a call with ``settle`` (an evaluation point). With ``W`` the weights at the last
+      application the logits are ``s_t = W x_t + sum_i c_i (x_i . x_t)``: ``W x_t`` from the
+      register tile over the rest of the tile (formed once per application), the sum from
+      :func:`held_gram` and :func:`add_held_scores`.
+
+    The ways differ from each other only by rounding; results depend (by rounding) on where
+    evaluation points fall, not on how a run is cut into calls between them.
+    """
+    B, k, d = W.shape
+    N = ws.Ys.shape[1]
+    gap = p.G * N if p.algorithm == PG else 0
+    n_tile = min(TILE, (n_steps + 3) // 4 * 4)  # short calls draw short tiles
+    X_pad = aligned_zeros(n_tile + 4, d)  # the tile and rows of zeros: a last quad of logits may reach past it
+    Xt = X_pad[:n_tile]
+    Yt = np.empty((n_tile, N), dtype=np.int64)
+    St = np.empty((n_tile, 4), dtype=np.uint64)
+    teacher_work = new_table(n_tile * B, k)[0]
+    D = aligned_zeros(k, (n_tile + 4) * B)  # W x_t of the tile's contexts, token-major
+    x = aligned_zeros(1, d)[0]
+    y_star = np.empty(N, dtype=np.int64)
+    g = np.empty(HELD)
+    table = ws.table
+    diff = table[DIFF].reshape(k * B)  # the logits plane, flattened (a view)
+    i_tile = 0
+    m_tile = 0
+    valid = 0  # D holds W x_t for the contexts i_tile .. valid - 1 of the tile
+    m = int(events[EV_HELD])
+    moved_last = events[EV_MOVED] != 0.0
+    for step in range(n_steps):
+        if i_tile == m_tile:
+            m_tile = min(n_tile, n_steps - step)
+            draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, teacher_work)
+            i_tile = 0
+            valid = 0
+        # element by element: in this reference-counted loop a row view costs two atomic
+        # operations (about 4% of a step at d=32, k=4, N=8)
+        for j in range(d):
+            x[j] = Xt[i_tile, j]
+        for i in range(N):
+            y_star[i] = Yt[i_tile, i]
+        for i in range(4):
+            state[i] = St[i_tile, i]
+        counters[C_STEPS] += 1.0
+        counters[C_CONTEXTS] += 1.0
+        t = counters[C_STEPS]
+        if moved_last and not hold:
+            scores_planes(W, x, table)
+        else:
+            if i_tile >= valid:
+                if hold:  # W stays put until the next application of held updates
+                    valid = (m_tile + 3) // 4 * 4
+                else:
+                    valid = i_tile + (min(quad_group(counters), m_tile - i_tile) + 3) // 4 * 4
+                range_scores(W, X_pad, i_tile, valid, D)
+            r0 = i_tile * B
+            for v in range(k):
+                for b in range(B):
+                    table[DIFF, v, b] = D[v, r0 + b]
+            if hold:
+                held_gram(held_x, m, x, g)
+                add_held_scores(held_c, g, m, diff)
+        softmax_table(table, ws.have)
+        if p.algorithm == PG:
+            moved = _pg_step(W, x, y_star, p, state, t, counters, ws, False)
+        else:  # SFT: one SGD step on the log-loss -log pi_W(y*|x) of a labelled context
+            moved = _learn_prefix(W, x, y_star, N, p, t, ws, False)
+        i_tile += 1
+        if moved:
+            counters[C_UPDATES] += 1.0
+            if hold:
+                hold_update(ws.coef, ws.touched, x, held_c, held_x, m)
+                m += 1
+                if m == HELD:
+                    apply_held(W, held_c, held_x, m)
+                    m = 0
+                    valid = 0
+            else:
+                apply_update(W, x, ws.coef, ws.touched)
+                valid = 0
+        moved_last = moved
+    if settle and m > 0:
+        apply_held(W, held_c, held_x, m)
+        m = 0
+    events[EV_HELD] = m
+    events[EV_MOVED] = 1.0 if moved_last else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, held_c, held_x, settle):
     """Advance one run by ``n_steps`` steps in place; returns a status code of :mod:`fastpg.codes`.
 
     Each step draws a context: uniformly from the pool ``pool_x, pool_y`` when it is not
@@ -142,49 +379,30 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
 
     ``pg`` on a pool with ``p.skip`` goes event by event (:func:`advance_pool_events`, with the
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
+    ``held_c``, ``held_x``: the run's held-back updates (:func:`new_held`).
 
-    Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
-    nothing about them depends on the weights being trained: ``position`` features, no margin
-    condition (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number
-    (``pg``: ``G N`` tokens; ``sft``: none). The stream, and so every result, is the same as
-    drawing them one step at a time; only the teacher's logits are computed tile by tile.
+    Fresh contexts are drawn a tile ahead (:func:`advance_drawn_ahead`) when nothing about them
+    depends on the weights being trained: ``position`` features, no margin condition
+    (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number (``pg``: ``G N``
+    tokens; ``sft``: none).
     """
     B, k, d = W.shape
     N = pool_y.shape[1]
     ws = new_workspace(B, k, N, max(p.G, 1))
-    teacher_work = new_table(B, k)[0]
-    x = np.empty(d)
-    y_star = np.empty(N, dtype=np.int64)
     n_pool = pool_x.shape[0]
     algorithm = p.algorithm
     if algorithm == PG and n_pool > 0 and p.skip != 0:
         advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, settle, ws)
         return OK if weights_ok(W) else NON_FINITE
-    ahead = n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and algorithm != RS
-    gap = p.G * N if algorithm == PG else 0
-    n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
-    Xt = np.empty((n_tile, d))
-    Yt = np.empty((n_tile, N), dtype=np.int64)
-    St = np.empty((n_tile, 4), dtype=np.uint64)
-    tile_work = new_table(n_tile * B, k)[0]
-    i_tile = 0
-    m_tile = 0
+    if n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and algorithm != RS:
+        advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle, ws,
+                            B * k * d * 8 > HOLD_FROM)
+        return OK if weights_ok(W) else NON_FINITE
+    teacher_work = new_table(B, k)[0]
+    x = aligned_zeros(1, d)[0]
+    y_star = np.empty(N, dtype=np.int64)
     for step in range(n_steps):
-        if ahead:
-            if i_tile == m_tile:
-                m_tile = min(n_tile, n_steps - step)
-                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
-                i_tile = 0
-            # element by element: in this reference-counted loop a row view costs two atomic
-            # operations (about 4% of a step at d=32, k=4, N=8)
-            for j in range(d):
-                x[j] = Xt[i_tile, j]
-            for i in range(N):
-                y_star[i] = Yt[i_tile, i]
-            for i in range(4):
-                state[i] = St[i_tile, i]
-            i_tile += 1
-        elif n_pool > 0:
+        if n_pool > 0:
             idx = min(int(uniform(state) * n_pool), n_pool - 1)
             x[:] = pool_x[idx]
             y_star[:] = pool_y[idx]
@@ -199,11 +417,11 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
         t = counters[C_STEPS]
         reset_table(ws.have)
         if algorithm == PG:
-            moved = _pg_step(W, x, y_star, p, state, t, counters, ws)
+            moved = _pg_step(W, x, y_star, p, state, t, counters, ws, True)
         elif algorithm == RS:
             moved = _rs_step(W, x, y_star, p, state, t, counters, ws)
         else:  # SFT: one SGD step on the log-loss -log pi_W(y*|x) of a labelled context
-            moved = _learn_prefix(W, x, y_star, N, p, t, ws)
+            moved = _learn_prefix(W, x, y_star, N, p, t, ws, True)
         if moved:
             counters[C_UPDATES] += 1.0
     if not weights_ok(W):

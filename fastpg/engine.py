@@ -15,12 +15,14 @@ import numpy as np
 from numba import njit, prange
 
 from .model import (
+    ALIGN,
     BITS,
     DIFF,
     EXPS,
     POSITION,
     STATS,
     TILE,
+    aligned_zeros,
     center_planes,
     first_max_planes,
     greedy_matches,
@@ -35,18 +37,20 @@ from .model import (
 )
 from .rng import uniform_next
 from .codes import COUNTERS, RUN_PARAMS
-from .advance import advance_run
+from .advance import advance_run, new_held
 from .events import new_event_state
 
 
 @njit(cache=True, parallel=True)
-def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, settle, status):
+def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
+                 settle, status):
     """Advance run ``r`` by ``n_steps[r]`` steps for every ``r`` in parallel; ``status[r]`` as in
-    ``advance_run`` (``events[r]``: its event state; ``settle``: the call ends at an evaluation point)."""
+    ``advance_run`` (``events[r]``: its event state; ``held_c[r]``, ``held_x[r]``: its held-back
+    updates; ``settle``: the call ends at an evaluation point)."""
     for r in prange(W.shape[0]):
         status[r] = advance_run(
             W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r], n_steps[r],
-            events[r], settle,
+            events[r], held_c[r], held_x[r], settle,
         )
 
 
@@ -111,7 +115,7 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         for rc in prange(R * chunks):
             r = rc // chunks
             c0 = (rc - r * chunks) * CHUNK
-            Xt = np.empty((TILE, X.shape[2]))
+            Xt = aligned_zeros(TILE, X.shape[2])
             work = new_table(TILE * B, k)[0]
             for j0 in range(c0, min(c0 + CHUNK, n), TILE):
                 evaluate_tile(W[r], X[r], Y[r], j0, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], Xt, work)
@@ -122,9 +126,6 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         table, have = new_table(B, k)
         loglik_out[r, j] = token_logliks(W[r], X[r, j], Y[r, j], features, table, have, token_loglik_out[r, j])
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
-
-
-ALIGN = 64  # bytes: a cache line, and one AVX-512 vector
 
 
 def aligned_copy(a, dtype) -> np.ndarray:
@@ -170,6 +171,9 @@ class Batch:
         R = len(runs)
         self.counters = np.zeros((R, len(COUNTERS)))
         self.events = np.stack([new_event_state() for _ in range(R)])
+        held = new_held(self.W.shape[1], self.W.shape[2], self.W.shape[3])
+        self.held_c = np.zeros((R,) + held[0].shape)
+        self.held_x = aligned_copy(np.zeros((R,) + held[1].shape), np.float64)
         self.status = np.zeros(R, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -181,7 +185,7 @@ class Batch:
         classes of skipped steps uncounted until later; docs/design.md, "Event-driven pg")."""
         n_steps = np.broadcast_to(np.asarray(n_steps, dtype=np.int64), (len(self),)).copy()
         advance_runs(self.W, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states,
-                     self.counters, self.params, n_steps, self.events, bool(settle), self.status)
+                     self.counters, self.params, n_steps, self.events, self.held_c, self.held_x, bool(settle), self.status)
         return self.status.copy()
 
     def evaluate(self, W=None):
@@ -207,7 +211,7 @@ def sample_batch(W, X, features, state, Y_out):
     """
     B, k = W.shape[0], W.shape[1]
     if features == POSITION and X.shape[0] >= TILE:
-        Xt = np.empty((TILE, W.shape[2]))
+        Xt = aligned_zeros(TILE, W.shape[2])
         work = new_table(TILE * B, k)[0]
         for j0 in range(0, X.shape[0], TILE):
             T = softmax_tile(W, X, j0, Xt, work, False)

@@ -94,11 +94,13 @@ def advantages(r, baseline, out):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def _learn_prefix(W, x, y_star, reached, p, t, ws):
+def _learn_prefix(W, x, y_star, reached, p, t, ws, apply):
     """``W += eta_t * grad log pi_W(y*_<reached | x)``, the update of ``rs`` and of pre-training.
 
     ``eta_t`` follows the rule ``p.lr`` with the target's log-loss (docs/design.md, "Learning-rate
-    rules"). Returns True if ``W`` moved.
+    rules"). Returns True if ``W`` moves. Without ``apply`` the update is left in ``ws.coef`` and
+    ``ws.touched`` for the caller to apply (:func:`fastpg.model.apply_update`, or held back by
+    :func:`fastpg.advance.advance_drawn_ahead`).
     """
     if reached == 0:
         return False
@@ -112,7 +114,8 @@ def _learn_prefix(W, x, y_star, reached, p, t, ws):
     for i in range(y_star.shape[0]):
         weights[i] = eta_t if i < reached else 0.0
     accumulate_score(W, x, y_star, weights, p.features, ws.table, ws.have, ws.coef, ws.touched)
-    apply_update(W, x, ws.coef, ws.touched)
+    if apply:
+        apply_update(W, x, ws.coef, ws.touched)
     return True
 
 
@@ -143,21 +146,23 @@ def count_samples(p, ws, N, counters):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def _pg_step(W, x, y_star, p, state, t, counters, ws):
-    """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moved."""
+def _pg_step(W, x, y_star, p, state, t, counters, ws, apply):
+    """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moves
+    (``apply``: as in :func:`pg_learn`)."""
     for j in range(p.G):
         sample_response(W, x, p.features, ws.table, ws.have, state, ws.Ys[j])
         ws.f[j] = first_mistake(ws.Ys[j], y_star)
     target_len = count_samples(p, ws, y_star.shape[0], counters)
     if target_len == 0:
         return False  # nothing rewarded: every advantage is zero under every baseline
-    return pg_learn(W, x, y_star, p, t, ws, target_len)
+    return pg_learn(W, x, y_star, p, t, ws, target_len, apply)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def pg_learn(W, x, y_star, p, t, ws, target_len):
+def pg_learn(W, x, y_star, p, t, ws, target_len, apply):
     """The REINFORCE update of a ``pg`` step from its responses ``ws.Ys`` and first mistakes ``ws.f``;
-    True if ``W`` moved.
+    True if ``W`` moves. Without ``apply`` the update is left in ``ws.coef`` and ``ws.touched`` (as
+    in :func:`_learn_prefix`).
 
     ORM: ``W += (eta_t / G) sum_j A_j grad log pi_W(y^j | x)``; PRM:
     ``W += (eta_t / G) sum_j sum_i A_ij grad log pi_W(y^j_i | x, y^j_<i)`` with per-position
@@ -202,7 +207,7 @@ def pg_learn(W, x, y_star, p, t, ws, target_len):
             if any_c:
                 accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
-    if moved:
+    if moved and apply:
         apply_update(W, x, coef, touched)
     return moved
 
@@ -267,7 +272,7 @@ def _rs_step(W, x, y_star, p, state, t, counters, ws):
                 break
             reached = i + 1
             prev = y_star[i]
-    return _learn_prefix(W, x, y_star, reached, p, t, ws)
+    return _learn_prefix(W, x, y_star, reached, p, t, ws, True)
 
 
 @njit(cache=True, error_model="numpy")

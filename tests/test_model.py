@@ -5,14 +5,18 @@ import math
 import numpy as np
 import pytest
 
+from fastpg.advance import HELD, add_held_scores, apply_held, held_gram, hold_update, new_held
 from fastpg.model import (
+    DIFF,
     accumulate_score,
     apply_update,
     greedy_decode,
     greedy_matches,
     new_table,
+    range_scores,
     reset_table,
     sample_response,
+    scores_planes,
     token_logliks,
 )
 
@@ -267,3 +271,58 @@ def test_tiled_evaluation_matches_reference(rng, n):
         np.testing.assert_allclose(tok[0, j], ref, rtol=1e-12, atol=1e-12)
         assert ll[0, j] == pytest.approx(ref.sum(), rel=1e-12, abs=1e-12)
         assert ok[0, j] == np.array_equal(naive.greedy_decode(W[0], X[0, j], 0, N)[0], Y[0, j])
+
+
+@pytest.mark.parametrize("k,d", [(4, 32), (8, 64), (16, 256), (3, 5), (6, 13)])
+def test_range_scores_do_not_depend_on_the_range(rng, k, d):
+    """A context's logits from the 4 x 4 register tile are the same bits whatever range, offset in
+    the range and neighbouring contexts they are formed with (what lets the step loop form them for
+    any stretch of contexts drawn ahead), and equal ``W x`` to rounding."""
+    B = 5
+    W = rng.standard_normal((B, k, d))
+    X = rng.standard_normal((40, d))
+    D = np.full((k, 40 * B), np.nan)
+    range_scores(W, X, 0, 32, D)
+    np.testing.assert_allclose(D[:, :32 * B].reshape(k, 32, B), np.einsum("bvj,tj->vtb", W, X[:32]), rtol=1e-12, atol=1e-12)
+    for t0 in range(0, 29, 3):
+        other = rng.standard_normal((40, d))
+        other[t0:t0 + 8] = X[5:13]  # the same contexts at another offset, among other neighbours
+        D2 = np.full((k, 40 * B), np.nan)
+        range_scores(W, other, t0, t0 + 8, D2)
+        np.testing.assert_array_equal(D2[:, t0 * B:(t0 + 8) * B], D[:, 5 * B:13 * B])
+
+
+@pytest.mark.parametrize("B,k,d,m", [(3, 4, 8, HELD), (4, 8, 13, 11), (2, 3, 5, 1)])
+def test_held_updates_match_updates_one_by_one(rng, B, k, d, m):
+    """Held-back updates (fastpg.advance): applied together, the weights are bit for bit those of
+    applying each update at its step; the held correction of a context's logits gives the logits
+    under the updated weights to rounding, and the same bits however the updates are grouped."""
+    W = rng.standard_normal((B, k, d))
+    held_c, held_x = new_held(B, k, d)
+    W_one = W.copy()
+    for i in range(m):
+        coef = rng.standard_normal((B, k)) * 0.1
+        touched = rng.random(B) < 0.7
+        coef[~touched] = 0.0
+        x = rng.standard_normal(d)
+        hold_update(coef.copy(), touched.copy(), x, held_c, held_x, i)
+        np.testing.assert_array_equal(held_c[i].reshape(k, B), coef.T)
+        apply_update(W_one, x, coef, touched)
+    x = rng.standard_normal(d)
+    logits, _ = new_table(B, k)
+    scores_planes(W, x, logits)
+    g = np.empty(HELD)
+    held_gram(held_x, m, x, g)
+    np.testing.assert_allclose(g[:m], held_x[:m] @ x, rtol=1e-12, atol=1e-12)
+    diff = logits[DIFF].reshape(-1).copy()
+    add_held_scores(held_c, g, m, diff)
+    one_at_a_time = logits[DIFF].reshape(-1).copy()
+    for i in range(m):
+        add_held_scores(held_c[i:i + 1], g[i:i + 1], 1, one_at_a_time)
+    np.testing.assert_array_equal(diff, one_at_a_time)
+    W_held = W.copy()
+    apply_held(W_held, held_c, held_x, m)
+    np.testing.assert_array_equal(W_held, W_one)
+    after, _ = new_table(B, k)
+    scores_planes(W_one, x, after)
+    np.testing.assert_allclose(diff, after[DIFF].reshape(-1), rtol=1e-11, atol=1e-11)
