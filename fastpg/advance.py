@@ -25,7 +25,6 @@ from .contexts import draw_labelled_context, draw_labelled_tile
 from .events import (
     EV_DEFERRED,
     EV_HELD,
-    EV_MOVED,
     EV_PENDING,
     EV_STEP_THROUGH,
     count_deferred,
@@ -34,17 +33,7 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
-from .model import (
-    DIFF,
-    TILE,
-    aligned_zeros,
-    apply_update,
-    new_table,
-    range_scores,
-    reset_table,
-    scores_planes,
-    softmax_table,
-)
+from .model import DIFF, TILE, aligned_zeros, new_table, range_scores, reset_table, softmax_table
 from .rng import uniform, uniform_pos
 from .steps import _learn_prefix, _pg_step, _rs_step, new_workspace, pg_learn
 from .variates import failures_before_success
@@ -144,15 +133,19 @@ def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, 
         events[EV_DEFERRED] = 0.0
 
 
-HELD = 32  # updates of a run held back before they are applied to W (advance_drawn_ahead) ...
+HELD = 32  # updates of a run held back before they are applied to W (advance_held) ...
 HOLD_FROM = 256 * 1024  # ... when W is larger than this many bytes (docs/design.md, "Where a PG step's time goes")
 
 
-def new_held(B: int, k: int, d: int):
+def new_held(B: int, k: int, d: int, hold: bool | None = None):
     """Empty storage for a run's held-back updates: coefficients ``[HELD, k B]`` (token-major and
     flattened, as a table's planes: ``c[v B + b]``) and contexts ``[HELD, d]``; how many are held
-    is ``events[EV_HELD]``."""
-    return np.zeros((HELD, k * B)), np.zeros((HELD, d))
+    is ``events[EV_HELD]``. With ``hold`` False (by default: when ``W`` has at most ``HOLD_FROM``
+    bytes) both have no rows and :func:`advance_run` applies each update at its step."""
+    if hold is None:
+        hold = B * k * d * 8 > HOLD_FROM
+    n = HELD if hold else 0
+    return np.zeros((n, k * B)), np.zeros((n, d))
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
@@ -249,48 +242,38 @@ def apply_held(W, held_c, held_x, m):
             i += 1
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
-def quad_group(counters):
-    """How many contexts ahead to form logits for at once while ``W`` stays put: about a quarter of
-    the run's mean number of steps between moves so far, in whole quads, from 4 to ``TILE``. Only
-    speed depends on it (each context's logits are the same whichever range forms them)."""
-    rate = counters[C_UPDATES] / max(counters[C_STEPS], 1.0)
-    if rate * TILE >= 1.0:
-        return 4
-    if rate <= 0.0:
-        return TILE
-    return min(TILE, 4 * max(1, int(0.25 / rate)))
+@njit(cache=True, _nrt=False)
+def draws_ahead(p, n_pool):
+    """Whether a run's fresh contexts are drawn a tile ahead: nothing about them depends on the
+    weights being trained (no pool, ``position`` features, no margin condition, ``pg`` or ``sft``)."""
+    return n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and p.algorithm != RS
 
 
 @njit(cache=True, error_model="numpy")
-def advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle, ws, hold):
-    """``pg`` or ``sft`` on fresh contexts drawn a tile ahead (docs/design.md, "Where a PG step's time goes").
+def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle):
+    """``pg`` or ``sft`` on fresh contexts drawn a tile ahead, holding updates back (docs/design.md,
+    "Where a PG step's time goes"), for runs that draw ahead (:func:`draws_ahead`) when ``held_x``
+    has rows (:func:`new_held`: ``W`` of more than ``HOLD_FROM`` bytes).
 
     Contexts, labels and the generator state at each step's own draws come from
-    :func:`fastpg.contexts.draw_labelled_tile`, so the stream is that of drawing one context per
-    step. The logits ``W_t x_t`` of a step's context are formed in one of three ways, each by
-    code that gives the same bits for a context whatever range, tile or call it falls in, and
-    chosen by the run's shape and its own history, never by how it is cut into calls:
+    :func:`fastpg.contexts.draw_labelled_tile`, as in :func:`advance_run`, so the stream is that of
+    drawing one context per step. Updates are held back (up to ``HELD``; their number in
+    ``events[EV_HELD]``, coefficients and contexts in ``held_c``, ``held_x``) and applied together
+    (:func:`apply_held`: the same weights, bit for bit, as applying each at its step) when
+    ``HELD`` are held, and at the end of a call with ``settle`` (an evaluation point). With ``W``
+    the weights at the last application, a step's logits are
 
-    * Without ``hold`` (``advance_run``: ``W`` of at most ``HOLD_FROM`` bytes) updates are applied
-      at their step. After a step that moved ``W``, the next logits come from the single-context
-      loop (:func:`fastpg.model.scores_planes`); after one that did not, from the 4 x 4 register
-      tile over a range of upcoming contexts (:func:`fastpg.model.range_scores`), formed while
-      ``W`` stays put (a move makes the rest of the range stale). Whether the last step moved is
-      kept in ``events[EV_MOVED]``.
-    * With ``hold`` updates are held back (up to ``HELD``; their number in ``events[EV_HELD]``,
-      coefficients and contexts in ``held_c``, ``held_x``) and applied together
-      (:func:`apply_held`, the same bits as one by one) when ``HELD`` are held, and at the end of
-      a call with ``settle`` (an evaluation point). With ``W`` the weights at the last
-      application the logits are ``s_t = W x_t + sum_i c_i (x_i . x_t)``: ``W x_t`` from the
-      register tile over the rest of the tile (formed once per application), the sum from
-      :func:`held_gram` and :func:`add_held_scores`.
+        ``s_t = W x_t + sum_i c_i (x_i . x_t)``,
 
-    The ways differ from each other only by rounding; results depend (by rounding) on where
-    evaluation points fall, not on how a run is cut into calls between them.
+    ``W_t x_t`` up to rounding: ``W x_t`` from the 4 x 4 register tile over the rest of the tile
+    (:func:`fastpg.model.range_scores`, formed once per tile or application), the sum from
+    :func:`held_gram` and :func:`add_held_scores`. Each term is formed by the same code whatever
+    range, tile or call it falls in, so results do not depend on how a run is cut into calls
+    between evaluation points; where evaluation points fall changes them by rounding.
     """
     B, k, d = W.shape
-    N = ws.Ys.shape[1]
+    N = W_star.shape[0]
+    ws = new_workspace(B, k, N, max(p.G, 1))
     gap = p.G * N if p.algorithm == PG else 0
     n_tile = min(TILE, (n_steps + 3) // 4 * 4)  # short calls draw short tiles
     X_pad = aligned_zeros(n_tile + 4, d)  # the tile and rows of zeros: a last quad of logits may reach past it
@@ -308,15 +291,12 @@ def advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, ev
     m_tile = 0
     valid = 0  # D holds W x_t for the contexts i_tile .. valid - 1 of the tile
     m = int(events[EV_HELD])
-    moved_last = events[EV_MOVED] != 0.0
     for step in range(n_steps):
         if i_tile == m_tile:
             m_tile = min(n_tile, n_steps - step)
             draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, teacher_work)
             i_tile = 0
             valid = 0
-        # element by element: in this reference-counted loop a row view costs two atomic
-        # operations (about 4% of a step at d=32, k=4, N=8)
         for j in range(d):
             x[j] = Xt[i_tile, j]
         for i in range(N):
@@ -326,22 +306,15 @@ def advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, ev
         counters[C_STEPS] += 1.0
         counters[C_CONTEXTS] += 1.0
         t = counters[C_STEPS]
-        if moved_last and not hold:
-            scores_planes(W, x, table)
-        else:
-            if i_tile >= valid:
-                if hold:  # W stays put until the next application of held updates
-                    valid = (m_tile + 3) // 4 * 4
-                else:
-                    valid = i_tile + (min(quad_group(counters), m_tile - i_tile) + 3) // 4 * 4
-                range_scores(W, X_pad, i_tile, valid, D)
-            r0 = i_tile * B
-            for v in range(k):
-                for b in range(B):
-                    table[DIFF, v, b] = D[v, r0 + b]
-            if hold:
-                held_gram(held_x, m, x, g)
-                add_held_scores(held_c, g, m, diff)
+        if i_tile >= valid:  # W stays put until the next application of held updates
+            valid = (m_tile + 3) // 4 * 4
+            range_scores(W, X_pad, i_tile, valid, D)
+        r0 = i_tile * B
+        for v in range(k):
+            for b in range(B):
+                table[DIFF, v, b] = D[v, r0 + b]
+        held_gram(held_x, m, x, g)
+        add_held_scores(held_c, g, m, diff)
         softmax_table(table, ws.have)
         if p.algorithm == PG:
             moved = _pg_step(W, x, y_star, p, state, t, counters, ws, False)
@@ -350,26 +323,21 @@ def advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, ev
         i_tile += 1
         if moved:
             counters[C_UPDATES] += 1.0
-            if hold:
-                hold_update(ws.coef, ws.touched, x, held_c, held_x, m)
-                m += 1
-                if m == HELD:
-                    apply_held(W, held_c, held_x, m)
-                    m = 0
-                    valid = 0
-            else:
-                apply_update(W, x, ws.coef, ws.touched)
+            hold_update(ws.coef, ws.touched, x, held_c, held_x, m)
+            m += 1
+            if m == HELD:
+                apply_held(W, held_c, held_x, m)
+                m = 0
                 valid = 0
-        moved_last = moved
     if settle and m > 0:
         apply_held(W, held_c, held_x, m)
         m = 0
     events[EV_HELD] = m
-    events[EV_MOVED] = 1.0 if moved_last else 0.0
+    return OK if weights_ok(W) else NON_FINITE
 
 
 @njit(cache=True, error_model="numpy")
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, held_c, held_x, settle):
+def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, settle):
     """Advance one run by ``n_steps`` steps in place; returns a status code of :mod:`fastpg.codes`.
 
     Each step draws a context: uniformly from the pool ``pool_x, pool_y`` when it is not
@@ -379,30 +347,50 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
 
     ``pg`` on a pool with ``p.skip`` goes event by event (:func:`advance_pool_events`, with the
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
-    ``held_c``, ``held_x``: the run's held-back updates (:func:`new_held`).
 
-    Fresh contexts are drawn a tile ahead (:func:`advance_drawn_ahead`) when nothing about them
-    depends on the weights being trained: ``position`` features, no margin condition
-    (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number (``pg``: ``G N``
-    tokens; ``sft``: none).
+    Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
+    nothing about them depends on the weights being trained: ``position`` features, no margin
+    condition (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number
+    (``pg``: ``G N`` tokens; ``sft``: none). The stream, and so every result, is the same as
+    drawing them one step at a time; only the teacher's logits are computed tile by tile. (With
+    large ``W`` :func:`fastpg.engine.advance_runs` sends such runs to :func:`advance_held`.)
     """
     B, k, d = W.shape
     N = pool_y.shape[1]
     ws = new_workspace(B, k, N, max(p.G, 1))
+    teacher_work = new_table(B, k)[0]
+    x = np.empty(d)
+    y_star = np.empty(N, dtype=np.int64)
     n_pool = pool_x.shape[0]
     algorithm = p.algorithm
     if algorithm == PG and n_pool > 0 and p.skip != 0:
         advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, settle, ws)
         return OK if weights_ok(W) else NON_FINITE
-    if n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and algorithm != RS:
-        advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle, ws,
-                            B * k * d * 8 > HOLD_FROM)
-        return OK if weights_ok(W) else NON_FINITE
-    teacher_work = new_table(B, k)[0]
-    x = aligned_zeros(1, d)[0]
-    y_star = np.empty(N, dtype=np.int64)
+    ahead = draws_ahead(p, n_pool)
+    gap = p.G * N if algorithm == PG else 0
+    n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
+    Xt = np.empty((n_tile, d))
+    Yt = np.empty((n_tile, N), dtype=np.int64)
+    St = np.empty((n_tile, 4), dtype=np.uint64)
+    tile_work = new_table(n_tile * B, k)[0]
+    i_tile = 0
+    m_tile = 0
     for step in range(n_steps):
-        if n_pool > 0:
+        if ahead:
+            if i_tile == m_tile:
+                m_tile = min(n_tile, n_steps - step)
+                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
+                i_tile = 0
+            # element by element: in this reference-counted loop a row view costs two atomic
+            # operations (about 4% of a step at d=32, k=4, N=8)
+            for j in range(d):
+                x[j] = Xt[i_tile, j]
+            for i in range(N):
+                y_star[i] = Yt[i_tile, i]
+            for i in range(4):
+                state[i] = St[i_tile, i]
+            i_tile += 1
+        elif n_pool > 0:
             idx = min(int(uniform(state) * n_pool), n_pool - 1)
             x[:] = pool_x[idx]
             y_star[:] = pool_y[idx]

@@ -37,7 +37,7 @@ from .model import (
 )
 from .rng import uniform_next
 from .codes import COUNTERS, RUN_PARAMS
-from .advance import advance_run, new_held
+from .advance import advance_held, advance_run, draws_ahead, new_held
 from .events import new_event_state
 
 
@@ -45,13 +45,16 @@ from .events import new_event_state
 def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
                  settle, status):
     """Advance run ``r`` by ``n_steps[r]`` steps for every ``r`` in parallel; ``status[r]`` as in
-    ``advance_run`` (``events[r]``: its event state; ``held_c[r]``, ``held_x[r]``: its held-back
-    updates; ``settle``: the call ends at an evaluation point)."""
+    ``advance_run`` (``events[r]``: its event state; ``settle``: the call ends at an evaluation
+    point). Runs that draw contexts ahead go to ``advance_held`` when the batch has room for
+    held-back updates (``held_c``, ``held_x``: ``fastpg.advance.new_held``, for large ``W``)."""
     for r in prange(W.shape[0]):
-        status[r] = advance_run(
-            W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r], n_steps[r],
-            events[r], held_c[r], held_x[r], settle,
-        )
+        if held_x.shape[1] > 0 and draws_ahead(params[r], pool_x.shape[1]):
+            status[r] = advance_held(W[r], W_star[r], centres[r], cdf[r], states[r], counters[r], params[r], n_steps[r],
+                                     events[r], held_c[r], held_x[r], settle)
+        else:
+            status[r] = advance_run(W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r],
+                                    params[r], n_steps[r], events[r], settle)
 
 
 CHUNK = 512  # test contexts per parallel work item of the evaluation

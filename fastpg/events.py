@@ -55,11 +55,10 @@ from .steps import count_samples
 from .variates import categorical, categorical_counts, log1mexp
 
 # the persistent event state of a run (float64[EVENT_SLOTS], kept across calls so that results do
-# not depend on how a run is cut into calls); EV_HELD and EV_MOVED belong to the step loop over
-# contexts drawn ahead (fastpg.advance.advance_drawn_ahead): how many updates it holds back, and
-# whether the run's last step moved W (1) or not (0)
-EV_PENDING, EV_DEFERRED, EV_STEP_THROUGH, EV_HELD, EV_MOVED = 0, 1, 2, 3, 4
-EVENT_SLOTS = 5
+# not depend on how a run is cut into calls); EV_HELD belongs to the step loop that holds updates
+# back (fastpg.advance.advance_held): how many it holds
+EV_PENDING, EV_DEFERRED, EV_STEP_THROUGH, EV_HELD = 0, 1, 2, 3
+EVENT_SLOTS = 4
 
 
 def new_event_state() -> np.ndarray:

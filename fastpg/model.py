@@ -70,7 +70,7 @@ def new_table(blocks, k):
     rows are contiguous in memory, so the softmax of a whole table vectorises over rows. A table
     over ``T B`` rows is the workspace of a tile of ``T`` contexts.
     """
-    return aligned_zeros(6 * k, blocks).reshape((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
+    return np.empty((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -316,7 +316,7 @@ def fill_table(W, x, table, have):
     softmax_table(table, have)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def softmax_table(table, have):
     """Fill every row from the logits already in ``table[DIFF]``:
     ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and

@@ -100,7 +100,7 @@ def _learn_prefix(W, x, y_star, reached, p, t, ws, apply):
     ``eta_t`` follows the rule ``p.lr`` with the target's log-loss (docs/design.md, "Learning-rate
     rules"). Returns True if ``W`` moves. Without ``apply`` the update is left in ``ws.coef`` and
     ``ws.touched`` for the caller to apply (:func:`fastpg.model.apply_update`, or held back by
-    :func:`fastpg.advance.advance_drawn_ahead`).
+    :func:`fastpg.advance.advance_held`).
     """
     if reached == 0:
         return False

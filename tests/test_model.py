@@ -298,7 +298,7 @@ def test_held_updates_match_updates_one_by_one(rng, B, k, d, m):
     applying each update at its step; the held correction of a context's logits gives the logits
     under the updated weights to rounding, and the same bits however the updates are grouped."""
     W = rng.standard_normal((B, k, d))
-    held_c, held_x = new_held(B, k, d)
+    held_c, held_x = new_held(B, k, d, True)
     W_one = W.copy()
     for i in range(m):
         coef = rng.standard_normal((B, k)) * 0.1

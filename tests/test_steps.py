@@ -11,9 +11,9 @@ from fastpg.contexts import draw_labelled_tile
 from fastpg.model import new_table
 from fastpg.rng import uniform, uniform_pos
 from fastpg.advance import advance_run as _advance_run
-from fastpg.advance import HELD, advance_drawn_ahead, new_held
-from fastpg.events import new_event_state
-from fastpg.steps import advantages, failures_before_success, log1mexp, new_workspace
+from fastpg.advance import HELD, advance_held, draws_ahead, new_held
+from fastpg.events import EV_HELD, new_event_state
+from fastpg.steps import advantages, failures_before_success, log1mexp
 
 import naive
 from conftest import new_state, random_W
@@ -102,18 +102,21 @@ def test_advantages_match_reference(rng, baseline):
         np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
 
 
-def advance_run(*args, carry=None, settle=True, hold=None):
-    """:func:`fastpg.advance.advance_run` with the state a run carries from call to call (``carry``:
-    its event state and held-back updates; fresh if not given), settled at the end of the call
-    unless told otherwise (``hold``: ignored, ``advance_run`` decides)."""
-    if carry is None:
-        carry = new_carry(args[0])
-    return _advance_run(*args, *carry, settle)
+def advance_run(*args, carry=None, settle=True):
+    """One run's call as :func:`fastpg.engine.advance_runs` makes it, with the state the run carries
+    from call to call (``carry``: its event state and held-back updates; fresh if not given),
+    settled at the end of the call unless told otherwise."""
+    W, W_star, centres, cdf, px, py, state, counters, p, n = args
+    events, held_c, held_x = new_carry(W) if carry is None else carry
+    if held_x.shape[0] > 0 and draws_ahead(p, px.shape[0]):
+        return advance_held(W, W_star, centres, cdf, state, counters, p, n, events, held_c, held_x, settle)
+    return _advance_run(*args, events, settle)
 
 
-def new_carry(W):
-    """A fresh event state and empty held-back updates for weights ``W``."""
-    return (new_event_state(), *new_held(*W.shape))
+def new_carry(W, hold=None):
+    """A fresh event state and empty held-back updates for weights ``W`` (``hold``: as
+    :func:`fastpg.advance.new_held`; by default as a ``Batch`` would)."""
+    return (new_event_state(), *new_held(*W.shape, hold))
 
 
 def kernel_params(cfg, features=0, max_tries=1000):
@@ -191,23 +194,13 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     assert counters[S.C_STEPS] == 25
 
 
-def advance_ahead(W, W_star, centres, cdf, px, py, state, counters, p, n, carry=None, settle=True, hold=False):
-    """:func:`fastpg.advance.advance_drawn_ahead`, holding updates back or not whatever the shape
-    (``advance_run`` holds them back only for large ``W``); the pool arguments are unused."""
-    if carry is None:
-        carry = new_carry(W)
-    ws = new_workspace(W.shape[0], W.shape[1], W_star.shape[0], max(int(p["G"]), 1))
-    advance_drawn_ahead(W, W_star, centres, cdf, state, counters, p, n, *carry, settle, ws, hold)
-    return S.OK
-
-
 @pytest.mark.parametrize("hold", [False, True], ids=["applied", "held"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[10]], ids=["pg-orm", "pg-prm", "sft"])
 def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
     """Several tiles of contexts drawn ahead (k = 8: the register tile's row quads) give the reference's
     stream, counters and weights, and advancing in pieces (without evaluation points between them)
-    gives exactly the same as in one call; with updates applied at their step or held back (more than
-    ``HELD`` updates: held ones are applied mid-call)."""
+    gives exactly the same as in one call; with updates applied at their step, or held back (as
+    ``Batch`` does for large ``W``; more than ``HELD`` updates, so held ones are applied mid-call)."""
     N, k, d, n = 3, 8, 5, 3 * TILE + 7
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
     W0 += 40.0 * W_star  # a base near the teacher: many steps move W
@@ -215,9 +208,9 @@ def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
                sigma=0.3, gamma=0.0, reward="orm")
     cfg.update(case)
     p = kernel_params(cfg)
-    run = advance_ahead if hold else advance_run
     W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
-    assert run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n, hold=hold) == S.OK
+    assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n,
+                       carry=new_carry(W0, hold)) == S.OK
     assert counters_one[S.C_UPDATES] > HELD
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
     state_ref = new_state(3)
@@ -226,11 +219,15 @@ def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
     np.testing.assert_array_equal(counters_one, [ref_counters[c] for c in S.COUNTERS])
     np.testing.assert_array_equal(state_one, state_ref)
     W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
-    carry = new_carry(W0)
+    carry = new_carry(W0, hold)
     parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
+    held = []
     for i, part in enumerate(parts):
-        run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part, carry=carry,
-            settle=i == len(parts) - 1, hold=hold)
+        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part, carry=carry,
+                    settle=i == len(parts) - 1)
+        held.append(carry[0][EV_HELD])
+    # updates stay held across calls between evaluation points, none after one
+    assert (max(held[:-1]) > 0) == hold and held[-1] == 0
     np.testing.assert_array_equal(W_parts, W_one)
     np.testing.assert_array_equal(state_parts, state_one)
     np.testing.assert_array_equal(counters_parts, counters_one)
