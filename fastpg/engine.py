@@ -42,14 +42,25 @@ from .events import new_event_state
 
 
 @njit(cache=True, parallel=True)
-def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
-                 settle, status):
+def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, settle, status):
     """Advance run ``r`` by ``n_steps[r]`` steps for every ``r`` in parallel; ``status[r]`` as in
-    ``advance_run`` (``events[r]``: its event state; ``settle``: the call ends at an evaluation
-    point). Runs that draw contexts ahead go to ``advance_held`` when the batch has room for
-    held-back updates (``held_c``, ``held_x``: ``fastpg.advance.new_held``, for large ``W``)."""
+    ``advance_run`` (``events[r]``: its event state; ``settle``: the call ends at an evaluation point)."""
     for r in prange(W.shape[0]):
-        if held_x.shape[1] > 0 and draws_ahead(params[r], pool_x.shape[1]):
+        status[r] = advance_run(
+            W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r], n_steps[r],
+            events[r], settle,
+        )
+
+
+@njit(cache=True, parallel=True)
+def advance_runs_held(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
+                      settle, status):
+    """:func:`advance_runs` for a batch with room for held-back updates (``held_c``, ``held_x``:
+    ``fastpg.advance.new_held``, for large ``W``): runs that draw contexts ahead go to
+    ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
+    small runs never compile the held loop (it adds about 10 s to a cold start)."""
+    for r in prange(W.shape[0]):
+        if draws_ahead(params[r], pool_x.shape[1]):
             status[r] = advance_held(W[r], W_star[r], centres[r], cdf[r], states[r], counters[r], params[r], n_steps[r],
                                      events[r], held_c[r], held_x[r], settle)
         else:
@@ -187,8 +198,12 @@ class Batch:
         says more steps follow before the next evaluation (event-driven runs may then leave the
         classes of skipped steps uncounted until later; docs/design.md, "Event-driven pg")."""
         n_steps = np.broadcast_to(np.asarray(n_steps, dtype=np.int64), (len(self),)).copy()
-        advance_runs(self.W, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states,
-                     self.counters, self.params, n_steps, self.events, self.held_c, self.held_x, bool(settle), self.status)
+        args = (self.W, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states, self.counters,
+                self.params, n_steps, self.events)
+        if self.held_x.shape[1] > 0:
+            advance_runs_held(*args, self.held_c, self.held_x, bool(settle), self.status)
+        else:
+            advance_runs(*args, bool(settle), self.status)
         return self.status.copy()
 
     def evaluate(self, W=None):

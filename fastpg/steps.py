@@ -190,6 +190,13 @@ def pg_learn(W, x, y_star, p, t, ws, target_len, apply):
                     weights[i] = c
                 accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
+    elif p.baseline == NONE:  # A_ij = r_ij = 1[i < f_j]: the rewarded prefix of each response
+        for j in range(G):
+            if f[j] > 0 and eta_t != 0.0:
+                for i in range(N):
+                    weights[i] = eta_t if i < f[j] else 0.0
+                accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
+                moved = True
     else:
         # per-position advantages: A_ij (in Aij[N, G]) from r_ij = 1[i < f_j] over the group
         for i in range(N):

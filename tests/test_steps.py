@@ -103,7 +103,7 @@ def test_advantages_match_reference(rng, baseline):
 
 
 def advance_run(*args, carry=None, settle=True):
-    """One run's call as :func:`fastpg.engine.advance_runs` makes it, with the state the run carries
+    """One run's call as :func:`fastpg.engine.advance_runs_held` makes it, with the state the run carries
     from call to call (``carry``: its event state and held-back updates; fresh if not given),
     settled at the end of the call unless told otherwise."""
     W, W_star, centres, cdf, px, py, state, counters, p, n = args
@@ -262,3 +262,22 @@ def test_non_finite_weights_are_reported(rng):
     p = kernel_params(dict(algorithm="sft", lr="constant", eta=1e308, floor=1e-8, M=1, sigma=0, gamma=0), max_tries=10)
     status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(8), p, 50)
     assert status == S.NON_FINITE
+
+
+@pytest.mark.parametrize("reward", ["orm", "prm"])
+def test_zero_rate_never_moves(rng, reward):
+    """With ``eta = 0`` no step counts as an update and ``W`` stays put, as in the reference (the
+    rewarded-prefix shortcut of PRM without a baseline must not count zero-weight updates)."""
+    N, k, d, n = 3, 8, 5, 40
+    W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
+    W0 += 40.0 * W_star  # most steps are rewarded
+    cfg = dict(algorithm="pg", reward=reward, G=1, baseline="none", lr="constant", skip=True, eta=0.0, floor=1e-8,
+               M=10**6, sigma=0.3, gamma=0.0)
+    p = kernel_params(cfg)
+    W, counters = W0.copy(), np.zeros(8)
+    assert advance_run(W, W_star, centres, cdf, px, py, new_state(5), counters, p, n) == S.OK
+    ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
+    naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, new_state(5), ref_counters, cfg, n)
+    np.testing.assert_array_equal(counters, [ref_counters[c] for c in S.COUNTERS])
+    assert counters[S.C_UPDATES] == 0 and counters[S.C_PRM if reward == "prm" else S.C_ORM] > 0
+    np.testing.assert_array_equal(W, W0)
