@@ -11,7 +11,8 @@ from fastpg.contexts import draw_labelled_tile
 from fastpg.model import new_table
 from fastpg.rng import uniform, uniform_pos
 from fastpg.advance import advance_run as _advance_run
-from fastpg.advance import HELD, advance_held, draws_ahead, new_held
+from fastpg.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
+from fastpg.config import RunConfig
 from fastpg.events import EV_HELD, new_event_state
 from fastpg.steps import advantages, failures_before_success, log1mexp
 
@@ -281,3 +282,35 @@ def test_zero_rate_never_moves(rng, reward):
     np.testing.assert_array_equal(counters, [ref_counters[c] for c in S.COUNTERS])
     assert counters[S.C_UPDATES] == 0 and counters[S.C_PRM if reward == "prm" else S.C_ORM] > 0
     np.testing.assert_array_equal(W, W0)
+
+
+@pytest.mark.parametrize("reward", ["orm", "prm"])
+def test_batch_with_large_W_holds_updates_whatever_the_chunking(reward):
+    """A ``Batch`` whose ``W`` is over ``HOLD_FROM`` bytes holds updates back (its own parallel entry
+    point); cut into calls without evaluation points between them it gives the same bits as one
+    call, and updates stay held across those calls."""
+    from fastpg.engine import Batch
+    from fastpg.runs import base_model, post_training_run
+    from fastpg.tasks import make_task
+
+    cfg = RunConfig.from_dict(dict(d=1100, k=8, N=4, base="teacher", beta=2000.0, rho=0.05, algorithm="pg",
+                                   reward=reward, lr="constant", eta=0.01, n_test=8, steps=10))
+    assert cfg.N * cfg.k * cfg.d * 8 > HOLD_FROM
+    runs = []
+    for seed in range(2):
+        c = cfg.replace(seed=seed)
+        task = make_task(c)
+        runs.append(post_training_run(c, task, base_model(c, task)))
+    one, parts = Batch(runs), Batch(runs)
+    assert one.held_x.shape[1] == HELD
+    one.advance(300)
+    held = []
+    for n in (7, 50, 100, 143):
+        parts.advance(n, settle=False)
+        held.append(parts.events[:, EV_HELD].copy())
+    parts.advance(0)  # an evaluation point: held updates are applied
+    assert np.all(one.counters[:, S.COUNTERS.index("updates")] > HELD)
+    assert max(h.max() for h in held) > 0 and np.all(parts.events[:, EV_HELD] == 0)
+    np.testing.assert_array_equal(one.W, parts.W)
+    np.testing.assert_array_equal(one.counters, parts.counters)
+    np.testing.assert_array_equal(one.states, parts.states)
