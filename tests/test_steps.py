@@ -272,8 +272,8 @@ def test_zero_rate_never_moves(rng, reward):
     N, k, d, n = 3, 8, 5, 40
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
     W0 += 40.0 * W_star  # most steps are rewarded
-    cfg = dict(algorithm="pg", reward=reward, G=1, baseline="none", lr="constant", skip=True, eta=0.0, floor=1e-8,
-               M=10**6, sigma=0.3, gamma=0.0)
+    cfg = dict(features=0, algorithm="pg", reward=reward, G=1, baseline="none", lr="constant", skip=True, eta=0.0,
+               floor=1e-8, M=10**6, sigma=0.3, gamma=0.0)
     p = kernel_params(cfg)
     W, counters = W0.copy(), np.zeros(8)
     assert advance_run(W, W_star, centres, cdf, px, py, new_state(5), counters, p, n) == S.OK
