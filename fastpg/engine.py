@@ -24,10 +24,10 @@ from .model import (
     TILE,
     aligned_zeros,
     center_planes,
-    first_max_planes,
     greedy_matches,
     inverse_cdf,
     load_tile,
+    log_partition_planes,
     new_table,
     normalise_planes,
     reset_table,
@@ -89,22 +89,25 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
     """Exact evaluation of the test contexts ``j0 ..`` of one tile with ``position`` features.
 
     ``log pi(y*_i | x) = (s_i(y*_i) - max_v s_i(v)) - log sum_v exp(s_i(v) - max_v s_i(v))``, with
-    the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows); greedy
-    decoding reproduces ``y*`` when, at every position, ``y*_i`` is the first maximising token.
+    the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows,
+    :func:`log_partition_planes`); greedy decoding reproduces ``y*`` when, at every position,
+    ``y*_i`` is the first maximising token.
     """
     B = W.shape[0]
-    T = softmax_tile(W, X, j0, Xt, work, True)
+    T = load_tile(X, j0, Xt)
+    tile_scores(W, Xt, work)
+    log_partition_planes(work)
     D = work[DIFF]
-    lz = work[STATS, 0]
+    m = work[STATS, 0]
+    lz = work[STATS, 1]
     best = work[BITS, 0]
-    first_max_planes(work, best)
     for t in range(T):
         total = 0.0
         ok = True
         for b in range(B):
             r = t * B + b
             y = Y[j0 + t, b]
-            lp = D[y, r] - lz[r]
+            lp = (D[y, r] - m[r]) - lz[r]
             token_out[j0 + t, b] = lp
             total += lp
             ok &= best[r] == y

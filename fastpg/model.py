@@ -34,7 +34,7 @@ from numba import njit
 
 from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
 from .rng import uniform, uniform_next
-from .vecmath import FAST, exp_planes, log_positive
+from .vecmath import FAST, exp_le0, exp_planes, log_pos, log_positive
 
 # planes of a table (see new_table), each token-major [k, rows]
 LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
@@ -282,16 +282,55 @@ def normalise_planes(table, logs):
     so that ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] * (1 / z_r)``.
     """
     k, R = table.shape[1], table.shape[2]
-    exp_planes(table, DIFF, EXPS, BITS)
+    exp_planes(table, DIFF, EXPS)
     for r in range(R):
         table[STATS, 1, r] = table[EXPS, 0, r]
     for v in range(1, k):
         for r in range(R):
             table[STATS, 1, r] += table[EXPS, v, r]
     if logs:
-        log_positive(table[STATS, 1], table[STATS, 0], table[BITS, 0])
+        log_positive(table[STATS, 1], table[STATS, 0])
     for r in range(R):
         table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def log_partition_planes(table):
+    """Each row's maximum, greedy token and log partition function from the logits
+    ``D[v, r] = table[DIFF, v, r] = s_r(v)``, which are left as they are:
+
+    ``m_r = max_v s_r(v)`` in ``table[STATS, 0, r]``, ``log z_r = log sum_v exp(s_r(v) - m_r)`` in
+    ``table[STATS, 1, r]`` and the first maximising token in ``table[BITS, 0, r]``, so that
+    ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
+
+    The same numbers as :func:`center_planes`, :func:`normalise_planes` and
+    :func:`first_max_planes` (the same operations in the same order), in three passes over the
+    logits instead of seven, without writing the centred logits or the exponentials: for the
+    evaluation, which needs only ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the
+    statistics are planes of the table), as every task has.
+    """
+    k, R = table.shape[1], table.shape[2]
+    D = table[DIFF]
+    m = table[STATS, 0]
+    lz = table[STATS, 1]
+    best = table[BITS, 0]
+    for r in range(R):
+        m[r] = D[0, r]
+    for v in range(1, k):
+        for r in range(R):
+            m[r] = max(m[r], D[v, r])
+    for r in range(R):
+        lz[r] = exp_le0(D[0, r] - m[r])
+        best[r] = 0.0 if D[0, r] - m[r] == 0.0 else float(k)
+    for v in range(1, k):
+        fv = float(v)
+        for r in range(R):
+            c = D[v, r] - m[r]
+            lz[r] += exp_le0(c)
+            if c == 0.0 and best[r] == float(k):
+                best[r] = fv
+    for r in range(R):
+        lz[r] = log_pos(lz[r])
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)

@@ -1,9 +1,9 @@
 """Vectorisable elementary functions for compiled kernels (docs/design.md, "Performance").
 
 This llvmlite has no vector math library, so ``math.exp`` / ``math.log`` inside a loop are
-scalar calls. The two functions here are straight-line arithmetic on whole arrays (range
-reduction, a polynomial, and the exponent written or read as IEEE bits through an integer view
-of a scratch array), which LLVM turns into SIMD code. Both agree with ``math`` to a few ulp
+scalar calls. The two functions here are straight-line arithmetic (range reduction, a
+polynomial, and the exponent written or read as IEEE bits through scalar bit casts,
+``np.float64(v).view(np.int64)``), which LLVM turns into SIMD code in a loop over an array. Both agree with ``math`` to a few ulp
 (tested in ``tests/test_model.py``). They are compiled with ``fastmath={"reassoc", "contract"}``
 only: no flag that assumes finite values or approximates functions.
 """
@@ -45,75 +45,66 @@ def _exp_reduced(x):
     return p, n
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def exp_nonpositive(vals, out, scratch):
-    """``out[i] = exp(vals[i])`` for ``vals <= 0``; ``out`` may be ``vals``.
-
-    ``e^x = p 2^n`` (:func:`_exp_reduced`) with ``2^n`` written as IEEE bits through an integer
-    view of ``scratch``. Arguments below ``EXP_FLUSH`` give 0.
-    """
-    bits = scratch.view(np.int64)
-    for i in range(vals.shape[0]):
-        x = max(vals[i], EXP_FLUSH)
-        p, n = _exp_reduced(x)
-        bits[i] = (np.int64(n) + 1023) << 52
-        keep = vals[i] >= EXP_FLUSH
-        out[i] = p if keep else 0.0
-    for i in range(vals.shape[0]):
-        out[i] *= scratch[i]
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
+def exp_le0(x):
+    """``exp(x)`` for ``x <= 0``: ``e^x = p 2^n`` (:func:`_exp_reduced`), with ``2^n`` made from its
+    IEEE bits (``(n + 1023) << 52``) by a bit cast, so that a loop over it vectorises in one pass.
+    Arguments below ``EXP_FLUSH`` give 0."""
+    p, n = _exp_reduced(max(x, EXP_FLUSH))
+    two_n = np.int64((np.int64(n) + 1023) << 52).view(np.float64)
+    return p * two_n if x >= EXP_FLUSH else 0.0
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def exp_planes(table, src, dst, scratch):
+def exp_nonpositive(vals, out):
+    """``out[i] = exp(vals[i])`` for ``vals <= 0`` (:func:`exp_le0`); ``out`` may be ``vals``."""
+    for i in range(vals.shape[0]):
+        out[i] = exp_le0(vals[i])
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def exp_planes(table, src, dst):
     """``table[dst, v, r] = exp(table[src, v, r])`` for ``table[src] <= 0``: :func:`exp_nonpositive`
-    on two planes of a table, with plane ``scratch`` holding the powers of two. The arithmetic is
-    the same element by element; it only skips the three ``reshape`` calls per table (10% of a
-    PG step at small shapes)."""
-    bits = table[scratch].view(np.int64)
+    on two planes of a table, the same arithmetic element by element; it only skips the
+    ``reshape`` calls per table (10% of a PG step at small shapes)."""
     for v in range(table.shape[1]):
         for i in range(table.shape[2]):
-            x = max(table[src, v, i], EXP_FLUSH)
-            p, n = _exp_reduced(x)
-            bits[v, i] = (np.int64(n) + 1023) << 52
-            keep = table[src, v, i] >= EXP_FLUSH
-            table[dst, v, i] = p if keep else 0.0
-    for v in range(table.shape[1]):
-        for i in range(table.shape[2]):
-            table[dst, v, i] *= table[scratch, v, i]
+            table[dst, v, i] = exp_le0(table[src, v, i])
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
+def log_pos(v):
+    """``log v`` for positive, finite, normal ``v``.
+
+    ``v = 2^e f`` with ``f`` in ``[sqrt(1/2), sqrt(2))`` read from the IEEE bits (bit casts, so a
+    loop over it vectorises), then ``log v = e ln 2 + 2 atanh(s)``, ``s = (f - 1) / (f + 1)``,
+    ``|s| <= 0.172``, with the odd series of ``atanh`` to ``s^23`` (truncation below 1e-18 relative).
+    """
+    b = np.float64(v).view(np.int64)
+    f = np.int64((b & _MANTISSA) | _ONE_BITS).view(np.float64)
+    e = np.float64((b >> 52) - 1023)
+    big = f > _SQRT2
+    f = f * 0.5 if big else f
+    e = e + 1.0 if big else e
+    s = (f - 1.0) / (f + 1.0)
+    s2 = s * s
+    q = 1.0 / 23.0
+    q = q * s2 + 1.0 / 21.0
+    q = q * s2 + 1.0 / 19.0
+    q = q * s2 + 1.0 / 17.0
+    q = q * s2 + 1.0 / 15.0
+    q = q * s2 + 1.0 / 13.0
+    q = q * s2 + 1.0 / 11.0
+    q = q * s2 + 1.0 / 9.0
+    q = q * s2 + 1.0 / 7.0
+    q = q * s2 + 1.0 / 5.0
+    q = q * s2 + 1.0 / 3.0
+    log_f = 2.0 * s + (2.0 * s) * (s2 * q)
+    return e * _LN2_HI + (log_f + e * _LN2_LO)
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def log_positive(vals, out, scratch):
-    """``out[i] = log(vals[i])`` for positive, finite, normal ``vals``; ``out`` may be ``vals``.
-
-    ``v = 2^e f`` with ``f`` in ``[sqrt(1/2), sqrt(2))`` read from the IEEE bits, then
-    ``log v = e ln 2 + 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, ``|s| <= 0.172``, with the odd
-    series of ``atanh`` to ``s^23`` (truncation below 1e-18 relative).
-    """
-    vbits = vals.view(np.int64)
-    fbits = scratch.view(np.int64)
+def log_positive(vals, out):
+    """``out[i] = log(vals[i])`` (:func:`log_pos`) for positive, finite, normal ``vals``; ``out`` may be ``vals``."""
     for i in range(vals.shape[0]):
-        b = vbits[i]
-        fbits[i] = (b & _MANTISSA) | _ONE_BITS
-        out[i] = np.float64((b >> 52) - 1023)
-    for i in range(vals.shape[0]):
-        f = scratch[i]
-        e = out[i]
-        big = f > _SQRT2
-        f = f * 0.5 if big else f
-        e = e + 1.0 if big else e
-        s = (f - 1.0) / (f + 1.0)
-        s2 = s * s
-        q = 1.0 / 23.0
-        q = q * s2 + 1.0 / 21.0
-        q = q * s2 + 1.0 / 19.0
-        q = q * s2 + 1.0 / 17.0
-        q = q * s2 + 1.0 / 15.0
-        q = q * s2 + 1.0 / 13.0
-        q = q * s2 + 1.0 / 11.0
-        q = q * s2 + 1.0 / 9.0
-        q = q * s2 + 1.0 / 7.0
-        q = q * s2 + 1.0 / 5.0
-        q = q * s2 + 1.0 / 3.0
-        log_f = 2.0 * s + (2.0 * s) * (s2 * q)
-        out[i] = e * _LN2_HI + (log_f + e * _LN2_LO)
+        out[i] = log_pos(vals[i])

@@ -150,8 +150,8 @@ def test_vector_exp_matches_math_exp():
     rng = np.random.default_rng(1)
     x = np.concatenate([-rng.random(20000) * 745.0, -rng.random(20000) * 5.0, [0.0, -1e-300, -0.5, -708.0, -708.5,
                                                                                -745.0, -1e4]])
-    out, scratch = np.empty_like(x), np.empty_like(x)
-    exp_nonpositive(x, out, scratch)
+    out = np.empty_like(x)
+    exp_nonpositive(x, out)
     ref = np.exp(x)
     ok = x >= EXP_FLUSH
     np.testing.assert_allclose(out[ok], ref[ok], rtol=4e-16 * 4, atol=0)
@@ -159,16 +159,16 @@ def test_vector_exp_matches_math_exp():
 
 
 def test_exp_on_table_planes_is_the_flat_exp_bit_for_bit():
-    from fastpg.model import BITS, DIFF, EXPS
+    from fastpg.model import DIFF, EXPS
     from fastpg.vecmath import exp_nonpositive, exp_planes
 
     rng = np.random.default_rng(4)
     for k, R in ((4, 8), (8, 16), (3, 5)):
         table = np.zeros((6, k, R))
         table[DIFF] = -rng.random((k, R)) * np.array([1.0, 30.0, 800.0])[rng.integers(0, 3, (k, R))]
-        flat, scratch = np.empty(k * R), np.empty(k * R)
-        exp_nonpositive(table[DIFF].reshape(-1), flat, scratch)
-        exp_planes(table, DIFF, EXPS, BITS)
+        flat = np.empty(k * R)
+        exp_nonpositive(table[DIFF].reshape(-1), flat)
+        exp_planes(table, DIFF, EXPS)
         np.testing.assert_array_equal(table[EXPS].reshape(-1), flat)
 
 
@@ -208,12 +208,12 @@ def test_vector_log_matches_math_log():
     x = np.concatenate([1.0 + 7.0 * rng.random(20000), np.exp(rng.uniform(-700.0, 700.0, 20000)),
                         [1.0, 2.0, 8.0, math.sqrt(2.0), np.nextafter(math.sqrt(2.0), 2.0), 0.5, 1e-300, 1e300,
                          1.0 + 2.0**-52, 1.0 - 2.0**-53, np.finfo(float).tiny, np.finfo(float).max]])
-    out, scratch = np.empty_like(x), np.empty_like(x)
-    log_positive(x, out, scratch)
+    out = np.empty_like(x)
+    log_positive(x, out)
     ref = np.log(x)
     assert out[0 + 40000] == 0.0  # log 1
     np.testing.assert_allclose(out, ref, rtol=4 * 2.0**-52, atol=0)
-    log_positive(x, x, scratch)  # in place
+    log_positive(x, x)  # in place
     np.testing.assert_array_equal(x, out)
 
 
@@ -271,6 +271,34 @@ def test_tiled_evaluation_matches_reference(rng, n):
         np.testing.assert_allclose(tok[0, j], ref, rtol=1e-12, atol=1e-12)
         assert ll[0, j] == pytest.approx(ref.sum(), rel=1e-12, abs=1e-12)
         assert ok[0, j] == np.array_equal(naive.greedy_decode(W[0], X[0, j], 0, N)[0], Y[0, j])
+
+
+@pytest.mark.parametrize("k,R", [(8, 512), (3, 7), (2, 5), (16, 64)])
+def test_log_partition_planes(rng, k, R):
+    """The evaluation's one-pass softmax statistics: row maxima, ``log sum exp`` and the first
+    maximising token (exact ties included) equal NumPy's to rounding, and are bit for bit the
+    three kernels they replace (centre, normalise, first maximum) as the docstring says."""
+    from fastpg.model import BITS, DIFF, STATS, center_planes, first_max_planes, log_partition_planes, normalise_planes
+
+    D = rng.standard_normal((k, R)) * np.array([0.1, 5.0, 300.0])[rng.integers(0, 3, R)]
+    D[:, ::5] = np.round(D[:, ::5])  # rows with exact ties of the maximum
+    D[:, 1] = D[0, 1]  # a row with all tokens tied
+    table = np.full((6, k, R), np.nan)
+    table[DIFF] = D
+    log_partition_planes(table)
+    np.testing.assert_array_equal(table[DIFF], D)  # the logits are left as they are
+    m = D.max(axis=0)
+    np.testing.assert_array_equal(table[STATS, 0], m)
+    np.testing.assert_allclose(table[STATS, 1], np.log(np.exp(D - m).sum(axis=0)), rtol=1e-14, atol=1e-15)
+    np.testing.assert_array_equal(table[BITS, 0], D.argmax(axis=0))
+    old = np.full((6, k, R), np.nan)
+    old[DIFF] = D
+    center_planes(old)
+    normalise_planes(old, True)
+    first_max_planes(old, old[BITS, 0])
+    np.testing.assert_array_equal(table[STATS, 1], old[STATS, 0])
+    np.testing.assert_array_equal(table[BITS, 0], old[BITS, 0])
+    np.testing.assert_array_equal(D - table[STATS, 0], old[DIFF])
 
 
 @pytest.mark.parametrize("k,d", [(4, 32), (8, 64), (16, 256), (3, 5), (6, 13)])
