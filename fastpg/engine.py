@@ -23,15 +23,14 @@ from .model import (
     STATS,
     TILE,
     aligned_zeros,
-    center_planes,
     greedy_matches,
     inverse_cdf,
     load_tile,
     log_partition_planes,
     new_table,
-    normalise_planes,
     reset_table,
     sample_response,
+    softmax_planes,
     tile_scores,
     token_logliks,
 )
@@ -79,8 +78,7 @@ def softmax_tile(W, X, j0, Xt, work, logs):
     if ``logs``); returns ``T``."""
     T = load_tile(X, j0, Xt)
     tile_scores(W, Xt, work)
-    center_planes(work)
-    normalise_planes(work, logs)
+    softmax_planes(work, logs)
     return T
 
 

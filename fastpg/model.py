@@ -254,6 +254,18 @@ def load_tile(X, j0, Xt):
     return T
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
+def row_maxima(table):
+    """``table[STATS, 0, r] = max_v table[DIFF, v, r]``, one pass per token over the rows
+    (contiguous in memory, so it vectorises)."""
+    k, R = table.shape[1], table.shape[2]
+    for r in range(R):
+        table[STATS, 0, r] = table[DIFF, 0, r]
+    for v in range(1, k):
+        for r in range(R):
+            table[STATS, 0, r] = max(table[STATS, 0, r], table[DIFF, v, r])
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def center_planes(table):
     """Subtract each row's maximum from its logits ``table[DIFF, v, r] = s_r(v)``.
@@ -263,35 +275,43 @@ def center_planes(table):
     vectorises. The maxima are left in ``table[STATS, 0]``.
     """
     k, R = table.shape[1], table.shape[2]
-    for r in range(R):
-        table[STATS, 0, r] = table[DIFF, 0, r]
-    for v in range(1, k):
-        for r in range(R):
-            table[STATS, 0, r] = max(table[STATS, 0, r], table[DIFF, v, r])
+    row_maxima(table)
     for v in range(k):
         for r in range(R):
             table[DIFF, v, r] -= table[STATS, 0, r]
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def normalise_planes(table, logs):
-    """Softmax of centred logits (after :func:`center_planes`), vectorised over rows.
+def softmax_planes(table, logs):
+    """Softmax of the logits ``D[v, r] = table[DIFF, v, r] = s_r(v)``, vectorised over rows.
 
-    ``table[EXPS, v, r] = exp(D[v, r])`` and ``z_r = sum_v E[v, r]`` (in ``[1, k]``); leaves
-    ``1 / z_r`` in ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in ``table[STATS, 0, r]``,
-    so that ``log pi_r(v) = D[v, r] - log z_r`` and ``pi_r(v) = E[v, r] * (1 / z_r)``.
+    Centres them in place (``D[v, r] = s_r(v) - max_u s_r(u)``, as :func:`center_planes`), with
+    ``table[EXPS, v, r] = exp(D[v, r])`` and ``z_r = sum_v E[v, r]`` (in ``[1, k]``) formed in the
+    same pass; leaves ``1 / z_r`` in ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in
+    ``table[STATS, 0, r]``, so that ``log pi_r(v) = D[v, r] - log z_r`` and
+    ``pi_r(v) = E[v, r] * (1 / z_r)``. Three passes over the logits (maxima; centring, ``exp``
+    and sums; ``log z`` and ``1 / z``).
     """
     k, R = table.shape[1], table.shape[2]
-    exp_planes(table, DIFF, EXPS)
+    row_maxima(table)
+    D = table[DIFF]
+    E = table[EXPS]
+    m = table[STATS, 0]
+    z = table[STATS, 1]
     for r in range(R):
-        table[STATS, 1, r] = table[EXPS, 0, r]
+        D[0, r] -= m[r]
+        E[0, r] = exp_le0(D[0, r])
+        z[r] = E[0, r]
     for v in range(1, k):
         for r in range(R):
-            table[STATS, 1, r] += table[EXPS, v, r]
+            D[v, r] -= m[r]
+            E[v, r] = exp_le0(D[v, r])
+            z[r] += E[v, r]
     if logs:
-        log_positive(table[STATS, 1], table[STATS, 0])
+        for r in range(R):
+            m[r] = log_pos(z[r])
     for r in range(R):
-        table[STATS, 1, r] = 1.0 / table[STATS, 1, r]
+        z[r] = 1.0 / z[r]
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
@@ -303,9 +323,8 @@ def log_partition_planes(table):
     ``table[STATS, 1, r]`` and the first maximising token in ``table[BITS, 0, r]``, so that
     ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
 
-    The same numbers as :func:`center_planes`, :func:`normalise_planes` and
-    :func:`first_max_planes` (the same operations in the same order), in three passes over the
-    logits instead of seven, without writing the centred logits or the exponentials: for the
+    The same numbers as :func:`softmax_planes` and :func:`first_max_planes` (the same operations
+    in the same order), without writing the centred logits or the exponentials: for the
     evaluation, which needs only ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the
     statistics are planes of the table), as every task has.
     """
@@ -314,11 +333,7 @@ def log_partition_planes(table):
     m = table[STATS, 0]
     lz = table[STATS, 1]
     best = table[BITS, 0]
-    for r in range(R):
-        m[r] = D[0, r]
-    for v in range(1, k):
-        for r in range(R):
-            m[r] = max(m[r], D[v, r])
+    row_maxima(table)
     for r in range(R):
         lz[r] = exp_le0(D[0, r] - m[r])
         best[r] = 0.0 if D[0, r] - m[r] == 0.0 else float(k)
@@ -357,13 +372,12 @@ def fill_table(W, x, table, have):
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def softmax_table(table, have):
-    """Fill every row from the logits already in ``table[DIFF]``:
+    """Fill every row from the logits already in ``table[DIFF]`` (:func:`softmax_planes`):
     ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and
     ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
     """
     k, B = table.shape[1], table.shape[2]
-    center_planes(table)
-    normalise_planes(table, True)
+    softmax_planes(table, True)
     for v in range(k):
         for r in range(B):
             table[LOGP, v, r] = table[DIFF, v, r] - table[STATS, 0, r]

@@ -98,7 +98,7 @@ def test_the_step_kernels_run_without_reference_counting():
     from fastpg import advance, contexts, events, model, rng, steps, variates, vecmath
 
     hot = [model.fill_table, model.sample_response, model.accumulate_score, model.apply_update, model.prefix_loglik,
-           model.tile_scores, model.normalise_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
+           model.tile_scores, model.softmax_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
            steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
            vecmath.exp_nonpositive, model.range_scores, model.softmax_table, model.scores_planes, advance.held_gram,

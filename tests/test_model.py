@@ -275,10 +275,11 @@ def test_tiled_evaluation_matches_reference(rng, n):
 
 @pytest.mark.parametrize("k,R", [(8, 512), (3, 7), (2, 5), (16, 64)])
 def test_log_partition_planes(rng, k, R):
-    """The evaluation's one-pass softmax statistics: row maxima, ``log sum exp`` and the first
-    maximising token (exact ties included) equal NumPy's to rounding, and are bit for bit the
-    three kernels they replace (centre, normalise, first maximum) as the docstring says."""
-    from fastpg.model import BITS, DIFF, STATS, center_planes, first_max_planes, log_partition_planes, normalise_planes
+    """The evaluation's softmax statistics: row maxima, ``log sum exp`` and the first maximising
+    token (exact ties included) equal NumPy's to rounding, and are bit for bit those of the
+    general kernels (softmax, first maximum) as the docstring says; the general softmax's centred
+    logits are those of ``center_planes``."""
+    from fastpg.model import BITS, DIFF, EXPS, STATS, center_planes, first_max_planes, log_partition_planes, softmax_planes
 
     D = rng.standard_normal((k, R)) * np.array([0.1, 5.0, 300.0])[rng.integers(0, 3, R)]
     D[:, ::5] = np.round(D[:, ::5])  # rows with exact ties of the maximum
@@ -293,12 +294,17 @@ def test_log_partition_planes(rng, k, R):
     np.testing.assert_array_equal(table[BITS, 0], D.argmax(axis=0))
     old = np.full((6, k, R), np.nan)
     old[DIFF] = D
-    center_planes(old)
-    normalise_planes(old, True)
+    softmax_planes(old, True)
     first_max_planes(old, old[BITS, 0])
     np.testing.assert_array_equal(table[STATS, 1], old[STATS, 0])
     np.testing.assert_array_equal(table[BITS, 0], old[BITS, 0])
     np.testing.assert_array_equal(D - table[STATS, 0], old[DIFF])
+    np.testing.assert_allclose(old[EXPS], np.exp(D - m), rtol=2e-15, atol=1e-300)
+    np.testing.assert_allclose(old[STATS, 1], 1.0 / np.exp(D - m).sum(axis=0), rtol=1e-14, atol=0)
+    centred = np.full((6, k, R), np.nan)
+    centred[DIFF] = D
+    center_planes(centred)
+    np.testing.assert_array_equal(centred[DIFF], old[DIFF])
 
 
 @pytest.mark.parametrize("k,d", [(4, 32), (8, 64), (16, 256), (3, 5), (6, 13)])
