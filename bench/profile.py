@@ -24,13 +24,15 @@ from numba import njit  # noqa: E402
 
 from fastpg.advance import HELD, add_held_scores, apply_held, held_gram  # noqa: E402
 from fastpg.contexts import draw_context, draw_labelled_tile  # noqa: E402
-from fastpg.engine import aligned_copy  # noqa: E402
+from fastpg.engine import aligned_copy, evaluate_tile  # noqa: E402
 from fastpg.model import (  # noqa: E402
     accumulate_score,
+    aligned_zeros,
     apply_update,
     ensure_row,
     fill_table,
     greedy_decode,
+    log_partition_planes,
     new_table,
     range_scores,
     reset_table,
@@ -85,10 +87,34 @@ def _dots_planes(W, x, n):
 @njit
 def _tile_logits(W, n):
     """Logits of a whole tile of contexts from the 4 x 4 register tile; time per context."""
-    X = np.ones((TILE, W.shape[2])) / np.sqrt(W.shape[2])
+    X = aligned_zeros(TILE, W.shape[2])
+    X[:] = 1.0 / np.sqrt(W.shape[2])
     D = np.empty((W.shape[1], TILE * W.shape[0]))
     for _ in range(max(n // TILE, 1)):
         range_scores(W, X, 0, TILE, D)
+
+
+@njit
+def _log_partition(W, n):
+    """The evaluation's softmax statistics of a tile's logits (:func:`log_partition_planes`); time per context."""
+    work = new_table(TILE * W.shape[0], W.shape[1])[0]
+    work[:] = 0.5
+    for _ in range(max(n // TILE, 1)):
+        log_partition_planes(work)
+
+
+@njit
+def _evaluation(W, X, Y, n):
+    """Exact evaluation tile by tile (``engine.evaluate_tile``: logits, statistics, log-likelihoods
+    and greedy checks); time per context."""
+    B, k, d = W.shape
+    Xt, work = aligned_zeros(TILE, d), new_table(TILE * B, k)[0]
+    m = X.shape[0]
+    ll, tok, ok = np.empty(m), np.empty((m, B)), np.empty(m, dtype=np.bool_)
+    j0 = 0
+    for _ in range(max(n // TILE, 1)):
+        evaluate_tile(W, X, Y, j0, ll, tok, ok, Xt, work)
+        j0 = (j0 + TILE) % m
 
 
 @njit
@@ -161,7 +187,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     W = aligned_copy(0.3 * rng.standard_normal((N, k, d)), np.float64)  # as in a Batch
     x = rng.standard_normal(d)
-    x /= np.linalg.norm(x)
+    x = aligned_copy(x / np.linalg.norm(x), np.float64)
+    X_test = aligned_copy(rng.standard_normal((8 * TILE, d)), np.float64)
+    Y_test = rng.integers(0, k, (8 * TILE, N))
     y = np.zeros(N, dtype=np.int64)
     state = xoshiro_state(seed_sequence(0, "profile", {}))
     parts = [
@@ -174,9 +202,11 @@ def main(argv=None):
         ("probability table, row by row (markov features)", lambda n: _table(W, x, n)),
         ("probability table, whole (position features)", lambda n: _whole_table(W, x, n)),
         (f"sample {N} tokens from the table", lambda n: _sample(W, x, state, n)),
-        ("score-function update (coefficients + W += c x)", lambda n: _update(W.copy(), x, y, n)),
+        ("score-function update (coefficients + W += c x)", lambda n: _update(aligned_copy(W, np.float64), x, y, n)),
         (f"held updates: correct one context's logits for {HELD // 2}", lambda n: _held_scores(W, x, n)),
-        (f"held updates: apply {HELD} together, per update", lambda n: _apply_held(W.copy(), n)),
+        (f"held updates: apply {HELD} together, per update", lambda n: _apply_held(aligned_copy(W, np.float64), n)),
+        ("evaluation, per context: tile logits, statistics, checks", lambda n: _evaluation(W, X_test, Y_test, n)),
+        ("  of which the softmax statistics (log_partition_planes)", lambda n: _log_partition(W, n)),
     ]
     n = 100_000
     print(f"{'component':60s} us/call")

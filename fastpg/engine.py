@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .advance import advance_held, advance_run, draws_ahead, new_held
+from .codes import COUNTERS, RUN_PARAMS
+from .events import new_event_state
 from .model import (
     ALIGN,
     BITS,
@@ -35,9 +38,7 @@ from .model import (
     token_logliks,
 )
 from .rng import uniform_next
-from .codes import COUNTERS, RUN_PARAMS
-from .advance import advance_held, advance_run, draws_ahead, new_held
-from .events import new_event_state
+from .vecmath import FAST
 
 
 @njit(cache=True, parallel=True)
@@ -91,26 +92,43 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
     :func:`log_partition_planes`); greedy decoding reproduces ``y*`` when, at every position,
     ``y*_i`` is the first maximising token.
     """
-    B = W.shape[0]
-    T = load_tile(X, j0, Xt)
-    tile_scores(W, Xt, work)
+    if j0 + Xt.shape[0] <= X.shape[0]:  # a whole tile: its rows of X are read where they are
+        T = Xt.shape[0]
+        tile_scores(W, X[j0:j0 + T], work)
+    else:
+        T = load_tile(X, j0, Xt)
+        tile_scores(W, Xt, work)
     log_partition_planes(work)
+    tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out)
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
+    """The log-likelihoods and greedy checks of a tile's contexts ``j0 .. j0+T-1`` from its softmax
+    statistics (:func:`log_partition_planes`; row ``t B + b`` is position ``b`` of context ``t``).
+
+    ``log pi(y*_b | x_t) = (s(y*_b) - m) - log z`` per position; ``loglik_out`` is their sum (in
+    position order) and ``greedy_out`` whether ``y*_b`` is the first maximising token at every
+    position.
+    """
+    B = Y.shape[1]
     D = work[DIFF]
     m = work[STATS, 0]
     lz = work[STATS, 1]
     best = work[BITS, 0]
     for t in range(T):
+        r0 = t * B
+        j = j0 + t
         total = 0.0
-        ok = True
+        wrong = 0
         for b in range(B):
-            r = t * B + b
-            y = Y[j0 + t, b]
-            lp = (D[y, r] - m[r]) - lz[r]
-            token_out[j0 + t, b] = lp
+            y = Y[j, b]
+            lp = (D[y, r0 + b] - m[r0 + b]) - lz[r0 + b]
+            token_out[j, b] = lp
             total += lp
-            ok &= best[r] == y
-        loglik_out[j0 + t] = total
-        greedy_out[j0 + t] = ok
+            wrong += best[r0 + b] != y
+        loglik_out[j] = total
+        greedy_out[j] = wrong == 0
 
 
 @njit(cache=True, parallel=True)

@@ -34,7 +34,7 @@ from numba import njit
 
 from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
 from .rng import uniform, uniform_next
-from .vecmath import FAST, exp_le0, exp_planes, log_pos, log_positive
+from .vecmath import FAST, exp_le0, log_pos
 
 # planes of a table (see new_table), each token-major [k, rows]
 LOGP, PROB, DIFF, EXPS, BITS, STATS = range(6)
@@ -324,26 +324,30 @@ def log_partition_planes(table):
     ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
 
     The same numbers as :func:`softmax_planes` and :func:`first_max_planes` (the same operations
-    in the same order), without writing the centred logits or the exponentials: for the
-    evaluation, which needs only ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the
-    statistics are planes of the table), as every task has.
+    in the same order; the greedy token is tracked in the maxima's pass), in three passes that
+    write neither the centred logits nor the exponentials: for the evaluation, which needs only
+    ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the statistics are planes of the
+    table), as every task has.
     """
     k, R = table.shape[1], table.shape[2]
     D = table[DIFF]
     m = table[STATS, 0]
     lz = table[STATS, 1]
     best = table[BITS, 0]
-    row_maxima(table)
     for r in range(R):
-        lz[r] = exp_le0(D[0, r] - m[r])
-        best[r] = 0.0 if D[0, r] - m[r] == 0.0 else float(k)
+        m[r] = D[0, r]
+        best[r] = 0.0
     for v in range(1, k):
         fv = float(v)
         for r in range(R):
-            c = D[v, r] - m[r]
-            lz[r] += exp_le0(c)
-            if c == 0.0 and best[r] == float(k):
+            if D[v, r] > m[r]:  # strictly: ties keep the first maximiser
+                m[r] = D[v, r]
                 best[r] = fv
+    for r in range(R):
+        lz[r] = exp_le0(D[0, r] - m[r])
+    for v in range(1, k):
+        for r in range(R):
+            lz[r] += exp_le0(D[v, r] - m[r])
     for r in range(R):
         lz[r] = log_pos(lz[r])
 

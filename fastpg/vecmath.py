@@ -62,16 +62,6 @@ def exp_nonpositive(vals, out):
         out[i] = exp_le0(vals[i])
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def exp_planes(table, src, dst):
-    """``table[dst, v, r] = exp(table[src, v, r])`` for ``table[src] <= 0``: :func:`exp_nonpositive`
-    on two planes of a table, the same arithmetic element by element; it only skips the
-    ``reshape`` calls per table (10% of a PG step at small shapes)."""
-    for v in range(table.shape[1]):
-        for i in range(table.shape[2]):
-            table[dst, v, i] = exp_le0(table[src, v, i])
-
-
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def log_pos(v):
     """``log v`` for positive, finite, normal ``v``.
