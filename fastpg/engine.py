@@ -38,7 +38,6 @@ from .model import (
     token_logliks,
 )
 from .rng import uniform_next
-from .vecmath import FAST
 
 
 @njit(cache=True, parallel=True)
@@ -102,7 +101,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
     tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+@njit(cache=True, error_model="numpy", _nrt=False)
 def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
     """The log-likelihoods and greedy checks of a tile's contexts ``j0 .. j0+T-1`` from its softmax
     statistics (:func:`log_partition_planes`; row ``t B + b`` is position ``b`` of context ``t``).

@@ -289,8 +289,8 @@ def softmax_planes(table, logs):
     ``table[EXPS, v, r] = exp(D[v, r])`` and ``z_r = sum_v E[v, r]`` (in ``[1, k]``) formed in the
     same pass; leaves ``1 / z_r`` in ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in
     ``table[STATS, 0, r]``, so that ``log pi_r(v) = D[v, r] - log z_r`` and
-    ``pi_r(v) = E[v, r] * (1 / z_r)``. Three passes over the logits (maxima; centring, ``exp``
-    and sums; ``log z`` and ``1 / z``).
+    ``pi_r(v) = E[v, r] * (1 / z_r)``. Two passes over the logits (maxima; centring, ``exp`` and
+    sums) and one over the rows (``log z`` and ``1 / z``).
     """
     k, R = table.shape[1], table.shape[2]
     row_maxima(table)
@@ -324,8 +324,8 @@ def log_partition_planes(table):
     ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
 
     The same numbers as :func:`softmax_planes` and :func:`first_max_planes` (the same operations
-    in the same order; the greedy token is tracked in the maxima's pass), in three passes that
-    write neither the centred logits nor the exponentials: for the evaluation, which needs only
+    in the same order; the greedy token is tracked in the maxima's pass), in two passes over the
+    logits and one over the rows that write neither the centred logits nor the exponentials: for the evaluation, which needs only
     ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the statistics are planes of the
     table), as every task has.
     """

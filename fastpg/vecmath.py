@@ -1,10 +1,10 @@
 """Vectorisable elementary functions for compiled kernels (docs/design.md, "Performance").
 
 This llvmlite has no vector math library, so ``math.exp`` / ``math.log`` inside a loop are
-scalar calls. The two functions here are straight-line arithmetic (range reduction, a
-polynomial, and the exponent written or read as IEEE bits through scalar bit casts,
-``np.float64(v).view(np.int64)``), which LLVM turns into SIMD code in a loop over an array. Both agree with ``math`` to a few ulp
-(tested in ``tests/test_model.py``). They are compiled with ``fastmath={"reassoc", "contract"}``
+scalar calls. The two functions here, ``exp_le0`` and ``log_pos``, are inlined into the
+kernels' loops: straight-line arithmetic (range reduction, a polynomial, and the exponent written
+or read as IEEE bits through scalar bit casts, ``np.float64(v).view(np.int64)``), which LLVM
+turns into SIMD code. Both agree with ``math`` to a few ulp (tested in ``tests/test_model.py``). They are compiled with ``fastmath={"reassoc", "contract"}``
 only: no flag that assumes finite values or approximates functions.
 """
 
@@ -55,13 +55,6 @@ def exp_le0(x):
     return p * two_n if x >= EXP_FLUSH else 0.0
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def exp_nonpositive(vals, out):
-    """``out[i] = exp(vals[i])`` for ``vals <= 0`` (:func:`exp_le0`); ``out`` may be ``vals``."""
-    for i in range(vals.shape[0]):
-        out[i] = exp_le0(vals[i])
-
-
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def log_pos(v):
     """``log v`` for positive, finite, normal ``v``.
@@ -92,9 +85,3 @@ def log_pos(v):
     log_f = 2.0 * s + (2.0 * s) * (s2 * q)
     return e * _LN2_HI + (log_f + e * _LN2_LO)
 
-
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def log_positive(vals, out):
-    """``out[i] = log(vals[i])`` (:func:`log_pos`) for positive, finite, normal ``vals``; ``out`` may be ``vals``."""
-    for i in range(vals.shape[0]):
-        out[i] = log_pos(vals[i])

@@ -95,14 +95,13 @@ def test_the_step_kernels_run_without_reference_counting():
     """Kernels on a step's path are compiled without Numba's runtime (``_nrt=False``: no atomic
     reference counts; docs/design.md, "What the kernels do"); dropping the switch by accident
     would cost about 40% of a PG step at small shapes without failing any other test."""
-    from fastpg import advance, contexts, events, model, rng, steps, variates, vecmath
+    from fastpg import advance, contexts, events, model, rng, steps, variates
 
     hot = [model.fill_table, model.sample_response, model.accumulate_score, model.apply_update, model.prefix_loglik,
            model.tile_scores, model.softmax_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
            steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
-           vecmath.exp_nonpositive, model.range_scores, model.softmax_table, model.scores_planes, advance.held_gram,
-           advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes,
-           vecmath.log_positive]
+           model.range_scores, model.softmax_table, model.scores_planes, advance.held_gram,
+           advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes]
     for kernel in hot:
         assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__qualname__
