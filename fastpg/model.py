@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
-from .rng import uniform, uniform_next
+from .rng import discard, uniform, uniform_next
 from .vecmath import FAST, exp_le0, log_pos
 
 # planes of a table (see new_table), each token-major [k, rows]
@@ -490,6 +490,64 @@ def sample_response(W, x, features, table, have, state, y_out):
             prev = inverse_cdf(table, PROB, b, 1.0, u)
             y_out[i] = prev
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def sample_until_mistake(W, x, y_star, features, table, have, state, y_out, paused):
+    """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` until its first mistake against
+    ``y_star``; returns that mistake's index ``f`` (``N`` if none).
+
+    The generator advances past all ``N`` uniforms of the response, as :func:`sample_response`
+    does, and the tokens ``y_0 .. y_f`` are the same as there. The later tokens are not drawn: no
+    reward, query count or mistake count depends on them, and only an update that gives a wrong
+    response a nonzero advantage (a baseline) reads them; :func:`complete_response` draws them
+    from the state left in ``paused`` (the state after token ``f``). ``markov`` rows after the
+    mistake are not filled.
+    """
+    N = y_out.shape[0]
+    k = W.shape[1]
+    open_table(W, x, features, table, have)
+    s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
+    f = N
+    if features == POSITION:  # rows known in advance: a loop without fills
+        for i in range(N):
+            u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+            y_out[i] = inverse_cdf(table, PROB, i, 1.0, u)
+            if y_out[i] != y_star[i]:
+                f = i
+                break
+    else:
+        prev = k
+        for i in range(N):
+            b = block_index(features, i, prev, k)
+            ensure_row(W, x, b, table, have)
+            u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+            prev = inverse_cdf(table, PROB, b, 1.0, u)
+            y_out[i] = prev
+            if prev != y_star[i]:
+                f = i
+                break
+    paused[0], paused[1], paused[2], paused[3] = s0, s1, s2, s3
+    state[0], state[1], state[2], state[3] = s0, s1, s2, s3
+    discard(state, N - 1 - f)
+    return f
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def complete_response(W, x, features, table, have, paused, y_out, f, n):
+    """Draw the tokens ``y_{f+1} .. y_{n-1}`` that :func:`sample_until_mistake` left out (first
+    mistake ``f``) from the state it left in ``paused``: the tokens :func:`sample_response` draws."""
+    k = W.shape[1]
+    s0, s1, s2, s3 = paused[0], paused[1], paused[2], paused[3]
+    prev = y_out[f]
+    for i in range(f + 1, n):
+        b = i
+        if features != POSITION:
+            b = block_index(features, i, prev, k)
+            ensure_row(W, x, b, table, have)
+        u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+        prev = inverse_cdf(table, PROB, b, 1.0, u)
+        y_out[i] = prev
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)

@@ -36,6 +36,7 @@ from .model import (
     accumulate_score,
     apply_update,
     block_index,
+    complete_response,
     first_mistake,
     need_row,
     new_table,
@@ -43,6 +44,7 @@ from .model import (
     prefix_loglik,
     sample_response,
     sample_token,
+    sample_until_mistake,
 )
 from .rng import uniform_pos
 from .variates import failures_before_success, log1mexp  # noqa: F401 - log1mexp re-exported
@@ -51,9 +53,11 @@ GRPO_EPS = 1e-8
 
 # Per-run scratch of the step kernels, allocated once per call of advance_run:
 # table/have (the lazy probability table), coef/touched (the accumulated update), Ys[G, N]
-# (sampled responses), f[G] (their first mistakes), r/A[G] (rewards, advantages), Aij[N, G]
-# (per-position advantages) and weights[N] (per-position step sizes).
-Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "r", "A", "Aij", "weights"])
+# (sampled responses), f[G] (their first mistakes), paused[G, 4] (generator states after them,
+# model.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages)
+# and weights[N] (per-position step sizes).
+Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "paused", "r", "A", "Aij",
+                                     "weights"])
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -148,13 +152,23 @@ def count_samples(p, ws, N, counters):
 @njit(cache=True, error_model="numpy", _nrt=False)
 def _pg_step(W, x, y_star, p, state, t, counters, ws, apply):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moves
-    (``apply``: as in :func:`pg_learn`)."""
+    (``apply``: as in :func:`pg_learn`).
+
+    Each response is drawn up to its first mistake (:func:`fastpg.model.sample_until_mistake`).
+    Its later tokens are drawn only when an update reads them: with a baseline, a wrong response
+    earns a nonzero advantage on the positions a better response of the group was rewarded for
+    (ORM: all ``N``; PRM: those before the longest rewarded prefix).
+    """
+    N = y_star.shape[0]
     for j in range(p.G):
-        sample_response(W, x, p.features, ws.table, ws.have, state, ws.Ys[j])
-        ws.f[j] = first_mistake(ws.Ys[j], y_star)
-    target_len = count_samples(p, ws, y_star.shape[0], counters)
+        ws.f[j] = sample_until_mistake(W, x, y_star, p.features, ws.table, ws.have, state, ws.Ys[j], ws.paused[j])
+    target_len = count_samples(p, ws, N, counters)
     if target_len == 0:
         return False  # nothing rewarded: every advantage is zero under every baseline
+    if p.baseline != NONE:
+        for j in range(p.G):
+            if ws.f[j] < target_len:
+                complete_response(W, x, p.features, ws.table, ws.have, ws.paused[j], ws.Ys[j], ws.f[j], target_len)
     return pg_learn(W, x, y_star, p, t, ws, target_len, apply)
 
 
@@ -287,4 +301,5 @@ def new_workspace(B, k, N, G):
     """The scratch arrays of the step kernels for ``B`` blocks, ``k`` tokens, ``N`` positions, ``G`` samples."""
     table, have = new_table(B, k)
     return Workspace(table, have, np.zeros((B, k)), np.zeros(B, dtype=np.bool_), np.empty((G, N), dtype=np.int64),
-                     np.empty(G, dtype=np.int64), np.empty(G), np.empty(G), np.empty((N, G)), np.empty(N))
+                     np.empty(G, dtype=np.int64), np.empty((G, 4), dtype=np.uint64), np.empty(G), np.empty(G),
+                     np.empty((N, G)), np.empty(N))

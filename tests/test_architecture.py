@@ -102,6 +102,7 @@ def test_the_step_kernels_run_without_reference_counting():
            steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
            model.range_scores, model.softmax_table, model.scores_planes, advance.held_gram,
-           advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes]
+           advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes,
+           model.sample_until_mistake, model.complete_response, rng.discard]
     for kernel in hot:
         assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__qualname__

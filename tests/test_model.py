@@ -365,3 +365,38 @@ def test_held_updates_match_updates_one_by_one(rng, B, k, d, m):
     after, _ = new_table(B, k)
     scores_planes(W_one, x, after)
     np.testing.assert_allclose(diff, after[DIFF].reshape(-1), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("features,N,k,d", SHAPES + [(0, 9, 2, 3), (1, 6, 2, 3)])
+def test_sampling_until_the_first_mistake(rng, features, N, k, d):
+    """sample_until_mistake draws the tokens sample_response draws, up to and including the first
+    mistake, and leaves the generator where sample_response leaves it; complete_response then draws
+    the rest, the same tokens again."""
+    from fastpg.model import complete_response, first_mistake, sample_until_mistake
+
+    W = random_W(rng, features, N, k, d, scale=2.0)
+    x = random_x(rng, d)
+    seen = set()
+    for seed in range(60):
+        t1, h1 = table(W)
+        t2, h2 = table(W)
+        y_full, y_lazy = np.empty(N, dtype=np.int64), np.full(N, -1, dtype=np.int64)
+        s1, s2 = new_state(seed), new_state(seed)
+        paused = np.empty(4, dtype=np.uint64)
+        sample_response(W, x, features, t1, h1, s1, y_full)
+        # a target that agrees with the sample on a random prefix
+        y_star = y_full.copy()
+        cut = int(rng.integers(0, N + 1))
+        if cut < N:
+            y_star[cut] = (y_star[cut] + 1) % k
+        f = sample_until_mistake(W, x, y_star, features, t2, h2, s2, y_lazy, paused)
+        assert f == first_mistake(y_full, y_star) == cut
+        seen.add(f)
+        np.testing.assert_array_equal(s2, s1)
+        np.testing.assert_array_equal(y_lazy[:f + 1], y_full[:f + 1])
+        assert np.all(y_lazy[f + 1:] == -1)
+        if f < N:
+            complete_response(W, x, features, t2, h2, paused, y_lazy, f, N)
+            np.testing.assert_array_equal(y_lazy, y_full)
+    assert len(seen) > min(N, 3)
+
