@@ -155,10 +155,18 @@ def ensure_row(W, x, b, table, have):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def scores_planes(W, x, table):
-    """All logits of one context, token-major: ``table[DIFF, v, b] = W[b, v, :] . x`` (``position`` features)."""
+def scores_planes(W, x, table, backwards=False):
+    """All logits of one context, token-major: ``table[DIFF, v, b] = W[b, v, :] . x`` (``position`` features),
+    and each row's maximum in ``table[STATS, 0, b]`` (as :func:`row_maxima` leaves it).
+
+    Block by block, from the last block to the first if ``backwards``: each logit is the same
+    either way, and a pass that starts where the previous pass over ``W`` ended finds those blocks
+    still in L1 (docs/design.md, "What the kernels do").
+    """
     B, k = W.shape[0], W.shape[1]
-    for b in range(B):
+    for i in range(B):
+        b = B - 1 - i if backwards else i
+        m = -np.inf
         v = 0
         while v + 4 <= k:
             s0, s1, s2, s3 = dot4(W, b, v, b, v + 1, b, v + 2, b, v + 3, x)
@@ -166,10 +174,14 @@ def scores_planes(W, x, table):
             table[DIFF, v + 1, b] = s1
             table[DIFF, v + 2, b] = s2
             table[DIFF, v + 3, b] = s3
+            m = max(m, max(max(s0, s1), max(s2, s3)))
             v += 4
         while v < k:
-            table[DIFF, v, b] = dot1(W, b, v, x)
+            s0 = dot1(W, b, v, x)
+            table[DIFF, v, b] = s0
+            m = max(m, s0)
             v += 1
+        table[STATS, 0, b] = m
 
 
 TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ahead (a multiple of 4)
@@ -282,7 +294,7 @@ def center_planes(table):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def softmax_planes(table, logs):
+def softmax_planes(table, logs, maxima=False):
     """Softmax of the logits ``D[v, r] = table[DIFF, v, r] = s_r(v)``, vectorised over rows.
 
     Centres them in place (``D[v, r] = s_r(v) - max_u s_r(u)``, as :func:`center_planes`), with
@@ -290,10 +302,12 @@ def softmax_planes(table, logs):
     same pass; leaves ``1 / z_r`` in ``table[STATS, 1, r]`` and, if ``logs``, ``log z_r`` in
     ``table[STATS, 0, r]``, so that ``log pi_r(v) = D[v, r] - log z_r`` and
     ``pi_r(v) = E[v, r] * (1 / z_r)``. Two passes over the logits (maxima; centring, ``exp`` and
-    sums) and one over the rows (``log z`` and ``1 / z``).
+    sums) and one over the rows (``log z`` and ``1 / z``); one pass over the logits with
+    ``maxima``, when the row maxima are already in ``table[STATS, 0]`` (:func:`scores_planes`).
     """
     k, R = table.shape[1], table.shape[2]
-    row_maxima(table)
+    if not maxima:
+        row_maxima(table)
     D = table[DIFF]
     E = table[EXPS]
     m = table[STATS, 0]
@@ -367,21 +381,22 @@ def first_max_planes(table, best):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def fill_table(W, x, table, have):
+def fill_table(W, x, table, have, backwards=False):
     """Fill every row at once (``position`` features), vectorised over rows (docs/design.md, "The model"):
-    the logits (:func:`scores_planes`), then :func:`softmax_table`."""
-    scores_planes(W, x, table)
-    softmax_table(table, have)
+    the logits (:func:`scores_planes`, blocks in the order ``backwards`` says), then :func:`softmax_table`."""
+    scores_planes(W, x, table, backwards)
+    softmax_table(table, have, True)
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
-def softmax_table(table, have):
-    """Fill every row from the logits already in ``table[DIFF]`` (:func:`softmax_planes`):
+def softmax_table(table, have, maxima=False):
+    """Fill every row from the logits already in ``table[DIFF]`` (:func:`softmax_planes`; ``maxima``
+    as there):
     ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and
     ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
     """
     k, B = table.shape[1], table.shape[2]
-    softmax_planes(table, True)
+    softmax_planes(table, True, maxima)
     for v in range(k):
         for r in range(B):
             table[LOGP, v, r] = table[DIFF, v, r] - table[STATS, 0, r]
@@ -683,11 +698,15 @@ def accumulate_score(W, x, y, weights, features, table, have, coef, touched):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def apply_update(W, x, coef, touched):
-    """``W[b, v, :] += coef[b, v] * x`` on touched blocks; clears ``coef`` and ``touched``."""
-    k = W.shape[1]
-    d = W.shape[2]
-    for b in range(W.shape[0] - 1, -1, -1):  # backwards: the next fill (forwards) finds its first rows in L1
+def apply_update(W, x, coef, touched, backwards=True):
+    """``W[b, v, :] += coef[b, v] * x`` on touched blocks; clears ``coef`` and ``touched``.
+
+    Block by block, from the last block to the first if ``backwards`` (by default: a fill that
+    went forwards ended there, and the next fill, forwards, then finds its first blocks in L1).
+    """
+    B, k, d = W.shape
+    for i in range(B):
+        b = B - 1 - i if backwards else i
         if not touched[b]:
             continue
         for v in range(k):

@@ -28,6 +28,7 @@ from .codes import (
     MEAN,
     NONE,
     ORM,
+    POSITION,
     RLOO,
 )
 from .model import (
@@ -37,6 +38,7 @@ from .model import (
     apply_update,
     block_index,
     complete_response,
+    fill_table,
     first_mistake,
     need_row,
     new_table,
@@ -54,10 +56,11 @@ GRPO_EPS = 1e-8
 # Per-run scratch of the step kernels, allocated once per call of advance_run:
 # table/have (the lazy probability table), coef/touched (the accumulated update), Ys[G, N]
 # (sampled responses), f[G] (their first mistakes), paused[G, 4] (generator states after them,
-# model.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages)
-# and weights[N] (per-position step sizes).
+# model.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages),
+# weights[N] (per-position step sizes) and sweep[1] (1 if the next pass of a pg step over W goes
+# from the last block to the first: docs/design.md, "What the kernels do").
 Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "paused", "r", "A", "Aij",
-                                     "weights"])
+                                     "weights", "sweep"])
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -160,6 +163,9 @@ def _pg_step(W, x, y_star, p, state, t, counters, ws, apply):
     (ORM: all ``N``; PRM: those before the longest rewarded prefix).
     """
     N = y_star.shape[0]
+    if p.features == POSITION and not ws.have[0]:
+        fill_table(W, x, ws.table, ws.have, ws.sweep[0] != 0)
+        ws.sweep[0] ^= 1
     for j in range(p.G):
         ws.f[j] = sample_until_mistake(W, x, y_star, p.features, ws.table, ws.have, state, ws.Ys[j], ws.paused[j])
     target_len = count_samples(p, ws, N, counters)
@@ -229,7 +235,8 @@ def pg_learn(W, x, y_star, p, t, ws, target_len, apply):
                 accumulate_score(W, x, Ys[j], weights, features, table, have, coef, touched)
                 moved = True
     if moved and apply:
-        apply_update(W, x, coef, touched)
+        apply_update(W, x, coef, touched, ws.sweep[0] != 0)
+        ws.sweep[0] ^= 1
     return moved
 
 
@@ -302,4 +309,4 @@ def new_workspace(B, k, N, G):
     table, have = new_table(B, k)
     return Workspace(table, have, np.zeros((B, k)), np.zeros(B, dtype=np.bool_), np.empty((G, N), dtype=np.int64),
                      np.empty(G, dtype=np.int64), np.empty((G, 4), dtype=np.uint64), np.empty(G), np.empty(G),
-                     np.empty((N, G)), np.empty(N))
+                     np.empty((N, G)), np.empty(N), np.zeros(1, dtype=np.int64))

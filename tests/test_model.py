@@ -400,3 +400,29 @@ def test_sampling_until_the_first_mistake(rng, features, N, k, d):
             np.testing.assert_array_equal(y_lazy, y_full)
     assert len(seen) > min(N, 3)
 
+
+@pytest.mark.parametrize("N,k,d", [(1, 2, 3), (5, 4, 7), (16, 8, 64), (3, 5, 9)])
+def test_sweep_order_changes_no_bits(rng, N, k, d):
+    """Filling a table or applying an update from the last block to the first gives the same bits
+    as from the first to the last; the logits pass leaves each row's maximum, and the softmax from
+    it is the softmax that finds the maxima itself."""
+    from fastpg.model import PROB, STATS, fill_table, softmax_table
+
+    W = random_W(rng, 0, N, k, d, scale=3.0)
+    x = random_x(rng, d)
+    t1, h1 = table(W)
+    t2, h2 = table(W)
+    fill_table(W, x, t1, h1)
+    fill_table(W, x, t2, h2, True)
+    np.testing.assert_array_equal(t1[:2], t2[:2])
+    t3, h3 = table(W)
+    scores_planes(W, x, t3)
+    np.testing.assert_array_equal(t3[STATS, 0], t3[DIFF].max(axis=0))
+    softmax_table(t3, h3)  # finds the maxima itself
+    np.testing.assert_array_equal(t3[:PROB + 1], t1[:PROB + 1])
+    coef = rng.standard_normal((N, k))
+    touched = rng.random(N) < 0.7
+    W1, W2 = W.copy(), W.copy()
+    apply_update(W1, x, coef.copy(), touched.copy())
+    apply_update(W2, x, coef.copy(), touched.copy(), False)
+    np.testing.assert_array_equal(W1, W2)
