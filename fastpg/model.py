@@ -154,34 +154,41 @@ def ensure_row(W, x, b, table, have):
     have[b] = True
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
+def block_scores(W, x, table, b):
+    """``table[DIFF, v, b] = W[b, v, :] . x`` for every token ``v``, and the row's maximum in
+    ``table[STATS, 0, b]`` (as :func:`row_maxima` leaves it)."""
+    k = W.shape[1]
+    m = -np.inf
+    v = 0
+    while v + 4 <= k:
+        s0, s1, s2, s3 = dot4(W, b, v, b, v + 1, b, v + 2, b, v + 3, x)
+        table[DIFF, v, b] = s0
+        table[DIFF, v + 1, b] = s1
+        table[DIFF, v + 2, b] = s2
+        table[DIFF, v + 3, b] = s3
+        m = max(m, max(max(s0, s1), max(s2, s3)))
+        v += 4
+    while v < k:
+        s0 = dot1(W, b, v, x)
+        table[DIFF, v, b] = s0
+        m = max(m, s0)
+        v += 1
+    table[STATS, 0, b] = m
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def scores_planes(W, x, table, backwards=False):
     """All logits of one context, token-major: ``table[DIFF, v, b] = W[b, v, :] . x`` (``position`` features),
-    and each row's maximum in ``table[STATS, 0, b]`` (as :func:`row_maxima` leaves it).
+    and each row's maximum in ``table[STATS, 0, b]`` (:func:`block_scores`).
 
     Block by block, from the last block to the first if ``backwards``: each logit is the same
     either way, and a pass that starts where the previous pass over ``W`` ended finds those blocks
     still in L1 (docs/design.md, "What the kernels do").
     """
-    B, k = W.shape[0], W.shape[1]
+    B = W.shape[0]
     for i in range(B):
-        b = B - 1 - i if backwards else i
-        m = -np.inf
-        v = 0
-        while v + 4 <= k:
-            s0, s1, s2, s3 = dot4(W, b, v, b, v + 1, b, v + 2, b, v + 3, x)
-            table[DIFF, v, b] = s0
-            table[DIFF, v + 1, b] = s1
-            table[DIFF, v + 2, b] = s2
-            table[DIFF, v + 3, b] = s3
-            m = max(m, max(max(s0, s1), max(s2, s3)))
-            v += 4
-        while v < k:
-            s0 = dot1(W, b, v, x)
-            table[DIFF, v, b] = s0
-            m = max(m, s0)
-            v += 1
-        table[STATS, 0, b] = m
+        block_scores(W, x, table, B - 1 - i if backwards else i)
 
 
 TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ahead (a multiple of 4)
@@ -267,14 +274,14 @@ def load_tile(X, j0, Xt):
 
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
-def row_maxima(table):
-    """``table[STATS, 0, r] = max_v table[DIFF, v, r]``, one pass per token over the rows
-    (contiguous in memory, so it vectorises)."""
-    k, R = table.shape[1], table.shape[2]
-    for r in range(R):
+def row_maxima(table, r0, r1):
+    """``table[STATS, 0, r] = max_v table[DIFF, v, r]`` for the rows ``r0 <= r < r1``, one pass per
+    token over the rows (contiguous in memory, so it vectorises)."""
+    k = table.shape[1]
+    for r in range(r0, r1):
         table[STATS, 0, r] = table[DIFF, 0, r]
     for v in range(1, k):
-        for r in range(R):
+        for r in range(r0, r1):
             table[STATS, 0, r] = max(table[STATS, 0, r], table[DIFF, v, r])
 
 
@@ -287,7 +294,7 @@ def center_planes(table):
     vectorises. The maxima are left in ``table[STATS, 0]``.
     """
     k, R = table.shape[1], table.shape[2]
-    row_maxima(table)
+    row_maxima(table, 0, R)
     for v in range(k):
         for r in range(R):
             table[DIFF, v, r] -= table[STATS, 0, r]
@@ -295,7 +302,16 @@ def center_planes(table):
 
 @njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
 def softmax_planes(table, logs, maxima=False):
-    """Softmax of the logits ``D[v, r] = table[DIFF, v, r] = s_r(v)``, vectorised over rows.
+    """Softmax of the logits of every row: :func:`softmax_rows` over all of them."""
+    softmax_rows(table, 0, table.shape[2], logs, maxima)
+
+
+# Not inlined (nor softmax_table_rows): Numba inlines at the level of its own IR, so an inlined
+# kernel is compiled with its caller's fastmath flags, and the bits of exp_le0 change with "contract".
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def softmax_rows(table, r0, r1, logs, maxima):
+    """Softmax of the logits ``D[v, r] = table[DIFF, v, r] = s_r(v)`` of the rows ``r0 <= r < r1``,
+    vectorised over rows.
 
     Centres them in place (``D[v, r] = s_r(v) - max_u s_r(u)``, as :func:`center_planes`), with
     ``table[EXPS, v, r] = exp(D[v, r])`` and ``z_r = sum_v E[v, r]`` (in ``[1, k]``) formed in the
@@ -303,28 +319,30 @@ def softmax_planes(table, logs, maxima=False):
     ``table[STATS, 0, r]``, so that ``log pi_r(v) = D[v, r] - log z_r`` and
     ``pi_r(v) = E[v, r] * (1 / z_r)``. Two passes over the logits (maxima; centring, ``exp`` and
     sums) and one over the rows (``log z`` and ``1 / z``); one pass over the logits with
-    ``maxima``, when the row maxima are already in ``table[STATS, 0]`` (:func:`scores_planes`).
+    ``maxima``, when the row maxima are already in ``table[STATS, 0]`` (:func:`block_scores`).
+    Every operation is elementwise in ``r``, so a row's numbers do not depend on the range.
     """
-    k, R = table.shape[1], table.shape[2]
+    k = table.shape[1]
+    r0, r1 = np.uint64(r0), np.uint64(r1)  # unsigned: no negative-index wraparound, so the loops vectorise
     if not maxima:
-        row_maxima(table)
+        row_maxima(table, r0, r1)
     D = table[DIFF]
     E = table[EXPS]
     m = table[STATS, 0]
     z = table[STATS, 1]
-    for r in range(R):
+    for r in range(r0, r1):
         D[0, r] -= m[r]
         E[0, r] = exp_le0(D[0, r])
         z[r] = E[0, r]
     for v in range(1, k):
-        for r in range(R):
+        for r in range(r0, r1):
             D[v, r] -= m[r]
             E[v, r] = exp_le0(D[v, r])
             z[r] += E[v, r]
     if logs:
-        for r in range(R):
+        for r in range(r0, r1):
             m[r] = log_pos(z[r])
-    for r in range(R):
+    for r in range(r0, r1):
         z[r] = 1.0 / z[r]
 
 
@@ -388,21 +406,35 @@ def fill_table(W, x, table, have, backwards=False):
     softmax_table(table, have, True)
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def fill_rows(W, x, table, have, b0, b1):
+    """Fill the rows ``b0 <= b < b1`` (``position`` features): the same numbers as :func:`fill_table`."""
+    for b in range(b0, b1):
+        block_scores(W, x, table, b)
+    softmax_table_rows(table, have, b0, b1, True)
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def softmax_table(table, have, maxima=False):
-    """Fill every row from the logits already in ``table[DIFF]`` (:func:`softmax_planes`; ``maxima``
-    as there):
-    ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)`` and
-    ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
+    """Fill every row from the logits already in ``table[DIFF]``: :func:`softmax_table_rows` over all rows."""
+    softmax_table_rows(table, have, 0, table.shape[2], maxima)
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def softmax_table_rows(table, have, r0, r1, maxima):
+    """Fill the rows ``r0 <= r < r1`` from the logits already in ``table[DIFF]`` (:func:`softmax_rows`;
+    ``maxima`` as there): ``log pi_b(v) = (s_b(v) - max s_b) - log sum_u exp(s_b(u) - max s_b)``
+    and ``pi_b(v) = exp(s_b(v) - max s_b) / sum_u exp(s_b(u) - max s_b)``.
     """
-    k, B = table.shape[1], table.shape[2]
-    softmax_planes(table, True, maxima)
+    k = table.shape[1]
+    softmax_rows(table, r0, r1, True, maxima)
+    for b in range(r0, r1):
+        have[b] = True
+    r0, r1 = np.uint64(r0), np.uint64(r1)  # as in softmax_rows
     for v in range(k):
-        for r in range(B):
+        for r in range(r0, r1):
             table[LOGP, v, r] = table[DIFF, v, r] - table[STATS, 0, r]
             table[PROB, v, r] = table[EXPS, v, r] * table[STATS, 1, r]
-    for b in range(B):
-        have[b] = True
 
 
 @njit(cache=True, _nrt=False)
@@ -507,6 +539,9 @@ def sample_response(W, x, features, table, have, state, y_out):
     state[0], state[1], state[2], state[3] = s0, s1, s2, s3
 
 
+ROWS_AT_ONCE = 8  # rows of a position table that sample_until_mistake fills together: one AVX-512 vector
+
+
 @njit(cache=True, error_model="numpy", _nrt=False)
 def sample_until_mistake(W, x, y_star, features, table, have, state, y_out, paused):
     """Sample ``y ~ pi_W(. | x)`` token by token into ``y_out`` until its first mistake against
@@ -521,16 +556,21 @@ def sample_until_mistake(W, x, y_star, features, table, have, state, y_out, paus
     """
     N = y_out.shape[0]
     k = W.shape[1]
-    open_table(W, x, features, table, have)
     s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
     f = N
-    if features == POSITION:  # rows known in advance: a loop without fills
-        for i in range(N):
-            u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
-            y_out[i] = inverse_cdf(table, PROB, i, 1.0, u)
-            if y_out[i] != y_star[i]:
-                f = i
-                break
+    if features == POSITION:  # rows known in advance: fills only between chunks of tokens
+        i0 = 0
+        while i0 < N and f == N:
+            i1 = min(i0 + ROWS_AT_ONCE, N)
+            if not have[i0]:
+                fill_rows(W, x, table, have, i0, i1)
+            for i in range(i0, i1):
+                u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
+                y_out[i] = inverse_cdf(table, PROB, i, 1.0, u)
+                if y_out[i] != y_star[i]:
+                    f = i
+                    break
+            i0 = i1
     else:
         prev = k
         for i in range(N):

@@ -34,6 +34,7 @@ from .codes import (
 from .model import (
     LOGP,
     PROB,
+    ROWS_AT_ONCE,
     accumulate_score,
     apply_update,
     block_index,
@@ -52,15 +53,21 @@ from .rng import uniform_pos
 from .variates import failures_before_success, log1mexp  # noqa: F401 - log1mexp re-exported
 
 GRPO_EPS = 1e-8
+# A pg step fills its position table in chunks of ROWS_AT_ONCE rows as sampling reaches them while,
+# over recent steps of the run, fewer than this fraction of steps sampled past the first chunk;
+# else the whole table at once (docs/design.md, "Algorithms"). Either way gives the same numbers.
+LAZY_BELOW = 0.5
+LATE_RATE = 1.0 / 64.0  # weight of the latest step in that fraction (an exponential moving average)
 
 # Per-run scratch of the step kernels, allocated once per call of advance_run:
 # table/have (the lazy probability table), coef/touched (the accumulated update), Ys[G, N]
 # (sampled responses), f[G] (their first mistakes), paused[G, 4] (generator states after them,
 # model.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages),
-# weights[N] (per-position step sizes) and sweep[1] (1 if the next pass of a pg step over W goes
-# from the last block to the first: docs/design.md, "What the kernels do").
+# weights[N] (per-position step sizes), sweep[1] (1 if the next pass of a pg step over W goes
+# from the last block to the first: docs/design.md, "What the kernels do") and late[1] (the
+# recent fraction of pg steps that sampled past the first ROWS_AT_ONCE tokens, see LAZY_BELOW).
 Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "paused", "r", "A", "Aij",
-                                     "weights", "sweep"])
+                                     "weights", "sweep", "late"])
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
@@ -164,10 +171,16 @@ def _pg_step(W, x, y_star, p, state, t, counters, ws, apply):
     """
     N = y_star.shape[0]
     if p.features == POSITION and not ws.have[0]:
-        fill_table(W, x, ws.table, ws.have, ws.sweep[0] != 0)
-        ws.sweep[0] ^= 1
+        if N > ROWS_AT_ONCE and ws.late[0] < LAZY_BELOW:
+            ws.sweep[0] = 1  # chunks are filled forwards: the next pass (an update) goes backwards
+        else:
+            fill_table(W, x, ws.table, ws.have, ws.sweep[0] != 0)
+            ws.sweep[0] ^= 1
+    late = False
     for j in range(p.G):
         ws.f[j] = sample_until_mistake(W, x, y_star, p.features, ws.table, ws.have, state, ws.Ys[j], ws.paused[j])
+        late = late or ws.f[j] >= ROWS_AT_ONCE
+    ws.late[0] += LATE_RATE * ((1.0 if late else 0.0) - ws.late[0])
     target_len = count_samples(p, ws, N, counters)
     if target_len == 0:
         return False  # nothing rewarded: every advantage is zero under every baseline
@@ -309,4 +322,5 @@ def new_workspace(B, k, N, G):
     table, have = new_table(B, k)
     return Workspace(table, have, np.zeros((B, k)), np.zeros(B, dtype=np.bool_), np.empty((G, N), dtype=np.int64),
                      np.empty(G, dtype=np.int64), np.empty((G, 4), dtype=np.uint64), np.empty(G), np.empty(G),
-                     np.empty((N, G)), np.empty(N), np.zeros(1, dtype=np.int64))
+                     np.empty((N, G)), np.empty(N), np.zeros(1, dtype=np.int64),
+                     np.zeros(1))

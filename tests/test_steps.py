@@ -195,6 +195,34 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     assert counters[S.C_STEPS] == 25
 
 
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("near", [0.0, 300.0], ids=["weak-base", "near-teacher"])
+def test_long_responses_match_reference(rng, case, near):
+    """Responses longer than a chunk of the position table (19 tokens: chunks of 8, 8 and 3). From
+    a weak base most responses go wrong early, so a step fills its table chunk by chunk; near the
+    teacher most do not, so after its first steps (chunk by chunk) it fills the whole table at once.
+    Either way: the reference's weights, counters and stream."""
+    N, k, d, n = 19, 3, 4, 60
+    W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
+    W0 += near * W_star
+    cfg = dict(features=0, G=1, baseline="none", skip=False, eta=0.7, floor=1e-8, M=10**6,
+               sigma=0.3, gamma=0.0, reward="orm")
+    cfg.update(case)
+    p = kernel_params(cfg)
+    state_fast, state_ref = new_state(11), new_state(11)
+    counters = np.zeros(8)
+    W_fast = W0.copy()
+    assert advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, p, n) == S.OK
+    ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
+    W_ref = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, n)
+    # weights of size 300: rounding relative to the largest (a small weight can be a cancellation)
+    np.testing.assert_allclose(W_fast, W_ref, rtol=1e-9, atol=1e-11 * max(1.0, np.abs(W_ref).max()))
+    np.testing.assert_array_equal(counters, [ref_counters[c] for c in S.COUNTERS])
+    np.testing.assert_array_equal(state_fast, state_ref)
+    assert counters[S.C_MISTAKES] > 0
+    assert counters[S.C_UPDATES] > 0 or (near == 0.0 and cfg["reward"] == "orm")  # k^-N: no correct response
+
+
 @pytest.mark.parametrize("hold", [False, True], ids=["applied", "held"])
 @pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[10]], ids=["pg-orm", "pg-prm", "sft"])
 def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
