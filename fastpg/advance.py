@@ -361,7 +361,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
     N = pool_y.shape[1]
     ws = new_workspace(B, k, N, max(p.G, 1))
     teacher_work = new_table(B, k)[0]
-    x = np.empty(d)
+    x = aligned_zeros(1, d)[0]  # 64-byte aligned, as W: no split loads in the products with x
     y_star = np.empty(N, dtype=np.int64)
     n_pool = pool_x.shape[0]
     algorithm = p.algorithm
@@ -371,7 +371,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
     ahead = draws_ahead(p, n_pool)
     gap = p.G * N if algorithm == PG else 0
     n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
-    Xt = np.empty((n_tile, d))
+    Xt = aligned_zeros(n_tile, d)
     Yt = np.empty((n_tile, N), dtype=np.int64)
     St = np.empty((n_tile, 4), dtype=np.uint64)
     tile_work = new_table(n_tile * B, k)[0]

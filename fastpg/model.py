@@ -70,7 +70,7 @@ def new_table(blocks, k):
     rows are contiguous in memory, so the softmax of a whole table vectorises over rows. A table
     over ``T B`` rows is the workspace of a tile of ``T`` contexts.
     """
-    return np.empty((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
+    return aligned_zeros(6 * k, blocks).reshape((6, k, blocks)), np.zeros(blocks, dtype=np.bool_)
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -591,8 +591,10 @@ def sample_until_mistake(W, x, y_star, features, table, have, state, y_out, paus
 @njit(cache=True, error_model="numpy", _nrt=False)
 def complete_response(W, x, features, table, have, paused, y_out, f, n):
     """Draw the tokens ``y_{f+1} .. y_{n-1}`` that :func:`sample_until_mistake` left out (first
-    mistake ``f``) from the state it left in ``paused``: the tokens :func:`sample_response` draws."""
+    mistake ``f``) from the state it left in ``paused``: the tokens :func:`sample_response` draws.
+    Rows not yet in the table are filled (``position``: by chunks, as there)."""
     k = W.shape[1]
+    N = y_out.shape[0]
     s0, s1, s2, s3 = paused[0], paused[1], paused[2], paused[3]
     prev = y_out[f]
     for i in range(f + 1, n):
@@ -600,6 +602,9 @@ def complete_response(W, x, features, table, have, paused, y_out, f, n):
         if features != POSITION:
             b = block_index(features, i, prev, k)
             ensure_row(W, x, b, table, have)
+        elif not have[i]:
+            i0 = i // ROWS_AT_ONCE * ROWS_AT_ONCE
+            fill_rows(W, x, table, have, i0, min(i0 + ROWS_AT_ONCE, N))
         u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
         prev = inverse_cdf(table, PROB, b, 1.0, u)
         y_out[i] = prev
