@@ -610,15 +610,6 @@ def complete_response(W, x, features, table, have, paused, y_out, f, n):
         y_out[i] = prev
 
 
-@njit(cache=True, error_model="numpy", _nrt=False)
-def first_mistake(y, y_star):
-    """0-based index of the first token where ``y`` differs from ``y_star`` (``N`` if none)."""
-    for i in range(y.shape[0]):
-        if y[i] != y_star[i]:
-            return i
-    return y.shape[0]
-
-
 @njit(cache=True, inline="always", _nrt=False)
 def argmax_row(row):
     """Most likely token of a row (ties to the smallest token)."""

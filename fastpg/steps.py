@@ -40,12 +40,10 @@ from .model import (
     block_index,
     complete_response,
     fill_table,
-    first_mistake,
     need_row,
     new_table,
     open_table,
     prefix_loglik,
-    sample_response,
     sample_token,
     sample_until_mistake,
 )
@@ -286,9 +284,8 @@ def _rs_step(W, x, y_star, p, state, t, counters, ws):
             fails = failures_before_success(logp_star, M, uniform_pos(state))
         else:
             fails = 0.0
-            while fails < M:
-                sample_response(W, x, features, table, have, state, y_tmp)
-                if first_mistake(y_tmp, y_star) == N:
+            while fails < M:  # a response is drawn up to its first mistake: only "all correct" matters
+                if sample_until_mistake(W, x, y_star, features, table, have, state, y_tmp, ws.paused[0]) == N:
                     break
                 fails += 1.0
         success = _charge_search(counters, fails, M, C_ORM, 1.0, N)

@@ -195,13 +195,14 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
     assert counters[S.C_STEPS] == 25
 
 
-@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("case", CASES[:6] + [CASES[7]], ids=lambda c: "-".join(str(v) for v in c.values()))
 @pytest.mark.parametrize("near", [0.0, 300.0], ids=["weak-base", "near-teacher"])
 def test_long_responses_match_reference(rng, case, near):
     """Responses longer than a chunk of the position table (19 tokens: chunks of 8, 8 and 3). From
     a weak base most responses go wrong early, so a step fills its table chunk by chunk; near the
     teacher most do not, so after its first steps (chunk by chunk) it fills the whole table at once.
-    Either way: the reference's weights, counters and stream."""
+    Either way: the reference's weights, counters and stream. The same for ``rs`` without skip-ahead,
+    whose failures are drawn up to their first mistake too."""
     N, k, d, n = 19, 3, 4, 60
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
     W0 += near * W_star
