@@ -108,12 +108,12 @@ def _evaluation(W, X, Y, n):
     """Exact evaluation tile by tile (``engine.evaluate_tile``: logits, statistics, log-likelihoods
     and greedy checks); time per context."""
     B, k, d = W.shape
-    Xt, work = aligned_zeros(TILE, d), new_table(TILE * B, k)[0]
+    XT, work = aligned_zeros(d, TILE), new_table(TILE * B, k)[0]
     m = X.shape[0]
     ll, tok, ok = np.empty(m), np.empty((m, B)), np.empty(m, dtype=np.bool_)
     j0 = 0
     for _ in range(max(n // TILE, 1)):
-        evaluate_tile(W, X, Y, j0, ll, tok, ok, Xt, work)
+        evaluate_tile(W, X, Y, j0, ll, tok, ok, XT, work)
         j0 = (j0 + TILE) % m
 
 

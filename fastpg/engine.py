@@ -28,6 +28,8 @@ from .model import (
     aligned_zeros,
     greedy_matches,
     inverse_cdf,
+    lane_scores,
+    load_lanes,
     load_tile,
     log_partition_planes,
     new_table,
@@ -83,20 +85,17 @@ def softmax_tile(W, X, j0, Xt, work, logs):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
+def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
     """Exact evaluation of the test contexts ``j0 ..`` of one tile with ``position`` features.
 
     ``log pi(y*_i | x) = (s_i(y*_i) - max_v s_i(v)) - log sum_v exp(s_i(v) - max_v s_i(v))``, with
     the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows,
     :func:`log_partition_planes`); greedy decoding reproduces ``y*`` when, at every position,
-    ``y*_i`` is the first maximising token.
+    ``y*_i`` is the first maximising token. The logits come from :func:`lane_scores`, with the
+    tile's contexts copied into the columns of ``XT``.
     """
-    if j0 + Xt.shape[0] <= X.shape[0]:  # a whole tile: its rows of X are read where they are
-        T = Xt.shape[0]
-        tile_scores(W, X[j0:j0 + T], work)
-    else:
-        T = load_tile(X, j0, Xt)
-        tile_scores(W, Xt, work)
+    T = load_lanes(X, j0, XT)
+    lane_scores(W, XT, work[DIFF])
     log_partition_planes(work)
     tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out)
 
@@ -104,7 +103,8 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, Xt, work):
 @njit(cache=True, error_model="numpy", _nrt=False)
 def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
     """The log-likelihoods and greedy checks of a tile's contexts ``j0 .. j0+T-1`` from its softmax
-    statistics (:func:`log_partition_planes`; row ``t B + b`` is position ``b`` of context ``t``).
+    statistics (:func:`log_partition_planes`; row ``b TILE + t`` is position ``b`` of context ``t``,
+    as :func:`lane_scores` lays them out).
 
     ``log pi(y*_b | x_t) = (s(y*_b) - m) - log z`` per position; ``loglik_out`` is their sum (in
     position order) and ``greedy_out`` whether ``y*_b`` is the first maximising token at every
@@ -116,16 +116,16 @@ def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
     lz = work[STATS, 1]
     best = work[BITS, 0]
     for t in range(T):
-        r0 = t * B
         j = j0 + t
         total = 0.0
         wrong = 0
         for b in range(B):
+            r = b * TILE + t
             y = Y[j, b]
-            lp = (D[y, r0 + b] - m[r0 + b]) - lz[r0 + b]
+            lp = (D[y, r] - m[r]) - lz[r]
             token_out[j, b] = lp
             total += lp
-            wrong += best[r0 + b] != y
+            wrong += best[r] != y
         loglik_out[j] = total
         greedy_out[j] = wrong == 0
 
@@ -147,10 +147,10 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         for rc in prange(R * chunks):
             r = rc // chunks
             c0 = (rc - r * chunks) * CHUNK
-            Xt = aligned_zeros(TILE, X.shape[2])
+            XT = aligned_zeros(X.shape[2], TILE)
             work = new_table(TILE * B, k)[0]
             for j0 in range(c0, min(c0 + CHUNK, n), TILE):
-                evaluate_tile(W[r], X[r], Y[r], j0, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], Xt, work)
+                evaluate_tile(W[r], X[r], Y[r], j0, loglik_out[r], token_loglik_out[r], greedy_ok_out[r], XT, work)
         return
     for rj in prange(R * n):
         r = rj // n

@@ -34,6 +34,7 @@ from numba import njit
 
 from .codes import MARKOV, POSITION  # noqa: F401 - re-exported: the feature codes of the block layout
 from .rng import discard, uniform, uniform_next
+from .simd import LANES, vfma, vload, vstore, vzero
 from .vecmath import FAST, exp_le0, log_pos
 
 # planes of a table (see new_table), each token-major [k, rows]
@@ -261,6 +262,84 @@ def range_scores(W, Xt, t0, t1, D):
             for t in range(t0, t1):
                 D[v, t * B + b] = dot1(W, b, v, Xt[t])
             v += 1
+
+
+LANE_TILE = 4 * LANES  # contexts of a tile with the contexts in SIMD lanes (lane_scores)
+if TILE % LANE_TILE != 0:  # evaluation tiles are walked LANE_TILE contexts at a time
+    raise ImportError(f"fastpg.model.TILE = {TILE} must be a multiple of {LANE_TILE}")
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def lane_scores(W, XT, D):
+    """Logits of a tile of contexts held as the columns of ``XT[d, T]`` (``T`` a multiple of
+    ``LANE_TILE``), block-major: ``D[v, b T + t] = sum_j W[b, v, j] XT[j, t]``.
+
+    The contexts sit in SIMD lanes (:mod:`fastpg.simd`): 4 weight rows x 32 contexts are 16
+    vector accumulators in registers, and each step over ``j`` takes 4 vector loads of ``XT``, 4
+    scalar weights and 16 fused multiply-adds, with no horizontal reduction at the end. Each logit
+    is the fused multiply-add chain over ``j = 0, 1, ..., d-1`` of its own row and context, so it
+    does not depend on the other contexts of the tile. The sum runs in another order than
+    :func:`range_scores` (which adds eight interleaved partial sums), so the two differ by
+    rounding.
+    """
+    B, k, d = W.shape
+    T = XT.shape[1]
+    for b in range(B):
+        v = 0
+        while v + 4 <= k:
+            for t in range(0, T, LANE_TILE):
+                a00 = a01 = a02 = a03 = vzero()
+                a10 = a11 = a12 = a13 = vzero()
+                a20 = a21 = a22 = a23 = vzero()
+                a30 = a31 = a32 = a33 = vzero()
+                for j in range(d):
+                    xr = XT[j]
+                    x0, x1, x2, x3 = vload(xr, t), vload(xr, t + 8), vload(xr, t + 16), vload(xr, t + 24)
+                    w = W[b, v, j]
+                    a00, a01, a02, a03 = vfma(x0, w, a00), vfma(x1, w, a01), vfma(x2, w, a02), vfma(x3, w, a03)
+                    w = W[b, v + 1, j]
+                    a10, a11, a12, a13 = vfma(x0, w, a10), vfma(x1, w, a11), vfma(x2, w, a12), vfma(x3, w, a13)
+                    w = W[b, v + 2, j]
+                    a20, a21, a22, a23 = vfma(x0, w, a20), vfma(x1, w, a21), vfma(x2, w, a22), vfma(x3, w, a23)
+                    w = W[b, v + 3, j]
+                    a30, a31, a32, a33 = vfma(x0, w, a30), vfma(x1, w, a31), vfma(x2, w, a32), vfma(x3, w, a33)
+                r = b * T + t
+                o = D[v]
+                vstore(o, r, a00), vstore(o, r + 8, a01), vstore(o, r + 16, a02), vstore(o, r + 24, a03)
+                o = D[v + 1]
+                vstore(o, r, a10), vstore(o, r + 8, a11), vstore(o, r + 16, a12), vstore(o, r + 24, a13)
+                o = D[v + 2]
+                vstore(o, r, a20), vstore(o, r + 8, a21), vstore(o, r + 16, a22), vstore(o, r + 24, a23)
+                o = D[v + 3]
+                vstore(o, r, a30), vstore(o, r + 8, a31), vstore(o, r + 16, a32), vstore(o, r + 24, a33)
+            v += 4
+        while v < k:
+            for t in range(0, T, LANE_TILE):
+                a0 = a1 = a2 = a3 = vzero()
+                for j in range(d):
+                    xr = XT[j]
+                    w = W[b, v, j]
+                    a0, a1 = vfma(vload(xr, t), w, a0), vfma(vload(xr, t + 8), w, a1)
+                    a2, a3 = vfma(vload(xr, t + 16), w, a2), vfma(vload(xr, t + 24), w, a3)
+                r = b * T + t
+                o = D[v]
+                vstore(o, r, a0), vstore(o, r + 8, a1), vstore(o, r + 16, a2), vstore(o, r + 24, a3)
+            v += 1
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def load_lanes(X, j0, XT):
+    """Contexts ``X[j0 : j0 + T]`` as the columns of ``XT[d, T]`` (zeros past the end of ``X``); returns
+    how many there were."""
+    T = min(XT.shape[1], X.shape[0] - j0)
+    for t in range(XT.shape[1]):
+        if t < T:
+            for j in range(XT.shape[0]):
+                XT[j, t] = X[j0 + t, j]
+        else:
+            for j in range(XT.shape[0]):
+                XT[j, t] = 0.0
+    return T
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)

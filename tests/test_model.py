@@ -1,6 +1,7 @@
 """Model kernels against the NumPy reference: likelihoods, greedy decoding, gradients, sampling."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -329,6 +330,45 @@ def test_range_scores_do_not_depend_on_the_range(rng, k, d):
         D2 = np.full((k, 40 * B), np.nan)
         range_scores(W, other, t0, t0 + 8, D2)
         np.testing.assert_array_equal(D2[:, t0 * B:(t0 + 8) * B], D[:, 5 * B:13 * B])
+
+
+def fma_chain(w, x):
+    """``sum_j w[j] x[j]`` as a chain of fused multiply-adds in order of ``j``: each step
+    ``s <- round(s + w[j] x[j])`` is formed exactly with fractions and rounded once."""
+    s = 0.0
+    for wj, xj in zip(w, x):
+        s = float(Fraction(s) + Fraction(float(wj)) * Fraction(float(xj)))
+    return s
+
+
+@pytest.mark.parametrize("k,d", [(4, 32), (8, 64), (3, 5), (6, 13), (1, 1)])
+def test_lane_scores_are_fused_chains_of_each_context(rng, k, d):
+    """Logits with the contexts in SIMD lanes: every logit is the fused multiply-add chain over
+    ``j`` of its own row and context, bit for bit (so it does not depend on the other contexts of
+    the tile or on its lane), laid out block-major (``D[v, b T + t]``); and ``load_lanes`` puts
+    contexts in columns, zeros past the end."""
+    from fastpg.model import LANE_TILE, TILE, lane_scores, load_lanes
+
+    B = 3
+    W = rng.standard_normal((B, k, d))
+    X = rng.standard_normal((TILE + 5, d))
+    XT = np.full((d, TILE), np.nan)
+    assert load_lanes(X, 0, XT) == TILE
+    np.testing.assert_array_equal(XT, X[:TILE].T)
+    D = np.full((k, B * TILE), np.nan)
+    lane_scores(W, XT, D)
+    for b in range(B):
+        for v in range(k):
+            for t in (0, 1, 7, 8, 13, LANE_TILE - 1, TILE - 1):
+                assert D[v, b * TILE + t] == fma_chain(W[b, v], X[t]), (b, v, t)
+    np.testing.assert_allclose(D.reshape(k, B, TILE), np.einsum("bvj,tj->vbt", W, X[:TILE]), rtol=1e-12, atol=1e-12)
+    assert load_lanes(X, TILE, XT) == 5  # a ragged last tile: the rest are zero contexts
+    np.testing.assert_array_equal(XT[:, :5], X[TILE:].T)
+    np.testing.assert_array_equal(XT[:, 5:], 0.0)
+    perm = rng.permutation(TILE)  # the same contexts in other lanes
+    D2 = np.full_like(D, np.nan)
+    lane_scores(W, np.ascontiguousarray(X[:TILE][perm].T), D2)
+    np.testing.assert_array_equal(D2.reshape(k, B, TILE), D.reshape(k, B, TILE)[:, :, perm])
 
 
 @pytest.mark.parametrize("B,k,d,m", [(3, 4, 8, HELD), (4, 8, 13, 11), (2, 3, 5, 1)])
