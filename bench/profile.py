@@ -32,9 +32,10 @@ from fastpg.model import (  # noqa: E402
     ensure_row,
     fill_table,
     greedy_decode,
+    lane_scores,
+    load_lanes,
     log_partition_planes,
     new_table,
-    range_scores,
     reset_table,
     TILE,
     sample_token,
@@ -63,10 +64,10 @@ def _teacher_tile(W, state, n):
     """Contexts drawn a tile ahead and labelled together, as the step loop does; time per context."""
     B, k, d = W.shape
     c, cdf = np.zeros((0, d)), np.zeros(0)
-    Xt, Y = np.empty((TILE, d)), np.empty((TILE, B), dtype=np.int64)
+    Xt, XT, Y = aligned_zeros(TILE, d), aligned_zeros(d, TILE), np.empty((TILE, B), dtype=np.int64)
     S, work = np.empty((TILE, 4), dtype=np.uint64), new_table(TILE * B, k)[0]
     for _ in range(max(n // TILE, 1)):
-        draw_labelled_tile(state, W, c, cdf, 0.0, TILE, B, Xt, Y, S, work)
+        draw_labelled_tile(state, W, c, cdf, 0.0, TILE, B, Xt, XT, Y, S, work)
 
 
 @njit
@@ -86,12 +87,15 @@ def _dots_planes(W, x, n):
 
 @njit
 def _tile_logits(W, n):
-    """Logits of a whole tile of contexts from the 4 x 4 register tile; time per context."""
+    """Logits of a whole tile of contexts with the contexts in SIMD lanes (copied into columns
+    first, as the step loop and the evaluation do); time per context."""
     X = aligned_zeros(TILE, W.shape[2])
     X[:] = 1.0 / np.sqrt(W.shape[2])
-    D = np.empty((W.shape[1], TILE * W.shape[0]))
+    XT = aligned_zeros(W.shape[2], TILE)
+    D = aligned_zeros(W.shape[1], TILE * W.shape[0])
     for _ in range(max(n // TILE, 1)):
-        range_scores(W, X, 0, TILE, D)
+        load_lanes(X, 0, XT)
+        lane_scores(W, XT, 0, D)
 
 
 @njit

@@ -33,7 +33,7 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
-from .model import DIFF, TILE, aligned_zeros, new_table, range_scores, reset_table, softmax_table
+from .model import DIFF, LANES, TILE, aligned_zeros, lane_scores, new_table, reset_table, softmax_table
 from .rng import uniform, uniform_pos
 from .steps import _learn_prefix, _pg_step, _rs_step, new_workspace, pg_learn
 from .variates import failures_before_success
@@ -265,8 +265,8 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
 
         ``s_t = W x_t + sum_i c_i (x_i . x_t)``,
 
-    ``W_t x_t`` up to rounding: ``W x_t`` from the 4 x 4 register tile over the rest of the tile
-    (:func:`fastpg.model.range_scores`, formed once per tile or application), the sum from
+    ``W_t x_t`` up to rounding: ``W x_t`` with the contexts in SIMD lanes over the rest of the tile
+    (:func:`fastpg.model.lane_scores`, formed once per tile or application), the sum from
     :func:`held_gram` and :func:`add_held_scores`. Each term is formed by the same code whatever
     range, tile or call it falls in, so results do not depend on how a run is cut into calls
     between evaluation points; where evaluation points fall changes them by rounding.
@@ -275,13 +275,13 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
     N = W_star.shape[0]
     ws = new_workspace(B, k, N, max(p.G, 1))
     gap = p.G * N if p.algorithm == PG else 0
-    n_tile = min(TILE, (n_steps + 3) // 4 * 4)  # short calls draw short tiles
-    X_pad = aligned_zeros(n_tile + 4, d)  # the tile and rows of zeros: the last quad of a range may reach past it
-    Xt = X_pad[:n_tile]
+    n_tile = min(TILE, (n_steps + LANES - 1) // LANES * LANES)  # short calls draw short tiles
+    Xt = aligned_zeros(n_tile, d)
+    XT = aligned_zeros(d, n_tile)  # the tile's contexts as columns (draw_labelled_tile)
     Yt = np.empty((n_tile, N), dtype=np.int64)
     St = np.empty((n_tile, 4), dtype=np.uint64)
     teacher_work = new_table(n_tile * B, k)[0]
-    D = aligned_zeros(k, (n_tile + 4) * B)  # W x_t of the tile's contexts, token-major
+    D = aligned_zeros(k, n_tile * B)  # W x_t of the tile's contexts: D[v, b n_tile + t] (lane_scores)
     x = aligned_zeros(1, d)[0]
     y_star = np.empty(N, dtype=np.int64)
     g = np.empty(HELD)
@@ -294,7 +294,7 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
     for step in range(n_steps):
         if i_tile == m_tile:
             m_tile = min(n_tile, n_steps - step)
-            draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, teacher_work)
+            draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, XT, Yt, St, teacher_work)
             i_tile = 0
             valid = 0
         # the same copies as advance_run's, inline: as a helper call (seven arrays) they measured
@@ -309,12 +309,11 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
         counters[C_CONTEXTS] += 1.0
         t = counters[C_STEPS]
         if i_tile >= valid:  # W stays put until the next application of held updates
-            valid = i_tile + (m_tile - i_tile + 3) // 4 * 4  # whole quads from this context on
-            range_scores(W, X_pad, i_tile, valid, D)
-        r0 = i_tile * B
+            valid = n_tile  # the rest of the tile, from the vector of lanes this context is in
+            lane_scores(W, XT, i_tile // LANES * LANES, D)
         for v in range(k):
             for b in range(B):
-                table[DIFF, v, b] = D[v, r0 + b]
+                table[DIFF, v, b] = D[v, b * n_tile + i_tile]
         held_gram(held_x, m, x, g)
         add_held_scores(held_c, g, m, diff)
         softmax_table(table, ws.have)
@@ -370,8 +369,9 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
         return OK if weights_ok(W) else NON_FINITE
     ahead = draws_ahead(p, n_pool)
     gap = p.G * N if algorithm == PG else 0
-    n_tile = min(TILE, (n_steps + 3) // 4 * 4) if ahead else 0  # short calls draw short tiles
+    n_tile = min(TILE, (n_steps + LANES - 1) // LANES * LANES) if ahead else 0  # short calls draw short tiles
     Xt = aligned_zeros(n_tile, d)
+    XT = aligned_zeros(d, n_tile)
     Yt = np.empty((n_tile, N), dtype=np.int64)
     St = np.empty((n_tile, 4), dtype=np.uint64)
     tile_work = new_table(n_tile * B, k)[0]
@@ -381,7 +381,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
         if ahead:
             if i_tile == m_tile:
                 m_tile = min(n_tile, n_steps - step)
-                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, Yt, St, tile_work)
+                draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, XT, Yt, St, tile_work)
                 i_tile = 0
             # element by element: in this reference-counted loop a row view costs two atomic
             # operations (about 4% of a step at d=32, k=4, N=8)

@@ -13,7 +13,7 @@ import math
 
 from numba import njit
 
-from .model import center_planes, greedy_decode, greedy_planes, new_table, tile_scores
+from .model import BITS, DIFF, center_planes, first_max_planes, greedy_decode, lane_scores, load_lanes, new_table
 from .rng import discard, fill_normal, uniform
 
 
@@ -83,7 +83,7 @@ def draw_labelled_contexts(
 
 
 @njit(cache=True, _nrt=False)
-def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, states_out, work):
+def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, XT, Y_out, states_out, work):
     """Draw the contexts of the next ``m`` steps ahead of time and label them together (``position`` features).
 
     Step ``i`` of a step loop draws its context and then takes ``gap`` draws of its own (sampling).
@@ -93,11 +93,13 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
     as without drawing ahead, and ``state`` ends where the ``m``-th step leaves it. No margin
     condition is applied (``gamma <= 0`` accepts every context).
 
-    The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (first maximiser, as
-    :func:`fastpg.model.greedy_decode`) come from the logits of the whole tile
-    (:func:`fastpg.model.tile_scores`), which share every load of ``W*`` among four contexts.
-    ``Xt`` and ``Y_out`` have ``T >= m`` rows, a multiple of 4 (``Xt[m:]`` is zeroed, ``Y_out[m:]``
-    gets the labels of zero contexts), and ``work`` is a table over ``T B`` rows.
+    The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (the first maximiser) come from the
+    logits of the whole tile with the contexts in SIMD lanes (:func:`fastpg.model.lane_scores`,
+    the tile copied into the columns of ``XT``, which the caller may reuse for the model's own
+    logits). ``Xt``, ``Y_out`` and ``XT``'s columns number ``T >= m``, a multiple of ``LANES``
+    (``Xt[m:]`` is zeroed, ``Y_out[m:]`` gets the labels of zero contexts), and ``work`` is a
+    table over ``T B`` rows. A label differs from :func:`fastpg.model.greedy_decode`'s only where
+    the top two logits are equal to rounding.
     """
     for i in range(m):
         draw_context(state, centres, cdf, sigma, Xt[i])
@@ -105,6 +107,12 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, Y_out, st
             states_out[i, j] = state[j]
         discard(state, gap)
     Xt[m:, :] = 0.0
-    tile_scores(W_star, Xt, work)
+    load_lanes(Xt, 0, XT)
+    lane_scores(W_star, XT, 0, work[DIFF])
     center_planes(work)
-    greedy_planes(work, Y_out.reshape(-1), False)  # row i B + b of the tile is position b of context i
+    best = work[BITS, 0]
+    first_max_planes(work, best)
+    T = Xt.shape[0]
+    for b in range(Y_out.shape[1]):  # row b T + i of the tile is position b of context i
+        for i in range(T):
+            Y_out[i, b] = int(best[b * T + i])

@@ -95,7 +95,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
     tile's contexts copied into the columns of ``XT``.
     """
     T = load_lanes(X, j0, XT)
-    lane_scores(W, XT, work[DIFF])
+    lane_scores(W, XT, 0, work[DIFF])
     log_partition_planes(work)
     tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out)
 

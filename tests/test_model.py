@@ -345,30 +345,36 @@ def fma_chain(w, x):
 def test_lane_scores_are_fused_chains_of_each_context(rng, k, d):
     """Logits with the contexts in SIMD lanes: every logit is the fused multiply-add chain over
     ``j`` of its own row and context, bit for bit (so it does not depend on the other contexts of
-    the tile or on its lane), laid out block-major (``D[v, b T + t]``); and ``load_lanes`` puts
-    contexts in columns, zeros past the end."""
-    from fastpg.model import LANE_TILE, TILE, lane_scores, load_lanes
+    the tile, its lane, or whether it falls in a group of 32 contexts or of 8), laid out
+    block-major (``D[v, b T + t]``); a range from ``t0`` leaves the columns before it alone; and
+    ``load_lanes`` puts contexts in columns, zeros past the end."""
+    from fastpg.model import LANE_TILE, LANES, TILE, lane_scores, load_lanes
 
-    B = 3
+    B, T = 3, LANE_TILE + LANES  # one group of 32 contexts and one of 8
     W = rng.standard_normal((B, k, d))
-    X = rng.standard_normal((TILE + 5, d))
-    XT = np.full((d, TILE), np.nan)
-    assert load_lanes(X, 0, XT) == TILE
-    np.testing.assert_array_equal(XT, X[:TILE].T)
-    D = np.full((k, B * TILE), np.nan)
-    lane_scores(W, XT, D)
+    X = rng.standard_normal((T + 5, d))
+    XT = np.full((d, T), np.nan)
+    assert load_lanes(X, 0, XT) == T
+    np.testing.assert_array_equal(XT, X[:T].T)
+    D = np.full((k, B * T), np.nan)
+    lane_scores(W, XT, 0, D)
     for b in range(B):
         for v in range(k):
-            for t in (0, 1, 7, 8, 13, LANE_TILE - 1, TILE - 1):
-                assert D[v, b * TILE + t] == fma_chain(W[b, v], X[t]), (b, v, t)
-    np.testing.assert_allclose(D.reshape(k, B, TILE), np.einsum("bvj,tj->vbt", W, X[:TILE]), rtol=1e-12, atol=1e-12)
-    assert load_lanes(X, TILE, XT) == 5  # a ragged last tile: the rest are zero contexts
-    np.testing.assert_array_equal(XT[:, :5], X[TILE:].T)
-    np.testing.assert_array_equal(XT[:, 5:], 0.0)
-    perm = rng.permutation(TILE)  # the same contexts in other lanes
+            for t in (0, 1, 7, 8, 13, LANE_TILE - 1, LANE_TILE, T - 1):
+                assert D[v, b * T + t] == fma_chain(W[b, v], X[t]), (b, v, t)
+    np.testing.assert_allclose(D.reshape(k, B, T), np.einsum("bvj,tj->vbt", W, X[:T]), rtol=1e-12, atol=1e-12)
+    perm = rng.permutation(T)  # the same contexts in other lanes and groups
     D2 = np.full_like(D, np.nan)
-    lane_scores(W, np.ascontiguousarray(X[:TILE][perm].T), D2)
-    np.testing.assert_array_equal(D2.reshape(k, B, TILE), D.reshape(k, B, TILE)[:, :, perm])
+    lane_scores(W, np.ascontiguousarray(X[:T][perm].T), 0, D2)
+    np.testing.assert_array_equal(D2.reshape(k, B, T), D.reshape(k, B, T)[:, :, perm])
+    D3 = np.full_like(D, np.nan)  # from the second vector on: 8 x 3 contexts, none in a group of 32
+    lane_scores(W, XT, LANES, D3)
+    np.testing.assert_array_equal(D3.reshape(k, B, T)[:, :, LANES:], D.reshape(k, B, T)[:, :, LANES:])
+    assert np.isnan(D3.reshape(k, B, T)[:, :, :LANES]).all()
+    XT = np.full((d, TILE), np.nan)
+    assert load_lanes(X, TILE, XT) == T + 5 - TILE  # a ragged last tile: the rest are zero contexts
+    np.testing.assert_array_equal(XT[:, :T + 5 - TILE], X[TILE:].T)
+    np.testing.assert_array_equal(XT[:, T + 5 - TILE:], 0.0)
 
 
 @pytest.mark.parametrize("B,k,d,m", [(3, 4, 8, HELD), (4, 8, 13, 11), (2, 3, 5, 1)])

@@ -270,10 +270,11 @@ def test_draw_labelled_tile_matches_step_by_step(rng, m, gap, clusters):
     N, k, d = 4, 8, 6
     _, W_star, centres, cdf, _, _ = _setup(rng, 0, N, k, d, clusters, 0)
     Xt = np.full((TILE, d), np.nan)
+    XT = np.full((d, TILE), np.nan)
     Yt = np.empty((TILE, N), dtype=np.int64)
     St = np.empty((TILE, 4), dtype=np.uint64)
     state = new_state(11)
-    draw_labelled_tile(state, W_star, centres, cdf, 0.3, m, gap, Xt, Yt, St, new_table(TILE * N, k)[0])
+    draw_labelled_tile(state, W_star, centres, cdf, 0.3, m, gap, Xt, XT, Yt, St, new_table(TILE * N, k)[0])
     ref = new_state(11)
     for i in range(m):
         x = naive.draw_context(ref, centres, cdf, 0.3, d)
@@ -284,6 +285,7 @@ def test_draw_labelled_tile_matches_step_by_step(rng, m, gap, clusters):
             uniform(ref)
     np.testing.assert_array_equal(state, ref)
     assert np.all(Xt[m:] == 0.0)
+    np.testing.assert_array_equal(XT, Xt.T)  # the tile as columns, for the model's logits
 
 
 def test_non_finite_weights_are_reported(rng):
