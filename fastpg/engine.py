@@ -30,13 +30,11 @@ from .model import (
     inverse_cdf,
     lane_scores,
     load_lanes,
-    load_tile,
     log_partition_planes,
     new_table,
     reset_table,
     sample_response,
     softmax_planes,
-    tile_scores,
     token_logliks,
 )
 from .rng import uniform_next
@@ -75,11 +73,12 @@ if CHUNK % TILE != 0:  # evaluate_runs walks a chunk in whole tiles without boun
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def softmax_tile(W, X, j0, Xt, work, logs):
-    """Logits of contexts ``j0 .. j0+T-1``, centred and normalised in ``work`` (planes, with ``log z``
-    if ``logs``); returns ``T``."""
-    T = load_tile(X, j0, Xt)
-    tile_scores(W, Xt, work)
+def softmax_tile(W, X, j0, XT, work, logs):
+    """Logits of contexts ``j0 .. j0+T-1`` (:func:`lane_scores`, row ``b TILE + t`` for position ``b``
+    of context ``j0 + t``), centred and normalised in ``work`` (planes, with ``log z`` if ``logs``);
+    returns ``T``."""
+    T = load_lanes(X, j0, XT)
+    lane_scores(W, XT, 0, work[DIFF])
     softmax_planes(work, logs)
     return T
 
@@ -247,14 +246,14 @@ def sample_batch(W, X, features, state, Y_out):
     """
     B, k = W.shape[0], W.shape[1]
     if features == POSITION and X.shape[0] >= TILE:
-        Xt = aligned_zeros(TILE, W.shape[2])
+        XT = aligned_zeros(W.shape[2], TILE)
         work = new_table(TILE * B, k)[0]
         for j0 in range(0, X.shape[0], TILE):
-            T = softmax_tile(W, X, j0, Xt, work, False)
+            T = softmax_tile(W, X, j0, XT, work, False)
             s0, s1, s2, s3 = state[0], state[1], state[2], state[3]
             for t in range(T):
                 for i in range(B):
-                    r = t * B + i
+                    r = i * TILE + t
                     u, s0, s1, s2, s3 = uniform_next(s0, s1, s2, s3)
                     Y_out[j0 + t, i] = inverse_cdf(work, EXPS, r, work[STATS, 1, r], u)
             state[0], state[1], state[2], state[3] = s0, s1, s2, s3

@@ -192,80 +192,9 @@ def scores_planes(W, x, table, backwards=False):
         block_scores(W, x, table, B - 1 - i if backwards else i)
 
 
-TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ahead (a multiple of 4)
-if TILE % 4 != 0:  # tile_scores takes contexts four at a time without bounds checks
-    raise ImportError(f"fastpg.model.TILE = {TILE} must be a multiple of 4")
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def tile_scores(W, Xt, work):
-    """Logits of a tile of contexts, token-major: ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
-
-    ``D = work[DIFF]`` with ``work`` a table over ``T B`` rows (``T`` contexts in ``Xt``, a
-    multiple of 4); see :func:`range_scores`.
-    """
-    range_scores(W, Xt, 0, Xt.shape[0], work[DIFF])
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def range_scores(W, Xt, t0, t1, D):
-    """Logits of the contexts ``t0 <= t < t1`` of a tile (``t1 - t0`` a multiple of 4), token-major:
-    ``D[v, t B + b] = W[b, v, :] . Xt[t]``.
-
-    A register tile of 4 weight rows x 4 contexts shares each load of ``W`` and of ``Xt`` between
-    four products (16 independent accumulators), and the four rows stay in L1 for every context of
-    the range. Each logit's arithmetic depends only on its weight row and its context, not on the
-    other contexts of its quad or on ``t0`` (tests/test_model.py checks this bit for bit), so a
-    context's logits are the same whichever range computes them.
-    """
-    B, k, d = W.shape
-    for b in range(B):
-        v = 0
-        while v + 4 <= k:
-            for t in range(t0, t1, 4):
-                a00 = a01 = a02 = a03 = 0.0
-                a10 = a11 = a12 = a13 = 0.0
-                a20 = a21 = a22 = a23 = 0.0
-                a30 = a31 = a32 = a33 = 0.0
-                for j in range(d):
-                    w0 = W[b, v, j]
-                    w1 = W[b, v + 1, j]
-                    w2 = W[b, v + 2, j]
-                    w3 = W[b, v + 3, j]
-                    x0 = Xt[t, j]
-                    x1 = Xt[t + 1, j]
-                    x2 = Xt[t + 2, j]
-                    x3 = Xt[t + 3, j]
-                    a00 += w0 * x0
-                    a01 += w0 * x1
-                    a02 += w0 * x2
-                    a03 += w0 * x3
-                    a10 += w1 * x0
-                    a11 += w1 * x1
-                    a12 += w1 * x2
-                    a13 += w1 * x3
-                    a20 += w2 * x0
-                    a21 += w2 * x1
-                    a22 += w2 * x2
-                    a23 += w2 * x3
-                    a30 += w3 * x0
-                    a31 += w3 * x1
-                    a32 += w3 * x2
-                    a33 += w3 * x3
-                r = t * B + b
-                D[v, r], D[v, r + B], D[v, r + 2 * B], D[v, r + 3 * B] = a00, a01, a02, a03
-                D[v + 1, r], D[v + 1, r + B], D[v + 1, r + 2 * B], D[v + 1, r + 3 * B] = a10, a11, a12, a13
-                D[v + 2, r], D[v + 2, r + B], D[v + 2, r + 2 * B], D[v + 2, r + 3 * B] = a20, a21, a22, a23
-                D[v + 3, r], D[v + 3, r + B], D[v + 3, r + 2 * B], D[v + 3, r + 3 * B] = a30, a31, a32, a33
-            v += 4
-        while v < k:
-            for t in range(t0, t1):
-                D[v, t * B + b] = dot1(W, b, v, Xt[t])
-            v += 1
-
-
+TILE = 32  # contexts per tile: evaluation, batch sampling and contexts drawn ahead
 LANE_TILE = 4 * LANES  # contexts a register tile of lane_scores covers (4 vectors)
-if TILE % LANE_TILE != 0:  # evaluation tiles are walked LANE_TILE contexts at a time
+if TILE % LANE_TILE != 0:  # whole tiles are walked LANE_TILE contexts at a time
     raise ImportError(f"fastpg.model.TILE = {TILE} must be a multiple of {LANE_TILE}")
 
 
@@ -330,8 +259,8 @@ def lane_scores(W, XT, t0, D):
     contexts past the last 32 go 8 at a time, rows past the last 4 one at a time). Each logit is
     the fused multiply-add chain over ``j = 0, 1, ..., d-1`` of its own row and context, so it does
     not depend on the other contexts of the tile, on its lane or on ``t0``. The sum runs in
-    another order than :func:`range_scores` (which adds eight interleaved partial sums), so the
-    two differ by rounding.
+    another order than the one-context logits of :func:`scores_planes` (interleaved partial sums
+    and a tree), so the two differ by rounding.
     """
     B, k = W.shape[0], W.shape[1]
     T = XT.shape[1]
@@ -364,16 +293,6 @@ def load_lanes(X, j0, XT):
         else:
             for j in range(XT.shape[0]):
                 XT[j, t] = 0.0
-    return T
-
-
-@njit(cache=True, error_model="numpy", _nrt=False)
-def load_tile(X, j0, Xt):
-    """Copy contexts ``X[j0 : j0 + T]`` into the tile ``Xt`` (zeros past the end); returns ``T``."""
-    T = min(Xt.shape[0], X.shape[0] - j0)
-    for t in range(Xt.shape[0]):
-        for j in range(Xt.shape[1]):
-            Xt[t, j] = X[j0 + t, j] if t < T else 0.0
     return T
 
 

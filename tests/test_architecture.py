@@ -98,10 +98,10 @@ def test_the_step_kernels_run_without_reference_counting():
     from fastpg import advance, contexts, events, model, rng, steps, variates
 
     hot = [model.fill_table, model.sample_response, model.accumulate_score, model.apply_update, model.prefix_loglik,
-           model.tile_scores, model.softmax_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
+           model.softmax_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
            steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
-           model.range_scores, model.softmax_table, model.scores_planes, advance.held_gram,
+           model.softmax_table, model.scores_planes, advance.held_gram,
            advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes,
            model.sample_until_mistake, model.complete_response, rng.discard, model.lane_scores, model.load_lanes]
     for kernel in hot:

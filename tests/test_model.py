@@ -14,7 +14,6 @@ from fastpg.model import (
     greedy_decode,
     greedy_matches,
     new_table,
-    range_scores,
     reset_table,
     sample_response,
     scores_planes,
@@ -311,25 +310,6 @@ def test_log_partition_planes(rng, k, R):
     centred[DIFF] = D
     center_planes(centred)
     np.testing.assert_array_equal(centred[DIFF], old[DIFF])
-
-
-@pytest.mark.parametrize("k,d", [(4, 32), (8, 64), (16, 256), (3, 5), (6, 13)])
-def test_range_scores_do_not_depend_on_the_range(rng, k, d):
-    """A context's logits from the 4 x 4 register tile are the same bits whatever range, offset in
-    the range and neighbouring contexts they are formed with (what lets the step loop form them for
-    any stretch of contexts drawn ahead), and equal ``W x`` to rounding."""
-    B = 5
-    W = rng.standard_normal((B, k, d))
-    X = rng.standard_normal((40, d))
-    D = np.full((k, 40 * B), np.nan)
-    range_scores(W, X, 0, 32, D)
-    np.testing.assert_allclose(D[:, :32 * B].reshape(k, 32, B), np.einsum("bvj,tj->vtb", W, X[:32]), rtol=1e-12, atol=1e-12)
-    for t0 in range(0, 29, 3):
-        other = rng.standard_normal((40, d))
-        other[t0:t0 + 8] = X[5:13]  # the same contexts at another offset, among other neighbours
-        D2 = np.full((k, 40 * B), np.nan)
-        range_scores(W, other, t0, t0 + 8, D2)
-        np.testing.assert_array_equal(D2[:, t0 * B:(t0 + 8) * B], D[:, 5 * B:13 * B])
 
 
 def fma_chain(w, x):
