@@ -23,6 +23,7 @@ from __future__ import annotations
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
@@ -53,7 +54,7 @@ def _address(context, builder, array_type, array, i):
 
 def _check_array(a):
     if not (isinstance(a, types.Array) and a.ndim == 1 and a.dtype == types.float64 and a.layout == "C"):
-        raise TypeError(f"expected a contiguous 1-D float64 array, got {a}")
+        raise TypingError(f"expected a contiguous 1-D float64 array, got {a}")
 
 
 @intrinsic

@@ -357,6 +357,28 @@ def test_lane_scores_are_fused_chains_of_each_context(rng, k, d):
     np.testing.assert_array_equal(XT[:, T + 5 - TILE:], 0.0)
 
 
+def test_simd_loads_take_contiguous_float64_rows_only():
+    """``vload`` reads eight lanes without bounds checks, so it refuses at compile time an array
+    whose elements are not contiguous float64 (a strided view would read the wrong numbers)."""
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from fastpg.simd import vload, vstore, vzero
+
+    @njit
+    def round_trip(a, b):
+        vstore(b, 8, vload(a, 0))
+        vstore(b, 0, vzero())
+
+    a, b = np.arange(16.0), np.full(16, np.nan)
+    round_trip(a, b)
+    np.testing.assert_array_equal(b, np.r_[np.zeros(8), a[:8]])
+    with pytest.raises(TypingError, match="contiguous 1-D float64"):
+        round_trip(np.arange(32.0)[::2], b)
+    with pytest.raises(TypingError, match="contiguous 1-D float64"):
+        round_trip(np.arange(16, dtype=np.int64), b)
+
+
 @pytest.mark.parametrize("B,k,d,m", [(3, 4, 8, HELD), (4, 8, 13, 11), (2, 3, 5, 1)])
 def test_held_updates_match_updates_one_by_one(rng, B, k, d, m):
     """Held-back updates (fastpg.advance): applied together, the weights are bit for bit those of
@@ -428,7 +450,7 @@ def test_sampling_until_the_first_mistake(rng, features, N, k, d):
     assert len(seen) > min(N, 3)
 
 
-@pytest.mark.parametrize("N,k,d", [(1, 2, 3), (5, 4, 7), (16, 8, 64), (3, 5, 9)])
+@pytest.mark.parametrize("N,k,d", [(1, 2, 3), (5, 4, 7), (16, 8, 64), (3, 5, 9), (19, 5, 24), (8, 4, 32)])
 def test_sweep_order_changes_no_bits(rng, N, k, d):
     """Filling a table or applying an update from the last block to the first gives the same bits
     as from the first to the last; the logits pass leaves each row's maximum, and the softmax from
