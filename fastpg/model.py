@@ -258,12 +258,15 @@ def lane_scores(W, XT, t0, D):
     scalar weights and 16 fused multiply-adds, with no horizontal reduction at the end (the
     contexts past the last 32 go 8 at a time, rows past the last 4 one at a time). Each logit is
     the fused multiply-add chain over ``j = 0, 1, ..., d-1`` of its own row and context, so it does
-    not depend on the other contexts of the tile, on its lane or on ``t0``. The sum runs in
+    not depend on the other contexts of the tile, on its lane or on ``t0``. The vector loads and
+    stores do not check bounds, so the shapes are checked once per call. The sum runs in
     another order than the one-context logits of :func:`scores_planes` (interleaved partial sums
     and a tree), so the two differ by rounding.
     """
     B, k = W.shape[0], W.shape[1]
     T = XT.shape[1]
+    if T % LANES or t0 % LANES or t0 < 0 or XT.shape[0] != W.shape[2] or D.shape[0] < k or D.shape[1] < B * T:
+        raise ValueError("lane_scores: XT must be d x T, T and t0 multiples of LANES, D at least k x B T")
     for b in range(B):
         v = 0
         while v + 4 <= k:

@@ -351,6 +351,9 @@ def test_lane_scores_are_fused_chains_of_each_context(rng, k, d):
     lane_scores(W, XT, LANES, D3)
     np.testing.assert_array_equal(D3.reshape(k, B, T)[:, :, LANES:], D.reshape(k, B, T)[:, :, LANES:])
     assert np.isnan(D3.reshape(k, B, T)[:, :, :LANES]).all()
+    for bad_XT, bad_t0 in ((np.zeros((d, T - 1)), 0), (XT, 3), (np.zeros((d + 1, T)), 0)):
+        with pytest.raises(ValueError, match="multiples of LANES"):  # the vector loads check no bounds
+            lane_scores(W, bad_XT, bad_t0, D)
     XT = np.full((d, TILE), np.nan)
     assert load_lanes(X, TILE, XT) == T + 5 - TILE  # a ragged last tile: the rest are zero contexts
     np.testing.assert_array_equal(XT[:, :T + 5 - TILE], X[TILE:].T)
