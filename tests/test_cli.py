@@ -1,6 +1,7 @@
 """The real ``fastpg`` command in a subprocess: runs, info, one-line errors, exit codes, determinism."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -8,6 +9,16 @@ import h5py
 import pytest
 
 FASTPG = [sys.executable, "-c", "from fastpg_cli.main import entry; entry()"]
+
+
+def _default_ctrl_c():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# For a child that a test sends Ctrl-C (SIGINT): a shell that starts the test run in the
+# background (``pytest &`` in a script) ignores SIGINT, children inherit that, and Python then
+# never raises KeyboardInterrupt; the child starts with the default disposition instead.
+CTRL_C = {"preexec_fn": _default_ctrl_c}
 
 
 def fastpg(*args, env=None, cwd=None):

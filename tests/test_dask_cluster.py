@@ -22,7 +22,7 @@ import fastpg
 
 pytest.importorskip("distributed")
 
-from test_cli import FASTPG  # noqa: E402
+from test_cli import CTRL_C, FASTPG  # noqa: E402
 from test_sweep import _same_files  # noqa: E402
 
 SPEC = ["--grid", "N=2,3", "--grid", "reward=orm,prm", "--seeds", "0-1", "-d", "6", "-k", "3", "--n-pre", "100",
@@ -163,7 +163,7 @@ def test_no_workers_says_so_and_creates_nothing(tmp_path, cluster):
     address, _ = cluster
     out = tmp_path / "out"
     proc = subprocess.Popen([*FASTPG, "sweep", str(out), *SPEC, "--scheduler", address], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), **CTRL_C)
     time.sleep(8)
     assert proc.poll() is None  # still waiting, not failed
     assert not out.exists()

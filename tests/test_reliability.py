@@ -18,7 +18,7 @@ import fastpg
 from fastpg import api
 from fastpg.config import PARAMS, flag
 
-from test_cli import FASTPG, fastpg as fastpg_cmd
+from test_cli import CTRL_C, FASTPG, fastpg as fastpg_cmd
 
 LONG_RUN = ["run", "-d", "32", "-k", "4", "-N", "8", "--steps", "100000000", "--eval-every", "20000",
             "--n-test", "64", "--n-pre", "100", "--quiet"]
@@ -26,7 +26,7 @@ LONG_RUN = ["run", "-d", "32", "-k", "4", "-N", "8", "--steps", "100000000", "--
 
 def _start(out, extra=()):
     return subprocess.Popen([*FASTPG, *LONG_RUN, *extra, "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, **CTRL_C)
 
 
 def _wait_rows(out, rows, timeout=120):
@@ -82,7 +82,7 @@ def test_ctrl_c_ends_a_run_promptly_with_status_130(tmp_path):
 def test_ctrl_c_ends_a_sweep_and_resume_finishes_it(tmp_path):
     args = ["sweep", str(tmp_path / "s"), "--seeds", "0-1", "-d", "32", "-N", "8", "--steps", "100000000",
             "--eval-every", "20000", "--n-test", "32", "--n-pre", "50", "--quiet"]
-    proc = subprocess.Popen([*FASTPG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*FASTPG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **CTRL_C)
     _wait_rows(tmp_path / "s" / "seed=0.h5", 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
