@@ -52,3 +52,24 @@ def test_batch_arrays_are_cache_line_aligned_copies(shape, dtype):
     assert b.dtype == dtype and b.shape == a.shape and np.array_equal(b, a.astype(dtype))
     b[...] = 0
     assert np.array_equal(a, np.arange(a.size, dtype=np.float64).reshape(shape))  # a copy, not a view
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 4), k=st.integers(1, 9), d=st.integers(1, 20), groups=st.integers(1, 6),
+       start=st.integers(0, 6), scale=st.sampled_from([0.0, 1e-3, 1.0, 3e4]), seed=st.integers(0, 2**31))
+def test_tile_logits_in_lanes_over_shapes(B, k, d, groups, start, scale, seed):
+    """The tile product with the contexts in SIMD lanes (``lane_scores``), for any number of rows
+    (groups of 4 and the rest), features, and vectors of 8 contexts (groups of 32 and the rest),
+    from any vector on: ``W x`` to rounding, nothing written before the start or past the tile."""
+    from fastpg.model import LANES, lane_scores
+
+    rng = np.random.default_rng(seed)
+    T, t0 = groups * LANES, min(start, groups - 1) * LANES
+    W = scale * rng.standard_normal((B, k, d))
+    XT = rng.standard_normal((d, T))
+    D = np.full((k, B * T + 5), np.nan)  # five guard columns past the tile
+    lane_scores(W, XT, t0, D)
+    got = D[:, :B * T].reshape(k, B, T)
+    np.testing.assert_allclose(got[:, :, t0:], np.einsum("bvj,jt->vbt", W, XT)[:, :, t0:], rtol=1e-12,
+                               atol=1e-12 * max(scale, 1.0))
+    assert np.isnan(got[:, :, :t0]).all() and np.isnan(D[:, B * T:]).all()
