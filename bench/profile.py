@@ -32,12 +32,11 @@ from fastpg.model import (  # noqa: E402
     ensure_row,
     fill_table,
     greedy_decode,
-    lane_scores,
-    load_lanes,
     log_partition_planes,
     new_table,
     reset_table,
     TILE,
+    tile_logits,
     sample_token,
     scores,
     scores_planes,
@@ -94,8 +93,7 @@ def _tile_logits(W, n):
     XT = aligned_zeros(W.shape[2], TILE)
     D = aligned_zeros(W.shape[1], TILE * W.shape[0])
     for _ in range(max(n // TILE, 1)):
-        load_lanes(X, 0, XT)
-        lane_scores(W, XT, 0, D)
+        tile_logits(W, X, 0, XT, D)
 
 
 @njit

@@ -13,7 +13,7 @@ import math
 
 from numba import njit
 
-from .model import BITS, DIFF, center_planes, first_max_planes, greedy_decode, lane_scores, load_lanes, new_table
+from .model import BITS, DIFF, greedy_decode, greedy_rows, new_table, tile_logits
 from .rng import discard, fill_normal, uniform
 
 
@@ -93,10 +93,10 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, XT, Y_out
     as without drawing ahead, and ``state`` ends where the ``m``-th step leaves it. No margin
     condition is applied (``gamma <= 0`` accepts every context).
 
-    The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (the first maximiser) come from the
-    logits of the whole tile with the contexts in SIMD lanes (:func:`fastpg.model.lane_scores`,
-    the tile copied into the columns of ``XT``, which the caller may reuse for the model's own
-    logits). ``Xt``, ``Y_out`` and ``XT``'s columns number ``T >= m``, a multiple of ``LANES``
+    The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (the first maximiser,
+    :func:`fastpg.model.greedy_rows`) come from the logits of the whole tile with the contexts in
+    SIMD lanes (:func:`fastpg.model.tile_logits`, the tile copied into the columns of ``XT``, which
+    the caller may reuse for the model's own logits). ``Xt``, ``Y_out`` and ``XT``'s columns number ``T >= m``, a multiple of ``LANES``
     (``Xt[m:]`` is zeroed, ``Y_out[m:]`` gets the labels of zero contexts), and ``work`` is a
     table over ``T B`` rows. A label differs from :func:`fastpg.model.greedy_decode`'s only where
     the top two logits are equal to rounding.
@@ -107,11 +107,9 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, XT, Y_out
             states_out[i, j] = state[j]
         discard(state, gap)
     Xt[m:, :] = 0.0
-    load_lanes(Xt, 0, XT)
-    lane_scores(W_star, XT, 0, work[DIFF])
-    center_planes(work)
+    tile_logits(W_star, Xt, 0, XT, work[DIFF])
+    greedy_rows(work)
     best = work[BITS, 0]
-    first_max_planes(work, best)
     T = Xt.shape[0]
     for b in range(Y_out.shape[1]):  # row b T + i of the tile is position b of context i
         for i in range(T):

@@ -28,13 +28,12 @@ from .model import (
     aligned_zeros,
     greedy_matches,
     inverse_cdf,
-    lane_scores,
-    load_lanes,
     log_partition_planes,
     new_table,
     reset_table,
     sample_response,
     softmax_planes,
+    tile_logits,
     token_logliks,
 )
 from .rng import uniform_next
@@ -74,11 +73,10 @@ if CHUNK % TILE != 0:  # evaluate_runs walks a chunk in whole tiles without boun
 
 @njit(cache=True, error_model="numpy", _nrt=False)
 def softmax_tile(W, X, j0, XT, work, logs):
-    """Logits of contexts ``j0 .. j0+T-1`` (:func:`lane_scores`, row ``b TILE + t`` for position ``b``
+    """Logits of contexts ``j0 .. j0+T-1`` (:func:`fastpg.model.tile_logits`, row ``b TILE + t`` for position ``b``
     of context ``j0 + t``), centred and normalised in ``work`` (planes, with ``log z`` if ``logs``);
     returns ``T``."""
-    T = load_lanes(X, j0, XT)
-    lane_scores(W, XT, 0, work[DIFF])
+    T = tile_logits(W, X, j0, XT, work[DIFF])
     softmax_planes(work, logs)
     return T
 
@@ -90,11 +88,10 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
     ``log pi(y*_i | x) = (s_i(y*_i) - max_v s_i(v)) - log sum_v exp(s_i(v) - max_v s_i(v))``, with
     the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows,
     :func:`log_partition_planes`); greedy decoding reproduces ``y*`` when, at every position,
-    ``y*_i`` is the first maximising token. The logits come from :func:`lane_scores`, with the
-    tile's contexts copied into the columns of ``XT``.
+    ``y*_i`` is the first maximising token. The logits come from :func:`fastpg.model.tile_logits`,
+    with the tile's contexts copied into the columns of ``XT``.
     """
-    T = load_lanes(X, j0, XT)
-    lane_scores(W, XT, 0, work[DIFF])
+    T = tile_logits(W, X, j0, XT, work[DIFF])
     log_partition_planes(work)
     tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out)
 
@@ -103,7 +100,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
 def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
     """The log-likelihoods and greedy checks of a tile's contexts ``j0 .. j0+T-1`` from its softmax
     statistics (:func:`log_partition_planes`; row ``b TILE + t`` is position ``b`` of context ``t``,
-    as :func:`lane_scores` lays them out).
+    as :func:`fastpg.model.lane_scores` lays them out).
 
     ``log pi(y*_b | x_t) = (s(y*_b) - m) - log z`` per position; ``loglik_out`` is their sum (in
     position order) and ``greedy_out`` whether ``y*_b`` is the first maximising token at every

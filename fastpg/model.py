@@ -299,6 +299,16 @@ def load_lanes(X, j0, XT):
     return T
 
 
+@njit(cache=True, error_model="numpy", _nrt=False)
+def tile_logits(W, X, j0, XT, D):
+    """The logits of the contexts ``X[j0 : j0 + T]`` of a tile: copied into the columns of ``XT[d, T]``
+    (:func:`load_lanes`, zero contexts past the end of ``X``), then ``D[v, b T + t]`` by
+    :func:`lane_scores`; returns how many contexts there were."""
+    n = load_lanes(X, j0, XT)
+    lane_scores(W, XT, 0, D)
+    return n
+
+
 @njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
 def row_maxima(table, r0, r1):
     """``table[STATS, 0, r] = max_v table[DIFF, v, r]`` for the rows ``r0 <= r < r1``, one pass per
@@ -372,25 +382,14 @@ def softmax_rows(table, r0, r1, logs, maxima):
         z[r] = 1.0 / z[r]
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
-def log_partition_planes(table):
-    """Each row's maximum, greedy token and log partition function from the logits
-    ``D[v, r] = table[DIFF, v, r] = s_r(v)``, which are left as they are:
-
-    ``m_r = max_v s_r(v)`` in ``table[STATS, 0, r]``, ``log z_r = log sum_v exp(s_r(v) - m_r)`` in
-    ``table[STATS, 1, r]`` and the first maximising token in ``table[BITS, 0, r]``, so that
-    ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
-
-    The same numbers as :func:`softmax_planes` and :func:`first_max_planes` (the same operations
-    in the same order; the greedy token is tracked in the maxima's pass), in two passes over the
-    logits and one over the rows that write neither the centred logits nor the exponentials: for the evaluation, which needs only
-    ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the statistics are planes of the
-    table), as every task has.
-    """
+@njit(cache=True, fastmath=FAST, error_model="numpy", inline="always", _nrt=False)
+def greedy_rows(table):
+    """Each row's maximum ``m_r = max_v D[v, r]`` in ``table[STATS, 0, r]`` and its first maximising
+    token (the greedy token, ties to the smallest) in ``table[BITS, 0, r]``, in one pass per token
+    over the rows (masked stores); the logits ``D = table[DIFF]`` are left as they are."""
     k, R = table.shape[1], table.shape[2]
     D = table[DIFF]
     m = table[STATS, 0]
-    lz = table[STATS, 1]
     best = table[BITS, 0]
     for r in range(R):
         m[r] = D[0, r]
@@ -401,6 +400,28 @@ def log_partition_planes(table):
             if D[v, r] > m[r]:  # strictly: ties keep the first maximiser
                 m[r] = D[v, r]
                 best[r] = fv
+
+
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def log_partition_planes(table):
+    """Each row's maximum, greedy token and log partition function from the logits
+    ``D[v, r] = table[DIFF, v, r] = s_r(v)``, which are left as they are:
+
+    ``m_r = max_v s_r(v)`` in ``table[STATS, 0, r]``, ``log z_r = log sum_v exp(s_r(v) - m_r)`` in
+    ``table[STATS, 1, r]`` and the first maximising token in ``table[BITS, 0, r]``, so that
+    ``log pi_r(v) = (s_r(v) - m_r) - log z_r``.
+
+    The same numbers as :func:`softmax_planes` and :func:`first_max_planes` (the same operations
+    in the same order; the greedy token is tracked in the maxima's pass, :func:`greedy_rows`), in two passes over the
+    logits and one over the rows that write neither the centred logits nor the exponentials: for the evaluation, which needs only
+    ``log pi_r(y*_r)`` and the greedy token. Needs ``k >= 2`` (the statistics are planes of the
+    table), as every task has.
+    """
+    k, R = table.shape[1], table.shape[2]
+    D = table[DIFF]
+    m = table[STATS, 0]
+    lz = table[STATS, 1]
+    greedy_rows(table)
     for r in range(R):
         lz[r] = exp_le0(D[0, r] - m[r])
     for v in range(1, k):

@@ -103,6 +103,7 @@ def test_the_step_kernels_run_without_reference_counting():
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
            model.softmax_table, model.scores_planes, advance.held_gram,
            advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes,
-           model.sample_until_mistake, model.complete_response, rng.discard, model.lane_scores, model.load_lanes]
+           model.sample_until_mistake, model.complete_response, rng.discard, model.lane_scores, model.load_lanes, model.tile_logits,
+           model.greedy_rows]
     for kernel in hot:
         assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__qualname__
