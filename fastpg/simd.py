@@ -15,7 +15,8 @@ that a kernel can hold vector accumulators in registers across a loop:
 ``vload`` and ``vstore`` do not check bounds: callers guarantee ``0 <= i`` and ``i + 8 <= len(a)``.
 LLVM lowers ``<8 x double>`` to what the machine has (one AVX-512 register, two AVX registers or
 four SSE registers), so the kernels run everywhere, and a fused multiply-add gives the same bits
-on every machine (a correctly rounded ``a * s + c``).
+on every machine (a correctly rounded ``a * s + c``; ``tests/test_model.py`` compiles the exact
+tests for AVX2 and for baseline x86-64, where ``llvm.fma`` becomes the C library's ``fma``).
 """
 
 from __future__ import annotations

@@ -479,3 +479,49 @@ def test_sweep_order_changes_no_bits(rng, N, k, d):
     apply_update(W1, x, coef.copy(), touched.copy())
     apply_update(W2, x, coef.copy(), touched.copy(), False)
     np.testing.assert_array_equal(W1, W2)
+
+
+# The child of test_lane_kernels_on_machines_without_avx512: the exact tests of the SIMD kernels,
+# then the instructions lane_scores was compiled to (inspect_asm works on code compiled in this
+# process, which a fresh cache guarantees).
+_TARGET_CHILD = """
+import re, sys
+import pytest
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                    "tests/test_model.py::test_lane_scores_are_fused_chains_of_each_context",
+                    "tests/test_properties.py::test_tile_logits_in_lanes_over_shapes"])
+from fastpg.model import lane_scores
+asm = "".join(lane_scores.inspect_asm(s) for s in lane_scores.signatures)
+print("TARGET", len(re.findall("zmm", asm)), len(re.findall("ymm", asm)), len(re.findall("vfmadd", asm)))
+sys.exit(int(code))
+"""
+
+
+def test_lane_kernels_on_machines_without_avx512(tmp_path):
+    """``fastpg/simd.py``'s eight-lane type lowers to what the target machine has, and its kernels
+    stay exact there: compiled for an AVX2 machine with FMA (``haswell``) and for baseline x86-64
+    (``generic``: SSE2, no FMA instructions, so ``llvm.fma`` becomes a call of the C library's
+    ``fma``), the exact-chain test and the property test of the tile product pass, and the code
+    really is for that target (no 512-bit registers; no 256-bit ones or FMA instructions on
+    ``generic``). Each target compiles in its own process and cache (``NUMBA_CPU_NAME``, with
+    ``NUMBA_CPU_FEATURES`` empty so that the CPU name alone sets the features)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    children = {}
+    for cpu in ("haswell", "generic"):
+        env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path / cpu))
+        children[cpu] = subprocess.Popen([sys.executable, "-c", _TARGET_CHILD], cwd=root, env=env, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for cpu, child in children.items():
+        out, _ = child.communicate(timeout=900)
+        assert child.returncode == 0, f"{cpu}:\n{out[-3000:]}"
+        zmm, ymm, fma = map(int, out.split("TARGET")[1].split())
+        assert zmm == 0, cpu
+        if cpu == "haswell":
+            assert ymm > 0 and fma > 0
+        else:
+            assert ymm == 0 and fma == 0
