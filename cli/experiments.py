@@ -198,7 +198,7 @@ def _plot_scaling(files, x, out):
 
     from fastpg import plots
     from fastpg.analysis import group_label, scaling_table
-    from fastpg.sweep import MANIFEST, manifest_keys, q_rows, read_index
+    from fastpg.sweep import MANIFEST, grid_rows, manifest_keys, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():
         raise click.BadParameter("allowed for scaling: exactly one sweep folder", param_hint="FILES")
@@ -207,7 +207,7 @@ def _plot_scaling(files, x, out):
         raise click.BadParameter(f"{folder} has no {MANIFEST}; allowed: a fastpg sweep folder", param_hint="FILES")
     manifest = json.loads((folder / MANIFEST).read_text())
     grid = manifest_keys(manifest)
-    rows, y = read_index(folder), "queries_to_eps"
+    rows, y = grid_rows(read_index(folder), grid), "queries_to_eps"
     if x in ("alpha", "eps") and manifest.get("alpha"):
         rows, grid, y = q_rows(rows, grid, manifest["alpha"], manifest["eps"]), [*grid, "alpha", "eps"], "Q"
     def numeric(name):

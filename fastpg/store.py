@@ -45,6 +45,14 @@ TRACE_UNITS = {
 TRACE_NAMES = COUNTERS + METRICS + ("wall_time",)
 
 
+def param_column(name: str) -> str:
+    """The column of parameter ``name`` in a table that also holds results (``index.csv``,
+    :meth:`RunData.to_pandas`, :func:`fastpg.load_sweep`'s traces): ``name``, or ``config_<name>``
+    where a result has that name. Two do: ``steps`` (the budget; the result is the steps taken)
+    and ``contexts`` (the context distribution; the result is the number of contexts drawn)."""
+    return f"config_{name}" if name in TRACE_NAMES or name == "queries" else name
+
+
 class OutputError(Exception):
     """The output path cannot be used; the message is one line."""
 
@@ -449,11 +457,12 @@ class RunData:
     def to_pandas(self, keys=("seed",)):
         """The 1-D traces as a ``pandas.DataFrame``: one row per evaluation point, with the total
         reward queries (``queries``) and, as constant columns, the run's parameters named in ``keys``
-        (a sweep's loader passes its grid); needs pandas."""
+        (a sweep's loader passes its grid), each under :func:`param_column` (``steps`` as
+        ``config_steps``, since ``steps`` is the trace's own column); needs pandas."""
         pd = require_pandas("RunData.to_pandas")
         frame = pd.DataFrame({**self.trace, "queries": self.queries})
         for i, key in enumerate(keys):
-            frame.insert(i, key, self.config.get(key))
+            frame.insert(i, param_column(key), self.config.get(key))
         return frame
 
 

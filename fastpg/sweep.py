@@ -30,7 +30,7 @@ from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
-from .store import BATCH_LAYOUT, COMPLETE, batch_statuses, load, load_batch, read_status
+from .store import BATCH_LAYOUT, COMPLETE, batch_statuses, load, load_batch, param_column, read_status
 
 MANIFEST = "sweep.json"
 INDEX = "index.csv"
@@ -446,7 +446,9 @@ class Index:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
-        self.columns = [*sweep.point_names, "seed", "run", "file", "status", "message", *COUNTERS, *METRICS,
+        # a parameter that is also a result column (steps, contexts) is config_<name>: store.param_column
+        self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message", *COUNTERS,
+                        *METRICS,
                         "task_gamma", "realised_min_margin",
                         *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
                         *(q_column(a, e) for a in sweep.alphas for e in sweep.eps_list)]
@@ -471,7 +473,7 @@ class Index:
 
         for run in runs:
             status, path = where.get(run.id, ("missing", None))
-            row = {name: value for name, value in run.point.items()}
+            row = {param_column(name): value for name, value in run.point.items()}
             row.update(seed=run.seed, run=run.id, file="" if path is None else str(Path(path).relative_to(self.sweep.outdir)))
             message = messages.get(run.id, "")
             if path is not None:
@@ -539,9 +541,16 @@ def read_index(outdir) -> list[dict]:
     return rows
 
 
+def grid_rows(rows: list[dict], grid: list[str]) -> list[dict]:
+    """Index rows with each parameter of ``grid`` under its own name: ``index.csv`` names a parameter
+    that is also a result column ``config_<name>`` (:func:`fastpg.store.param_column`), so ``steps``
+    and ``contexts`` become the parameters' values here, not the counters'."""
+    return [{**row, **{g: row.get(param_column(g)) for g in grid}} for row in rows]
+
+
 def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
-    """Index rows in long form for fits against alpha or eps: one row per (run, alpha, eps) with ``Q``
-    (None where not reached), the run's grid values, ``seed`` and ``status``."""
+    """Rows in long form for fits against alpha or eps (``rows`` from :func:`grid_rows`): one row per
+    (run, alpha, eps) with ``Q`` (None where not reached), the run's grid values, ``seed`` and ``status``."""
     out = []
     for row in rows:
         for a in alphas:
@@ -562,7 +571,11 @@ class SweepData:
     """A sweep folder in tables: ``index`` (one row per run, as ``index.csv``), ``traces`` (long
     form: one row per run and evaluation point, with the run's grid and case parameters, ``seed``,
     ``run`` (its id), ``file`` and ``queries``) and, when loaded with ``loglik=True``, ``loglik``: run id ->
-    ``log pi(y*|x)`` as ``float64[eval point, test context]``."""
+    ``log pi(y*|x)`` as ``float64[eval point, test context]``.
+
+    In ``index`` and ``traces`` a parameter that is also a result column is named ``config_<name>``
+    (``config_steps``, ``config_contexts``: :func:`fastpg.store.param_column`); ``columns`` lists the
+    varying parameters as they are named there (``keys`` as the manifest names them)."""
 
     outdir: Path
     manifest: dict
@@ -573,6 +586,10 @@ class SweepData:
     @property
     def keys(self) -> list[str]:
         return manifest_keys(self.manifest)
+
+    @property
+    def columns(self) -> list[str]:
+        return [param_column(k) for k in self.keys]
 
     def cube(self):
         """The log-likelihoods as one array ``[run, eval point, test context]`` (runs in index order);

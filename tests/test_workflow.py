@@ -93,6 +93,38 @@ def test_load_sweep_gives_the_index_long_traces_and_the_loglik_cube(tmp_path):
         raise AssertionError("fastpg.load on a sweep folder must point to load_sweep")
 
 
+def test_parameters_named_like_results_keep_their_values(tmp_path):
+    """``steps`` (the budget) and ``contexts`` (the distribution) are also result columns (steps
+    taken, contexts drawn). A sweep with cases that set ``steps`` and a grid over ``contexts``
+    keeps both: ``index.csv`` has one column per name, the parameters as ``config_steps`` and
+    ``config_contexts`` (before, the counters overwrote them and the header named ``steps`` twice);
+    ``load_sweep`` reads it (before, a ValueError); ``plot scaling`` groups by the distribution."""
+    import csv
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('seeds = "0-1"\n[fixed]\nd = 8\nk = 2\nbase = "uniform"\nalgorithm = "rs"\nn_test = 8\n'
+                   'eval_every = 10\n[[cases]]\nsteps = 20\n[[cases]]\nsteps = 40\n'
+                   '[grid]\nN = [2, 3]\ncontexts = ["sphere", "clusters"]\n')
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--config", cfg, "-q")
+    assert r.returncode == 0, r.stderr
+    with open(out / "index.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert len(header) == len(set(header)) and {"config_steps", "config_contexts", "steps", "contexts"} <= set(header)
+    data = fastpg.load_sweep(out, loglik=True)
+    assert data.columns == ["config_steps", "N", "config_contexts"]
+    assert set(data.index["config_contexts"]) == {"sphere", "clusters"}
+    np.testing.assert_array_equal(data.index["contexts"], data.index["config_steps"])  # rs: one context a step
+    last = data.traces.groupby("run").tail(1)
+    np.testing.assert_array_equal(last["steps"], last["config_steps"])
+    assert set(data.traces["config_contexts"]) == {"sphere", "clusters"} and data.traces["contexts"].dtype.kind == "f"
+    assert len(data.traces.groupby(data.columns, dropna=False)) == 8
+    r = fastpg_cmd("plot", "scaling", out, "--x", "N", "--out", tmp_path / "p.png")
+    assert r.returncode == 0, r.stderr
+    groups = [line.split(":")[0] for line in r.stdout.splitlines() if ": median" in line]
+    assert sorted(groups) == sorted(f"steps={s}, contexts={c}" for s in (20, 40) for c in ("sphere", "clusters"))
+
+
 def test_progress_lines_in_a_log_without_a_terminal(tmp_path):
     r = fastpg_cmd("run", "-d", "32", "-N", "8", "--steps", "400000", "--eval-every", "100000", "--n-test", "32",
                    "--n-pre", "50", "--out", tmp_path / "p.h5", env={"FASTPG_PROGRESS_SECONDS": "0"})
