@@ -447,9 +447,8 @@ class Index:
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
         # a parameter that is also a result column (steps, contexts) is config_<name>: store.param_column
-        self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message", *COUNTERS,
-                        *METRICS,
-                        "task_gamma", "realised_min_margin",
+        self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message",
+                        *COUNTERS, *METRICS, "task_gamma", "realised_min_margin",
                         *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
                         *(q_column(a, e) for a in sweep.alphas for e in sweep.eps_list)]
 
