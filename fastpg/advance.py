@@ -100,10 +100,11 @@ def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, 
             continue
         if not fresh:
             pool_classes(W, pool_x, pool_y, p.features, ws.table, ws.have, lp, logf)
+            # q is the probability that a step's responses give a non-zero update direction; the
+            # skipped steps are counted as the classes that give none. With eta = 0 such a step
+            # still leaves W where it was, but it must be drawn and counted as what it is (a
+            # success), so q is not set to 0 there: the event machinery stays exact for any eta.
             qbar = pool_move_probabilities(logf, p.reward, p.G, p.baseline, q)
-            if p.eta == 0.0:  # no step can move W
-                q[:] = 0.0
-                qbar = 0.0
             fresh = True
         if events[EV_PENDING] < 0.0:
             if n_pool * qbar >= EVENTS_BELOW:

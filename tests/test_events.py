@@ -255,3 +255,37 @@ def test_no_skip_steps_through_a_pool_and_skip_is_the_default():
     a, b = fastpg.run(cfg), fastpg.run(dict(cfg, skip=False))
     assert a.trace["steps"][-1] == b.trace["steps"][-1] == 2000
     assert not np.array_equal(a.loglik, b.loglik)  # different paths through the stream, same law
+
+
+# -- eta = 0: no step moves W, yet every step's responses must be counted as what they are ------------
+def _prm_queries_law(k, N, G):
+    """Mean and variance of one step's PRM queries from a uniform base: ``G`` responses, each scored
+    with ``min(f + 1, N)`` queries where ``P(f >= i) = k^-i``."""
+    f = np.arange(N + 1)
+    pf = np.where(f < N, (1.0 / k) ** f * (1 - 1.0 / k), (1.0 / k) ** N)  # P(f = i), f = N: all correct
+    cost = np.minimum(f + 1, N)
+    mean = float((pf * cost).sum())
+    return G * mean, G * float((pf * cost**2).sum() - mean**2)
+
+
+@pytest.mark.parametrize("reward,G,baseline,steps", [("orm", 1, "none", 20_000_000_000), ("orm", 4, "mean", 2_000_000_000),
+                                                     ("prm", 1, "none", 400_000), ("prm", 4, "mean", 100_000)])
+def test_eta_zero_counts_every_skipped_step_exactly(reward, G, baseline, steps):
+    """With ``eta = 0`` on a one-context pool from a uniform base, steps are i.i.d. draws from
+    ``pi_0``: successes are Binomial(G steps, k^-N) and PRM queries a sum of i.i.d. costs. Before,
+    event-driven pg counted every skipped step as all-wrong (0 successes where 19,073 are due)."""
+    k, N = 4, 10 if reward == "orm" else 3
+    cfg = dict(d=4, k=k, N=N, base="uniform", algorithm="pg", reward=reward, G=G, baseline=baseline, lr="constant",
+               eta=0.0, n_train=1, n_test=4, steps=steps, eval_every=steps, seed=3)
+    trace = fastpg.run(cfg).trace
+    n = G * float(trace["steps"][-1])
+    p = float(k) ** -N
+    successes = n - float(trace["mistakes"][-1])
+    z = (successes - n * p) / math.sqrt(n * p * (1 - p))
+    assert abs(z) < 5, f"successes {successes:.0f} against {n * p:.1f} expected: z = {z:.2f}"
+    if reward == "prm":
+        mean, var = _prm_queries_law(k, N, G)
+        z = (float(trace["prm_queries"][-1]) - steps * mean) / math.sqrt(steps * var)
+        assert abs(z) < 5, f"PRM queries z = {z:.2f}"
+    else:
+        assert float(trace["orm_queries"][-1]) == n
