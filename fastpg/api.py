@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import codes
+from . import codes, defects
 from .config import ConfigError, RunConfig
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
@@ -316,15 +316,17 @@ def _drive(members, batch, points, *, argv, progress, raise_errors, batch_file=N
     ``raise_errors`` its error is raised once every file is closed.
     """
     loglik0, token0, greedy0 = batch.evaluate()
+    base0, base_token0 = defects.base_likelihoods(loglik0, token0)  # as evaluated (a testing hook aside)
     for r, m in enumerate(members):
-        m.set_base(loglik0[r])
+        m.set_base(base0[r])
     batch_writer, slots = None, [r for r, m in enumerate(members) if m.error is None]
     try:
         if batch_file is not None and slots:
-            batch_writer = _open_batch_file(batch_file, members, slots, run_ids, argv, batch, loglik0, token0, len(points))
+            batch_writer = _open_batch_file(batch_file, members, slots, run_ids, argv, batch, base0, base_token0,
+                                            len(points))
         for r, m in enumerate(members):
             if m.error is None and m.out is not None:
-                m.open_writer(argv, batch.W[r], loglik0[r], token0[r])
+                m.open_writer(argv, batch.W[r], base0[r], base_token0[r])
         start = time.perf_counter()
         done = 0
         chunk = _Chunker()
@@ -343,6 +345,8 @@ def _drive(members, batch, points, *, argv, progress, raise_errors, batch_file=N
                 error = m.check(status[r], loglik[r], done)
                 if error is None:
                     row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
+                    if defects.active("prm-one-query") and m.cfg.reward == "prm":  # testing only (fastpg.defects)
+                        row["prm_queries"] = row["sequences"]
                     row.update(test_metrics(loglik[r], greedy[r], m.offsupport))
                     row["wall_time"] = time.perf_counter() - start
                     if all(math.isfinite(v) for v in row.values()):

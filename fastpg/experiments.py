@@ -49,6 +49,10 @@ class Fig1Result:
             lq_orm = lq_fit(orm.queries, orm.trace["expected_error"], orm.base["loglik"])
             lq_prm = lq_fit(prm.queries, prm.trace["expected_error"], prm.base["loglik"],
                             prm.base["token_loglik"].min(axis=1))
+            # each run against the other reward's LQ: how far a run is from an LQ it should not follow
+            lq_orm_token = lq_fit(orm.queries, orm.trace["expected_error"], orm.base["loglik"],
+                                  orm.base["token_loglik"].min(axis=1))
+            lq_prm_sequence = lq_fit(prm.queries, prm.trace["expected_error"], prm.base["loglik"])
             out.append({
                 "seed": seed,
                 "gamma": float(orm.task["gamma"]),
@@ -62,6 +66,7 @@ class Fig1Result:
                 "prm_queries": float(prm.queries[-1]),
                 "orm_lq_c": lq_orm["c"], "orm_lq_max_gap": lq_orm["max_gap"],
                 "prm_lq_c": lq_prm["c"], "prm_lq_max_gap": lq_prm["max_gap"],
+                "orm_token_lq_max_gap": lq_orm_token["max_gap"], "prm_sequence_lq_max_gap": lq_prm_sequence["max_gap"],
             })
         return out
 

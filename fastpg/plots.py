@@ -285,7 +285,8 @@ def profile_figure(rows: list[dict], N_ref, gamma_ref):
         ax.set(xscale="log", yscale="log", xlabel="1 / alpha (base likelihood level)",
                ylabel="Q(alpha, eps): reward queries", title=f"{algorithm} + {reward.upper()} (N={N_ref}, gamma={gamma_ref:g})")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, title="triangles: not reached", title_fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # nothing labelled when no level was reached
+            ax.legend(fontsize=8, title="triangles: not reached", title_fontsize=7)
     return fig
 
 

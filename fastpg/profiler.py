@@ -43,7 +43,7 @@ PROFILE_SEEDS = [0, 1, 2, 3, 4]
 RS_BUDGET_FACTOR = math.log(100.0)  # M = ceil(factor / alpha): P(a search fails | p >= alpha) <= 1%
 GRID_NAMES = ("reward", "algorithm", "N", "gamma")
 CSV_COLUMNS = ("reward", "algorithm", "N", "gamma_setting", "seed", "file", "level", "alpha", "eps", "queries", "queries_lo",
-               "reached", "contexts", "gamma", "teacher_norm", "bound", "ratio")
+               "reached", "contexts", "gamma", "teacher_norm", "bound", "ratio", "budget_ratio")
 
 
 def rs_budget(alpha: float) -> int:
@@ -163,6 +163,8 @@ class Profile:
                                 "eps": eps, "queries": q.queries, "queries_lo": q.queries_lo, "reached": q.reached,
                                 "contexts": q.contexts, "gamma": gamma, "teacher_norm": norm, "bound": bound,
                                 "ratio": None if q.queries is None else q.queries / bound,
+                                # the largest ratio this run could have shown: all its queries over the bound
+                                "budget_ratio": float(data.queries[-1]) / bound,
                             })
         return out
 
@@ -208,6 +210,7 @@ class Profile:
                         "slope": float(np.median(ratios)) if ratios else float("nan"),
                         "low": float(np.min(ratios)) if ratios else float("nan"),
                         "high": float(np.max(ratios)) if ratios else float("nan"), "theory": float("nan"),
+                        "largest_possible": max((r["budget_ratio"] for r in mine), default=float("nan")),
                         "points": len(ratios), "not_reached": sum(not r["reached"] for r in mine),
                         "at_start": sum(r["reached"] and r["queries"] == 0 for r in mine)})
         return out
@@ -217,7 +220,7 @@ class Profile:
         paths = {"profile": self.outdir / "profile.csv", "exponents": self.outdir / "exponents.csv"}
         _write_csv(paths["profile"], CSV_COLUMNS, rows)
         _write_csv(paths["exponents"], ("algorithm", "reward", "against", "slope", "low", "high", "theory", "points",
-                                        "not_reached", "at_start"), exponents)
+                                        "not_reached", "at_start", "largest_possible"), exponents)
         return paths
 
     def analyse(self) -> dict:

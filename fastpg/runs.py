@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from . import codes
+from . import codes, defects
 from .config import ConfigError, RunConfig
 from .engine import Batch
 from .rng import seed_sequence, xoshiro_state
@@ -22,6 +22,10 @@ def run_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: floa
     p["baseline"] = codes.BASELINE_CODES[cfg.baseline]
     p["skip"] = int(bool(cfg.skip))
     p["lr"] = codes.LR_CODES[lr]
+    if defects.active("reward-swap"):  # testing only (fastpg.defects): never in normal use
+        p["reward"] = codes.PRM if p["reward"] == codes.ORM else codes.ORM
+    if defects.active("adaptive-constant") and p["lr"] == codes.ADAPTIVE:
+        p["lr"] = codes.CONSTANT
     p["features"] = task.features
     p["max_tries"] = task.max_tries
     p["eta"] = eta
@@ -37,7 +41,7 @@ def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: 
     """One run's arrays for :class:`fastpg.engine.Batch`, with its own random stream."""
     d, N = cfg.d, cfg.N
     return dict(
-        W=np.array(W0, dtype=np.float64), W_star=task.W_star, centres=task.centres, cdf=cdf,
+        W=np.array(W0, dtype=np.float64), W_star=defects.training_teacher(task.W_star), centres=task.centres, cdf=cdf,
         pool_x=task.pool_x if pool else np.zeros((0, d)), pool_y=task.pool_y if pool else np.zeros((0, N), np.int64),
         state=xoshiro_state(seed_sequence(cfg.seed, stream, key)),
         params=run_params(cfg, task, algorithm=algorithm, lr=lr, eta=eta),

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from fastpg.paper import (ANY_PRETRAINING, Claim, Settings, claims_table, late_fraction, mistakes_exponents)
+from fastpg.paper import (ANY_PRETRAINING, Claim, Rule, Settings, claims_table, late_fraction, mistakes_exponents,
+                          verdict_counts)
 from fastpg.sweep import load_toml
 
 from test_cli import fastpg as fastpg_cmd
@@ -37,12 +38,27 @@ def test_mistakes_exponents_recover_known_slopes():
     assert slope == pytest.approx(0.25, abs=0.05) and lo < 0.25 < hi
 
 
-def test_claims_table_escapes_pipes_and_marks_failures():
-    table = claims_table([Claim("E", "norm ||W*||", "m", 0.5, 0.1, 0.9, "1", "r", False),
-                          Claim("E", "c", "m", 2.0, holds=True, rule="r2"), Claim("E", "c", "m", float("nan"))])
-    lines = table.splitlines()
-    assert len(lines) == 5 and all(line.count("|") - line.count("\\|") == 7 for line in lines)
-    assert "**no**" in lines[2] and "0.5 [0.1, 0.9]" in lines[2] and "yes (r2)" in lines[3] and "| - |" in lines[4]
+def test_claims_table_escapes_pipes_and_marks_every_verdict():
+    rows = [Claim("E", "norm ||W*||", "m", 0.5, 0.1, 0.9, "1", checks=[(Rule("max", high=0.3), 0.9)]),
+            Claim("E", "c", "m", 2.0, checks=[(Rule("slope", 1.5, 2.5), 2.0)], power="p"),
+            Claim("E", "c", "m", 2.0, checks=[(Rule("slope", low=0.0), 2.0)], powered=False),
+            Claim("E", "c", "m", float("nan"), checks=[(Rule("slope", low=0.0), float("nan"))]),
+            Claim("E", "c", "m", 1.0)]
+    assert [c.status for c in rows] == ["no", "yes", "vacuous", "not measured", "reported"]
+    assert [c.holds for c in rows] == [False, True, None, None, None]
+    lines = claims_table(rows).splitlines()
+    assert len(lines) == 7 and all(line.count("|") - line.count("\\|") == 9 for line in lines)
+    assert "**no**" in lines[2] and "0.5 [0.1, 0.9]" in lines[2] and "max <= 0.3 (here 0.9)" in lines[2]
+    assert "| yes | slope in [1.5, 2.5] (here 2) | p |" in lines[3]
+    assert "| vacuous |" in lines[4] and "| not measured |" in lines[5] and "| reported | - | - |" in lines[6]
+    assert verdict_counts(rows).startswith("1 of 2 claims with a powered rule hold (1 do not); 1 vacuous")
+
+
+def test_a_rule_renders_the_limits_it_checks():
+    assert str(Rule("x", high=0.05)) == "x <= 0.05" and Rule("x", high=0.05).holds(0.06) is False
+    assert str(Rule("x", low=10.0)) == "x >= 10" and Rule("x", low=10.0).holds(10.0) is True
+    assert str(Rule("x", 0.7, 1.3)) == "x in [0.7, 1.3]" and Rule("x", 0.7, 1.3).holds(0.5) is False
+    assert Rule("x", high=1.0).holds(float("nan")) is None and Rule("x", high=1.0).holds(None) is None
 
 
 def test_example_sweep_is_the_experiment_reproduce_runs():
