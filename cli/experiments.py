@@ -37,14 +37,18 @@ def _progress(quiet: bool):
 @run_options
 @click.option("--seeds", default="0-2", show_default=True, help="seeds, e.g. 0-2 (one ORM and one PRM run each)")
 @click.option("--unconditioned", is_flag=True, help="no margin condition (the paper's figure; its theory assumes one)")
+@click.option("--wide-clusters", is_flag=True,
+              help="wide clusters (sigma 0.05, n_pre 4000): some contexts differ from their cluster's majority, "
+                   "and on-policy PG + PRM stalls on them")
 @click.option("--overwrite", is_flag=True, help="replace existing files in OUTDIR")
 @click.option("--quiet", "-q", is_flag=True, help="no progress or summary")
-def fig1_cmd(outdir, preset, seeds, unconditioned, overwrite, quiet, **given):
+def fig1_cmd(outdir, preset, seeds, unconditioned, wide_clusters, overwrite, quiet, **given):
     """Figure 1 end to end: PG with ORM and with PRM from one task and base model, per seed.
 
     Every context satisfies a margin (the 25% quantile of pilot margins) unless --unconditioned.
-    Writes OUTDIR/fig1-orm-seed<s>.h5, OUTDIR/fig1-prm-seed<s>.h5 and OUTDIR/fig1.png (against
-    steps and against reward queries). Options override the fig1-orm preset (--reward and --seed
+    Writes OUTDIR/fig1-orm-seed<s>.h5, OUTDIR/fig1-prm-seed<s>.h5, OUTDIR/fig1.png (against
+    steps and against reward queries) and OUTDIR/exceptions.png (PRM's stuck test contexts against
+    the exceptions of their clusters). Options override the fig1-orm preset (--reward and --seed
     are set per run). Prints, per seed and on average, the numbers the figure is about and how
     closely the expected error follows the base model's Likelihood Quantile.
 
@@ -52,14 +56,15 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, overwrite, quiet, **given):
     Examples:
       fastpg fig1 results/fig1
       fastpg fig1 results/fig1-unconditioned --unconditioned
+      fastpg fig1 results/fig1-wide --wide-clusters
       fastpg fig1 results/fig1-N12 -N 12 --steps 100000 --seeds 0
     """
     from fastpg.experiments import fig1
     from fastpg.sweep import parse_seeds
 
     overrides = resolve(preset, given)
-    result = fig1(outdir, overrides, seeds=parse_seeds(seeds), unconditioned=unconditioned, overwrite=overwrite,
-                  argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
+    result = fig1(outdir, overrides, seeds=parse_seeds(seeds), unconditioned=unconditioned, wide=wide_clusters,
+                  overwrite=overwrite, argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
     if quiet:
         return
     click.echo(f"\rwrote {len(result.files)} runs and {result.png}")
@@ -67,14 +72,17 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, overwrite, quiet, **given):
     s = result.summary()
     click.echo(f"margin gamma {s['gamma']:.3g}; off-support = base likelihood < {s['alpha_off']:g}")
     head = ("seed", "off-support", "ORM off-lik", "PRM off-lik", "ORM error", "PRM error", "ORM queries", "PRM queries",
-            "ORM LQ gap", "PRM LQ gap")
+            "ORM LQ gap", "PRM LQ gap", "PRM late", "PRM stuck", "stuck exc.", "exceptions")
     keys = ("seed", "offsupport_fraction", "orm_offsupport_likelihood", "prm_offsupport_likelihood",
-            "orm_expected_error", "prm_expected_error", "orm_queries", "prm_queries", "orm_lq_max_gap", "prm_lq_max_gap")
+            "orm_expected_error", "prm_expected_error", "orm_queries", "prm_queries", "orm_lq_max_gap", "prm_lq_max_gap",
+            "prm_late_error_ratio", "prm_stuck", "prm_stuck_exceptions", "exceptions")
     click.echo("  ".join(f"{h:>11}" for h in head))
     for r in [*rows, {**s, "seed": "mean"}]:
         click.echo("  ".join(f"{r[k]:>11.4g}" if isinstance(r[k], float) else f"{r[k]:>11}" for k in keys))
     click.echo("LQ gap: largest gap between the expected error and the base model's LQ at c/T (ORM: sequence "
-               "level, PRM: token level)")
+               "level, PRM: token level); PRM late: its error at the end over its error at half the steps; PRM "
+               "stuck: test contexts it leaves below likelihood 1/2, of which exceptions (their correct response "
+               "differs from their cluster's majority), of how many exceptions in the test set")
 
 
 @click.command("pretrain")

@@ -92,3 +92,35 @@ def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_t
             "fit": fit_growth(xs, med),
         })
     return table
+
+
+def cluster_exceptions(run, task: dict) -> dict:
+    """The test contexts a run leaves stuck, against the exceptions of their clusters.
+
+    On a ``clusters`` task a context is an *exception* when its correct response differs from the
+    most common correct response of the test contexts of its cluster (the nearest centre). A
+    context is *stuck* when its final likelihood is below 1/2. With wide clusters, on-policy PG
+    with a process reward drives the exceptions' correct token where they leave the majority
+    towards 0 and stalls on them (docs/design.md, "Figure 1"). Returns the masks ``stuck``,
+    ``exception``, ``cluster``, the position where each exception first leaves the majority
+    (``leave``), the base likelihood of its correct token there (``base_token``, NaN for the
+    others) and counts. Plain NumPy on a run (:class:`fastpg.store.RunData`) and its task's arrays
+    (:func:`fastpg.store.read_task_arrays`).
+    """
+    X, Y = np.asarray(task["test_x"]), np.asarray(task["test_y"])
+    cluster = np.argmax(X @ np.asarray(task["centres"]).T, axis=1)
+    majority = np.empty_like(Y)
+    for c in np.unique(cluster):
+        members = Y[cluster == c]
+        responses, counts = np.unique(members, axis=0, return_counts=True)
+        majority[cluster == c] = responses[np.argmax(counts)]
+    differs = Y != majority
+    exception = differs.any(axis=1)
+    leave = np.where(exception, np.argmax(differs, axis=1), -1)
+    stuck = np.asarray(run.loglik[-1]) < np.log(0.5)
+    token = np.asarray(run.base["token_loglik"])
+    base_token = np.full(len(Y), np.nan)
+    base_token[exception] = np.exp(token[exception, leave[exception]])
+    return {"stuck": stuck, "exception": exception, "cluster": cluster, "leave": leave, "base_token": base_token,
+            "n_stuck": int(stuck.sum()), "n_exceptions": int(exception.sum()),
+            "stuck_exceptions": int((stuck & exception).sum())}

@@ -15,10 +15,10 @@ import numpy as np
 from . import config as C
 from .api import pretrain, run
 from .config import ConfigError
-from .analysis import fit_loglog_slope, pooled_rate_slope
+from .analysis import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
 from .complexity import lq_fit
-from .plots import fig1_figure, pretrain_figure, require_matplotlib, save
-from .store import COMPLETE, check_output, load, read_status
+from .plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
+from .store import COMPLETE, check_output, load, read_status, read_task_arrays
 
 
 def _outdir(outdir) -> Path:
@@ -41,11 +41,17 @@ class Fig1Result:
     prm: list
     files: dict
     png: str
+    exceptions_png: str = ""
+
+    def exceptions(self) -> list[dict]:
+        """Per seed, the PRM run's stuck test contexts against its clusters' exceptions
+        (:func:`fastpg.analysis.cluster_exceptions`)."""
+        return [cluster_exceptions(prm, read_task_arrays(prm.path)) for prm in self.prm]
 
     def per_seed(self) -> list[dict]:
         """The numbers Figure 1 is about, per seed, with the LQ fits of both runs."""
         out = []
-        for seed, orm, prm in zip(self.seeds, self.orm, self.prm):
+        for seed, orm, prm, ex in zip(self.seeds, self.orm, self.prm, self.exceptions()):
             lq_orm = lq_fit(orm.queries, orm.trace["expected_error"], orm.base["loglik"])
             lq_prm = lq_fit(prm.queries, prm.trace["expected_error"], prm.base["loglik"],
                             prm.base["token_loglik"].min(axis=1))
@@ -67,6 +73,10 @@ class Fig1Result:
                 "orm_lq_c": lq_orm["c"], "orm_lq_max_gap": lq_orm["max_gap"],
                 "prm_lq_c": lq_prm["c"], "prm_lq_max_gap": lq_prm["max_gap"],
                 "orm_token_lq_max_gap": lq_orm_token["max_gap"], "prm_sequence_lq_max_gap": lq_prm_sequence["max_gap"],
+                # does the error keep falling? its value at the last evaluation point over that at half the steps
+                "orm_late_error_ratio": late_error_ratio(orm), "prm_late_error_ratio": late_error_ratio(prm),
+                "prm_stuck": ex["n_stuck"], "prm_stuck_exceptions": ex["stuck_exceptions"],
+                "exceptions": ex["n_exceptions"],
             })
         return out
 
@@ -76,6 +86,14 @@ class Fig1Result:
         out = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "seed"}
         out["seeds"] = list(self.seeds)
         return out
+
+
+def late_error_ratio(run) -> float:
+    """Expected error at the last evaluation point over the error at the last point at or before
+    half the steps: near 1 where the error has stopped falling, near 0 where it keeps falling."""
+    steps, err = np.asarray(run.trace["steps"], float), np.asarray(run.trace["expected_error"], float)
+    half = int(np.searchsorted(steps, steps[-1] / 2, side="right")) - 1
+    return float(err[-1] / err[half]) if err[half] > 0 else float("nan")
 
 
 def _plan(paths, png, overwrite: bool, resume: bool) -> list:
@@ -92,21 +110,23 @@ def _plan(paths, png, overwrite: bool, resume: bool) -> list:
     return todo
 
 
-def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False,
+def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False, wide: bool = False,
          overwrite: bool = False, resume: bool = False, argv=None, progress=None) -> Fig1Result:
     """Figure 1: PG with ORM and with PRM from the same task and base model, for each seed.
 
     The ``fig1-orm`` preset conditions every context on the margin of the 25% pilot quantile
     (docs/design.md, "Figure 1"); ``unconditioned=True`` drops that condition (the paper's figure
-    has none, but its theory assumes one). Writes ``fig1-orm-seed<s>.h5``, ``fig1-prm-seed<s>.h5``
-    and ``fig1.png`` (against steps and against reward queries) into ``outdir``. ``overrides``
+    has none, but its theory assumes one); ``wide=True`` takes the wide clusters of
+    :data:`fastpg.config.FIG1_WIDE`, where on-policy PG + PRM stalls. Writes ``fig1-orm-seed<s>.h5``,
+    ``fig1-prm-seed<s>.h5``, ``fig1.png`` (against steps and against reward queries) and
+    ``exceptions.png`` (PRM's stuck contexts against their clusters' exceptions) into ``outdir``. ``overrides``
     change the preset (``reward`` and ``seed`` are set per run). An ORM and a PRM run share the
     task and base model because their random streams are keyed by the task and base parameters only.
     With ``resume``, complete files are kept and only the missing or incomplete runs are computed.
     """
     require_matplotlib()  # fail before computing, not after
     out = _outdir(outdir)
-    params = {**C.PRESETS["fig1-orm"], **(overrides or {})}
+    params = {**C.PRESETS["fig1-orm"], **(C.FIG1_WIDE if wide else {}), **(overrides or {})}
     if unconditioned:
         params.pop("gamma_quantile", None)
         params["gamma"] = 0.0
@@ -116,8 +136,9 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     if not seeds:
         raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
     files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
-    png = out / "fig1.png"
+    png, exceptions_png = out / "fig1.png", out / "exceptions.png"
     todo = _plan(files.values(), png, overwrite, resume)
+    check_output(exceptions_png, overwrite=overwrite or resume)
     for (reward, seed), path in files.items():
         if path not in todo:
             continue
@@ -126,8 +147,10 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     orm = [load(files[("orm", s)]) for s in seeds]
     prm = [load(files[("prm", s)]) for s in seeds]
     save(fig1_figure(orm, prm), png)
-    return Fig1Result(seeds=seeds, orm=orm, prm=prm, files={f"{r}-seed{s}": str(p) for (r, s), p in files.items()},
-                      png=str(png))
+    result = Fig1Result(seeds=seeds, orm=orm, prm=prm, files={f"{r}-seed{s}": str(p) for (r, s), p in files.items()},
+                        png=str(png), exceptions_png=str(exceptions_png))
+    save(exceptions_figure(prm, result.exceptions()), exceptions_png)
+    return result
 
 
 @dataclass

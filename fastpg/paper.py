@@ -112,7 +112,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(seeds=[0, 1], fig1={"steps": 10000, "n_test": 512},
+        return cls(seeds=[0, 1], fig1={"steps": 30000, "n_test": 512},
                    profile_grid={"N": [8, 10], "gamma": [0.003, 0.006], "reward": ["orm", "prm"], "algorithm": ["pg", "rs"]},
                    profile_fixed={"steps": 30000, "n_test": 512, "eval_log": 100}, profile_seeds=[0, 1, 2],
                    any_N=[2, 4, 6, 8], any_steps=200, mistakes_steps=50000, mistakes_shapes=[[2, 2], [2, 3], [3, 2]],
@@ -144,6 +144,14 @@ def figure1(out: Path, s: Settings, progress=None):
               power=f"these contexts start below alpha_off = {alpha_off:g}; a PRM run that does not pass the "
                     "barrier leaves them there (defect reward-swap)"),
     ]
+    late = _interval(r["prm_late_error_ratio"] for r in rows)
+    orm_late = _interval(r["orm_late_error_ratio"] for r in rows)
+    claims.append(Claim("Figure 1", "With PRM the error keeps decreasing",
+                        "PRM's expected error at the last evaluation point over its error at half the steps", *late,
+                        "below 1 (the error keeps falling)", checks=[(Rule("max over seeds", high=0.5), late[2])],
+                        powered=orm_late[1] > 0.5,
+                        power=f"an error that has stopped falling gives about 1, as ORM's here ({_fmt(orm_late[1])}-"
+                              f"{_fmt(orm_late[2])}) and PRM's with wide clusters (defect reward-swap)"))
     # each LQ rule's power: the other reward's run, held to the same LQ, is far from it
     for reward, other, level, text in (("orm", "prm", "sequence", "ORM's error after T queries is the base model's "
                                         "sequence-level LQ at c/T"),
@@ -156,6 +164,14 @@ def figure1(out: Path, s: Settings, progress=None):
                             power=f"{other.upper()}'s run, held to the same {level}-level LQ (c fitted too), is "
                                   f"{_fmt(alt[1])}-{_fmt(alt[2])} away",
                             note=f"fitted c {c[0]:.3g} [{c[1]:.3g}, {c[2]:.3g}]"))
+    wide = fig1(out.parent / f"{out.name}-wide", s.fig1, seeds=s.seeds, wide=True, resume=True)
+    wrows = wide.per_seed()
+    w = _interval(r["prm_late_error_ratio"] for r in wrows)
+    stuck = ", ".join(f"{r['prm_stuck_exceptions']} of {r['prm_stuck']}" for r in wrows)
+    claims.append(Claim("Figure 1, wide clusters", "On-policy PG + PRM (G = 1) stalls where a cluster's contexts "
+                        "disagree", "the same ratio with wide clusters (sigma 0.05, n_pre 4000)", *w, "-",
+                        note=f"reported: fastpg's finding, not the paper's. Stuck test contexts (below 1/2) that are "
+                             f"exceptions to their cluster's majority response, per seed: {stuck}"))
     return result, claims
 
 
@@ -501,6 +517,12 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
                      f"`fastpg fig1` on seeds {', '.join(map(str, s.seeds))}: PG with ORM and with PRM from one task and "
                      f"base model per seed, every context conditioned on a margin. Margins {margins}; off-support "
                      f"fractions {fractions}."))
+    sections.append(("Figure 1 with wide clusters: where on-policy PG + PRM stalls", "fig1-wide/exceptions.png",
+                     "`fastpg fig1 --wide-clusters` (sigma 0.05, n_pre 4000, the default before). Some test contexts' "
+                     "correct response differs from their cluster's majority; PG + PRM drives their correct token where "
+                     "they leave the majority towards 0 and never samples it again. The figure: per cluster, the stuck "
+                     "fraction against the fraction of such exceptions; the stuck contexts' likelihood over steps; the "
+                     "base model's likelihood of that token."))
 
     t = stage("profile")
     profile, exponents, c = profile_claims(out / "profile", s)

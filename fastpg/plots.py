@@ -71,8 +71,9 @@ def fig1_figure(orm, prm):
 
     ``orm`` and ``prm`` are runs (or lists of runs, one per seed, in the same order). Left: mean
     likelihood over test contexts whose base likelihood is below ``alpha_off``. Center: expected
-    test error, with the Likelihood Quantile barrier ``P_j[pi_0 < alpha_off]``. Right: per-context
-    likelihood trajectories of the first ORM run, coloured by base likelihood (log scale). Each
+    test error, with the off-support fraction ``P_j[pi_0 < alpha_off]``. Right: per-context
+    likelihood trajectories, coloured by base likelihood (log scale), of the first ORM run against
+    steps (top) and of the first PRM run against queries (bottom). Each
     seed is a thin line, their mean a thick one.
     """
     plt = require_matplotlib()
@@ -107,12 +108,15 @@ def fig1_figure(orm, prm):
                                f"off-support contexts (base likelihood < {alpha_off:g}; {off[0]:.0%} of test set)")
         axes[row, 0].set_ylabel("mean likelihood of the correct response")
         axes[row, 1].axhline(float(np.mean(off)), color="gray", ls="--", lw=1.2,
-                             label=f"LQ barrier: P[base lik. < {alpha_off:g}]")
+                             label=f"off-support fraction P[base lik. < {alpha_off:g}], mean")
         axes[row, 1].set_ylim(0, 1.02)
         axes[row, 1].set_title("expected test error 1 - E[pi(y*|x)]")
         axes[row, 1].set_ylabel("expected test error")
-        shown, n = _trajectories(fig, axes[row, 2], orm[0], x)
-        axes[row, 2].set_title(f"PG + ORM, seed {orm[0].config['seed']}: likelihood per test context ({shown} of {n})")
+        # right: ORM's per-context trajectories against steps (the paper's panel), PRM's against queries
+        # (with G = 1, ORM's queries are its steps: the same panel twice)
+        name, run = ("ORM", orm[0]) if row == 0 else ("PRM", prm[0])
+        shown, n = _trajectories(fig, axes[row, 2], run, x)
+        axes[row, 2].set_title(f"PG + {name}, seed {run.config['seed']}: likelihood per test context ({shown} of {n})")
         for ax in axes[row]:
             ax.set_xscale("log")
             ax.set_xlabel(x_values(orm[0], x)[1])
@@ -122,9 +126,62 @@ def fig1_figure(orm, prm):
     cfg = orm[0].config
     margin = (f"margin gamma = {float(orm[0].task['gamma']):.3g} (pilot quantile {cfg['gamma_quantile']:g})"
               if cfg.get("gamma_quantile") is not None else f"margin gamma = {cfg['gamma']:g}")
-    fig.suptitle(f"Figure 1: d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']} (C={cfg['C']}, zipf={cfg['zipf']}), "
+    fig.suptitle(f"Figure 1: d={cfg['d']}, k={cfg['k']}, N={cfg['N']}, {cfg['contexts']} (C={cfg['C']}, "
+                 f"sigma={cfg['sigma']:g}, zipf={cfg['zipf']}), "
                  f"{margin}, base={cfg['base']} (n_pre={cfg['n_pre']}), pg G={cfg['G']}, lr={cfg['lr']} eta={cfg['eta']}, "
                  f"seeds {', '.join(str(r.config['seed']) for r in orm)}")
+    return fig
+
+
+def exceptions_figure(prm, exceptions):
+    """What stops on-policy PG + PRM: the stuck test contexts (final likelihood below 1/2) against
+    the exceptions of their clusters (:func:`fastpg.analysis.cluster_exceptions`), one entry of
+    ``exceptions`` per run of ``prm``. Left: per cluster, the fraction stuck against the fraction of
+    exceptions (all runs). Centre: mean log-likelihood over steps of the stuck exceptions, the other
+    exceptions and the rest (first run): the stuck ones fall. Right: the base model's likelihood of
+    the correct token where an exception leaves its cluster's majority, stuck or not (all runs)."""
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    for i, ex in enumerate(exceptions):
+        clusters = np.unique(ex["cluster"])
+        frac_ex = [ex["exception"][ex["cluster"] == c].mean() for c in clusters]
+        frac_stuck = [ex["stuck"][ex["cluster"] == c].mean() for c in clusters]
+        axes[0].scatter(frac_ex, frac_stuck, s=14, alpha=0.7, label=f"seed {prm[i].config['seed']}: "
+                        f"{ex['stuck_exceptions']} of {ex['n_stuck']} stuck are exceptions")
+    axes[0].plot([0, 1], [0, 1], ":", color="gray", lw=1)
+    axes[0].set(xlabel="fraction of the cluster's test contexts that are exceptions", ylabel="fraction stuck (< 1/2)",
+                title="per cluster: stuck against exceptions")
+    axes[0].legend(fontsize=7)
+    run, ex = prm[0], exceptions[0]
+    steps = np.asarray(run.trace["steps"], float)
+    keep = steps > 0
+    groups = (("stuck exceptions", ex["stuck"] & ex["exception"], "tab:red"),
+              ("other exceptions", ~ex["stuck"] & ex["exception"], "tab:orange"),
+              ("the rest", ~ex["exception"], "tab:blue"))
+    for label, mask, color in groups:
+        if mask.any():
+            axes[1].plot(steps[keep], run.loglik[keep][:, mask].mean(axis=1), color=color, lw=2,
+                         label=f"{label} ({int(mask.sum())})")
+    axes[1].set(xscale="log", xlabel="post-training steps", ylabel="mean log-likelihood of the correct response",
+                title=f"PG + PRM, seed {run.config['seed']}: the stuck fall")
+    axes[1].legend(fontsize=8)
+    axes[1].grid(alpha=0.3)
+    stuck = np.concatenate([e["base_token"][e["stuck"] & e["exception"]] for e in exceptions])
+    free = np.concatenate([e["base_token"][~e["stuck"] & e["exception"]] for e in exceptions])
+    bins = np.logspace(-12, 0, 25)
+    for values, label, color in ((stuck, "stuck", "tab:red"), (free, "learned", "tab:blue")):
+        if len(values):
+            axes[2].hist(np.clip(values, 1e-12, 1), bins=bins, alpha=0.6, color=color, label=f"{label} ({len(values)})")
+    axes[2].set(xscale="log", xlabel="base likelihood of the correct token where it leaves the majority",
+                ylabel="exceptions", title="at the base model, most had a likely correct token there")
+    if len(stuck) or len(free):
+        axes[2].legend(fontsize=8)
+    else:
+        axes[2].text(0.5, 0.5, "no exceptions: each cluster has one correct response", ha="center",
+                     transform=axes[2].transAxes)
+    cfg = run.config
+    fig.suptitle(f"Stuck contexts of PG + PRM (G={cfg['G']}, baseline {cfg['baseline']}, lr {cfg['lr']}): "
+                 f"clusters C={cfg['C']}, sigma={cfg['sigma']:g}, {cfg['steps']} steps")
     return fig
 
 

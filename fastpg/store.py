@@ -385,6 +385,13 @@ def read_final_W(path) -> np.ndarray:
         raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); allowed: a fastpg HDF5 result file") from None
 
 
+def read_task_arrays(path) -> dict:
+    """The datasets of a run file's ``/task`` group (``test_x``, ``test_y``, ``centres``, ``W_star``,
+    ``test_margin``): what :class:`RunData` leaves on disk because most analyses do not need it."""
+    with open_result(path) as f:
+        return {name: ds[...] for name, ds in f["task"].items()}
+
+
 def open_result(path):
     """Open a result file for reading, also while it is being written (SWMR)."""
     try:

@@ -29,6 +29,7 @@ EXPERIMENTS = {
 
 ORM_BARRIER = "With ORM, contexts the base model puts below alpha_off stay unsolved"
 PRM_PASSES = "With PRM, PG passes the barrier"
+PRM_DECREASES = "With PRM the error keeps decreasing"
 ORM_LQ = "ORM's error after T queries is the base model's sequence-level LQ at c/T"
 PG_ORM_SLOPE = "pg + ORM reaches 1 - eps"
 RS_ORM_SLOPE = "rs + ORM reaches 1 - eps"
@@ -43,7 +44,7 @@ MISTAKES_BOUNDED = "PG with the adaptive rule makes a bounded number of mistakes
 # where the defect leaves nothing to measure (every point censored)
 CENSORED = "not measured"
 FLIPS = {
-    "reward-swap": {"fig1": [ORM_BARRIER, PRM_PASSES, ORM_LQ], "profile": [PG_ORM_SLOPE],
+    "reward-swap": {"fig1": [ORM_BARRIER, PRM_PASSES, PRM_DECREASES, ORM_LQ], "profile": [PG_ORM_SLOPE],
                     "any_pretraining": [EXP_IN_N]},
     # the base pre-trained on 300 contexts has a steep PRM cost of its own (degree 2.9, 1.9 with the defect)
     "prm-one-query": {"any_pretraining": [f"{EXP_IN_N} ({case}" for case in

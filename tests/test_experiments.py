@@ -21,9 +21,11 @@ def test_default_fig1_shows_the_orm_barrier_and_prm_passing_it(tmp_path):
     result = fig1(tmp_path)
     for s in result.per_seed():
         assert s["gamma"] > 0
-        assert 0.15 <= s["offsupport_fraction"] <= 0.45
+        assert 0.15 <= s["offsupport_fraction"] <= 0.5
         assert s["orm_offsupport_likelihood"] < 0.05
         assert s["prm_offsupport_likelihood"] > 0.5
+        assert s["prm_late_error_ratio"] < 0.5  # PRM's error keeps falling (the paper's centre panel)
+        assert s["exceptions"] == 0  # tight clusters: one correct response per skill
         assert s["orm_expected_error"] >= s["offsupport_fraction"] - 0.05
         assert s["prm_expected_error"] <= s["orm_expected_error"] - 0.1
         assert s["orm_lq_max_gap"] < 0.15
@@ -49,6 +51,12 @@ def test_fig1_command_small(tmp_path):
                       "--unconditioned", "-q")
     assert free.returncode == 0, free.stderr
     assert fastpg.load(tmp_path / "free" / "fig1-orm-seed0.h5").task["gamma"] == 0.0
+    wide = fastpg_cmd("fig1", tmp_path / "wide", *[a for k, v in SMALL_FIG1.items() for a in (flag(k), v)], "--seeds", "0",
+                      "--wide-clusters")
+    assert wide.returncode == 0, wide.stderr
+    cfg = fastpg.load(tmp_path / "wide" / "fig1-prm-seed0.h5").config
+    assert cfg["sigma"] == 0.05 and cfg["n_pre"] == 200  # the wide clusters, and an option typed still wins
+    assert (tmp_path / "wide" / "exceptions.png").exists() and "exceptions" in wide.stdout
 
 
 def test_pretrain_experiment_small(tmp_path):
@@ -127,3 +135,27 @@ def test_slope_fits():
             self.trace = {"steps": n, "greedy_error": np.minimum(0.9, 0.01 / (g * g * n))}
 
     assert pooled_rate_slope([Run(0.01), Run(0.03)]) == pytest.approx(-1.0, abs=1e-9)
+
+
+def test_cluster_exceptions_on_a_hand_made_task():
+    """Two clusters; in the first, three contexts answer (0, 1) and one (0, 2): the last is the
+    exception, leaving the majority at position 1. A context is stuck when its final likelihood
+    is below 1/2."""
+    from types import SimpleNamespace
+
+    from fastpg.analysis import cluster_exceptions
+
+    centres = np.eye(2)
+    X = np.array([[1, 0.1], [1, 0.0], [1, -0.1], [1, 0.2], [0.1, 1], [0.0, 1]], float)
+    Y = np.array([[0, 1], [0, 1], [0, 1], [0, 2], [3, 3], [3, 3]])
+    final = np.log([0.9, 0.9, 0.2, 0.1, 0.99, 0.6])
+    token = np.log(np.full((6, 2), 0.5))
+    token[3, 1] = np.log(0.125)
+    run = SimpleNamespace(loglik=np.stack([np.zeros(6), final]), base={"token_loglik": token})
+    ex = cluster_exceptions(run, {"test_x": X, "test_y": Y, "centres": centres})
+    assert list(ex["cluster"]) == [0, 0, 0, 0, 1, 1]
+    assert list(ex["exception"]) == [False, False, False, True, False, False]
+    assert list(ex["stuck"]) == [False, False, True, True, False, False]
+    assert list(ex["leave"]) == [-1, -1, -1, 1, -1, -1]
+    assert ex["base_token"][3] == pytest.approx(0.125) and np.isnan(ex["base_token"][:3]).all()
+    assert (ex["n_stuck"], ex["n_exceptions"], ex["stuck_exceptions"]) == (2, 1, 1)

@@ -81,7 +81,7 @@ def test_reproduce_quick_fills_every_row(tmp_path):
     for row in rows:
         value = [cell.strip() for cell in row.split(" | ")][3]
         assert value != "-", row  # every measured value is filled
-    for png in ("fig1/fig1.png", "profile/q_alpha.png", "any_pretraining/growth.png", "pretrain/pretrain.png",
+    for png in ("fig1/fig1.png", "fig1-wide/exceptions.png", "profile/q_alpha.png", "any_pretraining/growth.png", "pretrain/pretrain.png",
                 "mistakes/mistakes.png"):
         assert (tmp_path / "paper" / png).exists(), png
         assert f"]({png})" in report
