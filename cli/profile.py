@@ -46,7 +46,8 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
     """
     from fastpg import plots
     from fastpg.config import ConfigError
-    from fastpg.profiler import GRID_NAMES, PROFILE_ALPHAS, PROFILE_EPS, PROFILE_SEEDS, Profile, format_exponents
+    from fastpg.profiler import (GRID_NAMES, PROFILE_ALPHAS, PROFILE_EPS, PROFILE_SEEDS, Profile,
+                                 format_context_exponents, format_exponents)
     from fastpg.sweep import parse_grid, parse_numbers, parse_seeds
 
     plots.require_matplotlib()
@@ -82,6 +83,7 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
     click.echo(f"\r{profile.runs} runs in {time.perf_counter() - t0:.0f} s; reference N={profile.N_ref}, "
                f"gamma={profile.gamma_ref:g}, alpha={profile.alpha_ref:g}, eps={profile.eps_ref:g}")
     click.echo(format_exponents(exponents))
+    click.echo(format_context_exponents(result["context_exponents"], result["context_quantiles"], profile.eps_ref))
     for reward, fs in fits.items():
         level = "sequence" if reward == "orm" else "token"
         click.echo(f"pg + {reward.upper()}: expected error against the {level}-level LQ at c/T: "

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .complexity import bootstrap_slope, check_alpha, check_eps, fit_slope, lq_fit, query_complexity
+from .complexity import (bootstrap_censored_slope, bootstrap_slope, check_alpha, check_eps, context_passages, fit_slope,
+                         kaplan_meier_quantile, lq_fit, query_complexity)
 from .config import ConfigError, RunConfig
 from .store import COMPLETE, load
 from .sweep import Sweep, execute
@@ -215,6 +216,70 @@ class Profile:
                         "at_start": sum(r["reached"] and r["queries"] == 0 for r in mine)})
         return out
 
+    def passages(self) -> dict:
+        """Per-context first passages to ``1 - eps_ref`` as survival data (docs/design.md, "Query
+        complexity per context"), keyed by ``(algorithm, reward, level)``: ``pg`` runs at the
+        reference N and gamma; each ``rs`` run contributes the contexts whose base likelihood lies
+        in ``[alpha, 10 alpha)`` of the ``alpha`` its budget profiles (below it the budget cuts
+        searches short). Arrays ``x``, ``queries``, ``reached``, ``level_loglik`` and ``seed``, and
+        the count of contexts already there at the start."""
+        out: dict = {}
+        for algorithm, sweep in self.sweeps.items():
+            for run in sweep.runs:
+                if algorithm == "pg" and (run.point["N"] != self.N_ref or run.point["gamma"] != self.gamma_ref):
+                    continue
+                if not run.path.exists():
+                    continue
+                data = load(run.path)
+                if data.status != COMPLETE:
+                    continue
+                levels = {"sequence": data.base["loglik"]}
+                if data.config["reward"] == "prm":
+                    levels["token"] = data.base["token_loglik"].min(axis=1)
+                for level, base in levels.items():
+                    keep = np.ones(len(base), dtype=bool)
+                    if algorithm == "rs":
+                        alpha = self.alpha_of_budget[data.config["M"]]
+                        keep = (base >= math.log(alpha)) & (base < math.log(10.0 * alpha))
+                    p = context_passages(data.loglik[:, keep], data.queries, base[keep], self.eps_ref)
+                    entry = out.setdefault((algorithm, data.config["reward"], level),
+                                           {"x": [], "queries": [], "reached": [], "level_loglik": [], "seed": [],
+                                            "at_start": 0})
+                    for name in ("x", "queries", "reached", "level_loglik"):
+                        entry[name].append(p[name])
+                    entry["seed"].append(np.full(len(p["x"]), data.config["seed"]))
+                    entry["at_start"] += p["at_start"]
+        return {key: {name: (np.concatenate(v) if isinstance(v, list) else v) for name, v in entry.items()}
+                for key, entry in out.items()}
+
+    def context_exponents(self, passages: dict | None = None) -> list[dict]:
+        """Per ``(algorithm, reward, level)``: the slope of log first-passage queries in
+        ``log(1/alpha_j + 1/eps)`` over every test context, censored ones included (a Tobit fit,
+        :func:`fastpg.complexity.censored_slope`), with a 90% bootstrap interval over seeds. The
+        theory's shape gives slope 1 (with ORM, at the sequence level)."""
+        out = []
+        for (algorithm, reward, level), d in sorted((passages or self.passages()).items()):
+            positive = d["queries"] > 0
+            slope, lo, hi = bootstrap_censored_slope(d["x"][positive], np.log(d["queries"][positive]),
+                                                     d["reached"][positive], d["seed"][positive])
+            out.append({"algorithm": algorithm, "reward": reward, "level": level, "slope": slope, "low": lo,
+                        "high": hi, "contexts": int(positive.sum()), "censored": int((~d["reached"][positive]).sum()),
+                        "at_start": d["at_start"]})
+        return out
+
+    def context_quantiles(self, passages: dict | None = None) -> list[dict]:
+        """Per ``(algorithm, reward, level)`` and decade of the base likelihood: the Kaplan-Meier
+        median of the first-passage queries (``inf``: more than half still censored), with counts."""
+        out = []
+        for (algorithm, reward, level), d in sorted((passages or self.passages()).items()):
+            decade = np.floor(-d["level_loglik"] / math.log(10.0))
+            for k in np.unique(decade):
+                m = decade == k
+                out.append({"algorithm": algorithm, "reward": reward, "level": level, "alpha_low": float(10.0 ** -(k + 1)),
+                            "alpha_high": float(10.0 ** -k), "contexts": int(m.sum()), "reached": int(d["reached"][m].sum()),
+                            "median_queries": kaplan_meier_quantile(d["queries"][m], d["reached"][m])})
+        return out
+
     def write(self, rows: list[dict], exponents: list[dict]) -> dict:
         """``profile.csv`` and ``exponents.csv`` in ``outdir``; returns their paths."""
         paths = {"profile": self.outdir / "profile.csv", "exponents": self.outdir / "exponents.csv"}
@@ -231,13 +296,22 @@ class Profile:
         rows = self.rows()
         exponents = self.exponents(rows)
         paths = self.write(rows, exponents)
+        passages = self.passages()
+        context_exponents, context_quantiles = self.context_exponents(passages), self.context_quantiles(passages)
+        paths["context_exponents"] = self.outdir / "context_exponents.csv"
+        paths["context_quantiles"] = self.outdir / "context_quantiles.csv"
+        _write_csv(paths["context_exponents"], ("algorithm", "reward", "level", "slope", "low", "high", "contexts",
+                                                "censored", "at_start"), context_exponents)
+        _write_csv(paths["context_quantiles"], ("algorithm", "reward", "level", "alpha_low", "alpha_high", "contexts",
+                                                "reached", "median_queries"), context_quantiles)
         paths["q_alpha"] = self.outdir / "q_alpha.png"
         plots.save(plots.profile_figure(rows, self.N_ref, self.gamma_ref), paths["q_alpha"])
         fits = lq_fits(self.lq_runs())
         if fits:
             paths["lq"] = self.outdir / "lq.png"
             plots.save(plots.lq_fit_figure(fits), paths["lq"])
-        return {"rows": rows, "exponents": exponents, "fits": fits, "paths": paths}
+        return {"rows": rows, "exponents": exponents, "fits": fits, "paths": paths,
+                "context_exponents": context_exponents, "context_quantiles": context_quantiles}
 
     def lq_runs(self):
         """The pg runs at the reference N and gamma (for the LQ figure), by reward."""
@@ -300,4 +374,22 @@ def format_exponents(exponents: list[dict]) -> str:
             label = "Q / bound, median"
         lines.append(f"{e['algorithm']:<9} {e['reward']:<26} {label:<24} {f(e['slope']):>7} {interval:>22} "
                      f"{f(e['theory']):>7} {e['points']:>6} {e['not_reached']:>11} {e['at_start']:>4}")
+    return "\n".join(lines)
+
+
+def format_context_exponents(context_exponents: list[dict], context_quantiles: list[dict], eps: float) -> str:
+    """The per-context exponents and Kaplan-Meier medians as text (what ``fastpg profile`` prints)."""
+    lines = [f"per test context: queries until pi(y*|x) >= 1 - {eps:g} against log(1/alpha_j + 1/eps), censored "
+             "regression, 90% interval over seeds (theory: 1 with ORM)",
+             f"{'algorithm':<9} {'reward':<7} {'alpha level':<11} {'slope':>7} {'interval':>18} {'contexts':>9} "
+             f"{'censored':>9}"]
+    for e in context_exponents:
+        interval = "-" if math.isnan(e["low"]) else f"[{e['low']:.3g}, {e['high']:.3g}]"
+        lines.append(f"{e['algorithm']:<9} {e['reward']:<7} {e['level']:<11} {e['slope']:>7.3g} {interval:>18} "
+                     f"{e['contexts']:>9} {e['censored']:>9}")
+    lines.append("Kaplan-Meier median of those queries per decade of base likelihood (> last: over half censored)")
+    for q in context_quantiles:
+        med = "> last" if math.isinf(q["median_queries"]) else f"{q['median_queries']:.3g}"
+        lines.append(f"{q['algorithm']:<9} {q['reward']:<7} {q['level']:<11} alpha in [{q['alpha_low']:.0e}, "
+                     f"{q['alpha_high']:.0e}): {q['contexts']:>5} contexts, {q['reached']:>5} reached, median {med}")
     return "\n".join(lines)

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastpg
-from fastpg.complexity import (bootstrap_slope, conditional_error, first_passage_queries, fit_slope, query_complexity,
-                               theory_bound)
+from fastpg.complexity import (bootstrap_censored_slope, bootstrap_slope, censored_slope, conditional_error,
+                               context_passages, first_passage_queries, fit_slope, kaplan_meier_quantile,
+                               query_complexity, theory_bound)
 from fastpg.sweep import Sweep, execute
 
 import naive
@@ -170,3 +171,56 @@ def test_block_scale_with_a_fixed_gamma_keeps_the_margin_as_n_grows():
     for N in (2, 6, 12):
         t = make_task(RunConfig.from_dict(dict(d=8, k=4, N=N, teacher_scale="block", gamma=0.05, n_test=64)))
         assert t.gamma == 0.05 and t.realised_min_margin >= 0.05
+
+
+# -- per-context first passage with censoring ---------------------------------------------------------
+def test_censored_slope_is_the_log_logistic_maximum_likelihood_and_removes_the_bias_of_dropping():
+    from scipy import optimize
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 20000)
+    y = 1.0 + 0.8 * x + 0.5 * rng.logistic(size=20000)
+    reached = y < 6.0
+    y = np.minimum(y, 6.0)  # everything above 6 is only known to be above it (38% of the points)
+
+    def nll(t):  # the model written plainly: logistic density where reached, its tail where censored
+        s = math.exp(t[2])
+        z = (y - t[0] - t[1] * x) / s
+        return -np.sum(np.where(reached, z - 2 * np.log1p(np.exp(z)) - t[2], -np.log1p(np.exp(z))))
+
+    a, b, s = censored_slope(x, y, reached)
+    best = optimize.minimize(nll, [1.0, 0.8, math.log(0.5)], method="Nelder-Mead",
+                             options=dict(xatol=1e-9, fatol=1e-9, maxiter=4000)).x
+    np.testing.assert_allclose([a, b, math.log(s)], best, atol=1e-5)
+    assert abs(b - 0.8) < 0.02 and abs(a - 1.0) < 0.1 and abs(s - 0.5) < 0.02
+    naive = np.polyfit(x[reached], y[reached], 1)[0]
+    assert naive < 0.8 - 0.05  # what the fit on reached points alone gives: biased down
+    slope, lo, hi = bootstrap_censored_slope(x[:3000], y[:3000], reached[:3000], np.arange(3000) % 5, n_boot=50)
+    assert slope == censored_slope(x[:3000], y[:3000], reached[:3000])[1] and lo < slope < hi
+    assert math.isnan(censored_slope([1.0, 2.0], [1.0, 2.0], [True, False])[1])  # one reached point: no fit
+
+
+def test_kaplan_meier_quantile_with_and_without_censoring():
+    t = np.arange(1.0, 11.0)
+    assert kaplan_meier_quantile(t, np.ones(10, bool)) == 5.0  # S(5) = 0.5
+    assert kaplan_meier_quantile(t, np.ones(10, bool), q=0.9) == 9.0
+    # all but the first three censored at 4: S never falls to 1/2
+    assert kaplan_meier_quantile(np.minimum(t, 4.0), t < 4.0) == math.inf
+    rng = np.random.default_rng(1)
+    T, cens = rng.exponential(1.0, 20000), rng.exponential(2.0, 20000)
+    med = kaplan_meier_quantile(np.minimum(T, cens), T < cens)
+    assert abs(med - math.log(2)) < 0.03  # the exponential's median, with a third of the data censored
+    assert abs(np.median(np.minimum(T, cens)) - math.log(2)) > 0.1  # the naive median is far off
+
+
+def test_context_passages_read_first_passages_and_censoring_off_a_trace():
+    # three contexts, four evaluation points: passes at point 2, never, already at the start
+    loglik = np.log(np.array([[0.1, 0.5, 1e-3], [0.5, 0.7, 1e-3], [0.95, 0.8, 0.99], [0.99, 0.85, 0.999]]))
+    out = context_passages(loglik, np.array([0.0, 10.0, 100.0, 1000.0]), np.log([0.1, 0.5, 1e-3]), eps=0.1)
+    assert out["at_start"] == 0 and list(out["queries"]) == [100.0, 1000.0, 100.0]
+    assert list(out["reached"]) == [True, False, True]
+    np.testing.assert_allclose(out["x"], np.log([10.0 + 10.0, 2.0 + 10.0, 1000.0 + 10.0]))
+    out = context_passages(loglik[1:], np.array([10.0, 100.0, 1000.0]) - 10.0, np.log([0.1, 0.5, 1e-3]), eps=0.1)
+    assert out["at_start"] == 0
+    out = context_passages(loglik[2:], np.array([0.0, 5.0]), np.log([0.1, 0.5, 1e-3]), eps=0.1)
+    assert out["at_start"] == 2 and list(out["reached"]) == [False]

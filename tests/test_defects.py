@@ -10,18 +10,16 @@ report that can fail").
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 
 from fastpg import defects, paper
 
 QUICK = paper.Settings.quick()
-QUICK_PROFILE = replace(QUICK, profile_grid={"N": [8, 10], "gamma": [0.003, 0.006], "reward": ["orm"], "algorithm": ["pg", "rs"]})
 
 EXPERIMENTS = {
     "fig1": lambda out: paper.figure1(out, QUICK)[1],
-    "profile": lambda out: paper.profile_claims(out, QUICK_PROFILE)[2],
+    "profile": lambda out: paper.profile_claims(out, QUICK)[2],
     "any_pretraining": lambda out: paper.any_pretraining(out, QUICK)[2],
     "pretrain": lambda out: paper.statistical_learning(out, QUICK)[1],
     "mistakes": lambda out: paper.online_mistakes(out, QUICK)[3],
@@ -33,6 +31,8 @@ PRM_DECREASES = "With PRM the error keeps decreasing"
 ORM_LQ = "ORM's error after T queries is the base model's sequence-level LQ at c/T"
 PG_ORM_SLOPE = "pg + ORM reaches 1 - eps"
 RS_ORM_SLOPE = "rs + ORM reaches 1 - eps"
+CONTEXT_ORM = "pg + ORM: a test context with base likelihood alpha_j reaches"
+CONTEXT_PRM = "pg + PRM: the sequence-level alpha barely matters"
 EXP_IN_N = "With ORM the cost grows exponentially in N whatever the base model"
 SGD_GREEDY_RATE = "SGD (adaptive rule): greedy error about 1/(gamma^2 n)"
 SGD_EXPECTED_RATE = "SGD (adaptive rule): expected error about 1/(gamma^2 n)"
@@ -44,12 +44,15 @@ MISTAKES_BOUNDED = "PG with the adaptive rule makes a bounded number of mistakes
 # where the defect leaves nothing to measure (every point censored)
 CENSORED = "not measured"
 FLIPS = {
-    "reward-swap": {"fig1": [ORM_BARRIER, PRM_PASSES, PRM_DECREASES, ORM_LQ], "profile": [PG_ORM_SLOPE],
+    "reward-swap": {"fig1": [ORM_BARRIER, PRM_PASSES, PRM_DECREASES, ORM_LQ],
+                    "profile": [PG_ORM_SLOPE, CONTEXT_ORM, CONTEXT_PRM],
                     "any_pretraining": [EXP_IN_N]},
     # the base pre-trained on 300 contexts has a steep PRM cost of its own (degree 2.9, 1.9 with the defect)
     "prm-one-query": {"any_pretraining": [f"{EXP_IN_N} ({case}" for case in
                                           ("base=sgd, n_pre=30)", "base=teacher,", "base=file)")]},
-    "base-shuffled": {"fig1": [ORM_BARRIER], "profile": [(PG_ORM_SLOPE, CENSORED), (RS_ORM_SLOPE, CENSORED)]},
+    # with the base likelihoods shuffled, ORM's per-context slope is about 0: PRM's row loses its power
+    "base-shuffled": {"fig1": [ORM_BARRIER], "profile": [CONTEXT_ORM, (CONTEXT_PRM, paper.VACUOUS),
+                                                         (PG_ORM_SLOPE, CENSORED), (RS_ORM_SLOPE, CENSORED)]},
     "adaptive-constant": {"mistakes": [MISTAKES_BOUNDED], "pretrain": [SGD_EXPECTED_RATE]},
     "teacher-mismatch": {"pretrain": [SGD_GREEDY_RATE, SGD_EXPECTED_RATE, SGD_BOUNDED, SGD_CONSTANT_BOUNDED]},
 }

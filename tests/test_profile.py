@@ -93,3 +93,42 @@ def test_lq_fit_recovers_c_on_a_synthetic_trace():
     err = lq_curve(base, np.log(300.0) - np.log(T))
     fit = lq_fit(T, err, base)
     assert fit["c"] == pytest.approx(300.0, rel=0.03) and fit["max_gap"] < 0.01
+
+
+def test_per_context_exponents_against_a_plain_recomputation(small_profile):
+    """context_exponents.csv: the censored fit over every test context of the pg runs at the
+    reference N and gamma, recomputed here from the stored traces with the plain first passage."""
+    from fastpg.complexity import censored_slope, kaplan_meier_quantile
+
+    out, r = small_profile
+    assert "per test context" in r.stdout and "Kaplan-Meier" in r.stdout
+    rows = {(row["algorithm"], row["reward"], row["level"]): row
+            for row in csv.DictReader(open(out / "context_exponents.csv"))}
+    assert set(rows) == {(a, rw, lv) for a in ("pg", "rs") for rw, lv in
+                         (("orm", "sequence"), ("prm", "sequence"), ("prm", "token"))}
+    x, y, reached, log_alpha, queries = [], [], [], [], []
+    for path in sorted((out / "pg").rglob("*.h5")):
+        run = fastpg.load(path)
+        if run.config["reward"] != "orm" or run.config["N"] != 4 or run.config["gamma"] != 0.004:
+            continue
+        for j in range(run.loglik.shape[1]):
+            above = np.nonzero(run.loglik[:, j] >= math.log(1 - 0.1))[0]  # eps_ref: the middle of 0.3, 0.1
+            T = run.queries[above[0]] if len(above) else run.queries[-1]
+            if len(above) and T == 0:
+                continue  # there at the start: no passage
+            x.append(math.log(math.exp(-run.base["loglik"][j]) + 1 / 0.1))
+            y.append(math.log(T))
+            reached.append(len(above) > 0)
+            log_alpha.append(run.base["loglik"][j])
+            queries.append(T)
+    row = rows[("pg", "orm", "sequence")]
+    assert int(row["contexts"]) == len(x) and int(row["censored"]) == len(x) - sum(reached)
+    assert float(row["slope"]) == pytest.approx(censored_slope(x, y, reached)[1], rel=1e-9)
+    medians = [m for m in csv.DictReader(open(out / "context_quantiles.csv"))
+               if (m["algorithm"], m["reward"], m["level"]) == ("pg", "orm", "sequence")]
+    assert sum(int(m["contexts"]) for m in medians) == len(x)
+    decade = np.floor(-np.array(log_alpha) / math.log(10))
+    for m in medians:
+        keep = decade == round(-math.log10(float(m["alpha_high"])))
+        assert int(m["contexts"]) == keep.sum() and int(m["reached"]) == np.array(reached)[keep].sum()
+        assert float(m["median_queries"]) == kaplan_meier_quantile(np.array(queries)[keep], np.array(reached)[keep])
