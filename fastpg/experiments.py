@@ -14,7 +14,7 @@ import numpy as np
 
 from . import config as C
 from .api import pretrain, run
-from .config import ConfigError
+from .config import ConfigError, RunConfig
 from .analysis import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
 from .complexity import lq_fit
 from .plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
@@ -96,14 +96,27 @@ def late_error_ratio(run) -> float:
     return float(err[-1] / err[half]) if err[half] > 0 else float("nan")
 
 
-def _plan(paths, png, overwrite: bool, resume: bool) -> list:
-    """The files to (re)compute: with ``resume`` complete files are kept and the others redone; otherwise
-    every existing output is refused unless ``overwrite``. Returns the paths to run."""
+def _plan(configs: dict, png, overwrite: bool, resume: bool) -> list:
+    """The files to (re)compute, of ``configs`` (``{path: the run's parameters}``): with ``resume``
+    complete files are kept and the others redone; otherwise every existing output is refused unless
+    ``overwrite``. A complete file kept on ``resume`` must have been made with the same parameters:
+    a folder from an earlier version with other defaults (Figure 1's clusters, say) is refused, not
+    silently reused. Returns the paths to run."""
     if not resume:
-        for path in (*paths, png):
+        for path in (*configs, png):
             check_output(path, overwrite)
-        return list(paths)
-    todo = [p for p in paths if not Path(p).exists() or read_status(p) != COMPLETE]
+        return list(configs)
+    todo = [p for p in configs if not Path(p).exists() or read_status(p) != COMPLETE]
+    for path, params in configs.items():
+        if path in todo or overwrite:
+            continue
+        want = RunConfig.from_dict(params).to_dict()
+        have = load(path).config
+        differs = [k for k in want if k in have and have[k] != want[k]]
+        if differs:
+            k = differs[0]
+            raise ConfigError("OUTDIR", f"{Path(path).name} was made with {k}={have[k]!r}, not {want[k]!r}; allowed: "
+                                        "another folder, or --overwrite to redo it")
     for path in todo:
         check_output(path, overwrite=True)
     check_output(png, overwrite=True)
@@ -137,7 +150,8 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
         raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
     files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
     png, exceptions_png = out / "fig1.png", out / "exceptions.png"
-    todo = _plan(files.values(), png, overwrite, resume)
+    todo = _plan({path: {**params, "reward": reward, "seed": seed} for (reward, seed), path in files.items()}, png,
+                 overwrite, resume)
     check_output(exceptions_png, overwrite=overwrite or resume)
     for (reward, seed), path in files.items():
         if path not in todo:
@@ -187,7 +201,7 @@ def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantile
     params = {**C.PRETRAIN, **(overrides or {})}
     jobs = [(lr, q, out / f"pretrain-lr={lr}-gq={q:g}.h5") for lr in lr_rules for q in gamma_quantiles]
     png = out / "pretrain.png"
-    todo = _plan([path for *_, path in jobs], png, overwrite, resume)
+    todo = _plan({path: {**params, "pre_lr": lr, "gamma_quantile": q} for lr, q, path in jobs}, png, overwrite, resume)
     for lr, q, path in jobs:
         if path not in todo:
             continue

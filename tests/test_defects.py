@@ -13,13 +13,17 @@ import sys
 
 import pytest
 
+from dataclasses import replace
+
 from fastpg import defects, paper
 
 QUICK = paper.Settings.quick()
+# the profile's claims are read at its reference N and gamma only: the rest of the quick grid is left out
+QUICK_PROFILE = replace(QUICK, profile_grid={**QUICK.profile_grid, "N": [8], "gamma": [0.003]})
 
 EXPERIMENTS = {
     "fig1": lambda out: paper.figure1(out, QUICK)[1],
-    "profile": lambda out: paper.profile_claims(out, QUICK)[2],
+    "profile": lambda out: paper.profile_claims(out, QUICK_PROFILE)[2],
     "any_pretraining": lambda out: paper.any_pretraining(out, QUICK)[2],
     "pretrain": lambda out: paper.statistical_learning(out, QUICK)[1],
     "mistakes": lambda out: paper.online_mistakes(out, QUICK)[3],
@@ -81,6 +85,7 @@ def _rows(claims, prefix):
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("defect", sorted(FLIPS))
 def test_each_defect_flips_the_claims_it_should(defect, clean, tmp_path):
     for experiment, prefixes in FLIPS[defect].items():
@@ -94,6 +99,7 @@ def test_each_defect_flips_the_claims_it_should(defect, clean, tmp_path):
                 assert bad.status == status, (defect, bad.claim, bad.rule, bad.value)
 
 
+@pytest.mark.slow
 def test_every_yes_row_has_a_defect_that_flips_it(clean):
     named = {(experiment, _expected(entry)[0]) for flips in FLIPS.values() for experiment, entries in flips.items()
              for entry in entries}
@@ -103,6 +109,7 @@ def test_every_yes_row_has_a_defect_that_flips_it(clean):
                 assert any(e == experiment and claim.claim.startswith(p) for e, p in named), (experiment, claim.claim)
 
 
+@pytest.mark.slow
 def test_a_defect_changes_nothing_once_its_block_ends(clean, tmp_path):
     with defects.injected("reward-swap"):
         pass

@@ -159,3 +159,17 @@ def test_cluster_exceptions_on_a_hand_made_task():
     assert list(ex["leave"]) == [-1, -1, -1, 1, -1, -1]
     assert ex["base_token"][3] == pytest.approx(0.125) and np.isnan(ex["base_token"][:3]).all()
     assert (ex["n_stuck"], ex["n_exceptions"], ex["stuck_exceptions"]) == (2, 1, 1)
+
+
+def test_resume_refuses_complete_files_made_with_other_parameters(tmp_path):
+    """A folder from an earlier default (Figure 1's wide clusters) is not silently reused by a resume."""
+    from fastpg.config import ConfigError
+
+    small = dict(SMALL_FIG1, steps=50)
+    fig1(tmp_path, small, seeds=[0], resume=True)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")}
+    fig1(tmp_path, small, seeds=[0], resume=True)  # the same parameters: kept as they are
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")} == stamps
+    with pytest.raises(ConfigError, match="OUTDIR: fig1-orm-seed0.h5 was made with sigma=0.01, not 0.05"):
+        fig1(tmp_path, small, seeds=[0], resume=True, wide=True)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")} == stamps  # nothing touched
