@@ -104,13 +104,15 @@ def cluster_exceptions(run, task: dict) -> dict:
     towards 0 and stalls on them (docs/design.md, "Figure 1"). Returns the masks ``stuck``,
     ``exception``, ``cluster``, the position where each exception first leaves the majority
     (``leave``), the base likelihood of its correct token there (``base_token``, NaN for the
-    others) and counts. Plain NumPy on a run (:class:`fastpg.store.RunData`) and its task's arrays
+    others) and counts. A task without clusters has none (``cluster`` is -1). Plain NumPy on a run (:class:`fastpg.store.RunData`) and its task's arrays
     (:func:`fastpg.store.read_task_arrays`).
     """
     X, Y = np.asarray(task["test_x"]), np.asarray(task["test_y"])
-    cluster = np.argmax(X @ np.asarray(task["centres"]).T, axis=1)
-    majority = np.empty_like(Y)
-    for c in np.unique(cluster):
+    centres = np.asarray(task["centres"])
+    # without clusters (``sphere``) there is no majority to differ from: cluster -1, no exceptions
+    cluster = np.argmax(X @ centres.T, axis=1) if len(centres) else np.full(len(Y), -1)
+    majority = Y.copy()
+    for c in np.unique(cluster[cluster >= 0]):
         members = Y[cluster == c]
         responses, counts = np.unique(members, axis=0, return_counts=True)
         majority[cluster == c] = responses[np.argmax(counts)]

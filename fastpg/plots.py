@@ -143,7 +143,7 @@ def exceptions_figure(prm, exceptions):
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
     for i, ex in enumerate(exceptions):
-        clusters = np.unique(ex["cluster"])
+        clusters = np.unique(ex["cluster"][ex["cluster"] >= 0])  # none on a task without clusters
         frac_ex = [ex["exception"][ex["cluster"] == c].mean() for c in clusters]
         frac_stuck = [ex["stuck"][ex["cluster"] == c].mean() for c in clusters]
         axes[0].scatter(frac_ex, frac_stuck, s=14, alpha=0.7, label=f"seed {prm[i].config['seed']}: "

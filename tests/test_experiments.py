@@ -57,6 +57,10 @@ def test_fig1_command_small(tmp_path):
     cfg = fastpg.load(tmp_path / "wide" / "fig1-prm-seed0.h5").config
     assert cfg["sigma"] == 0.05 and cfg["n_pre"] == 200  # the wide clusters, and an option typed still wins
     assert (tmp_path / "wide" / "exceptions.png").exists() and "exceptions" in wide.stdout
+    sphere = fastpg_cmd("fig1", tmp_path / "sphere", *[a for k, v in SMALL_FIG1.items() for a in (flag(k), v)],
+                        "--seeds", "0", "--contexts", "sphere", "-q")  # no clusters: no exceptions, no crash
+    assert sphere.returncode == 0, sphere.stderr
+    assert (tmp_path / "sphere" / "exceptions.png").exists()
 
 
 def test_pretrain_experiment_small(tmp_path):
@@ -159,6 +163,8 @@ def test_cluster_exceptions_on_a_hand_made_task():
     assert list(ex["leave"]) == [-1, -1, -1, 1, -1, -1]
     assert ex["base_token"][3] == pytest.approx(0.125) and np.isnan(ex["base_token"][:3]).all()
     assert (ex["n_stuck"], ex["n_exceptions"], ex["stuck_exceptions"]) == (2, 1, 1)
+    none = cluster_exceptions(run, {"test_x": X, "test_y": Y, "centres": np.zeros((0, 2))})  # a sphere task
+    assert list(none["cluster"]) == [-1] * 6 and none["n_exceptions"] == 0 and none["n_stuck"] == 2
 
 
 def test_resume_refuses_complete_files_made_with_other_parameters(tmp_path):
