@@ -216,13 +216,14 @@ class Profile:
                         "at_start": sum(r["reached"] and r["queries"] == 0 for r in mine)})
         return out
 
-    def passages(self) -> dict:
-        """Per-context first passages to ``1 - eps_ref`` as survival data (docs/design.md, "Query
-        complexity per context"), keyed by ``(algorithm, reward, level)``: ``pg`` runs at the
-        reference N and gamma; each ``rs`` run contributes the contexts whose base likelihood lies
-        in ``[alpha, 10 alpha)`` of the ``alpha`` its budget profiles (below it the budget cuts
-        searches short). Arrays ``x``, ``queries``, ``reached``, ``level_loglik`` and ``seed``, and
-        the count of contexts already there at the start."""
+    def passages(self, eps: float | None = None) -> dict:
+        """Per-context first passages to ``1 - eps`` (``eps_ref`` by default) as survival data
+        (docs/design.md, "Query complexity per context"), keyed by ``(algorithm, reward, level)``:
+        ``pg`` runs at the reference N and gamma; each ``rs`` run contributes the contexts whose
+        base likelihood lies in ``[alpha, 10 alpha)`` of the ``alpha`` its budget profiles (below
+        it the budget cuts searches short). Arrays ``x``, ``queries``, ``reached``,
+        ``level_loglik`` and ``seed``, and the count of contexts already there at the start."""
+        eps = self.eps_ref if eps is None else eps
         out: dict = {}
         for algorithm, sweep in self.sweeps.items():
             for run in sweep.runs:
@@ -241,7 +242,7 @@ class Profile:
                     if algorithm == "rs":
                         alpha = self.alpha_of_budget[data.config["M"]]
                         keep = (base >= math.log(alpha)) & (base < math.log(10.0 * alpha))
-                    p = context_passages(data.loglik[:, keep], data.queries, base[keep], self.eps_ref)
+                    p = context_passages(data.loglik[:, keep], data.queries, base[keep], eps)
                     entry = out.setdefault((algorithm, data.config["reward"], level),
                                            {"x": [], "queries": [], "reached": [], "level_loglik": [], "seed": [],
                                             "at_start": 0})
@@ -252,19 +253,44 @@ class Profile:
         return {key: {name: (np.concatenate(v) if isinstance(v, list) else v) for name, v in entry.items()}
                 for key, entry in out.items()}
 
-    def context_exponents(self, passages: dict | None = None) -> list[dict]:
+    def eps_passages(self) -> dict:
+        """The passages of :meth:`passages` at every ``eps`` of the profile, pooled, for the contexts
+        where the bound's ``1/eps`` term is at least its ``1/alpha_j`` term at every ``eps``
+        (``alpha_j >= max(eps)``): across them ``log(1/alpha_j + 1/eps)`` varies mostly through
+        ``eps``. Empty with a single ``eps``."""
+        if len(self.eps) < 2:
+            return {}
+        out: dict = {}
+        for eps in self.eps:
+            for key, d in self.passages(eps).items():
+                keep = d["level_loglik"] >= math.log(max(self.eps))
+                entry = out.setdefault(key, {"x": [], "queries": [], "reached": [], "level_loglik": [], "seed": [],
+                                             "at_start": 0})
+                for name in ("x", "queries", "reached", "level_loglik", "seed"):
+                    entry[name].append(d[name][keep])
+                entry["at_start"] += d["at_start"]
+        return {key: {name: (np.concatenate(v) if isinstance(v, list) else v) for name, v in entry.items()}
+                for key, entry in out.items()}
+
+    def context_exponents(self, passages: dict | None = None, eps_passages: dict | None = None) -> list[dict]:
         """Per ``(algorithm, reward, level)``: the slope of log first-passage queries in
-        ``log(1/alpha_j + 1/eps)`` over every test context, censored ones included (a Tobit fit,
-        :func:`fastpg.complexity.censored_slope`), with a 90% bootstrap interval over seeds. The
-        theory's shape gives slope 1 (with ORM, at the sequence level)."""
+        ``log(1/alpha_j + 1/eps)``, censored passages included (a log-logistic censored regression,
+        :func:`fastpg.complexity.censored_slope`), with a 90% bootstrap interval over seeds. Two
+        designs (column ``against``): ``alpha`` fits every test context at ``eps_ref`` (the spread
+        is in ``alpha_j``); ``eps`` fits the contexts of :meth:`eps_passages` at every ``eps`` (the
+        spread is in ``eps``). The theory's shape gives slope 1 in both (with ORM, at the sequence
+        level)."""
         out = []
-        for (algorithm, reward, level), d in sorted((passages or self.passages()).items()):
-            positive = d["queries"] > 0
-            slope, lo, hi = bootstrap_censored_slope(d["x"][positive], np.log(d["queries"][positive]),
-                                                     d["reached"][positive], d["seed"][positive])
-            out.append({"algorithm": algorithm, "reward": reward, "level": level, "slope": slope, "low": lo,
-                        "high": hi, "contexts": int(positive.sum()), "censored": int((~d["reached"][positive]).sum()),
-                        "at_start": d["at_start"]})
+        designs = (("alpha", passages if passages is not None else self.passages()),
+                   ("eps", eps_passages if eps_passages is not None else self.eps_passages()))
+        for against, data in designs:
+            for (algorithm, reward, level), d in sorted(data.items()):
+                positive = d["queries"] > 0
+                slope, lo, hi = bootstrap_censored_slope(d["x"][positive], np.log(d["queries"][positive]),
+                                                         d["reached"][positive], d["seed"][positive])
+                out.append({"algorithm": algorithm, "reward": reward, "level": level, "against": against,
+                            "slope": slope, "low": lo, "high": hi, "contexts": int(positive.sum()),
+                            "censored": int((~d["reached"][positive]).sum()), "at_start": d["at_start"]})
         return out
 
     def context_quantiles(self, passages: dict | None = None) -> list[dict]:
@@ -300,8 +326,8 @@ class Profile:
         context_exponents, context_quantiles = self.context_exponents(passages), self.context_quantiles(passages)
         paths["context_exponents"] = self.outdir / "context_exponents.csv"
         paths["context_quantiles"] = self.outdir / "context_quantiles.csv"
-        _write_csv(paths["context_exponents"], ("algorithm", "reward", "level", "slope", "low", "high", "contexts",
-                                                "censored", "at_start"), context_exponents)
+        _write_csv(paths["context_exponents"], ("algorithm", "reward", "level", "against", "slope", "low", "high",
+                                                "contexts", "censored", "at_start"), context_exponents)
         _write_csv(paths["context_quantiles"], ("algorithm", "reward", "level", "alpha_low", "alpha_high", "contexts",
                                                 "reached", "median_queries"), context_quantiles)
         paths["q_alpha"] = self.outdir / "q_alpha.png"
@@ -379,14 +405,16 @@ def format_exponents(exponents: list[dict]) -> str:
 
 def format_context_exponents(context_exponents: list[dict], context_quantiles: list[dict], eps: float) -> str:
     """The per-context exponents and Kaplan-Meier medians as text (what ``fastpg profile`` prints)."""
-    lines = [f"per test context: queries until pi(y*|x) >= 1 - {eps:g} against log(1/alpha_j + 1/eps), censored "
-             "regression, 90% interval over seeds (theory: 1 with ORM)",
-             f"{'algorithm':<9} {'reward':<7} {'alpha level':<11} {'slope':>7} {'interval':>18} {'contexts':>9} "
-             f"{'censored':>9}"]
+    lines = ["per test context: log queries until pi(y*|x) >= 1 - eps against log(1/alpha_j + 1/eps), censored "
+             "regression, 90% interval over seeds (theory: 1 with ORM);",
+             f"spread in alpha: every context at eps = {eps:g}; spread in eps: contexts with alpha_j >= the largest "
+             "eps, at every eps",
+             f"{'algorithm':<9} {'reward':<7} {'alpha level':<11} {'spread':<6} {'slope':>7} {'interval':>18} "
+             f"{'contexts':>9} {'censored':>9}"]
     for e in context_exponents:
         interval = "-" if math.isnan(e["low"]) else f"[{e['low']:.3g}, {e['high']:.3g}]"
-        lines.append(f"{e['algorithm']:<9} {e['reward']:<7} {e['level']:<11} {e['slope']:>7.3g} {interval:>18} "
-                     f"{e['contexts']:>9} {e['censored']:>9}")
+        lines.append(f"{e['algorithm']:<9} {e['reward']:<7} {e['level']:<11} {e['against']:<6} {e['slope']:>7.3g} "
+                     f"{interval:>18} {e['contexts']:>9} {e['censored']:>9}")
     lines.append("Kaplan-Meier median of those queries per decade of base likelihood (> last: over half censored)")
     for q in context_quantiles:
         med = "> last" if math.isinf(q["median_queries"]) else f"{q['median_queries']:.3g}"

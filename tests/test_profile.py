@@ -95,35 +95,51 @@ def test_lq_fit_recovers_c_on_a_synthetic_trace():
     assert fit["c"] == pytest.approx(300.0, rel=0.03) and fit["max_gap"] < 0.01
 
 
-def test_per_context_exponents_against_a_plain_recomputation(small_profile):
-    """context_exponents.csv: the censored fit over every test context of the pg runs at the
-    reference N and gamma, recomputed here from the stored traces with the plain first passage."""
-    from fastpg.complexity import censored_slope, kaplan_meier_quantile
-
-    out, r = small_profile
-    assert "per test context" in r.stdout and "Kaplan-Meier" in r.stdout
-    rows = {(row["algorithm"], row["reward"], row["level"]): row
-            for row in csv.DictReader(open(out / "context_exponents.csv"))}
-    assert set(rows) == {(a, rw, lv) for a in ("pg", "rs") for rw, lv in
-                         (("orm", "sequence"), ("prm", "sequence"), ("prm", "token"))}
-    x, y, reached, log_alpha, queries = [], [], [], [], []
+def _plain_passages(out, eps, keep_alpha=0.0):
+    """Survival data of the pg + ORM runs at N = 4, gamma = 0.004, recomputed from the stored traces
+    with the plain first passage to ``1 - eps``, for the contexts with base likelihood >= ``keep_alpha``."""
+    x, y, reached, log_alpha, queries, seeds = [], [], [], [], [], []
     for path in sorted((out / "pg").rglob("*.h5")):
         run = fastpg.load(path)
         if run.config["reward"] != "orm" or run.config["N"] != 4 or run.config["gamma"] != 0.004:
             continue
         for j in range(run.loglik.shape[1]):
-            above = np.nonzero(run.loglik[:, j] >= math.log(1 - 0.1))[0]  # eps_ref: the middle of 0.3, 0.1
+            if keep_alpha and run.base["loglik"][j] < math.log(keep_alpha):
+                continue
+            above = np.nonzero(run.loglik[:, j] >= math.log(1 - eps))[0]
             T = run.queries[above[0]] if len(above) else run.queries[-1]
             if len(above) and T == 0:
                 continue  # there at the start: no passage
-            x.append(math.log(math.exp(-run.base["loglik"][j]) + 1 / 0.1))
+            x.append(math.log(math.exp(-run.base["loglik"][j]) + 1 / eps))
             y.append(math.log(T))
             reached.append(len(above) > 0)
             log_alpha.append(run.base["loglik"][j])
             queries.append(T)
-    row = rows[("pg", "orm", "sequence")]
+            seeds.append(run.config["seed"])
+    return x, y, reached, log_alpha, queries, seeds
+
+
+def test_per_context_exponents_against_a_plain_recomputation(small_profile):
+    """context_exponents.csv: the censored fit over every test context of the pg runs at the
+    reference N and gamma, recomputed here from the stored traces with the plain first passage;
+    and the fit whose spread is in eps (contexts with alpha_j >= the largest eps, every eps)."""
+    from fastpg.complexity import censored_slope, kaplan_meier_quantile
+
+    out, r = small_profile
+    assert "per test context" in r.stdout and "Kaplan-Meier" in r.stdout
+    rows = {(row["algorithm"], row["reward"], row["level"], row["against"]): row
+            for row in csv.DictReader(open(out / "context_exponents.csv"))}
+    assert set(rows) == {(a, rw, lv, ag) for a in ("pg", "rs") for rw, lv in
+                         (("orm", "sequence"), ("prm", "sequence"), ("prm", "token")) for ag in ("alpha", "eps")}
+    x, y, reached, log_alpha, queries, _ = _plain_passages(out, 0.1)  # eps_ref: the middle of 0.3, 0.1
+    row = rows[("pg", "orm", "sequence", "alpha")]
     assert int(row["contexts"]) == len(x) and int(row["censored"]) == len(x) - sum(reached)
     assert float(row["slope"]) == pytest.approx(censored_slope(x, y, reached)[1], rel=1e-9)
+    pooled = [_plain_passages(out, eps, keep_alpha=0.3) for eps in (0.3, 0.1)]
+    ex, ey, er = (sum((p[k] for p in pooled), []) for k in range(3))
+    row = rows[("pg", "orm", "sequence", "eps")]
+    assert int(row["contexts"]) == len(ex) > 0 and int(row["censored"]) == len(ex) - sum(er)
+    assert float(row["slope"]) == pytest.approx(censored_slope(ex, ey, er)[1], rel=1e-9)
     medians = [m for m in csv.DictReader(open(out / "context_quantiles.csv"))
                if (m["algorithm"], m["reward"], m["level"]) == ("pg", "orm", "sequence")]
     assert sum(int(m["contexts"]) for m in medians) == len(x)
