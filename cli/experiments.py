@@ -205,7 +205,7 @@ def _plot_scaling(files, x, out):
     import json
 
     from fastpg import plots
-    from fastpg.analysis import group_label, scaling_table
+    from fastpg.analysis import growth_text, group_label, median_text, scaling_table
     from fastpg.sweep import MANIFEST, grid_rows, manifest_keys, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():
@@ -239,13 +239,13 @@ def _plot_scaling(files, x, out):
     table = scaling_table(rows, grid, x, y)
     for g in table:
         name = group_label(g["group"]) or "all runs"
-        fit = g["fit"]
-        click.echo(f"{name}: median {y} {', '.join(f'{v:.4g}' for v in g['median'])} at {x} = "
-                   f"{', '.join(f'{v:g}' for v in g['x'])}")
-        click.echo(f"  slope of log queries in {x}: {fit['exp_slope']:.4f} (x{math.exp(fit['exp_slope']):.3g} per unit); "
-                   f"in log {x}: {fit['poly_slope']:.3f}")
+        click.echo(f"{name}: median {y} {', '.join(median_text(v) for v in g['median'])} at {x} = "
+                   f"{', '.join(f'{v:g}' for v in g['x'])} (seeds that got there: "
+                   f"{', '.join(f'{r} of {n}' for r, n in zip(g['reached'], g['n']))})")
+        click.echo(f"  {growth_text(g['fit'], x)}")
         if sum(g["missing"]):
-            click.echo("  not reached (left out of the medians and the fit, drawn as triangles): "
-                       + ", ".join(f"{m} of {m + n} at {x}={v:g}" for v, m, n in zip(g["x"], g["missing"], g["n"]) if m))
+            click.echo("  not reached (censored: counted as more than their budget; a median over half censored is "
+                       "'> budget', left out of the fit and drawn as a triangle): "
+                       + ", ".join(f"{m} of {n} at {x}={v:g}" for v, m, n in zip(g["x"], g["missing"], g["n"]) if m))
     eps = None if y == "Q" else _first(manifest.get("eps"))
     click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps), out)}")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 import fastpg
+from fastpg import interrupts
 from fastpg.config import ConfigError
+from fastpg.interrupts import Terminated
 from fastpg.plots import PlotUnavailable
-from fastpg.store import OutputError
+from fastpg.store import OutputError, unclosable_files
 
 from .info import describe
 from .options import resolve, run_options
@@ -18,6 +21,7 @@ from .progress import Progress
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -97,12 +101,24 @@ def _error(message: str, code: int) -> int:
     return code
 
 
+def _stopped(exc: BaseException) -> int:
+    """The line and exit status for Ctrl-C (130) or SIGTERM (143, as a shell reports a process it ended)."""
+    if isinstance(exc, Terminated):
+        return _error("terminated (SIGTERM); files of unfinished runs are marked failed", EXIT_TERMINATED)
+    return _error("interrupted (Ctrl-C); files of unfinished runs are marked failed", EXIT_INTERRUPTED)
+
+
 def cli(args=None) -> int:
-    """Console entry point: one-line errors, exit 2 for bad input, 1 for failed runs, 130 for Ctrl-C."""
+    """Console entry point: one-line errors, exit 2 for bad input, 1 for failed runs, 130 for
+    Ctrl-C, 143 for SIGTERM (both handled where the engine can close its files: fastpg.interrupts)."""
+    interrupts.install()
     try:
         code = main.main(args=args, prog_name="fastpg", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click's wrapper of KeyboardInterrupt (and EOF at a prompt)
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, KeyboardInterrupt):
+            return _stopped(cause)
         return _error("interrupted", EXIT_INTERRUPTED)
     except click.ClickException as exc:
         return _error(" ".join(exc.format_message().split()), EXIT_BAD_INPUT)
@@ -114,15 +130,22 @@ def cli(args=None) -> int:
         return _error(str(exc), EXIT_BAD_INPUT)
     except fastpg.RunFailed as exc:
         return _error(str(exc), EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _error("interrupted (Ctrl-C); files of unfinished runs are marked failed", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        return _error(f"I/O error{where}: {' '.join(str(exc).split())}; unfinished runs are marked failed where possible", EXIT_FAILED)
+        what = exc.strerror if exc.filename and exc.strerror else str(exc)
+        return _error(f"I/O error{where}: {' '.join(what.split())}; unfinished runs are marked failed where possible",
+                      EXIT_FAILED)
 
 
 def entry() -> None:
-    sys.exit(cli())
+    code = cli()
+    if unclosable_files():  # a full disk left HDF5 files it cannot close: exiting normally would crash
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

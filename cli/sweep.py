@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from fastpg.analysis import median_text
 from fastpg.backends import BACKENDS
 from fastpg.config import PARAM
 from fastpg.sweep import DEFAULT_EPS, LAYOUTS, MAX_BATCH, id_value
@@ -77,6 +78,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
                   layout=layout or folder_layout(outdir))
     argv = ["fastpg", *sys.argv[1:]]
     sweep.check_folder()  # a folder of another sweep is refused before anything is printed or started
+    sweep.check_writable()
     pending = sweep.pending()
     size = estimate(pending, sweep.layout)
     cores = os.cpu_count() or 1
@@ -107,7 +109,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     unfinished = [row for row in index.rows.values() if row["status"] != "complete"]
     if unfinished:
         first = unfinished[0]
-        click.echo(f"fastpg: error: {len(unfinished)} of {len(sweep.runs)} runs are not complete (first: {first['file']}: "
+        click.echo(f"fastpg: error: {len(unfinished)} of {len(sweep.runs)} runs are not complete (first: {first['file'] or first['run']}: "
                    f"{first['status']}{': ' + first['message'] if first['message'] else ''}); see "
                    f"{sweep.outdir / 'index.csv'}; re-run the same command to redo them", err=True)
         return 1
@@ -125,12 +127,13 @@ def _print_summary(sweep, index) -> None:
     click.echo("  ".join(c.rjust(width[c]) for c in cols))
     for r in cells:
         click.echo("  ".join(r[c].rjust(width[c]) for c in cols))
-    click.echo(f"index: {sweep.outdir / 'index.csv'} (median over seeds; eps = {sweep.eps:g})")
+    click.echo(f"index: {sweep.outdir / 'index.csv'} (median over seeds, those that never reached eps = {sweep.eps:g} "
+               "counted as more than their budget; '> budget': over half did not)")
 
 
 def _cell(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return median_text(v)
     return str(v)

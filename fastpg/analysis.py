@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 HIGH_ERROR = 0.3  # above this the error is still in its initial phase, not the asymptotic rate
@@ -45,7 +47,8 @@ def fit_growth(x, y) -> dict:
     """Growth of positive ``y`` in ``x``: slope of ``log y`` in ``x`` (exponential) and in ``log x`` (polynomial).
 
     ``exp_slope`` = b in ``log y ~ a + b x`` (so ``y`` grows by ``e^b`` per unit of ``x``);
-    ``poly_slope`` = c in ``log y ~ a + c log x``. ``nan`` with fewer than 2 points.
+    ``poly_slope`` = c in ``log y ~ a + c log x``. ``nan`` with fewer than 2 points (NaN ``y``
+    are left out).
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     m = (y > 0) & np.isfinite(y)
@@ -57,17 +60,49 @@ def fit_growth(x, y) -> dict:
     return out
 
 
+def growth_text(fit: dict, x: str) -> str:
+    """A fit of :func:`scaling_table` in words: in ``log(1/x)`` for ``alpha`` and ``eps``, else
+    in ``x`` (with the factor per unit) and in ``log x``."""
+    if x in LEVEL_AXES:
+        return f"slope of log queries in log(1/{x}): {fit['exp_slope']:.3f}"
+    b = fit["exp_slope"]
+    factor = f" (x{math.exp(b):.3g} per unit)" if math.isfinite(b) and abs(b) < 700 else ""
+    return f"slope of log queries in {x}: {b:.4f}{factor}; in log {x}: {fit['poly_slope']:.3f}"
+
+
+def median_text(value: float) -> str:
+    """A censored median: ``> budget`` where over half never got there."""
+    return "> budget" if math.isinf(value) else f"{value:.4g}"
+
+
 def group_label(group: dict) -> str:
     """``algorithm=pg, steps=1e+10, N=8`` for a group of grid values: parameters a run does not set
     (a case without them) left out, numbers in short form."""
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items() if v is not None)
 
 
+LEVEL_AXES = ("alpha", "eps")  # read on log(1/x): the bound grows like 1/alpha and 1/eps
+
+
+def censored_quantile(values, q: float = 0.5) -> float:
+    """The ``q``-quantile of values where ``None`` marks a run that never got there within its
+    budget (right-censored: larger than any reached value). ``inf`` when the quantile falls among
+    the censored ones (say "more than the budget")."""
+    v = np.sort(np.array([math.inf if x is None else float(x) for x in values], dtype=float))
+    if len(v) == 0:
+        return math.nan
+    return float(np.quantile(v, q, method="inverted_cdf"))
+
+
 def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_to_eps") -> list[dict]:
     """Median and quartiles of ``y`` over seeds for each value of ``x``, per combination of the other grid parameters.
 
-    ``rows`` are the rows of a sweep's ``index.csv`` (complete runs only count; runs that never
-    reached eps have no ``y`` and are left out of the median, and counted in ``missing``).
+    ``rows`` are the rows of a sweep's ``index.csv`` (complete runs only count). A run that never
+    reached eps has no ``y``: it is right-censored, larger than every reached value, and counts in
+    the quantiles as such (:func:`censored_quantile`); where over half of the seeds never got
+    there the median is ``inf`` ("more than the budget") and left out of the fit. ``reached`` and
+    ``missing`` count the seeds of each point. The fit (:func:`fit_growth`) is of ``log y`` in
+    ``x`` and ``log x``, or for ``alpha`` and ``eps`` in ``log(1/x)`` (key ``inv_slope``).
     """
     others = [g for g in grid if g != x]
     groups: dict = {}
@@ -79,17 +114,19 @@ def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_t
     table = []
     for key, by_x in groups.items():
         xs = sorted(by_x)
-        vals = [[v for v in by_x[v_x] if v is not None] for v_x in xs]
-        med = [float(np.median(v)) if v else float("nan") for v in vals]
+        cells = [by_x[v_x] for v_x in xs]
+        med = np.array([censored_quantile(c, 0.5) for c in cells])
+        fit_y = np.where(np.isfinite(med), med, np.nan)
         table.append({
             "group": dict(zip(others, key)),
             "x": np.array(xs, float),
-            "median": np.array(med),
-            "q25": np.array([float(np.percentile(v, 25)) if v else float("nan") for v in vals]),
-            "q75": np.array([float(np.percentile(v, 75)) if v else float("nan") for v in vals]),
-            "n": [len(v) for v in vals],
-            "missing": [len(by_x[v_x]) - len(v) for v_x, v in zip(xs, vals)],
-            "fit": fit_growth(xs, med),
+            "median": med,
+            "q25": np.array([censored_quantile(c, 0.25) for c in cells]),
+            "q75": np.array([censored_quantile(c, 0.75) for c in cells]),
+            "n": [len(c) for c in cells],
+            "reached": [sum(v is not None for v in c) for c in cells],
+            "missing": [sum(v is None for v in c) for c in cells],
+            "fit": (fit_growth(np.log(1.0 / np.array(xs, float)), fit_y) if x in LEVEL_AXES else fit_growth(xs, fit_y)),
         })
     return table
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import codes, defects
-from .config import ConfigError, RunConfig
+from . import codes, defects, interrupts
+from .config import ConfigError, RunConfig, check_trace_size
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
-from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, read_final_W
+from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W
 from .tasks import make_task
 
 
@@ -178,6 +178,7 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] 
         check_output(out, overwrite)
     task = make_task(cfg)
     member = _Member(0, cfg, task, out, "pretrain", "--pre-eta", cfg.pre_eta)
+    check_trace_size(cfg, cfg.n_pre)
     points = eval_points(cfg.n_pre, cfg.eval_every, cfg.eval_log)
     _drive([member], Batch([pretraining_run(cfg, task)]), points, argv=argv, progress=progress, raise_errors=True)
     return member.result
@@ -291,6 +292,7 @@ def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -
         chunk.observe(n, time.perf_counter() - t0)
         status = np.maximum(status, st)
         done += n
+        interrupts.check()  # Ctrl-C or SIGTERM received during the chunk
         if progress is not None and done < target:
             progress(done)
     return status
@@ -308,13 +310,19 @@ def _open_batch_file(path, members, slots, ids, argv, batch, loglik0, token0, n_
     return writer
 
 
-def _drive(members, batch, points, *, argv, progress, raise_errors, batch_file=None, run_ids=None) -> None:
+def _drive(members, batch, points, **options) -> None:
     """Advance a batch between evaluation ``points``, evaluating every run and streaming its rows,
     to a file per run (``_Member.out``) or to one ``batch_file`` for all (runs named by ``run_ids``).
 
     A run that fails is closed as ``failed`` and frozen (it takes no more steps); with
-    ``raise_errors`` its error is raised once every file is closed.
+    ``raise_errors`` its error is raised once every file is closed. Ctrl-C and SIGTERM are taken
+    between kernel calls (:mod:`fastpg.interrupts`): every open file is then marked ``failed``.
     """
+    with interrupts.deferred():
+        _drive_batch(members, batch, points, **options)
+
+
+def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_file=None, run_ids=None) -> None:
     loglik0, token0, greedy0 = batch.evaluate()
     base0, base_token0 = defects.base_likelihoods(loglik0, token0)  # as evaluated (a testing hook aside)
     for r, m in enumerate(members):
@@ -370,8 +378,7 @@ def _drive(members, batch, points, *, argv, progress, raise_errors, batch_file=N
             batch_writer.close([members[r].result.status for r in slots], [members[r].result.message for r in slots],
                                np.stack([batch.W[r] if ok else np.zeros_like(batch.W[r]) for r, ok in zip(slots, done_ok)]))
     except BaseException as exc:
-        message = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else (
-            str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        message = one_line(exc)
         if batch_writer is not None:
             batch_writer.abort(message)
         for m in members:

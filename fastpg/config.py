@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -368,11 +369,40 @@ PRETRAIN_GAMMA_QUANTILES = (0.2, 0.3, 0.4)  # 1/gamma^2 about 50k, 17k, 10k: wel
 PRETRAIN_LR_RULES = ("adaptive", "constant")
 
 
+def evaluation_count(steps: int, eval_every: int, eval_log: int) -> int:
+    """How many evaluation points :func:`fastpg.metrics.eval_points` makes (at most; without
+    building them): 0, every ``eval_every`` steps or ``eval_log`` log-spaced points, and ``steps``."""
+    return (eval_log if eval_log > 0 and steps > 0 else steps // eval_every) + 2
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (a large number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_trace_size(cfg, steps: int, option: str = "--eval-every") -> None:
+    """Refuse a trace that could not be held: each evaluation point keeps ``n_test`` log-likelihoods
+    (``n_test x N`` more with ``token_trace``) in memory and in the file; all of them may take at
+    most a quarter of this machine's memory."""
+    points = evaluation_count(steps, cfg.eval_every, cfg.eval_log)
+    per_point = 8 * (cfg.n_test * (1 + (cfg.N if cfg.token_trace else 0)) + 16)
+    limit = memory_bytes() // 4
+    if points * per_point > limit:
+        raise ConfigError(option, f"{steps} steps evaluated every {cfg.eval_every} make {points:,} evaluation points, "
+                                  f"{points * per_point / 2**30:.3g} GiB of trace; allowed: at most {limit // 2**30} GiB "
+                                  f"(a quarter of this machine's memory): a larger --eval-every, or --eval-log K for K "
+                                  "log-spaced points")
+
+
 def validate(cfg) -> None:
     """Raise :class:`ConfigError` naming the first offending option: every parameter against its
     row of :data:`PARAMS`, then the rules that tie parameters together."""
     for p in PARAMS:
         p.check(getattr(cfg, p.name))
+    check_trace_size(cfg, cfg.steps)
     if cfg.base == "file" and not cfg.base_file:
         raise ConfigError("--base-file", "required with --base file: the path of an earlier fastpg HDF5 file")
     if cfg.baseline != "none" and cfg.G < 2:

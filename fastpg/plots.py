@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .analysis import fit_loglog_slope, group_label
+from .analysis import LEVEL_AXES, fit_loglog_slope, group_label, growth_text
 
 X_AXES = ("steps", "queries")
 
@@ -279,27 +279,37 @@ def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None =
     Each line is labelled with its fitted growth: slope of ``log y`` in ``x`` and in ``log x``.
     """
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(8, 5.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8 + (4 if len(table) > 4 else 0), 5.2), constrained_layout=True)
+    level = x in LEVEL_AXES  # alpha, eps: log axis, fitted in log(1/x)
     for i, g in enumerate(table):
         name = group_label(g["group"]) or "all"
         fit = g["fit"]
-        label = f"{name}: log-slope in {x} {fit['exp_slope']:.3f} (x{math.exp(fit['exp_slope']):.2f}/unit), in log {x} {fit['poly_slope']:.2f}"
-        err = np.vstack([g["median"] - g["q25"], g["q75"] - g["median"]])
-        ax.errorbar(g["x"], g["median"], yerr=err, marker="o", capsize=3, color=f"C{i}", lw=1.8, label=label)
+        label = f"{name}: {growth_text(fit, x).replace('slope of log queries', 'log-slope')}"
         ok = np.isfinite(g["median"]) & (g["median"] > 0)
-        lost = [(xv, m) for xv, m in zip(g["x"], g["missing"]) if m]
-        if lost:
-            top = float(np.nanmax(g["q75"])) * 2 if ok.any() else 1.0
-            ax.plot([xv for xv, _ in lost], [top] * len(lost), "^", color=f"C{i}", mfc="none", ms=9,
-                    label=f"{name}: not reached ({sum(m for _, m in lost)} runs)")
+        hi = np.where(np.isfinite(g["q75"]), g["q75"], g["median"])
+        err = np.vstack([g["median"] - g["q25"], hi - g["median"]])
+        ax.errorbar(g["x"][ok], g["median"][ok], yerr=err[:, ok], marker="o", capsize=3, color=f"C{i}", lw=1.8,
+                    label=label)
+        above = [xv for xv, m in zip(g["x"], g["median"]) if math.isinf(m)]
+        if above:
+            top = float(np.nanmax(np.where(ok, g["median"], np.nan))) * 2 if ok.any() else 1.0
+            ax.plot(above, [top] * len(above), "^", color=f"C{i}", mfc="none", ms=9,
+                    label=f"{name}: median > budget (over half not reached)")
         if ok.sum() >= 2 and math.isfinite(fit["exp_slope"]):
-            a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * g["x"][ok])
-            ax.plot(g["x"], np.exp(a + fit["exp_slope"] * g["x"]), color=f"C{i}", ls=":", lw=1)
+            t = np.log(1.0 / g["x"]) if level else g["x"]
+            a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * t[ok])
+            ax.plot(g["x"], np.exp(a + fit["exp_slope"] * t), color=f"C{i}", ls=":", lw=1)
     what = y.replace("_", " ") + (f" (eps = {eps:g})" if eps is not None else "")
-    ax.set(yscale="log", xlabel=x, ylabel=f"{what}, median over seeds",
-           title=f"{what} against {x} (bars: quartiles; dotted: exponential fit)")
+    ax.set(yscale="log", xlabel=x, ylabel=f"{what}, censored median over seeds",
+           title=f"{what} against {x} (bars: quartiles; dotted: fit {'in log(1/' + x + ')' if level else 'exponential'})")
+    if level:
+        ax.set_xscale("log")
+        ax.invert_xaxis()  # harder to the right: smaller alpha or eps
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if len(table) > 4:  # many groups: the legend beside the axes, not over them
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8)
     return fig
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from .complexity import (bootstrap_censored_slope, bootstrap_slope, check_alpha, check_eps, context_passages, fit_slope,
                          kaplan_meier_quantile, lq_fit, query_complexity)
 from .config import ConfigError, RunConfig
-from .store import COMPLETE, load
+from .store import COMPLETE, atomic_file, load
 from .sweep import Sweep, execute
 
 PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
@@ -377,13 +377,11 @@ def _cell(value) -> str:
 
 
 def _write_csv(path: Path, columns, rows) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_file(path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in columns])
-    tmp.replace(path)
 
 
 def format_exponents(exponents: list[dict]) -> str:

@@ -8,9 +8,14 @@ closed, by reopening the file normally, so a killed run stays ``running``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
+import functools
 import json
 import os
+import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ import numpy as np
 
 from . import __version__
 from .config import SCHEMA_VERSION, ConfigError
+from .interrupts import Terminated
 from .metrics import METRICS
 from .codes import COUNTERS
 
@@ -69,12 +75,27 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
         raise OutputError(f"--out: folder {folder} does not exist")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"--out: {path} cannot be written (permission denied)")
-    try:  # a real probe: permissions alone say nothing for root or read-only file systems
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fastpg-probe-"):
+    problem = write_problem(folder)
+    if problem:
+        raise OutputError(f"--out: {problem}")
+    return path
+
+
+def write_problem(folder) -> str | None:
+    """Why files cannot be created in ``folder`` (or, if it does not exist yet, in its nearest
+    existing parent), found by creating one; None if they can. Permissions alone say nothing for
+    root or a read-only file system."""
+    place = Path(os.path.abspath(folder))
+    while not place.exists() and place.parent != place:
+        place = place.parent
+    if not place.is_dir():
+        return f"{place} is not a folder"
+    try:
+        with tempfile.NamedTemporaryFile(dir=place, prefix=".fastpg-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"--out: cannot write in {folder} ({exc.strerror or exc})") from None
-    return path
+        return f"cannot write in {place} ({exc.strerror or exc})"
+    return None
 
 
 LOCK_WAIT_SECONDS = 10.0  # how long a writer waits for readers that hold a file (HDF5 file locks)
@@ -95,6 +116,283 @@ def open_for_writing(path, mode: str):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+class SpaceReserve:
+    """Disk space held back in an output folder so that open result files can always be closed.
+
+    HDF5 cannot close a file whose last metadata write fails for want of space: the handle stays
+    open, every Python object of the file complains as it is freed, and closing the file (or the
+    interpreter's exit) segfaults (h5py issues 914 and 2160). So while writers are open, each
+    process keeps a hidden file beside them, truly allocated, of ``BASE`` bytes plus, for each
+    writer, ``PER_FILE`` and twice the bytes of one of its rows (what a failed append can leave
+    HDF5 to flush). When a write fails, :meth:`spend` deletes it before the writers close, which
+    gives HDF5 room to flush and lets the files be marked ``failed``; it is not restored until
+    every writer has gone. A folder without that much free space refuses new writers with
+    ``ENOSPC`` before any file is created. (docs/design.md, "A full disk")
+    """
+
+    BASE = 256 * 1024
+    PER_FILE = 16 * 1024
+    _open: dict = {}
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / f".fastpg-reserve-{os.getpid()}"
+        self.writers = 0
+        self.needs = 0  # what the open writers asked for
+        self.size = 0  # the reserve file's size now
+        self.spent = False  # given back for a failed write: not restored while writers remain
+
+    @classmethod
+    def of(cls, folder) -> "SpaceReserve":
+        """This process's reserve in ``folder``."""
+        key = (os.getpid(), os.path.abspath(folder))
+        if key not in cls._open:
+            cls._open[key] = cls(Path(key[1]))
+        return cls._open[key]
+
+    def acquire(self, row_bytes: int, static_bytes: int = 0) -> int:
+        """One more writer, whose rows take ``row_bytes`` and whose data written at creation
+        ``static_bytes``: grow the reserve to cover it and check that the rest fits (``OSError``
+        ENOSPC if not, before anything is written). Returns what to give back at :meth:`release`."""
+        need = self.PER_FILE + 2 * int(row_bytes)
+        try:
+            self._allocate(self.BASE + self.needs + need)
+            if free_bytes(self.path.parent) < static_bytes + self.PER_FILE:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            if self.writers:
+                with contextlib.suppress(OSError):
+                    self._allocate(self.BASE + self.needs)
+            else:
+                self.free()
+            want = (self.BASE + self.needs + need + static_bytes + self.PER_FILE) // 1024
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: a new result file needs about {want} KiB "
+                                        f"free in {self.path.parent} (its first data, and room kept to close "
+                                        "files cleanly)") from None
+        self.writers += 1
+        self.needs += need
+        return need
+
+    def release(self, need: int) -> None:
+        """One writer fewer; the reserve goes with the last one (else it shrinks, best effort)."""
+        self.writers = max(self.writers - 1, 0)
+        self.needs = max(self.needs - need, 0)
+        if self.writers == 0:
+            self.free()
+            self.spent = False
+        elif not self.spent:
+            try:
+                self._allocate(self.BASE + self.needs)
+            except OSError:
+                pass
+
+    def spend(self) -> None:
+        """A write has failed: give the space back now, for the open files to close."""
+        self.spent = True
+        self.free()
+
+    def free(self) -> None:
+        self.size = 0
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _allocate(self, size: int) -> None:
+        """Make the reserve file ``size`` bytes, every block allocated."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if size < self.size:
+                os.ftruncate(fd, size)
+            else:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    os.lseek(fd, self.size, os.SEEK_SET)  # no fallocate here: write the blocks
+                    os.write(fd, bytes(size - self.size))
+                    os.fsync(fd)
+            self.size = size
+        except OSError:
+            if not self.writers:
+                self.free()
+            raise
+        finally:
+            os.close(fd)
+
+
+def free_bytes(folder) -> int:
+    """Bytes an unprivileged writer may still use in ``folder``'s file system (huge if unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+_UNCLOSABLE: list = []  # (path, writer or file) that could not be closed (a full disk), kept alive
+_FINALIZER_FAILURES = [0]  # h5py objects that could not be freed after a failed write
+
+
+def unclosable_files() -> list:
+    """Result files this process could not close after a failed write (their status stays
+    ``running``, which readers treat as incomplete). A process with any must end with
+    ``os._exit``: HDF5 would crash trying to close them at exit (see :class:`SpaceReserve`)."""
+    return [str(path) for path, _ in _UNCLOSABLE] + (["(h5py objects)"] if _FINALIZER_FAILURES[0] else [])
+
+
+def _quiet_h5py_finalizers() -> None:
+    """After a failed write, h5py objects of the broken file fail as they are freed and Python
+    prints each as "Exception ignored": count those instead (the failure itself is reported once)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "fastpg", False):
+        return
+
+    def hook(unraisable):
+        if "h5py" in repr(unraisable.object) or "h5py" in (unraisable.err_msg or ""):
+            _FINALIZER_FAILURES[0] += 1
+            return
+        previous(unraisable)
+    hook.fastpg = True
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def atomic_file(path, newline: str | None = None):
+    """A text file written in full or not at all: written to ``path.tmp``, synced, then renamed
+    over ``path``; on any error the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _file_errors(method):
+    """A writer's method whose HDF5 failures come out as ``OSError`` with the system's errno and
+    the file's path: h5py reports a failed write as ``RuntimeError`` with the errno in its text."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (RuntimeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno:
+                raise
+            found = re.search(r"errno = (\d+)", str(exc))
+            code = int(found[1]) if found else errno.EIO
+            text = os.strerror(code) if found else " ".join(str(exc).split()) or exc.__class__.__name__
+            raise OSError(code, text, str(self.path)) from None
+    return wrapper
+
+
+def _static_bytes(groups: list[dict], W_shape) -> int:
+    """Bytes of the data a writer stores at creation: ``{name: (array, units, description)}``
+    groups and the final weights (a few KiB more for HDF5's own structures)."""
+    return sum(np.asarray(data).nbytes for group in groups for data, _, _ in group.values()) + 8 * int(np.prod(W_shape))
+
+
+class _Writer:
+    """What the run-file and batch-file writers share: the file's creation under a
+    :class:`SpaceReserve`, closing the SWMR writer, and a best-effort :meth:`abort`."""
+
+    path: Path
+
+    def _create(self, static_bytes: int):
+        """Open a new file for writing (the reserve grown first, and the ``static_bytes`` written
+        at creation checked to fit); ``self.f``."""
+        self.f, self.columns = None, {}
+        reserve = SpaceReserve.of(self.path.parent if str(self.path.parent) else ".")
+        self.reserved = reserve.acquire(self.row_bytes(), static_bytes)
+        self.reserve = reserve
+        try:
+            self.f = open_for_writing(self.path, "w")
+        except BaseException:
+            self._release()
+            raise
+        return self.f
+
+    def row_bytes(self) -> int:
+        """Bytes one appended evaluation point takes (every trace dataset grows by one row)."""
+        runs = len(getattr(self, "ids", [None]))
+        return 8 * runs * (len(TRACE_NAMES) + self.n_test * (1 + (self.N if self.token_trace else 0)))
+
+    def _close_swmr(self, W_final) -> None:
+        """Write ``/final/W`` (unless None), flush, then close the SWMR file. Closing after a
+        successful flush has nothing left to write; if the write or the flush fails, the file
+        stays open for :meth:`abort` (closing a file HDF5 cannot flush would crash)."""
+        if W_final is not None:
+            self.f["final/W"][...] = W_final
+        self.f.flush()
+        f, self.f = self.f, None
+        self.columns = {}
+        f.close()
+
+    def _reopen(self, set_status) -> None:
+        """Reopen the closed file to write its final status with ``set_status(f)``, then let the reserve go."""
+        with open_for_writing(self.path, "r+") as f:
+            set_status(f)
+        self._release()
+
+    def _release(self) -> None:
+        if getattr(self, "reserve", None) is not None:
+            self.reserve.release(self.reserved)
+            self.reserve = None
+
+    def _guarded(self, action, *args):
+        """Run a write; if it fails, abort (the file marked ``failed``, or left ``running``) and re-raise."""
+        try:
+            return action(*args)
+        except BaseException as exc:
+            self.abort(one_line(exc))
+            raise
+
+    def abort(self, message: str) -> None:
+        """Best effort: close and mark ``failed``; never raises. The reserve is freed first, so a
+        full disk has room for HDF5 to close the file; if even then there is none, the file is left
+        open and ``running`` (which readers treat as incomplete; see :func:`unclosable_files`)."""
+        if getattr(self, "reserve", None) is not None:
+            self.reserve.spend()
+        _quiet_h5py_finalizers()
+        if self.f is not None:
+            try:
+                self.f.flush()  # fails cleanly where closing would crash
+            except Exception:  # noqa: BLE001
+                _UNCLOSABLE.append((self.path, self))  # keep every handle alive: freeing one would try to close it
+                self._release()
+                return
+            f, self.f = self.f, None
+            self.columns = {}
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                _UNCLOSABLE.append((self.path, f))
+        try:
+            with open_for_writing(self.path, "r+") as f:
+                f.attrs["status"] = FAILED
+                f.attrs["message"] = message
+        except Exception:  # noqa: BLE001
+            pass
+        self._release()
+
+
+def one_line(exc: BaseException) -> str:
+    """What a file's ``message`` says of the exception that ended it."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or exc.__class__.__name__
 
 
 def _describe(ds, units: str, description: str) -> None:
@@ -118,7 +416,7 @@ def _config_attrs(group, config: dict) -> None:
     group.attrs["json"] = json.dumps(config)
 
 
-class RunWriter:
+class RunWriter(_Writer):
     """Writes one run's file: static data at :meth:`open`, a row per :meth:`append`, then :meth:`close`."""
 
     def __init__(self, path, *, config: dict, argv: list[str], n_test: int, N: int, token_trace: bool,
@@ -134,10 +432,15 @@ class RunWriter:
         self.columns: dict = {}
         self.rows = 0
 
+    @_file_errors
     def open(self, *, task: dict, base: dict, lq: dict, W_shape) -> None:
-        """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode."""
-        f = open_for_writing(self.path, "w")
-        self.f = f
+        """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode
+        (on failure the file is aborted, then the error raised)."""
+        self._create(_static_bytes([task["datasets"], base["datasets"], lq], W_shape))
+        self._guarded(self._fill, task, base, lq, W_shape)
+
+    def _fill(self, task: dict, base: dict, lq: dict, W_shape) -> None:
+        f = self.f
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["fastpg_version"] = __version__
         f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
@@ -183,6 +486,7 @@ class RunWriter:
         f.flush()
         f.swmr_mode = True
 
+    @_file_errors
     def append(self, row: dict, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
         """Append one evaluation point (all trace datasets grow by one row) and flush."""
         n = self.rows + 1
@@ -200,6 +504,7 @@ class RunWriter:
         self.rows = n
         self.f.flush()
 
+    @_file_errors
     def close(self, status: str, W_final: np.ndarray | None = None, message: str = "") -> None:
         """Write the final weights, close the SWMR writer, then reopen to set the final ``status``.
 
@@ -207,34 +512,19 @@ class RunWriter:
         """
         if self.f is None:
             return
-        _close_swmr(self, W_final)
-        with open_for_writing(self.path, "r+") as f:
+        self._close_swmr(W_final)
+
+        def set_status(f):
             f.attrs["status"] = status
             f.attrs["message"] = message
-
-    def abort(self, message: str) -> None:
-        """Best effort: close and mark ``failed``; never raises. If even that cannot be written
-        (a full disk), the file keeps status ``running``, which readers treat as incomplete."""
-        try:
-            if self.f is not None:
-                f, self.f = self.f, None
-                self.columns = {}
-                f.close()
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            with open_for_writing(self.path, "r+") as f:
-                f.attrs["status"] = FAILED
-                f.attrs["message"] = message
-        except Exception:  # noqa: BLE001
-            pass
+        self._reopen(set_status)
 
 
 BATCH_LAYOUT = "batch"
 STR = h5py.string_dtype()
 
 
-class BatchWriter:
+class BatchWriter(_Writer):
     """Writes the runs of one batch into one file (docs/design.md, "Batch files"), with the same
     protocol as :class:`RunWriter`: everything is created first, each evaluation point appends one
     row for every run of the batch, and the final statuses are written after the SWMR writer closes.
@@ -256,11 +546,17 @@ class BatchWriter:
         self.rows = 0
         self.run_rows = np.zeros(len(self.ids), dtype=np.int64)
 
+    @_file_errors
     def open(self, *, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
-        """Create the file with every run's static data, mark it ``running`` and enter SWMR mode."""
+        """Create the file with every run's static data, mark it ``running`` and enter SWMR mode
+        (on failure the file is aborted, then the error raised)."""
+        self._create(_static_bytes([r["datasets"] for r in tasks] + [r["datasets"] for r in bases] + list(lqs),
+                                   (len(self.ids), *W_shape)))
+        self._guarded(self._fill, tasks, bases, lqs, W_shape)
+
+    def _fill(self, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
         R = len(self.ids)
-        f = open_for_writing(self.path, "w")
-        self.f = f
+        f = self.f
         for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(), argv=json.dumps(self.argv),
                                experiment=self.experiment, status=RUNNING, message="", runs=R).items():
@@ -305,6 +601,7 @@ class BatchWriter:
         f.flush()
         f.swmr_mode = True
 
+    @_file_errors
     def append(self, rows: list, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
         """Append one evaluation point for every run: ``rows[r]`` is run ``r``'s row (a dict of
         :data:`TRACE_NAMES`) or None for a run that has stopped (its cells stay NaN)."""
@@ -326,21 +623,20 @@ class BatchWriter:
         self.rows = n
         self.f.flush()
 
+    @_file_errors
     def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray) -> None:
         """Write the final weights (rows of complete runs), close the SWMR writer, then reopen to
         write each run's status and message and the file's status ``complete``."""
         if self.f is None:
             return
-        _close_swmr(self, W_final)
-        with open_for_writing(self.path, "r+") as f:
+        self._close_swmr(W_final)
+
+        def set_status(f):
             f["runs/status"][...] = np.array(statuses, dtype=object)
             f["runs/message"][...] = np.array(messages, dtype=object)
             f.attrs["status"] = COMPLETE
             f.attrs["message"] = ""
-
-    def abort(self, message: str) -> None:
-        """Best effort, never raises: close and mark the file ``failed`` (every run in it incomplete)."""
-        RunWriter.abort(self, message)
+        self._reopen(set_status)
 
 
 def is_batch_file(f) -> bool:
@@ -360,18 +656,6 @@ def batch_statuses(path) -> tuple[str, str, dict]:
     if status != COMPLETE:
         runs = [status] * len(ids)
     return status, message, dict(zip(ids, runs))
-
-
-def _close_swmr(writer, W_final) -> None:
-    """Write ``/final/W`` (unless None) and close a writer's SWMR file, even if the write fails."""
-    try:
-        if W_final is not None:
-            writer.f["final/W"][...] = W_final
-            writer.f.flush()
-    finally:
-        f, writer.f = writer.f, None
-        writer.columns = {}
-        f.close()
 
 
 def read_final_W(path) -> np.ndarray:

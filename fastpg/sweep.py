@@ -25,12 +25,14 @@ import numpy as np
 
 from . import __version__
 from .api import _batch_key, run_batch
+from .analysis import censored_quantile
 from .backends import open_backend
 from .config import ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
-from .store import BATCH_LAYOUT, COMPLETE, batch_statuses, load, load_batch, param_column, read_status
+from .store import (BATCH_LAYOUT, COMPLETE, atomic_file, batch_statuses, load, load_batch, param_column,
+                    read_status, write_problem)
 
 MANIFEST = "sweep.json"
 INDEX = "index.csv"
@@ -77,6 +79,10 @@ def parse_grid(specs, option: str = "--grid") -> dict:
         if not sep or not values.strip() or not all(parts):
             raise ConfigError(option, f"got {spec!r}; allowed: name=v1,v2,... with a run parameter name and no "
                                       "empty value")
+        if name in grid:
+            raise ConfigError(option, f"{name} is given twice ({name}={','.join(grid[name])} and {spec}); allowed: "
+                                      f"one {option} per parameter, with every value: {name}="
+                                      f"{','.join(dict.fromkeys(grid[name] + parts))}")
         grid[name] = parts
     return _typed_grid(grid, option)
 
@@ -260,6 +266,12 @@ class Sweep:
     def manifest(self) -> dict:
         return {"fixed": self.fixed, "grid": self.grid, "cases": self.cases, "seeds": self.seeds,
                 "layout": self.layout, "fastpg_version": __version__}
+
+    def check_writable(self) -> None:
+        """Refuse, in one line, a folder where files cannot be created (read-only, no permission)."""
+        problem = write_problem(self.outdir)
+        if problem:
+            raise ConfigError("OUTDIR", problem)
 
     def claim_folder(self) -> None:
         """Create the folder or check that it holds this sweep (same fixed parameters and grid)."""
@@ -502,21 +514,16 @@ class Index:
         for run in self.sweep.runs:
             if run.id in self.rows:
                 lines.append(self.rows[run.id])
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_file(path, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, restval="")
             writer.writeheader()
             writer.writerows(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
         return path
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as fh:
+        fh.write(text)
 
 
 def read_index(outdir) -> list[dict]:
@@ -749,15 +756,17 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
 
 
 def summary(sweep: Sweep, index: Index) -> list[dict]:
-    """Per grid point: runs complete, median final expected error and median ``queries_to_eps``."""
+    """Per grid point: runs complete, median final expected error and the censored median of
+    ``queries_to_eps`` (a run that never reached eps counts as more than its budget; ``inf``, said
+    "> budget", where over half of them never did: :func:`fastpg.analysis.censored_quantile`)."""
     out = []
     for point in sweep.points():
         rows = [index.rows[r.id] for r in sweep.runs if r.point == point and r.id in index.rows]
         complete = [r for r in rows if r["status"] == COMPLETE]
         errors = [r["expected_error"] for r in complete]
-        q = [r["queries_to_eps"] for r in complete if r.get("queries_to_eps") not in ("", None)]
+        q = [None if r.get("queries_to_eps") in ("", None) else r["queries_to_eps"] for r in complete]
         out.append({**point, "complete": f"{len(complete)}/{len(rows)}",
                     "expected_error": float(np.median(errors)) if errors else None,
-                    "queries_to_eps": float(np.median(q)) if q else None,
-                    "reached_eps": f"{len(q)}/{len(complete)}"})
+                    "queries_to_eps": censored_quantile(q) if q else None,
+                    "reached_eps": f"{sum(v is not None for v in q)}/{len(complete)}"})
     return out

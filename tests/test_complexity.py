@@ -140,7 +140,7 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
     for x in ("alpha", "eps"):
         p = fastpg_cmd("plot", "scaling", out, "--x", x, "--out", tmp_path / f"{x}.png")
         assert p.returncode == 0, p.stderr
-        assert "median Q" in p.stdout and f"in log {x}" in p.stdout and (tmp_path / f"{x}.png").exists()
+        assert "median Q" in p.stdout and f"in log(1/{x})" in p.stdout and (tmp_path / f"{x}.png").exists()
 
 
 @pytest.mark.parametrize("args,option", [(["--alpha", "0"], "--alpha"), (["--alpha", "1.5"], "--alpha"),
@@ -224,3 +224,23 @@ def test_context_passages_read_first_passages_and_censoring_off_a_trace():
     assert out["at_start"] == 0
     out = context_passages(loglik[2:], np.array([0.0, 5.0]), np.log([0.1, 0.5, 1e-3]), eps=0.1)
     assert out["at_start"] == 2 and list(out["reached"]) == [False]
+
+
+def test_censored_medians_and_the_alpha_axis_of_scaling():
+    """A run that never reached eps is more than its budget, not left out: the median is a reached
+    value while at most half are censored, else '> budget' (inf). Q against alpha is fitted in
+    log(1/alpha): Q = c/alpha gives slope 1 (the old fit in linear alpha gave about 1e4)."""
+    from fastpg.analysis import censored_quantile, growth_text, median_text, scaling_table
+
+    assert censored_quantile([5, None, 1]) == 5  # 1, 5, >budget
+    assert censored_quantile([5, None, None, 1]) == 5  # half reached: the smallest t with P[T > t] <= 1/2
+    assert censored_quantile([5, None, None, 1, None]) == math.inf and median_text(math.inf) == "> budget"
+    assert censored_quantile([3.0, 1.0, 2.0]) == 2.0
+    rows = [{"status": "complete", "reward": "orm", "alpha": a, "seed": s,
+             "Q": (None if (a == 1e-4 and s > 0) else 30.0 / a * (1 + 0.1 * s))}
+            for a in (1e-1, 1e-2, 1e-3, 1e-4) for s in range(3)]
+    (g,) = scaling_table(rows, ["reward", "alpha"], "alpha", "Q")
+    assert list(g["reached"]) == [1, 3, 3, 3] and list(g["missing"]) == [2, 0, 0, 0]  # alpha ascending
+    assert math.isinf(g["median"][0])  # alpha sorted ascending: 1e-4 first, 2 of 3 censored
+    assert g["fit"]["exp_slope"] == pytest.approx(1.0, abs=1e-9)  # the three determined medians
+    assert growth_text(g["fit"], "alpha") == "slope of log queries in log(1/alpha): 1.000"

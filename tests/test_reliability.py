@@ -3,6 +3,7 @@
 Each test drives the real ``fastpg`` command in a subprocess unless it checks a library property.
 """
 
+import contextlib
 import resource
 import signal
 import subprocess
@@ -92,6 +93,58 @@ def test_ctrl_c_ends_a_sweep_and_resume_finishes_it(tmp_path):
         assert data.status == "failed", (seed, data.status, data.message, err)
 
 
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_sigterm_and_an_inherited_ignored_sigint_end_a_run_and_mark_it_failed(tmp_path, sig, code, word):
+    """SIGTERM (what kill, timeout and batch systems send) is handled as Ctrl-C is; a SIGINT that the
+    process inherited as ignored (started with & from a script) is taken back at start-up."""
+    out = tmp_path / "sig.h5"
+    ignore_int = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    proc = subprocess.Popen([*FASTPG, *LONG_RUN, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **ignore_int)
+    _wait_rows(out, 1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert len(err.strip().splitlines()) == 1 and word in err and "Traceback" not in err
+    data = fastpg.load(out)
+    assert data.status == "failed" and word in data.message and data.rows >= 1
+
+
+def test_sigterm_ends_a_sweep_with_every_file_failed(tmp_path):
+    args = ["sweep", str(tmp_path / "s"), "--seeds", "0-1", "-d", "32", "-N", "8", "--steps", "100000000",
+            "--eval-every", "20000", "--n-test", "32", "--n-pre", "50", "--quiet"]
+    proc = subprocess.Popen([*FASTPG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_rows(tmp_path / "s" / "seed=0.h5", 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err, (proc.returncode, err)
+    for seed in (0, 1):
+        data = fastpg.load(tmp_path / "s" / f"seed={seed}.h5")
+        assert data.status == "failed" and "terminated" in data.message
+
+
+def test_a_signal_inside_the_engine_waits_for_its_next_check():
+    """While the engine runs, a signal is recorded and raised between kernel calls, never inside a
+    finalizer where Python would print and drop it; a second one is raised at once."""
+    from fastpg import interrupts
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            seen = interrupts._pending  # recorded, not raised
+            assert seen == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)  # the second: at once
+            signal.raise_signal(signal.SIGINT)
+            interrupts.check()
+    assert interrupts._pending is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+    # a run interrupted this way in process: its file is marked failed
+    assert interrupts._pending is None
+
+
 def test_results_do_not_depend_on_chunking(monkeypatch):
     cfg = dict(d=6, k=3, N=3, n_pre=50, steps=3000, eval_every=1000, n_test=16, algorithm="rs", reward="prm")
     ref = fastpg.run(cfg)
@@ -113,7 +166,7 @@ def test_write_error_during_a_run_fails_cleanly(tmp_path):
     out = tmp_path / "full.h5"
 
     def limit():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))  # above the space reserve (store.SpaceReserve)
 
     proc = subprocess.run([*FASTPG, "run", "--n-test", "4096", "--steps", "4000", "--eval-every", "100", "--n-pre",
                            "50", "--quiet", "--out", str(out)], capture_output=True, text=True, preexec_fn=limit,
@@ -125,6 +178,89 @@ def test_write_error_during_a_run_fails_cleanly(tmp_path):
     assert info.returncode == 0 and "Traceback" not in info.stderr + info.stdout
     assert "status       complete" not in info.stdout
     assert "incomplete" in info.stdout or "failed" in info.stdout
+
+
+@contextlib.contextmanager
+def _tmpfs(where, options):
+    """A real small file system (tmpfs) mounted at ``where``; the test is skipped where mounting is
+    not allowed (it needs root)."""
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.2 MB file system."""
+    with _tmpfs(tmp_path / "disk", "size=1200k") as where:
+        yield where
+
+
+def _statuses(folder):
+    return sorted(fastpg.load(p).status for p in folder.rglob("*.h5") if "batches" not in p.parts)
+
+
+@pytest.mark.parametrize("what", ["run", "sweep", "sweep-early", "batch"])
+def test_a_full_disk_fails_in_one_line_and_leaves_no_file_complete(small_disk, what):
+    """A disk that fills while runs stream (or before a file can start): one line, exit 1, no
+    segfault, no h5py noise, every file ``failed`` (with its rows) or ``running``, nothing left behind."""
+    stream = ["--n-test", "512", "--steps", "100000", "--eval-every", "100", "--n-pre", "50", "--quiet"]
+    args = {"run": ["run", *stream, "--out", str(small_disk / "a.h5")],
+            "sweep": ["sweep", str(small_disk / "s"), *stream, "--seeds", "0-1"],
+            "sweep-early": ["sweep", str(small_disk / "s"), "--preset", "tiny", "--seeds", "0-39", "--quiet"],
+            "batch": ["sweep", str(small_disk / "s"), *stream, "--seeds", "0-1", "--layout", "batch"]}[what]
+    r = fastpg_cmd(*args)
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert len(r.stderr.strip().splitlines()) == 1 and "No space left on device" in r.stderr, r.stderr[-3000:]
+    files = [p for p in small_disk.rglob("*.h5")]
+    assert files
+    for path in files:
+        if "batches" in path.parts:
+            with h5py.File(path, "r") as f:
+                assert f.attrs["status"] in ("failed", "running")
+        else:
+            data = fastpg.load(path)
+            assert data.status in ("failed", "running"), (path, data.status)
+            if data.status == "failed":
+                assert "No space left on device" in data.message
+                if what != "sweep-early":
+                    assert data.rows > 1  # what was written before the disk filled is kept
+    assert not [p for p in small_disk.rglob("*") if p.name.startswith(".fastpg-reserve") or p.suffix == ".tmp"]
+    if what != "run":
+        info = fastpg_cmd("info", small_disk / "s")
+        assert info.returncode == 0 and "Traceback" not in info.stderr
+
+
+@pytest.mark.parametrize("steps", ["100000000000000", "10000000000"])
+def test_a_trace_too_large_to_hold_is_refused_up_front(tmp_path, steps):
+    """Evaluation points are counted before anything is allocated: one line naming --eval-every and
+    pointing to --eval-log, exit 2, no file (instead of a numpy memory error or a growing process)."""
+    t0 = time.time()
+    r = fastpg_cmd("run", "--steps", steps, "--out", tmp_path / "x.h5")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("fastpg: error: --eval-every:") and "--eval-log" in r.stderr
+    assert time.time() - t0 < 60 and not (tmp_path / "x.h5").exists()
+    assert fastpg_cmd("run", "--steps", steps, "--eval-log", "5", "--out", tmp_path / "y.h5", "--help").returncode == 0
+
+
+def test_a_read_only_file_system_is_named_before_anything_is_printed(tmp_path):
+    with _tmpfs(tmp_path / "ro", "size=1m,ro") as where:
+        for args, option in ((["sweep", where / "s", "--preset", "tiny", "--seeds", "0-1"], "OUTDIR"),
+                             (["run", "--preset", "tiny", "--out", where / "a.h5"], "--out")):
+            r = fastpg_cmd(*args)
+            assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+                f"fastpg: error: {option}: cannot write in {where} (Read-only file system)"], r.stderr
+
+
+def test_a_grid_parameter_given_twice_is_refused(tmp_path):
+    r = fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--grid", "N=2,3", "--grid", "N=4")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--grid: N is given twice" in r.stderr and "N=2,3,4" in r.stderr and not (tmp_path / "s").exists()
 
 
 def test_unwritable_output_places(tmp_path):
