@@ -89,7 +89,8 @@ def describe_file(path) -> str:
     total = cfg["n_pre"] if r.experiment == "pretrain" else cfg["steps"]
     state = {
         "running": running_state(path, r, steps_done, total) if status == "running" else "",
-        "complete": "complete" + (f" in {_duration(float(r.trace['wall_time'][-1]))}" if rows else ""),
+        "complete": "complete" + (f" in {_duration(float(r.trace['wall_time'][-1]))}" if rows else "")
+                    + (f" ({r.message})" if r.message else ""),
         "failed": f"failed: {r.message}",
     }.get(status, status)
     lines = [

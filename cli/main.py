@@ -9,7 +9,7 @@ import click
 
 import fastpg
 from fastpg import interrupts
-from fastpg.config import ConfigError
+from fastpg.config import ConfigError, flag
 from fastpg.interrupts import Terminated
 from fastpg.plots import PlotUnavailable
 from fastpg.store import OutputError, unclosable_files
@@ -42,10 +42,12 @@ def main():
 
 @main.command("run")
 @run_options
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="HDF5 file to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
+@click.option("--continue", "continue_", type=click.Path(dir_okay=False), metavar="FILE",
+              help="continue the complete run FILE to a larger --steps (the same file as a run made with it)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
-def run_cmd(preset, out, overwrite, quiet, **given):
+def run_cmd(preset, out, overwrite, continue_, quiet, **given):
     """One run: task, base model and post-training, streamed to one HDF5 file.
 
     \b
@@ -53,21 +55,37 @@ def run_cmd(preset, out, overwrite, quiet, **given):
       fastpg run --preset tiny --out tiny.h5
       fastpg run --preset fig1-prm --steps 5000 --out prm.h5
       fastpg run --algorithm rs --reward orm --base uniform -N 6 --eta 0 --out rs.h5
+      fastpg run --continue tiny.h5 --steps 4000
     """
-    values = resolve(preset, given)
-    steps = values.get("steps", fastpg.RunConfig().steps)
     argv = ["fastpg", *sys.argv[1:]]
-    bar = Progress(steps, "steps", "post-training", quiet)
-    try:
-        result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=bar.update)
-    finally:
-        bar.close()
+    if continue_ is not None:
+        other = [name for name, value in given.items() if value is not None and name != "steps"]
+        if out or overwrite or preset or other:
+            raise ConfigError("--continue", f"takes only --steps (and -q); got {flag(other[0]) if other else '--out'}")
+        if given.get("steps") is None:
+            raise ConfigError("--steps", "required with --continue: the new, larger budget")
+        out = continue_
+        bar = Progress(given["steps"], "steps", "post-training", quiet)
+        try:
+            result = fastpg.continue_run(continue_, given["steps"], argv=argv, progress=bar.update)
+        finally:
+            bar.close()
+    else:
+        if not out:
+            raise ConfigError("--out", "required: the HDF5 file to write (or --continue FILE)")
+        values = resolve(preset, given)
+        steps = values.get("steps", fastpg.RunConfig().steps)
+        bar = Progress(steps, "steps", "post-training", quiet)
+        try:
+            result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=bar.update)
+        finally:
+            bar.close()
     if not quiet:
         t = result.trace
         click.echo(
             f"wrote {out}: complete, {int(t['steps'][-1])} steps, expected_error {t['expected_error'][-1]:.4g}, "
             f"greedy_error {t['greedy_error'][-1]:.4g}, orm_queries {t['orm_queries'][-1]:.6g}, "
-            f"prm_queries {t['prm_queries'][-1]:.6g}"
+            f"prm_queries {t['prm_queries'][-1]:.6g}" + (f" ({result.message})" if result.message else "")
         )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +17,8 @@ from .config import ConfigError, RunConfig, check_trace_size
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
-from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W
+from .store import (COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W,
+                    read_task_arrays)
 from .tasks import make_task
 
 
@@ -156,6 +160,73 @@ def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progres
     return results
 
 
+def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=None) -> RunResult:
+    """Continue a complete run to the larger budget ``steps`` (docs/design.md, "Budgets").
+
+    The file becomes the one a run made with ``steps`` from the start would have written, bit
+    for bit (``wall_time`` and the ``created``/``argv`` attributes aside): the task and base
+    model are rebuilt from the stored parameters (and checked against the file), the weights,
+    counters, generator and event states restored from ``/final``, the stored rows kept and the
+    run advanced from its last step. The new file is written beside the old one and replaces it
+    only once complete, so an interrupted continuation leaves the old file as it was.
+
+    Raises :class:`ConfigError` (``--continue`` or ``--steps``) for a file that cannot be continued:
+    not complete, stopped early, made before fastpg stored the states, a batch file, or with
+    evaluation points that a longer run would not share (``eval_log``, or a budget that is not a
+    multiple of ``eval_every``).
+    """
+    from .store import load
+
+    path = Path(path)
+    try:
+        data = load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError("--continue", f"cannot read {path} ({exc.__class__.__name__}); allowed: a complete fastpg "
+                                        "run file") from None
+    if data.status != COMPLETE or data.experiment != "post-training":
+        raise ConfigError("--continue", f"{path} is {data.status} ({data.experiment}); allowed: a complete "
+                                        "post-training run file")
+    if data.message:
+        raise ConfigError("--continue", f"{path} {data.message}: a longer budget would stop there again")
+    final = read_task_arrays(path, group="final")
+    if "state" not in final:
+        raise ConfigError("--continue", f"{path} was made before fastpg stored a run's generator state; allowed: "
+                                        "files from this version (re-run it)")
+    done = int(data.trace["steps"][-1])
+    cfg = RunConfig.from_dict({**data.config, "steps": steps})
+    if steps <= done:
+        raise ConfigError("--steps", f"got {steps}; allowed: more than the {done} steps {path} has done")
+    if cfg.eval_log > 0 or done % cfg.eval_every:
+        raise ConfigError("--continue", f"{path} has evaluation points a run of {steps} steps would not have "
+                                        f"(eval_log={cfg.eval_log}, {done} steps every {cfg.eval_every}); allowed: runs "
+                                        "with --eval-every whose budget is a multiple of it")
+    task = make_task(cfg)
+    batch = Batch([post_training_run(cfg, task, base_model(cfg, task, read_final_W))])
+    base, base_W = batch.evaluate(), batch.W.copy()
+    if not np.array_equal(base[0][0], data.base["loglik"]):
+        raise ConfigError("--continue", f"{path}: this fastpg does not rebuild the same base model (a file of "
+                                        "another version?); allowed: files whose base model it reproduces")
+    batch.W[0][...] = final["W"]
+    batch.states[0][...] = final["state"]
+    batch.events[0][...] = final["events"]
+    batch.counters[0][...] = [data.trace[name][-1] for name in codes.COUNTERS]
+    token = data.token_loglik if cfg.token_trace else np.zeros((data.rows, cfg.n_test, cfg.N))
+    rows = [({name: float(data.trace[name][i]) for name in TRACE_NAMES}, data.loglik[i], token[i])
+            for i in range(data.rows)]
+    tmp = path.with_name(f".{path.name}.continue")
+    member = _Member(0, cfg, task, tmp, "post-training", "--eta", cfg.eta)
+    try:
+        _drive([member], batch, eval_points(steps, cfg.eval_every, cfg.eval_log), argv=argv, progress=progress,
+               raise_errors=True, base=base, base_W=base_W, history=(done, rows))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
+    member.result.path = str(path)
+    return member.result
+
+
 def _batch_key(cfg: RunConfig) -> tuple:
     """Runs with equal keys can share a batch: same array shapes and evaluation points."""
     contexts = cfg.C if cfg.contexts == "clusters" else 0
@@ -239,12 +310,12 @@ class _Member:
         base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
         return {"task": _task_record(self.task), "base": base, "lq": lq_ds}
 
-    def open_writer(self, argv, W0, loglik0, token0) -> None:
+    def open_writer(self, argv, W0, loglik0, token0, resume_shapes=None) -> None:
         """Create the run's file with its task, base model and Likelihood Quantile (SWMR from here)."""
         cfg = self.cfg
         self.writer = RunWriter(self.out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
                                 token_trace=cfg.token_trace, experiment=self.experiment)
-        self.writer.open(**self.records(W0, loglik0, token0), W_shape=W0.shape)
+        self.writer.open(**self.records(W0, loglik0, token0), W_shape=W0.shape, resume_shapes=resume_shapes)
 
     def check(self, status: int, loglik: np.ndarray, done: int) -> Exception | None:
         """The error that ends this run at an evaluation point, if any (kernel status, likelihoods)."""
@@ -256,6 +327,17 @@ class _Member:
             return self.diverged("likelihoods became non-finite", done)
         return None
 
+    def stop_reason(self, row: dict, done: int) -> str:
+        """Why the run stops early at this evaluation point (``stop_eps``, ``max_queries``), or ""."""
+        cfg = self.cfg
+        if cfg.stop_eps > 0 and row["expected_error"] <= cfg.stop_eps:
+            return (f"stopped early at step {done}: expected error {row['expected_error']:.6g} <= stop_eps "
+                    f"{cfg.stop_eps:g}")
+        queries = row["orm_queries" if cfg.reward == "orm" else "prm_queries"]
+        if cfg.max_queries > 0 and queries >= cfg.max_queries:
+            return f"stopped early at step {done}: {cfg.reward}_queries {queries:.6g} >= max_queries {cfg.max_queries}"
+        return ""
+
     def record(self, row, loglik, token) -> None:
         for name in TRACE_NAMES:
             self.trace[name].append(row[name])
@@ -263,9 +345,13 @@ class _Member:
         if self.writer is not None:
             self.writer.append(row, loglik, token)
 
-    def finish(self, status: str, W: np.ndarray | None, message: str = "") -> None:
+    def finish(self, status: str, W: np.ndarray | None, message: str = "", state=None, events=None) -> None:
+        """Close the run: its file's final status (with ``W`` and, for continuing it, the generator
+        ``state`` and ``events`` when complete) and its :class:`RunResult`."""
         if self.writer is not None:
-            self.writer.close(status, W_final=W if status == COMPLETE else None, message=message)
+            complete = status == COMPLETE
+            self.writer.close(status, W_final=W if complete else None, message=message,
+                              state=state if complete else None, events=events if complete else None)
             self.writer = None
         self.result = RunResult(
             config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
@@ -287,7 +373,7 @@ def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -
     while done < target:
         n = chunk.size(target - done)
         t0 = time.perf_counter()
-        st = batch.advance(np.array([0 if m.error or status[r] else n for r, m in enumerate(members)]),
+        st = batch.advance(np.array([0 if m.result is not None or status[r] else n for r, m in enumerate(members)]),
                            settle=done + n >= target)
         chunk.observe(n, time.perf_counter() - t0)
         status = np.maximum(status, st)
@@ -322,8 +408,10 @@ def _drive(members, batch, points, **options) -> None:
         _drive_batch(members, batch, points, **options)
 
 
-def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_file=None, run_ids=None) -> None:
-    loglik0, token0, greedy0 = batch.evaluate()
+def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_file=None, run_ids=None, base=None,
+                 base_W=None, history=None) -> None:
+    # the base model's evaluation; a continued run (``history``) gets it from before its state was restored
+    loglik0, token0, greedy0 = batch.evaluate() if base is None else base
     base0, base_token0 = defects.base_likelihoods(loglik0, token0)  # as evaluated (a testing hook aside)
     for r, m in enumerate(members):
         m.set_base(base0[r])
@@ -334,11 +422,21 @@ def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_
                                             len(points))
         for r, m in enumerate(members):
             if m.error is None and m.out is not None:
-                m.open_writer(argv, batch.W[r], base0[r], base_token0[r])
+                m.open_writer(argv, batch.W[r] if base_W is None else base_W[r], base0[r], base_token0[r],
+                              (batch.states[r].shape, batch.events[r].shape) if m.experiment == "post-training" else None)
         start = time.perf_counter()
         done = 0
+        if history is not None:  # a continued run: its rows so far, then on from their last step
+            done, rows_so_far = history
+            for row, loglik, token in rows_so_far:
+                members[0].record(row, loglik, token)
+            start -= rows_so_far[-1][0]["wall_time"]
         chunk = _Chunker()
         for step in points:
+            if all(m.result is not None for m in members):
+                break  # every run stopped early or failed: nothing left to advance
+            if history is not None and step <= done:
+                continue
             if step > done:
                 status = _advance(batch, members, step - done, chunk, progress, done)
                 done = step
@@ -348,7 +446,7 @@ def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_
                 loglik, token, greedy = loglik0, token0, greedy0
             rows = {}
             for r, m in enumerate(members):
-                if m.error is not None:
+                if m.result is not None:  # failed or stopped early: frozen
                     continue
                 error = m.check(status[r], loglik[r], done)
                 if error is None:
@@ -360,6 +458,9 @@ def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_
                     if all(math.isfinite(v) for v in row.values()):
                         m.record(row, loglik[r], token[r])
                         rows[r] = row
+                        reason = m.stop_reason(row, done)
+                        if reason:
+                            m.finish(COMPLETE, batch.W[r], reason, batch.states[r], batch.events[r])
                     else:
                         error = m.diverged("metrics became non-finite", done)
                 if error is not None:
@@ -369,9 +470,11 @@ def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_
             if progress is not None:
                 progress(done)
         for r, m in enumerate(members):
+            if m.result is not None:
+                continue
             if m.error is None:
-                m.finish(COMPLETE, batch.W[r])
-            elif m.result is None:
+                m.finish(COMPLETE, batch.W[r], "", batch.states[r], batch.events[r])
+            else:
                 m.finish(FAILED, None, str(m.error))
         if batch_writer is not None:
             done_ok = [members[r].result.status == COMPLETE for r in slots]

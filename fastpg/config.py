@@ -259,6 +259,11 @@ PARAMS: tuple[Param, ...] = (
           "evaluation", low=0.0, high=1.0, low_open=True),
     Param("token_trace", "bool", False, "also store per-token log-likelihoods at every evaluation point",
           "evaluation"),
+    # early stopping (docs/design.md, "Budgets"): checked at evaluation points; the run is complete
+    Param("stop_eps", "float", 0.0, "stop at the first evaluation point where the expected error is at most this "
+          "(0: off); the run is complete and its message says why", "evaluation", low=0.0, high=1.0),
+    Param("max_queries", "int", 0, "stop at the first evaluation point where the reward queries (orm_queries with "
+          "ORM, prm_queries with PRM) reach this (0: off)", "evaluation", low=0, high=MAX_EXACT_INT),
 )
 PARAM = {p.name: p for p in PARAMS}
 

@@ -428,14 +428,17 @@ class RunWriter(_Writer):
         self.N = N
         self.token_trace = token_trace
         self.experiment = experiment
+        self.resume_shapes = None
         self.f = None
         self.columns: dict = {}
         self.rows = 0
 
     @_file_errors
-    def open(self, *, task: dict, base: dict, lq: dict, W_shape) -> None:
+    def open(self, *, task: dict, base: dict, lq: dict, W_shape, resume_shapes=None) -> None:
         """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode
-        (on failure the file is aborted, then the error raised)."""
+        (on failure the file is aborted, then the error raised). ``resume_shapes``: the shapes of
+        the generator and event states, stored at the end so that the run can be continued."""
+        self.resume_shapes = resume_shapes
         self._create(_static_bytes([task["datasets"], base["datasets"], lq], W_shape))
         self._guarded(self._fill, task, base, lq, W_shape)
 
@@ -481,8 +484,16 @@ class RunWriter(_Writer):
                                    chunks=(1, self.n_test, self.N), dtype="f8")
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
             self.columns["token_loglik"] = ds
-        ds = f.create_group("final").create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
+        final = f.create_group("final")
+        ds = final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
         _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
+        if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
+            state_shape, events_shape = self.resume_shapes
+            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "",
+                      "the run's generator state (xoshiro256**) after its last step; valid once status is complete")
+            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "",
+                      "the event-driven state after the last step (pending move, deferred and step-through steps, "
+                      "held updates); valid once status is complete")
         f.flush()
         f.swmr_mode = True
 
@@ -505,13 +516,18 @@ class RunWriter(_Writer):
         self.f.flush()
 
     @_file_errors
-    def close(self, status: str, W_final: np.ndarray | None = None, message: str = "") -> None:
-        """Write the final weights, close the SWMR writer, then reopen to set the final ``status``.
+    def close(self, status: str, W_final: np.ndarray | None = None, message: str = "", state=None,
+              events=None) -> None:
+        """Write the final weights (and the generator and event states, where the file has room for
+        them), close the SWMR writer, then reopen to set the final ``status``.
 
         Raises if anything cannot be written (then call :meth:`abort`).
         """
         if self.f is None:
             return
+        if W_final is not None and self.resume_shapes and state is not None:
+            self.f["final/state"][...] = state
+            self.f["final/events"][...] = events
         self._close_swmr(W_final)
 
         def set_status(f):
@@ -669,11 +685,12 @@ def read_final_W(path) -> np.ndarray:
         raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); allowed: a fastpg HDF5 result file") from None
 
 
-def read_task_arrays(path) -> dict:
+def read_task_arrays(path, group: str = "task") -> dict:
     """The datasets of a run file's ``/task`` group (``test_x``, ``test_y``, ``centres``, ``W_star``,
-    ``test_margin``): what :class:`RunData` leaves on disk because most analyses do not need it."""
+    ``test_margin``), or of another ``group`` (``final``): what :class:`RunData` leaves on disk
+    because most analyses do not need it."""
     with open_result(path) as f:
-        return {name: ds[...] for name, ds in f["task"].items()}
+        return {name: ds[...] for name, ds in f[group].items()}
 
 
 def open_result(path):

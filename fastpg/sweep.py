@@ -27,7 +27,7 @@ from . import __version__
 from .api import _batch_key, run_batch
 from .analysis import censored_quantile
 from .backends import open_backend
-from .config import ConfigError, RunConfig, parse_value
+from .config import PARAM, ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
@@ -303,6 +303,9 @@ class Sweep:
         old = json.loads(path.read_text())
         resolved = self.resolved_fixed()
         old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
+        # a parameter added after the folder was made ran with its default there
+        old_resolved = {**{k: PARAM[k].default for k in resolved if k not in old_resolved and k not in old["grid"]},
+                        **old_resolved}
         diffs = [f"{k}: {_show(old_resolved.get(k))} (folder) -> {_show(resolved.get(k))} (now)"
                  for k in RunConfig.names() if k in old_resolved or k in resolved
                  if old_resolved.get(k) != resolved.get(k)]

@@ -2,9 +2,11 @@
 clear refusals, and plots that say what they left out."""
 
 import numpy as np
+import pytest
 
 import fastpg
 from fastpg.config import RunConfig
+from fastpg.store import load_batch, read_final_W
 
 from test_cli import fastpg as fastpg_cmd
 
@@ -197,3 +199,112 @@ def test_a_huge_sweep_prints_its_size_and_needs_yes(tmp_path):
     size = estimate(sweep.runs)
     actual = sum(p.stat().st_size for p in (tmp_path / "small").rglob("*.h5"))
     assert 0.8 < size["bytes"] / actual < 1.25  # the disk estimate is within 25% of what was written
+
+
+def _same_prefix(stopped, full):
+    rows = stopped.rows
+    assert 0 < rows <= full.rows
+    for name in stopped.trace:
+        if name != "wall_time":
+            np.testing.assert_array_equal(stopped.trace[name], full.trace[name][:rows])
+    np.testing.assert_array_equal(stopped.loglik, full.loglik[:rows])
+
+
+def test_stop_eps_and_max_queries_end_runs_early_with_the_same_rows(tmp_path):
+    """A run stops at the first evaluation point that meets --stop-eps (or --max-queries), complete,
+    with its reason; what it wrote is the unstopped run's rows up to there, bit for bit, and its
+    weights are those of a run whose budget ends at that step. In a sweep each run stops on its
+    own; the others go on unaffected (both layouts)."""
+    spec = ["--preset", "tiny", "--steps", "3000", "--eval-every", "100", "--seeds", "0-3", "-q"]
+    assert fastpg_cmd("sweep", tmp_path / "full", *spec).returncode == 0
+    for layout in ("run", "batch"):
+        out = tmp_path / f"stop-{layout}"
+        r = fastpg_cmd("sweep", out, *spec, "--stop-eps", "0.1", "--layout", layout)
+        assert r.returncode == 0, r.stderr
+        runs = load_batch(next((out / "batches").glob("*.h5"))) if layout == "batch" else {
+            p.stem: fastpg.load(p) for p in out.glob("seed=*.h5")}
+        assert len(runs) == 4
+        stopped = 0
+        for name, run in runs.items():
+            full = fastpg.load(tmp_path / "full" / f"{name.split('/')[-1]}.h5")
+            assert run.status == "complete"
+            _same_prefix(run, full)
+            hit = np.nonzero(full.trace["expected_error"] <= 0.1)[0]
+            if len(hit):
+                assert run.rows == hit[0] + 1 and run.message.startswith("stopped early at step")
+                stopped += 1
+            else:
+                assert run.rows == full.rows and run.message == ""
+        assert stopped >= 1
+    one = tmp_path / "one.h5"
+    r = fastpg_cmd("run", "--preset", "tiny", "--steps", "3000", "--eval-every", "100", "--max-queries", "5000",
+                   "--out", one)
+    assert r.returncode == 0 and "stopped early" in r.stdout and "max_queries 5000" in r.stdout, r.stdout
+    run = fastpg.load(one)
+    q = run.trace["prm_queries"]
+    assert q[-1] >= 5000 > q[-2]
+    short = fastpg.run({**fastpg.PRESETS["tiny"], "steps": int(run.trace["steps"][-1]), "eval_every": 100})
+    np.testing.assert_array_equal(read_final_W(one), short.W)
+
+
+def test_a_folder_made_before_a_parameter_existed_resumes(tmp_path):
+    """sweep.json of an older fastpg lacks parameters added since (here stop_eps, max_queries): its
+    runs ran with their defaults, so the folder is the same sweep and resumes."""
+    import json
+
+    out = tmp_path / "s"
+    spec = ["--preset", "tiny", "--steps", "200", "--seeds", "0-1", "-q"]
+    assert fastpg_cmd("sweep", out, *spec).returncode == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    for key in ("stop_eps", "max_queries"):
+        manifest["resolved"].pop(key)
+    (out / "sweep.json").write_text(json.dumps(manifest))
+    r = fastpg_cmd("sweep", out, *spec, "--seeds", "0-2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*.h5")) == ["seed=0.h5", "seed=1.h5", "seed=2.h5"]
+    _one_line_exit_2(fastpg_cmd("sweep", out, *spec, "--stop-eps", "0.1"), "stop_eps")
+
+
+def _datasets(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[...]) if hasattr(obj, "shape") else None)
+    return out
+
+
+@pytest.mark.parametrize("extra", [
+    ["--preset", "tiny"],  # pg, PRM, G=4, rloo, fresh contexts
+    ["--preset", "tiny", "--n-train", "8", "--reward", "orm", "--G", "1", "--baseline", "none"],  # event-driven pool
+    ["-d", "6", "-k", "3", "-N", "4", "--algorithm", "rs", "--reward", "prm", "--n-pre", "50", "--token-trace"],
+])
+def test_a_continued_run_is_the_run_made_with_the_larger_budget(tmp_path, extra):
+    """fastpg run --continue FILE --steps S2 rewrites FILE as the run made with S2 from the start:
+    every dataset bit for bit, wall_time aside (generator, counters and event state restored)."""
+    short, long = tmp_path / "short.h5", tmp_path / "long.h5"
+    assert fastpg_cmd("run", *extra, "--steps", "1000", "--eval-every", "100", "--out", short, "-q").returncode == 0
+    assert fastpg_cmd("run", *extra, "--steps", "3000", "--eval-every", "100", "--out", long, "-q").returncode == 0
+    r = fastpg_cmd("run", "--continue", short, "--steps", "3000")
+    assert r.returncode == 0 and "3000 steps" in r.stdout, r.stderr
+    a, b = _datasets(short), _datasets(long)
+    assert a.keys() == b.keys() and "final/state" in a
+    for name in a:
+        if name != "trace/wall_time":
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert fastpg.load(short).config["steps"] == 3000 and not list(tmp_path.glob(".*"))
+
+
+def test_what_cannot_be_continued_is_refused_in_one_line(tmp_path):
+    f = tmp_path / "f.h5"
+    assert fastpg_cmd("run", "--preset", "tiny", "--steps", "1000", "--eval-every", "100", "--out", f, "-q").returncode == 0
+    before = f.read_bytes()
+    _one_line_exit_2(fastpg_cmd("run", "--continue", f, "--steps", "500"), "--steps")
+    _one_line_exit_2(fastpg_cmd("run", "--continue", f), "--steps")
+    _one_line_exit_2(fastpg_cmd("run", "--continue", f, "--steps", "2000", "--eta", "1"), "--continue")
+    _one_line_exit_2(fastpg_cmd("run", "--continue", tmp_path / "none.h5", "--steps", "2000"), "--continue")
+    _one_line_exit_2(fastpg_cmd("run", "--steps", "10"), "--out")
+    g = tmp_path / "g.h5"
+    assert fastpg_cmd("run", "--preset", "tiny", "--steps", "1000", "--eval-log", "9", "--out", g, "-q").returncode == 0
+    _one_line_exit_2(fastpg_cmd("run", "--continue", g, "--steps", "2000"), "--continue")
+    assert f.read_bytes() == before
