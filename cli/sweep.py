@@ -40,10 +40,13 @@ LARGE_BYTES = 10e9
                    "runs (read with fastpg.load_sweep) [default: run, or the folder's]")
 @click.option("--yes", "-y", is_flag=True, help=f"start a sweep above {LARGE_RUNS} runs or {LARGE_BYTES / 1e9:g} GB "
                                                   "(otherwise refused after printing its size)")
+@click.option("--continue", "continue_", is_flag=True,
+              help="with a larger --steps than the folder's: continue its complete runs to it (each file becomes "
+                   "the run made with the new steps)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bar or summary")
 @run_options
 def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, dask_workers, batch_size, layout, yes,
-              quiet, preset, **given):
+              continue_, quiet, preset, **given):
     """Run a grid of parameters times seeds; one HDF5 file per run (or per batch) and OUTDIR/index.csv.
 
     Re-running the same command resumes: complete runs are kept, incomplete ones redone.
@@ -75,7 +78,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     sweep = Sweep(outdir, fixed, grid_values, seed_list, eps if eps is not None else (toml["eps"] or DEFAULT_EPS),
                   batch_size if batch_size is not None else MAX_BATCH,
                   alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"],
-                  layout=layout or folder_layout(outdir))
+                  layout=layout or folder_layout(outdir), extend=continue_)
     argv = ["fastpg", *sys.argv[1:]]
     sweep.check_folder()  # a folder of another sweep is refused before anything is printed or started
     sweep.check_writable()

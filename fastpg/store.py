@@ -782,6 +782,15 @@ def require_pandas(what: str):
     return pd
 
 
+def read_budget(path) -> tuple[int, str]:
+    """``(steps the run was configured with, its message)`` of a run file, read without its data."""
+    try:
+        with open_result(path) as f:
+            return int(f["config"].attrs["steps"]), str(f.attrs.get("message", ""))
+    except (OSError, KeyError, ValueError):
+        return 0, ""
+
+
 def read_status(path) -> str:
     """The root ``status`` of a result file without reading its data (``unreadable`` if it cannot be opened)."""
     try:

@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .api import _batch_key, run_batch
+from .api import RunFailed, _batch_key, continue_run, run_batch
 from .analysis import censored_quantile
 from .backends import open_backend
 from .config import PARAM, ConfigError, RunConfig, parse_value
 from .metrics import METRICS
 from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
-from .store import (BATCH_LAYOUT, COMPLETE, atomic_file, batch_statuses, load, load_batch, param_column,
-                    read_status, write_problem)
+from .store import (BATCH_LAYOUT, COMPLETE, FAILED, atomic_file, batch_statuses, load, load_batch, param_column,
+                    read_budget, read_status, write_problem)
 
 MANIFEST = "sweep.json"
 INDEX = "index.csv"
@@ -223,6 +223,7 @@ class Sweep:
     alphas: list = field(default_factory=list)
     cases: list = field(default_factory=list)
     layout: str = RUN_LAYOUT
+    extend: bool = False  # --continue: a larger steps continues the complete runs (docs/design.md, "Budgets")
     runs: list = field(init=False)
 
     def __post_init__(self):
@@ -288,9 +289,10 @@ class Sweep:
         if old is not None:
             seeds = sorted(set(old["seeds"]) | set(self.seeds))
             grid = {k: list(dict.fromkeys([*old["grid"][k], *self.grid[k]])) for k in self.grid}  # values may grow
+        extended = {"extended": True} if self.extend else {}  # from then on, pending() also finds short runs
         _atomic_write(self.outdir / MANIFEST, json.dumps({**self.manifest(), "grid": grid, "resolved": resolved,
-                                                          "seeds": seeds, "eps": self.eps_list, "alpha": self.alphas},
-                                                         indent=2))
+                                                          "seeds": seeds, "eps": self.eps_list, "alpha": self.alphas,
+                                                          **extended}, indent=2))
 
     def check_folder(self) -> dict | None:
         """Refuse (one line, old and new values) a folder that holds another sweep; writes nothing.
@@ -301,6 +303,8 @@ class Sweep:
         if not path.exists():
             return None
         old = json.loads(path.read_text())
+        if old.get("extended"):  # a --continue began here: a run left short is pending until it is continued
+            self.extend = True
         resolved = self.resolved_fixed()
         old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
         # a parameter added after the folder was made ran with its default there
@@ -316,11 +320,29 @@ class Sweep:
             diffs.append("cases differ")
         if old.get("layout", RUN_LAYOUT) != self.layout:
             diffs.append(f"layout: {old.get('layout', RUN_LAYOUT)} (folder) -> {self.layout} (now)")
+        steps_only = [d for d in diffs if not d.startswith("steps: ")] == [] and bool(diffs)
+        if self.extend and steps_only:
+            self._check_extension(old_resolved["steps"], resolved["steps"])
+            return old
         if diffs:
             raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
                                         "resolved fixed parameters, grid parameters and cases (grid values and seeds "
-                                        "may be added), or a new OUTDIR")
+                                        "may be added), --continue with a larger steps, or a new OUTDIR")
         return old
+
+    def _check_extension(self, old_steps: int, steps: int) -> None:
+        """``--continue``: a larger ``steps`` whose evaluation points include the old run's (see
+        :func:`fastpg.api.continue_run`), in the run layout."""
+        if self.layout != RUN_LAYOUT:
+            raise ConfigError("--continue", "needs the run layout (batch files do not store the runs' states); "
+                                            "allowed: a folder of run files")
+        if steps <= old_steps:
+            raise ConfigError("--steps", f"got {steps}; allowed with --continue: more than the folder's {old_steps}")
+        cfg = self.runs[0].config if self.runs else RunConfig()
+        if cfg.eval_log > 0 or old_steps % cfg.eval_every:
+            raise ConfigError("--continue", f"the folder's runs have evaluation points a run of {steps} steps would not "
+                                            f"(eval_log={cfg.eval_log}, {old_steps} steps every {cfg.eval_every}); "
+                                            "allowed: --eval-every schedules whose budget is a multiple of it")
 
     def resolved_fixed(self) -> dict:
         """Every parameter that is the same for all runs, resolved (defaults included): what a folder
@@ -348,8 +370,10 @@ class Sweep:
         return {run.id: found.get(run.id, ("missing", None)) for run in runs}
 
     def pending(self) -> list[SweepRun]:
+        """Runs without a complete file, and with ``extend`` those whose complete file has fewer steps
+        than their configuration (and did not stop early)."""
         where = self.locate()
-        return [run for run in self.runs if where[run.id][0] != COMPLETE]
+        return [run for run in self.runs if where[run.id][0] != COMPLETE or (self.extend and _shorter(run))]
 
     def batch_file(self, batch) -> Path:
         """A new file for a batch of runs (batch layout): named by a hash of its run ids, with a
@@ -379,8 +403,16 @@ class Sweep:
         return out
 
 
+def _shorter(run) -> bool:
+    """Whether ``run``'s complete file ran fewer steps than its configuration and can go on (it did
+    not stop early)."""
+    steps, message = read_budget(run.path)
+    return steps < run.config.steps and not message
+
+
 def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num_threads: int | None = None,
-                    eps_list=(DEFAULT_EPS,), alphas=(), batch_file: str | None = None, run_ids=None) -> list[tuple]:
+                    eps_list=(DEFAULT_EPS,), alphas=(), batch_file: str | None = None, run_ids=None,
+                    extend: bool = False) -> list[tuple]:
     """Run one batch (also on a Dask worker); returns ``(status, message, index values)`` per run.
 
     Results go to ``paths`` (a file per run) or to one ``batch_file`` (its runs named by
@@ -405,6 +437,14 @@ def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num
     else:
         todo = [i for i, path in enumerate(paths) if read_status(path) != COMPLETE]
     out = [(COMPLETE, "", None)] * len(configs)
+    for i in [] if batch_file is not None or not extend else [i for i in range(len(configs)) if i not in todo]:
+        steps, message = read_budget(paths[i])
+        if steps < configs[i]["steps"] and not message:  # a complete run continued to the larger budget
+            try:
+                r = continue_run(paths[i], configs[i]["steps"], argv=argv)
+                out[i] = (r.status, r.message, index_values(r.trace, r.loglik, r.base_loglik, r.task, eps_list, alphas))
+            except (ConfigError, RunFailed) as exc:
+                out[i] = (FAILED, f"not continued: {exc}", None)
     if todo:
         if batch_file is not None:
             results = run_batch(configs, batch_file=batch_file, run_ids=run_ids, overwrite=True, argv=argv,
@@ -434,9 +474,15 @@ def eps_column(eps: float, first: bool) -> str:
     return "queries_to_eps" if first else f"queries_to_eps_{id_value(eps)}"
 
 
-def q_column(alpha: float, eps: float) -> str:
-    """The index column of Q(alpha, eps)."""
-    return f"Q_alpha={id_value(alpha)}_eps={id_value(eps)}"
+def q_column(alpha: float, eps: float, part: str = "") -> str:
+    """The index column of Q(alpha, eps), or of its ``part``: ``reached`` (true/false: some
+    evaluation point met eps; false also where no test context is above alpha), ``queries_lo``
+    (the queries at the point before, or at the last point when not reached: a lower bound) and
+    ``n_contexts`` (test contexts with base likelihood >= alpha)."""
+    return f"Q_alpha={id_value(alpha)}_eps={id_value(eps)}" + (f"_{part}" if part else "")
+
+
+Q_PARTS = ("reached", "queries_lo", "n_contexts")
 
 
 def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas) -> dict:
@@ -452,6 +498,9 @@ def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas)
         for e in eps_list:
             qc = query_complexity(loglik, base_loglik, queries, a, e)
             values[q_column(a, e)] = "" if qc.queries is None else qc.queries
+            values[q_column(a, e, "reached")] = "true" if qc.reached else "false"
+            values[q_column(a, e, "queries_lo")] = qc.queries_lo
+            values[q_column(a, e, "n_contexts")] = qc.contexts
     return values
 
 
@@ -465,7 +514,8 @@ class Index:
         self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message",
                         *COUNTERS, *METRICS, "task_gamma", "realised_min_margin",
                         *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
-                        *(q_column(a, e) for a in sweep.alphas for e in sweep.eps_list)]
+                        *(q_column(a, e, part) for a in sweep.alphas for e in sweep.eps_list
+                          for part in ("", *Q_PARTS))]
 
     def refresh(self, runs, messages: dict | None = None, values: dict | None = None, where: dict | None = None) -> None:
         """Rows of ``runs``: from ``values`` (run id -> :func:`index_values`, computed where the run
@@ -534,6 +584,7 @@ def read_index(outdir) -> list[dict]:
     path = Path(outdir) / INDEX
     if not path.exists():
         raise ConfigError("OUTDIR", f"{outdir} has no {INDEX}; allowed: a fastpg sweep folder")
+    params = {param_column(name): name for name in PARAM}
     rows = []
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
@@ -541,11 +592,19 @@ def read_index(outdir) -> list[dict]:
             for key, value in row.items():
                 if value == "":
                     out[key] = None
-                    continue
-                try:
-                    out[key] = float(value) if key not in ("file", "status", "message") else value
-                except ValueError:
+                elif key in params:  # a parameter as its type (N, seed: integers; reward: text)
+                    out[key] = parse_value(params[key], value)
+                elif key in ("run", "file", "status", "message"):
                     out[key] = value
+                elif key.endswith("_reached"):
+                    out[key] = value == "true"
+                elif key.endswith("_n_contexts"):
+                    out[key] = int(float(value))
+                else:
+                    try:
+                        out[key] = float(value)
+                    except ValueError:
+                        out[key] = value
             rows.append(out)
     return rows
 
@@ -559,11 +618,15 @@ def grid_rows(rows: list[dict], grid: list[str]) -> list[dict]:
 
 def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
     """Rows in long form for fits against alpha or eps (``rows`` from :func:`grid_rows`): one row per
-    (run, alpha, eps) with ``Q`` (None where not reached), the run's grid values, ``seed`` and ``status``."""
+    (run, alpha, eps) with ``Q`` (None where not reached), the run's grid values, ``seed`` and
+    ``status``. A run with no test context above alpha has nothing to measure there and no row
+    (not a run that never got there)."""
     out = []
     for row in rows:
         for a in alphas:
             for e in eps_list:
+                if row.get(q_column(a, e, "n_contexts")) == 0:
+                    continue
                 out.append({**{g: row.get(g) for g in grid}, "seed": row.get("seed"), "status": row.get("status"),
                             "alpha": a, "eps": e, "Q": row.get(q_column(a, e))})
     return out
@@ -599,6 +662,33 @@ class SweepData:
     @property
     def columns(self) -> list[str]:
         return [param_column(k) for k in self.keys]
+
+    def q_table(self):
+        """Q(alpha, eps) in long form: one row per complete run, ``alpha`` and ``eps``, with the
+        run's varying parameters, ``seed``, ``run``, ``level`` (``sequence``: the base likelihood
+        level the index uses), ``alpha``, ``eps``, ``Q`` (NaN where not reached), ``queries_lo``,
+        ``reached`` and ``n_contexts`` (integer and boolean columns as such)."""
+        from .store import require_pandas
+
+        pd = require_pandas("SweepData.q_table")
+        alphas, eps_list = self.manifest.get("alpha") or [], self.manifest.get("eps") or []
+        eps_list = eps_list if isinstance(eps_list, list) else [eps_list]
+        rows = []
+        for row in self.index.to_dict("records"):
+            if row.get("status") != COMPLETE:
+                continue
+            for a in alphas:
+                for e in eps_list:
+                    q = row.get(q_column(a, e))
+                    rows.append({**{c: row[c] for c in self.columns}, "seed": row["seed"], "run": row["run"],
+                                 "level": "sequence", "alpha": float(a), "eps": float(e),
+                                 "Q": math.nan if q is None or q != q else float(q),
+                                 "queries_lo": float(row.get(q_column(a, e, "queries_lo")) or 0.0),
+                                 "reached": bool(row.get(q_column(a, e, "reached"))),
+                                 "n_contexts": int(row.get(q_column(a, e, "n_contexts")) or 0)})
+        columns = [*self.columns, "seed", "run", "level", "alpha", "eps", "Q", "queries_lo", "reached", "n_contexts"]
+        table = pd.DataFrame(rows, columns=columns)
+        return table.astype({"seed": "int64", "reached": "bool", "n_contexts": "int64"})
 
     def cube(self):
         """The log-likelihoods as one array ``[run, eval point, test context]`` (runs in index order);
@@ -733,7 +823,8 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                 else:
                     target = {"paths": [str(r.path) for r in batch]}
                 future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch], argv=argv,
-                                         num_threads=threads, eps_list=sweep.eps_list, alphas=sweep.alphas, **target)
+                                         num_threads=threads, eps_list=sweep.eps_list, alphas=sweep.alphas,
+                                         extend=sweep.extend, **target)
                 running[future] = (batch, target.get("batch_file"))
 
         for _ in range(2 * slots):

@@ -244,3 +244,23 @@ def test_censored_medians_and_the_alpha_axis_of_scaling():
     assert math.isinf(g["median"][0])  # alpha sorted ascending: 1e-4 first, 2 of 3 censored
     assert g["fit"]["exp_slope"] == pytest.approx(1.0, abs=1e-9)  # the three determined medians
     assert growth_text(g["fit"], "alpha") == "slope of log queries in log(1/alpha): 1.000"
+
+
+def test_q_in_long_form_with_its_bracket_and_typed_columns(tmp_path):
+    """index.csv carries reached, queries_lo and n_contexts beside each Q; SweepData.q_table() is the
+    long form with integer and boolean columns, checked against the plain recomputation."""
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "300", "--eval-log", "30", "--grid", "N=2,3",
+                   "--seeds", "0-1", "--eps", "0.1,0.01", "--alpha", "0.1,1e-9", "-q")
+    assert r.returncode == 0, r.stderr
+    data = fastpg.load_sweep(out)
+    assert data.index["seed"].dtype == "int64" and data.index["N"].dtype == "int64"
+    table = data.q_table()
+    assert len(table) == 4 * 2 * 2
+    assert table["seed"].dtype == "int64" and table["n_contexts"].dtype == "int64" and table["reached"].dtype == bool
+    assert set(table["level"]) == {"sequence"}
+    for row in table.to_dict("records"):
+        run = fastpg.load(out / f"{row['run']}.h5")
+        ref = naive.query_complexity(run.loglik, run.base["loglik"], run.queries, row["alpha"], row["eps"])
+        assert (row["reached"], row["queries_lo"], row["n_contexts"]) == (ref[0], ref[2], ref[3])
+        assert (math.isnan(row["Q"]) and ref[1] is None) or row["Q"] == ref[1]

@@ -308,3 +308,22 @@ def test_what_cannot_be_continued_is_refused_in_one_line(tmp_path):
     assert fastpg_cmd("run", "--preset", "tiny", "--steps", "1000", "--eval-log", "9", "--out", g, "-q").returncode == 0
     _one_line_exit_2(fastpg_cmd("run", "--continue", g, "--steps", "2000"), "--continue")
     assert f.read_bytes() == before
+
+
+def test_a_sweep_continued_to_a_larger_steps_equals_the_sweep_made_with_it(tmp_path):
+    spec = ["--preset", "tiny", "--eval-every", "100", "--seeds", "0-2", "-q"]
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert fastpg_cmd("sweep", short, *spec, "--steps", "1000").returncode == 0
+    _one_line_exit_2(fastpg_cmd("sweep", short, *spec, "--steps", "3000"), "--continue")  # refused without it
+    r = fastpg_cmd("sweep", short, *spec, "--steps", "3000", "--continue")
+    assert r.returncode == 0, r.stderr
+    assert fastpg_cmd("sweep", long, *spec, "--steps", "3000").returncode == 0
+    for seed in range(3):
+        a, b = _datasets(short / f"seed={seed}.h5"), _datasets(long / f"seed={seed}.h5")
+        for name in a:
+            if name != "trace/wall_time":
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert fastpg.load_sweep(short).index["steps"].tolist() == fastpg.load_sweep(long).index["steps"].tolist()
+    b = tmp_path / "b"
+    assert fastpg_cmd("sweep", b, *spec, "--steps", "1000", "--layout", "batch").returncode == 0
+    _one_line_exit_2(fastpg_cmd("sweep", b, *spec, "--steps", "3000", "--continue"), "--continue")
