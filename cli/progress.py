@@ -35,25 +35,37 @@ class Progress:
         self.last_line = self.start
         self.interval = float(os.environ.get("FASTPG_PROGRESS_SECONDS", LOG_INTERVAL))
         self.done = 0
+        self.first = None  # (time, done) at the first update with work done
         self.bar = None
         if not quiet and self.tty:
             self.bar = click.progressbar(length=self.total, label=label, file=sys.stderr)
             self.bar.__enter__()
 
+    COMPILE_NOTE = 10.0  # a first update later than this many seconds is said to be mostly compilation
+
     def update(self, done: int) -> None:
         done = int(done)
+        now = time.perf_counter()
+        if self.first is None and done > 0:
+            # the rate is measured from here: before it, the kernels were compiled (or loaded)
+            self.first = (now, done)
+            if self.bar is None and not self.quiet and now - self.start > self.COMPILE_NOTE:
+                click.echo(f"fastpg: the first {done} {self.unit} of the {self.label} took {duration(now - self.start)}, "
+                           "most of it compiling kernels (once: later runs load them from Numba's cache)", err=True)
         if self.bar is not None:
             self.bar.update(done - self.done)
         elif not self.quiet:
-            now = time.perf_counter()
             if now - self.last_line >= self.interval and done > 0:
                 self.last_line = now
                 self.line(done, now)
         self.done = done
 
     def line(self, done: int, now: float) -> None:
-        elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else float("nan")
+        if self.first is not None and done > self.first[1] and now > self.first[0]:
+            rate = (done - self.first[1]) / (now - self.first[0])  # compilation left out
+        else:
+            elapsed = now - self.start
+            rate = done / elapsed if elapsed > 0 else float("nan")
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         click.echo(f"fastpg: {self.label}: {done}/{self.total} {self.unit} ({100 * done / self.total:.0f}%), "
                    f"{rate:.3g} {self.unit}/s, about {duration(eta)} left", err=True)

@@ -104,7 +104,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     try:
         index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
                         pending=pending,
-                        progress=progress, notify=notify)
+                        progress=progress, notify=notify, on_failure=None if quiet else notify)
     finally:
         bar.close()
     if not quiet:

@@ -53,10 +53,13 @@ def _as_config(config) -> RunConfig:
     return RunConfig.from_dict(dict(config or {}))
 
 
-def _task_record(task) -> dict:
+def _task_record(task, teacher_scale: str) -> dict:
     return {
         "datasets": {
-            "W_star": (task.W_star, "weight", "teacher weights W*[block, token, d], Frobenius norm 1"),
+            "W_star": (task.W_star, "weight", "teacher weights W*[block, token, d], i.i.d. normal scaled by "
+                                              f"teacher_scale={teacher_scale}: "
+                                              + ("Frobenius norm 1" if teacher_scale == "frobenius" else
+                                                 "every block of norm 1, so ||W*||^2 = the number of blocks")),
             "test_x": (task.test_x, "unit vector", "test contexts x_j (rows, norm 1)"),
             "test_y": (task.test_y.astype(np.int32), "token", "correct responses y*(x_j): greedy decoding of W*"),
             "test_margin": (task.test_margin, "logit", "teacher margin m(x_j) of each test context"),
@@ -308,7 +311,7 @@ class _Member:
     def records(self, W0, loglik0, token0) -> dict:
         """The run's static data for its file: task, base model and Likelihood Quantile records."""
         base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
-        return {"task": _task_record(self.task), "base": base, "lq": lq_ds}
+        return {"task": _task_record(self.task, self.cfg.teacher_scale), "base": base, "lq": lq_ds}
 
     def open_writer(self, argv, W0, loglik0, token0, resume_shapes=None) -> None:
         """Create the run's file with its task, base model and Likelihood Quantile (SWMR from here)."""

@@ -779,7 +779,7 @@ def warm_up(config: RunConfig) -> None:
 
 
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
-            argv=None, progress=None, notify=None, pending: list | None = None) -> Index:
+            argv=None, progress=None, notify=None, on_failure=None, pending: list | None = None) -> Index:
     """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
     Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
@@ -787,7 +787,8 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
     index is rewritten atomically and ``progress(done_runs, total_runs)`` is called. A batch that
     raised (a lost worker) leaves its runs incomplete, with the error as their message; so does a
     batch that finished without leaving a complete file where the sweep looks. A re-run redoes
-    them. ``notify(message)`` receives the backend's waiting messages (no workers yet). ``pending``
+    them. ``notify(message)`` receives the backend's waiting messages (no workers yet), ``on_failure(message)`` a line
+    for each batch that failed, as it fails. ``pending``
     saves reading every file's status again when the caller has just done it.
     """
     pending = sweep.pending() if pending is None else pending
@@ -840,6 +841,9 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
+                    if on_failure is not None:  # in the log as it happens, not only in index.csv at the end
+                        on_failure(f"a batch of {len(batch)} runs ({batch[0].id}, ...) failed on the backend "
+                               f"({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}); a re-run redoes them")
                 index.refresh(batch, messages, values, where=sweep.locate(batch, files=[batch_file] if batch_file else None))
                 index.write()
                 done += len(batch)

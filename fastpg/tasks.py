@@ -95,9 +95,12 @@ def pilot_quantiles(margins: np.ndarray) -> dict:
     return {f"q{int(q * 100):02d}": float(np.quantile(margins, q)) for q in PILOT_LEVELS}
 
 
-def margin_quantiles(cfg: RunConfig) -> dict:
-    """The teacher-margin quantiles of ``cfg``'s post-training contexts, from the task's pilot draw (the
-    same numbers a run with a margin condition records): what to look at when choosing ``gamma``."""
+def margin_quantiles(cfg: RunConfig | dict) -> dict:
+    """The teacher-margin quantiles of ``cfg``'s post-training contexts (a :class:`RunConfig` or a
+    dict of parameters, as :func:`fastpg.run` takes), from the task's pilot draw (the same numbers a
+    run with a margin condition records): what to look at when choosing ``gamma``."""
+    if not isinstance(cfg, RunConfig):
+        cfg = RunConfig.from_dict(dict(cfg or {}))
     features = FEATURE_CODES[cfg.features]
     root = seed_sequence(cfg.seed, "task", cfg.task_params())
     s_teacher, s_centres, s_pilot, _, _ = root.spawn(5)

@@ -236,6 +236,17 @@ def test_a_full_disk_fails_in_one_line_and_leaves_no_file_complete(small_disk, w
         assert info.returncode == 0 and "Traceback" not in info.stderr
 
 
+def test_a_batch_that_fails_is_logged_as_it_fails(small_disk):
+    """Without --quiet, a failed batch has its own line when it fails, before the summary's error."""
+    r = fastpg_cmd("sweep", small_disk / "s", "--n-test", "512", "--steps", "100000", "--eval-every", "100",
+                   "--n-pre", "50", "--seeds", "0-1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    failed = [i for i, line in enumerate(r.stderr.splitlines()) if "failed on the backend" in line]
+    error = [i for i, line in enumerate(r.stderr.splitlines()) if line.startswith("fastpg: error:")]
+    assert failed and error and failed[0] < error[0], r.stderr[-3000:]
+    assert "No space left on device" in r.stderr.splitlines()[failed[0]]
+
+
 @pytest.mark.parametrize("steps", ["100000000000000", "10000000000"])
 def test_a_trace_too_large_to_hold_is_refused_up_front(tmp_path, steps):
     """Evaluation points are counted before anything is allocated: one line naming --eval-every and

@@ -176,6 +176,7 @@ def test_gamma_quantile_conditions_contexts():
     # the pilot a conditioned task draws is the one fastpg.margin_quantiles shows without running anything
     shown = fastpg.margin_quantiles(RunConfig.from_dict(dict(SMALL, gamma_quantile=0.5)))
     assert shown == task.pilot_margin_quantiles and set(shown) == {"q01", "q10", "q50", "q90", "q99"}
+    assert fastpg.margin_quantiles(dict(SMALL, gamma_quantile=0.5)) == shown  # a dict, as fastpg.run takes
     assert shown["q50"] == task.gamma
 
 

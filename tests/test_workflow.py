@@ -327,3 +327,20 @@ def test_a_sweep_continued_to_a_larger_steps_equals_the_sweep_made_with_it(tmp_p
     b = tmp_path / "b"
     assert fastpg_cmd("sweep", b, *spec, "--steps", "1000", "--layout", "batch").returncode == 0
     _one_line_exit_2(fastpg_cmd("sweep", b, *spec, "--steps", "3000", "--continue"), "--continue")
+
+
+def test_progress_rates_leave_out_the_compilation(monkeypatch, capsys):
+    """A first update long after the start is said to be compilation, and the rate (so the time left)
+    is measured from it: a first run no longer shows 1 step/s and minutes left while compiling."""
+    from fastpg_cli.progress import Progress
+
+    monkeypatch.setenv("FASTPG_PROGRESS_SECONDS", "0")
+    clock = iter([100.0, 190.0, 200.0])  # start; first update after 90 s of compiling; 10 s later
+    monkeypatch.setattr("fastpg_cli.progress.time.perf_counter", lambda: next(clock))
+    bar = Progress(1000, "steps", "post-training")
+    bar.tty, bar.bar = False, None
+    bar.update(100)
+    bar.update(600)
+    err = capsys.readouterr().err.splitlines()
+    assert "the first 100 steps of the post-training took 90 s, most of it compiling kernels" in err[0]
+    assert err[-1].startswith("fastpg: post-training: 600/1000 steps (60%), 50 steps/s, about 8 s left"), err
