@@ -139,8 +139,11 @@ PLOT_KINDS = ("fig1", "lq", "pretrain", "trajectories", "scaling")
 @click.option("--x", "x", default=None,
               help="x axis: steps or queries (trajectories; default steps); a numeric grid parameter, alpha or eps "
                    "(scaling; default the first numeric grid parameter)")
+@click.option("--facet", default=None,
+              help="scaling: one panel per value of this parameter (a grid parameter other than --x, or alpha with "
+                   "--x eps), so that each panel's legend stays short")
 @click.option("--overwrite", is_flag=True, help="replace an existing --out file")
-def plot_cmd(kind, files, out, x, overwrite):
+def plot_cmd(kind, files, out, x, facet, overwrite):
     """Figures from result files (nothing is rerun).
 
     \b
@@ -155,6 +158,7 @@ def plot_cmd(kind, files, out, x, overwrite):
       fastpg plot fig1 out/fig1-*-seed0.h5 --out fig1.png
       fastpg plot lq out/fig1-orm-seed0.h5 --out lq.png
       fastpg plot scaling out/expN --x N --out scaling.png
+      fastpg plot scaling out/q --x eps --facet alpha --out q-eps.png
     """
     from fastpg import plots
     from fastpg.store import check_output, load, load_batch
@@ -162,7 +166,9 @@ def plot_cmd(kind, files, out, x, overwrite):
     check_output(out, overwrite)
     plots.require_matplotlib()
     if kind == "scaling":
-        return _plot_scaling(files, x, out)
+        return _plot_scaling(files, x, out, facet)
+    if facet is not None:
+        raise click.BadParameter(f"applies to scaling only; allowed for {kind}: none", param_hint="--facet")
     x = x or "steps"
     if kind != "fig1" and x not in X_AXES:
         raise click.BadParameter(f"{x!r}; allowed for {kind}: {', '.join(X_AXES)}", param_hint="--x")
@@ -201,7 +207,7 @@ def _first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
-def _plot_scaling(files, x, out):
+def _plot_scaling(files, x, out, facet=None):
     import json
 
     from fastpg import plots
@@ -236,6 +242,10 @@ def _plot_scaling(files, x, out):
     if x not in allowed:
         raise click.BadParameter(f"{x!r} is not numeric and cannot be an axis; allowed: {', '.join(allowed)}{extra}",
                                  param_hint="--x")
+    if facet is not None and (facet == x or facet not in grid):
+        choices = [g for g in grid if g != x]
+        raise click.BadParameter(f"{facet!r}; allowed: a grid parameter other than --x ({', '.join(choices) or 'none'})",
+                                 param_hint="--facet")
     table = scaling_table(rows, grid, x, y)
     for g in table:
         name = group_label(g["group"]) or "all runs"
@@ -248,4 +258,4 @@ def _plot_scaling(files, x, out):
                        "'> budget', left out of the fit and drawn as a triangle): "
                        + ", ".join(f"{m} of {n} at {x}={v:g}" for v, m, n in zip(g["x"], g["missing"], g["n"]) if m))
     eps = None if y == "Q" else _first(manifest.get("eps"))
-    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps), out)}")
+    click.echo(f"wrote {plots.save(plots.scaling_figure(table, x, y=y, eps=eps, facet=facet), out)}")

@@ -8,16 +8,9 @@ import time
 
 import click
 
+from fastpg.analysis import duration
+
 LOG_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal (FASTPG_PROGRESS_SECONDS)
-
-
-def duration(seconds: float) -> str:
-    """``42 s``, ``17 min``, ``3.2 h``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class Progress:
@@ -35,7 +28,8 @@ class Progress:
         self.last_line = self.start
         self.interval = float(os.environ.get("FASTPG_PROGRESS_SECONDS", LOG_INTERVAL))
         self.done = 0
-        self.first = None  # (time, done) at the first update with work done
+        self.first = None  # (time, done, work) at the first update with work done
+        self.work = None
         self.bar = None
         if not quiet and self.tty:
             self.bar = click.progressbar(length=self.total, label=label, file=sys.stderr)
@@ -43,18 +37,25 @@ class Progress:
 
     COMPILE_NOTE = 10.0  # a first update later than this many seconds is said to be mostly compilation
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, work: float | None = None) -> None:
+        """``done`` of ``total`` finished; ``work``, where given, the fraction of the work they were
+        (runs of a sweep differ in cost): the time left is then measured in it."""
         done = int(done)
         now = time.perf_counter()
+        noted = False
+        self.work = work
         if self.first is None and done > 0:
             # the rate is measured from here: before it, the kernels were compiled (or loaded)
-            self.first = (now, done)
+            self.first = (now, done, work)
             if self.bar is None and not self.quiet and now - self.start > self.COMPILE_NOTE:
                 click.echo(f"fastpg: the first {done} {self.unit} of the {self.label} took {duration(now - self.start)}, "
-                           "most of it compiling kernels (once: later runs load them from Numba's cache)", err=True)
+                           "most of it compiling kernels (once: later runs load them from Numba's cache); "
+                           "the rate follows", err=True)
+                noted = True  # no rate line yet: the only rate so far would include the compilation
+                self.last_line = now
         if self.bar is not None:
             self.bar.update(done - self.done)
-        elif not self.quiet:
+        elif not self.quiet and not noted:
             if now - self.last_line >= self.interval and done > 0:
                 self.last_line = now
                 self.line(done, now)
@@ -67,6 +68,8 @@ class Progress:
             elapsed = now - self.start
             rate = done / elapsed if elapsed > 0 else float("nan")
         eta = (self.total - done) / rate if rate > 0 else float("nan")
+        if self.first is not None and self.first[2] is not None and self.work is not None and self.work > self.first[2]:
+            eta = (1 - self.work) * (now - self.first[0]) / (self.work - self.first[2])
         click.echo(f"fastpg: {self.label}: {done}/{self.total} {self.unit} ({100 * done / self.total:.0f}%), "
                    f"{rate:.3g} {self.unit}/s, about {duration(eta)} left", err=True)
 

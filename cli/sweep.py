@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from fastpg.analysis import median_text
 from fastpg.backends import BACKENDS
 from fastpg.config import PARAM
-from fastpg.sweep import DEFAULT_EPS, LAYOUTS, MAX_BATCH, id_value
+from fastpg.sweep import DEFAULT_EPS, LAYOUTS, MAX_BATCH, START_SECONDS, id_value
 
 from .options import resolve, run_options
 from .progress import Progress, duration
+
+# a sweep of at least this many runs, each modelled under this many seconds, is told of --layout batch
+SMALL_RUNS_MANY = 500
+SMALL_RUN_SECONDS = 0.5
 
 LARGE_RUNS = 10_000  # a sweep above this many runs, or LARGE_BYTES on disk, needs --yes
 LARGE_BYTES = 10e9
@@ -86,17 +91,22 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     size = estimate(pending, sweep.layout)
     cores = os.cpu_count() or 1
     disk = f"{size['bytes'] / 1e9:.3g} GB" if size["bytes"] >= 1e9 else f"{size['bytes'] / 1e6:.3g} MB"
-    hours = duration(size["core_seconds"] / cores)
+    hours = duration(START_SECONDS + size["core_seconds"] / cores)
     if (len(pending) > LARGE_RUNS or size["bytes"] > LARGE_BYTES) and not yes:
         raise ConfigError("--yes", f"{len(pending)} runs to do, about {disk} on disk and {hours} on {cores} cores (a rough "
                                    "estimate): a sweep this large starts only with --yes (or fewer --seeds)")
     if not quiet:
         click.echo(f"fastpg: {len(sweep.runs)} runs, {len(pending)} to do: about {disk} on disk and {hours} on {cores} "
                    "cores here (a rough estimate)", err=True)
+        if layout is None and sweep.layout != "batch" and len(pending) >= SMALL_RUNS_MANY \
+                and size["core_seconds"] < SMALL_RUN_SECONDS * len(pending) and not (Path(outdir) / "sweep.json").exists():
+            click.echo(f"fastpg: {len(pending)} small runs: --layout batch writes them {batch_size or MAX_BATCH} to a file, "
+                       "about 10x faster and 3x smaller on this project's machine (1000 tiny runs: 3 s and 31 MB "
+                       "against 29 s and 94 MB)", err=True)
     bar = Progress(len(sweep.runs), "runs", "sweep", quiet)
 
-    def progress(done, total):
-        bar.update(done)
+    def progress(done, total, work=None):
+        bar.update(done, work)
 
     def notify(message):
         click.echo(f"fastpg: {message}", err=True)
@@ -104,7 +114,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     try:
         index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
                         pending=pending,
-                        progress=progress, notify=notify, on_failure=None if quiet else notify)
+                        progress=progress, notify=notify, report=None if quiet else notify)
     finally:
         bar.close()
     if not quiet:

@@ -10,6 +10,15 @@ HIGH_ERROR = 0.3  # above this the error is still in its initial phase, not the 
 MIN_ERRORS = 10  # an error below MIN_ERRORS / n_test cannot be told from 0 by the test set
 
 
+def duration(seconds: float) -> str:
+    """A time for a person: ``42 s``, ``17 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def resolvable(n, err, n_test, high=HIGH_ERROR, min_errors=MIN_ERRORS):
     """Mask of evaluation points whose error the test set resolves: ``min_errors/n_test <= err <= high``."""
     n, err = np.asarray(n, float), np.asarray(err, float)

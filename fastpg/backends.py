@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import Executor, Future
 
 from .config import ConfigError
@@ -77,6 +78,37 @@ def connect(Client, scheduler: str, notify=None):
             pass
 
 
+WATCH_SECONDS = 1.0  # how often the watcher looks at the cluster's workers
+
+
+def _watch_workers(client, notify) -> threading.Event:
+    """Say through ``notify`` when a worker leaves the cluster (Dask reruns its tasks on the others
+    without a word, so a sweep's log would otherwise not show it); set the returned event to stop."""
+    stop = threading.Event()
+    if notify is None:
+        return stop
+
+    def addresses():
+        try:
+            return set(client.scheduler_info().get("workers", {}))
+        except Exception:  # noqa: BLE001 - a client closing under us: nothing to report
+            return None
+
+    def watch():
+        known = addresses() or set()
+        while not stop.wait(WATCH_SECONDS):
+            now = addresses()
+            if now is None:
+                continue
+            for gone in sorted(known - now):
+                notify(f"a Dask worker left the cluster ({gone}); Dask reruns its tasks on the others "
+                       f"({len(now)} connected)")
+            known = now
+
+    threading.Thread(target=watch, name="fastpg-worker-watch", daemon=True).start()
+    return stop
+
+
 @contextlib.contextmanager
 def open_backend(backend: str = "local", *, scheduler: str | None = None, n_workers: int | None = None,
                  warm_up=None, notify=None):
@@ -107,9 +139,11 @@ def open_backend(backend: str = "local", *, scheduler: str | None = None, n_work
         cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None,
                                env={"NUMBA_NUM_THREADS": str(threads)})
         client = Client(cluster)
+    stop = _watch_workers(client, notify)
     try:
         yield client.get_executor(pure=False), slots, threads
     finally:
+        stop.set()
         client.close()
         if cluster is not None:
             cluster.close()

@@ -273,45 +273,60 @@ def save(fig, path) -> str:
     return str(path)
 
 
-def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None = None):
-    """``y`` (median over seeds, quartile bars) against grid parameter ``x``, one line per group, log y.
+def scaling_figure(table, x: str, y: str = "queries_to_eps", eps: float | None = None, facet: str | None = None):
+    """``y`` (median over seeds, quartile bars) against grid parameter ``x``, one line per group, log y;
+    with ``facet``, one panel per value of that parameter (the groups that have it), y shared.
 
-    Each line is labelled with its fitted growth: slope of ``log y`` in ``x`` and in ``log x``.
+    Each line is labelled with its fitted growth: slope of ``log y`` in ``x`` and in ``log x``
+    (for alpha and eps, in ``log(1/x)``).
     """
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(8 + (4 if len(table) > 4 else 0), 5.2), constrained_layout=True)
+    panels: dict = {}
+    for g in table:
+        panels.setdefault(g["group"].get(facet) if facet else None, []).append(g)
+    keys = sorted(panels, key=lambda v: (isinstance(v, str), v)) if facet else [None]
+    most = max(len(v) for v in panels.values()) if panels else 0
+    wide = most > 4
+    fig, axes = plt.subplots(1, len(keys), figsize=((8 + (4 if wide else 0)) * (1 if len(keys) == 1 else 0.75) * len(keys), 5.2),
+                             constrained_layout=True, sharey=True, squeeze=False)
     level = x in LEVEL_AXES  # alpha, eps: log axis, fitted in log(1/x)
-    for i, g in enumerate(table):
-        name = group_label(g["group"]) or "all"
-        fit = g["fit"]
-        label = f"{name}: {growth_text(fit, x).replace('slope of log queries', 'log-slope')}"
-        ok = np.isfinite(g["median"]) & (g["median"] > 0)
-        hi = np.where(np.isfinite(g["q75"]), g["q75"], g["median"])
-        err = np.vstack([g["median"] - g["q25"], hi - g["median"]])
-        ax.errorbar(g["x"][ok], g["median"][ok], yerr=err[:, ok], marker="o", capsize=3, color=f"C{i}", lw=1.8,
-                    label=label)
-        above = [xv for xv, m in zip(g["x"], g["median"]) if math.isinf(m)]
-        if above:
-            top = float(np.nanmax(np.where(ok, g["median"], np.nan))) * 2 if ok.any() else 1.0
-            ax.plot(above, [top] * len(above), "^", color=f"C{i}", mfc="none", ms=9,
-                    label=f"{name}: median > budget (over half not reached)")
-        if ok.sum() >= 2 and math.isfinite(fit["exp_slope"]):
-            t = np.log(1.0 / g["x"]) if level else g["x"]
-            a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * t[ok])
-            ax.plot(g["x"], np.exp(a + fit["exp_slope"] * t), color=f"C{i}", ls=":", lw=1)
     what = y.replace("_", " ") + (f" (eps = {eps:g})" if eps is not None else "")
-    ax.set(yscale="log", xlabel=x, ylabel=f"{what}, censored median over seeds",
-           title=f"{what} against {x} (bars: quartiles; dotted: fit {'in log(1/' + x + ')' if level else 'exponential'})")
-    if level:
-        ax.set_xscale("log")
-        ax.invert_xaxis()  # harder to the right: smaller alpha or eps
-    ax.grid(alpha=0.3, which="both")
-    if len(table) > 4:  # many groups: the legend beside the axes, not over them
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    else:
-        ax.legend(fontsize=8)
+    for ax, key in zip(axes[0], keys):
+        groups = panels.get(key, [])
+        for i, g in enumerate(groups):
+            name = group_label({k: v for k, v in g["group"].items() if k != facet}) or "all"
+            fit = g["fit"]
+            label = f"{name}: {growth_text(fit, x).replace('slope of log queries', 'log-slope')}"
+            ok = np.isfinite(g["median"]) & (g["median"] > 0)
+            hi = np.where(np.isfinite(g["q75"]), g["q75"], g["median"])
+            err = np.vstack([g["median"] - g["q25"], hi - g["median"]])
+            ax.errorbar(g["x"][ok], g["median"][ok], yerr=err[:, ok], marker="o", capsize=3, color=f"C{i}", lw=1.8,
+                        label=label)
+            above = [xv for xv, m in zip(g["x"], g["median"]) if math.isinf(m)]
+            if above:
+                top = float(np.nanmax(np.where(ok, g["median"], np.nan))) * 2 if ok.any() else 1.0
+                ax.plot(above, [top] * len(above), "^", color=f"C{i}", mfc="none", ms=9,
+                        label=f"{name}: median > budget (over half not reached)")
+            if ok.sum() >= 2 and math.isfinite(fit["exp_slope"]):
+                t = np.log(1.0 / g["x"]) if level else g["x"]
+                a = np.mean(np.log(g["median"][ok]) - fit["exp_slope"] * t[ok])
+                ax.plot(g["x"], np.exp(a + fit["exp_slope"] * t), color=f"C{i}", ls=":", lw=1)
+        title = (f"{facet} = {key:g}" if isinstance(key, float) else f"{facet} = {key}") if facet else \
+            f"{what} against {x} (bars: quartiles; dotted: fit {'in log(1/' + x + ')' if level else 'exponential'})"
+        ax.set(yscale="log", xlabel=x, title=title)
+        if level:
+            ax.set_xscale("log")
+            ax.invert_xaxis()  # harder to the right: smaller alpha or eps
+        ax.grid(alpha=0.3, which="both")
+        if wide and len(keys) == 1:  # many groups: the legend beside the axes, not over them
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        elif groups:
+            ax.legend(fontsize=7 if wide else 8)
+    axes[0][0].set_ylabel(f"{what}, censored median over seeds")
+    if facet:
+        fig.suptitle(f"{what} against {x}, one panel per {facet} (bars: quartiles; dotted: fit "
+                     f"{'in log(1/' + x + ')' if level else 'exponential'})")
     return fig
-
 
 def profile_figure(rows: list[dict], N_ref, gamma_ref):
     """Q(alpha, eps) against 1/alpha (log-log), one panel per algorithm and reward, a line per eps.

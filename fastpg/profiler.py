@@ -126,7 +126,7 @@ class Profile:
         """Run every pending run (complete ones are kept: re-running resumes)."""
         done_before = 0
         for name, sweep in self.sweeps.items():
-            def report(done, total, offset=done_before):
+            def report(done, total, work=None, offset=done_before):
                 if progress is not None:
                     progress(offset + done, self.runs)
             execute(sweep, backend=backend, scheduler=scheduler, dask_workers=dask_workers, argv=argv,

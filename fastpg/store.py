@@ -49,6 +49,11 @@ TRACE_UNITS = {
     "wall_time": ("seconds", "wall-clock time since the start of post-training"),
 }
 TRACE_NAMES = COUNTERS + METRICS + ("wall_time",)
+# Dimension scales in /trace (HDF5 dimension scales, which netCDF-4 readers and xarray take as
+# named, linked dimensions): the axes of the trace arrays, not rows of the trace. A run file's rows
+# are labelled by ``steps`` (itself a trace column); a batch file's by ``eval`` (its row index),
+# since each run has its own steps. docs/design.md, "Result files".
+TRACE_AXES = ("eval", "run", "context", "position")
 
 
 def param_column(name: str) -> str:
@@ -400,6 +405,28 @@ def _describe(ds, units: str, description: str) -> None:
     ds.attrs["description"] = description
 
 
+def _axis(group, name: str, data, description: str, maxshape=None, dtype=None):
+    """A dimension scale ``group/name`` holding ``data`` (see :data:`TRACE_AXES`)."""
+    ds = group.create_dataset(name, data=data, maxshape=maxshape, dtype=dtype)
+    _describe(ds, "", description)
+    ds.make_scale(name)
+    return ds
+
+
+def _trace_axes(tr, columns: dict, rows, *between, n_test: int, N: int) -> None:
+    """Give every trace array its dimension scales: ``rows`` for the evaluation points, then
+    ``between`` (a batch file's runs), then the test contexts and, for ``token_loglik``, the positions."""
+    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64), "index of the test context (row of /task/test_x)")]
+    if "token_loglik" in columns:
+        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64), "position i of the response (0 is the first token)"))
+    for name in (*TRACE_NAMES, "loglik", "token_loglik"):
+        ds = columns.get(name)
+        if ds is None or ds == rows:
+            continue
+        for dim, scale in enumerate([rows, *between, *axes][:ds.ndim]):
+            ds.dims[dim].attach_scale(scale)
+
+
 def _attr_value(value):
     """An attribute every HDF5 tool reads: booleans as integers 0/1 (h5py writes numpy booleans as an
     HDF5 enum that HDF5 1.10's h5dump cannot show), None as an empty string."""
@@ -484,6 +511,8 @@ class RunWriter(_Writer):
                                    chunks=(1, self.n_test, self.N), dtype="f8")
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
             self.columns["token_loglik"] = ds
+        self.columns["steps"].make_scale("steps")
+        _trace_axes(tr, self.columns, self.columns["steps"], n_test=self.n_test, N=self.N)
         final = f.create_group("final")
         ds = final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
         _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
@@ -612,6 +641,10 @@ class BatchWriter(_Writer):
                                    dtype="f8", fillvalue=np.nan)
             _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position")
             self.columns["token_loglik"] = ds
+        self.eval_axis = _axis(tr, "eval", np.zeros(0, dtype=np.int64), "index of the evaluation point (each run has "
+                               "its own steps there)", maxshape=(None,))
+        run_axis = _axis(tr, "run", np.array(self.ids, dtype=object), "run id (as /runs/id)", dtype=STR)
+        _trace_axes(tr, self.columns, self.eval_axis, run_axis, n_test=self.n_test, N=self.N)
         ds = f.create_group("final").create_dataset("W", shape=(R, *W_shape), dtype="f8", fillvalue=0.0)
         _describe(ds, "weight", "final weights W[run, block, token, d]; valid for runs whose status is complete")
         f.flush()
@@ -634,6 +667,8 @@ class BatchWriter(_Writer):
             ds = self.columns["token_loglik"]
             ds.resize((n, len(rows), self.n_test, self.N))
             ds[n - 1] = np.where(live[:, None, None], token_loglik, np.nan)
+        self.eval_axis.resize((n,))
+        self.eval_axis[n - 1] = n - 1
         self.run_rows[live] += 1
         self.columns["rows"][...] = self.run_rows
         self.rows = n
@@ -822,10 +857,11 @@ def load(path, run: str | None = None) -> RunData:
             return runs[run]
         if run is not None:
             raise ValueError(f"{path} is a run file; run= applies to batch files only")
-        for ds in f["trace"].values():
+        trace = _trace_arrays(f)
+        for ds in trace.values():
             if hasattr(ds, "refresh"):
                 ds.refresh()
-        arrays = {name: ds[...] for name, ds in f["trace"].items()}
+        arrays = {name: ds[...] for name, ds in trace.items()}
         rows = min(len(v) for v in arrays.values()) if arrays else 0
         arrays = {name: v[:rows] for name, v in arrays.items()}
         if "loglik" in arrays:
@@ -854,6 +890,11 @@ def load(path, run: str | None = None) -> RunData:
         )
 
 
+def _trace_arrays(f) -> dict:
+    """The trace's datasets with a row per evaluation point (not its dimension scales)."""
+    return {name: ds for name, ds in f["trace"].items() if name not in TRACE_AXES}
+
+
 def load_batch(path, runs=None) -> dict[str, RunData]:
     """Every run of a batch file (or those whose ids are in ``runs``) as ``{run id: RunData}``,
     reading the file once. A run's status is its own once the file is complete, else the file's."""
@@ -871,21 +912,26 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
     ids = _text(f["runs/id"][...])
     wanted = None if wanted is None else set(wanted)
     slots = [i for i, rid in enumerate(ids) if wanted is None or rid in wanted]
-    for ds in f["trace"].values():
+    trace = _trace_arrays(f)
+    for ds in trace.values():
         ds.refresh()
     f["runs/rows"].refresh()
-    rows = min(ds.shape[0] for ds in f["trace"].values())
+    rows = min(ds.shape[0] for ds in trace.values())
     run_rows = np.minimum(f["runs/rows"][...], rows)
     file_status, file_message = str(f.attrs.get("status", "")), str(f.attrs.get("message", ""))
     statuses, messages = _text(f["runs/status"][...]), _text(f["runs/message"][...])
     configs = _text(f["runs/config"][...])
-    traces = {name: ds[:rows] for name, ds in f["trace"].items()}
+    traces = {name: ds[:rows] for name, ds in trace.items()}
     # what a run file's RunData holds: base log-likelihoods and attributes, the LQ, the task's
     # attributes (not the weights, the test set or the teacher, which RunData does not carry)
     base_arrays = {name: ds[...] for name, ds in f["base"].items()
                    if isinstance(ds, h5py.Dataset) and (ds.ndim == 1 or name in ("loglik", "token_loglik"))}
     task_arrays = {name: ds[...] for name, ds in f["task"].items() if ds.ndim == 1}
     lq = {name: ds[...] for name, ds in f["base/lq"].items()}
+    root = {"experiment": str(f.attrs.get("experiment", "post-training")), "created": str(f.attrs.get("created", "")),
+            "fastpg_version": str(f.attrs.get("fastpg_version", "")),
+            "schema_version": int(f.attrs.get("schema_version", 1))}  # read once: an attribute read costs ~50 us
+    done = file_status == COMPLETE
     out = {}
     for i in slots:
         n = int(run_rows[i])
@@ -893,15 +939,11 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
         token = traces["token_loglik"][:n, i] if "token_loglik" in traces else None
         base = {name: base_arrays[name][i] for name in ("loglik", "token_loglik")}
         base.update({name: _plain(v[i]) for name, v in base_arrays.items() if v.ndim == 1})
-        done = file_status == COMPLETE
         out[ids[i]] = RunData(
             path=str(path),
             status=statuses[i] if done else file_status,
             message=messages[i] if done else file_message,
-            experiment=str(f.attrs.get("experiment", "post-training")),
-            created=str(f.attrs.get("created", "")),
-            fastpg_version=str(f.attrs.get("fastpg_version", "")),
-            schema_version=int(f.attrs.get("schema_version", 1)),
+            **root,
             config=json.loads(configs[i]),
             trace=trace,
             loglik=traces["loglik"][:n, i],

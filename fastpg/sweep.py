@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import time
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .api import RunFailed, _batch_key, continue_run, run_batch
-from .analysis import censored_quantile
+from .analysis import censored_quantile, duration
 from .backends import open_backend
 from .config import PARAM, ConfigError, RunConfig, parse_value
 from .metrics import METRICS
@@ -654,6 +655,7 @@ class SweepData:
     index: object
     traces: object
     loglik: dict | None = None
+    base_loglik: dict | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -690,6 +692,43 @@ class SweepData:
         table = pd.DataFrame(rows, columns=columns)
         return table.astype({"seed": "int64", "reached": "bool", "n_contexts": "int64"})
 
+    def to_xarray(self):
+        """The sweep as an ``xarray.Dataset`` with dimensions ``run``, ``eval`` (evaluation point)
+        and ``context`` (test context): ``loglik[run, eval, context]`` (log pi_W(y*_j|x_j)) and
+        every trace column as ``[run, eval]``; coordinates ``steps`` and ``queries`` ``[run, eval]``,
+        ``base_loglik[run, context]`` (log pi_0(y*_j|x_j)), and the varying parameters and ``seed``
+        along ``run``. Runs with fewer evaluation points (stopped early by ``stop_eps``) or test
+        contexts are padded with NaN. Needs ``load_sweep(..., loglik=True)`` and xarray."""
+        try:
+            import xarray as xr
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ImportError("SweepData.to_xarray needs xarray: pip install 'fastpg[analysis]'") from None
+        if self.loglik is None or self.base_loglik is None:
+            raise ValueError("load the sweep with loglik=True first")
+        runs = [r for r in self.index["run"] if r in self.loglik]
+        E = max((self.loglik[r].shape[0] for r in runs), default=0)
+        n = max((self.loglik[r].shape[1] for r in runs), default=0)
+
+        def padded(arrays, shape):
+            out = np.full((len(arrays), *shape), np.nan)
+            for i, a in enumerate(arrays):
+                out[(i, *(slice(0, m) for m in a.shape))] = a
+            return out
+
+        traces = self.traces
+        rows = {r: traces.iloc[i:j] for r, i, j in _row_ranges(traces, runs)} if len(traces) else {}
+        trace_names = [c for c in traces.columns if c not in (*self.columns, "seed", "run", "file")]
+        series = {name: padded([rows[r][name].to_numpy(dtype=float) for r in runs], (E,)) for name in trace_names}
+        coords = {"run": runs, "context": np.arange(n),
+                  "steps": (("run", "eval"), series.pop("steps")), "queries": (("run", "eval"), series.pop("queries")),
+                  "base_loglik": (("run", "context"), padded([self.base_loglik[r] for r in runs], (n,)))}
+        first = {r: rows[r].iloc[0] for r in runs}
+        for column in [*self.columns, "seed"]:
+            coords[column] = ("run", [first[r][column] for r in runs])
+        data = {"loglik": (("run", "eval", "context"), padded([self.loglik[r] for r in runs], (E, n)))}
+        data.update({name: (("run", "eval"), values) for name, values in series.items()})
+        return xr.Dataset(data, coords=coords, attrs={"outdir": str(self.outdir)})
+
     def cube(self):
         """The log-likelihoods as one array ``[run, eval point, test context]`` (runs in index order);
         needs ``loglik=True`` and runs of one shape."""
@@ -701,9 +740,23 @@ class SweepData:
         return np.stack(arrays)
 
 
+def _row_ranges(traces, runs):
+    """``(run, first row, end row)`` of each run's rows in the long table (rows of a run are contiguous)."""
+    ids = traces["run"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    where = {ids[i]: (i, j) for i, j in zip(starts, ends)}
+    return [(r, *where[r]) for r in runs]
+
+
 def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
     """Read a sweep folder: its index, every complete run's traces in long form and, on request,
-    the per-context log-likelihoods. Incomplete runs are in the index only. Needs pandas."""
+    the per-context log-likelihoods (and the base model's, for :meth:`SweepData.to_xarray`).
+    Incomplete runs are in the index only. Needs pandas.
+
+    The long table is built column by column (one array per trace column for all runs, the run's
+    parameters repeated over its rows), not as one small table per run: a folder of 20,000 runs
+    is read in seconds (docs/design.md, "Reading a sweep")."""
     from .store import require_pandas
 
     pd = require_pandas("fastpg.load_sweep")
@@ -712,24 +765,37 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
         raise ConfigError("OUTDIR", f"{outdir} has no {MANIFEST}; allowed: a fastpg sweep folder")
     manifest = json.loads((outdir / MANIFEST).read_text())
     index = pd.DataFrame(read_index(outdir))
-    keys = manifest_keys(manifest)
-    frames, logliks = [], {}
+    keys = [*manifest_keys(manifest), "seed"]
     complete = [row for row in index.to_dict("records") if row.get("status") == COMPLETE]
     batch_layout = manifest.get("layout", RUN_LAYOUT) == BATCH_LAYOUT
     runs_by_file: dict = {}
     for row in complete:
         runs_by_file.setdefault(row["file"], []).append(row["run"])
     loaded = {f: load_batch(outdir / f, ids) for f, ids in runs_by_file.items()} if batch_layout else {}
+    per_run = {"run": [], "file": [], **{param_column(k): [] for k in keys}}
+    columns: dict = {}
+    lengths, logliks, base_logliks = [], {}, {}
     for row in complete:
         data = loaded[row["file"]][row["run"]] if batch_layout else load(outdir / row["file"])
-        frame = data.to_pandas(keys=[*keys, "seed"])
-        frame.insert(len(keys) + 1, "run", row["run"])
-        frame.insert(len(keys) + 2, "file", row["file"])
-        frames.append(frame)
+        for key in keys:
+            per_run[param_column(key)].append(data.config.get(key))
+        per_run["run"].append(row["run"])
+        per_run["file"].append(row["file"])
+        for name, values in {**data.trace, "queries": data.queries}.items():
+            columns.setdefault(name, []).append(values)
+        lengths.append(len(data.queries))
         if loglik:
             logliks[row["run"]] = data.loglik
-    traces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return SweepData(outdir=outdir, manifest=manifest, index=index, traces=traces, loglik=logliks if loglik else None)
+            base_logliks[row["run"]] = data.base["loglik"]
+    if complete:
+        runs = pd.DataFrame(per_run)
+        runs = runs[[*(param_column(k) for k in keys), "run", "file"]]
+        long = runs.iloc[np.repeat(np.arange(len(runs)), lengths)].reset_index(drop=True)
+        traces = pd.concat([long, pd.DataFrame({name: np.concatenate(v) for name, v in columns.items()})], axis=1)
+    else:
+        traces = pd.DataFrame()
+    return SweepData(outdir=outdir, manifest=manifest, index=index, traces=traces, loglik=logliks if loglik else None,
+                     base_loglik=base_logliks if loglik else None)
 
 
 def folder_layout(outdir) -> str:
@@ -741,30 +807,44 @@ def folder_layout(outdir) -> str:
         return RUN_LAYOUT
 
 
-def estimate(runs, layout: str = RUN_LAYOUT) -> dict:
-    """A rough size of ``runs`` before starting them: bytes on disk and seconds of one core.
+START_SECONDS = 3.0  # a sweep's start: imports, kernels loaded from Numba's cache, workers started
+
+
+def estimate(runs, layout: str = RUN_LAYOUT, *, per_run: bool = False) -> dict:
+    """A rough size of ``runs`` before starting them: bytes on disk and seconds of one core
+    (with ``per_run``, also ``run_seconds``: each run's share, in order).
 
     Disk: about 75 KB of HDF5 structure per file (per run, or per batch of up to 64 runs), the
-    test set, three copies of ``W`` and a row of ``n_test`` log-likelihoods per evaluation point
-    (measured within 5% on the presets). Time: about 0.4 us plus 2.4 us per 8192 weights per step
-    (the bench's step cost), the exact evaluations, and 20 ms (run layout) or 2 ms (batch layout)
-    per run of file and task overhead. An event-driven ``pg`` run (a pool with ``skip``) pays per
-    update, not per step: it is counted as at most 1e6 steps. Both are estimates, said as such.
+    test set, the base model's Likelihood Quantile tables (17 KB), three copies of ``W`` and a row
+    of ``n_test`` log-likelihoods per evaluation point. Time: about 0.4 us plus 2.4 us per 8192
+    weights per step (the bench's step cost), the same per pre-training sample (``base=sgd``), the
+    exact evaluations, and 55 ms (run layout) or 3 ms (batch layout) per run of file and task
+    overhead. An event-driven ``pg`` run (a pool with ``skip``) pays per update, not per step: it
+    is counted as at most 1e6 steps. The constants were measured on this project's 2-core machine
+    (docs/design.md, "Estimates"); the sweep corrects them by timing its first batch.
     """
     from .metrics import eval_points
 
     disk = seconds = 0.0
+    run_seconds = []
     for run in runs:
         cfg = run.config
         E = len(eval_points(cfg.steps, cfg.eval_every, cfg.eval_log))
         weights = (cfg.N if cfg.features == "position" else cfg.N * (cfg.k + 1)) * cfg.k * cfg.d
         n, N = cfg.n_test, cfg.N
         per_file = 75_000 if layout == RUN_LAYOUT else 75_000 / MAX_BATCH
-        disk += per_file + n * (cfg.d * 8 + N * 12 + 16) + 3 * weights * 8 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0))
+        disk += (per_file + n * (cfg.d * 8 + N * 12 + 16) + 17_000 + 3 * weights * 8
+                 + E * (n * 8 + 120 + (n * N * 8 if cfg.token_trace else 0)))
         steps = min(cfg.steps, 10**6) if (cfg.algorithm == "pg" and cfg.n_train > 0 and cfg.skip) else cfg.steps
-        seconds += (steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
-                    + (0.02 if layout == RUN_LAYOUT else 0.002))
-    return {"runs": len(runs), "bytes": disk, "core_seconds": seconds}
+        steps += cfg.n_pre if cfg.base == "sgd" else 0
+        one = (steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
+               + (0.055 if layout == RUN_LAYOUT else 0.003))
+        seconds += one
+        run_seconds.append(one)
+    out = {"runs": len(runs), "bytes": disk, "core_seconds": seconds}
+    if per_run:
+        out["run_seconds"] = run_seconds
+    return out
 
 
 # -- executing ---------------------------------------------------------------------------------------
@@ -779,16 +859,18 @@ def warm_up(config: RunConfig) -> None:
 
 
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
-            argv=None, progress=None, notify=None, on_failure=None, pending: list | None = None) -> Index:
+            argv=None, progress=None, notify=None, report=None, pending: list | None = None) -> Index:
     """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
     Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
     many at once as it has slots; as each finishes, its runs' rows are read from their files, the
-    index is rewritten atomically and ``progress(done_runs, total_runs)`` is called. A batch that
+    index is rewritten atomically and ``progress(done_runs, total_runs, work=...)`` is called
+    (``work``: the fraction of the modelled cost done, :func:`estimate`). A batch that
     raised (a lost worker) leaves its runs incomplete, with the error as their message; so does a
     batch that finished without leaving a complete file where the sweep looks. A re-run redoes
-    them. ``notify(message)`` receives the backend's waiting messages (no workers yet), ``on_failure(message)`` a line
-    for each batch that failed, as it fails. ``pending``
+    them. ``notify(message)`` receives the backend's waiting messages (no workers yet), ``report(message)`` the lines
+    for the log as the sweep goes: each batch that failed, as it fails, and after the first batch
+    the time left from its timing (the pilot). ``pending``
     saves reading every file's status again when the caller has just done it.
     """
     pending = sweep.pending() if pending is None else pending
@@ -811,6 +893,12 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
         index.refresh([run for run in sweep.runs if run.id not in pending_ids])
         index.write()
         total, done = len(sweep.runs), len(sweep.runs) - len(pending)
+        # each run's modelled cost: the time left is measured in it, not in runs (runs of a grid
+        # over N can differ by orders of magnitude), and the first batch's time calibrates it
+        cost = dict(zip((r.id for r in pending), estimate(pending, sweep.layout, per_run=True)["run_seconds"]))
+        work_total, work_done = sum(cost.values()), 0.0
+        first = None  # (time, work done) at the first finished batch: before it, workers start and load kernels
+        finished_batches = 0
         if progress is not None:
             progress(done, total)
         batches = iter(sweep.batches(pending, n_parts=slots))
@@ -841,14 +929,27 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     values = {run.id: v for run, (_, _, v) in zip(batch, results)}
                 except Exception as exc:  # noqa: BLE001 - a lost worker or a crash: those runs are redone next time
                     messages = {run.id: f"worker error: {exc.__class__.__name__}: {exc}" for run in batch}
-                    if on_failure is not None:  # in the log as it happens, not only in index.csv at the end
-                        on_failure(f"a batch of {len(batch)} runs ({batch[0].id}, ...) failed on the backend "
+                    if report is not None:  # in the log as it happens, not only in index.csv at the end
+                        report(f"a batch of {len(batch)} runs ({batch[0].id}, ...) failed on the backend "
                                f"({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}); a re-run redoes them")
                 index.refresh(batch, messages, values, where=sweep.locate(batch, files=[batch_file] if batch_file else None))
                 index.write()
                 done += len(batch)
+                batch_work = sum(cost[run.id] for run in batch)
+                work_done += batch_work
+                finished_batches += 1
+                now = time.perf_counter()
+                if first is None:
+                    first = (now, work_done)
+                elif finished_batches == slots + 1 and report is not None and running and work_done > first[1]:
+                    # the pilot: every slot has finished a batch since the first did, so the time
+                    # per modelled second is this machine's, start-up left out
+                    left = (now - first[0]) / (work_done - first[1]) * (work_total - work_done)
+                    report(f"timed {finished_batches - 1} batch{'es' if finished_batches > 2 else ''} after the first: about {duration(left)} left "
+                           f"({done}/{total} runs done; the estimate before starting was "
+                           f"{duration(START_SECONDS + work_total / (os.cpu_count() or 1))})")
                 if progress is not None:
-                    progress(done, total)
+                    progress(done, total, work=work_done / work_total if work_total > 0 else None)
                 submit_next()
     return index
 

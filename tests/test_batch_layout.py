@@ -26,6 +26,7 @@ def _rows(folder):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_batch_files_hold_the_runs_of_files_per_run_bit_for_bit(tmp_path):
     spec = [*TINY, "--grid", "reward=orm,prm", "--seeds", "0-4", "--batch-size", "4", "--alpha", "0.01"]
     assert fastpg_cmd("sweep", tmp_path / "r", *spec).returncode == 0
@@ -56,6 +57,7 @@ def test_batch_files_hold_the_runs_of_files_per_run_bit_for_bit(tmp_path):
         fastpg.load(files[0])
 
 
+@pytest.mark.slow
 def test_a_folder_keeps_its_layout(tmp_path):
     out = tmp_path / "b"
     assert fastpg_cmd("sweep", out, *TINY, "--seeds", "0-1", "--layout", "batch").returncode == 0
@@ -67,6 +69,7 @@ def test_a_folder_keeps_its_layout(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_and_redone_in_a_new_file_leaving_the_complete_one(tmp_path):
     out = tmp_path / "f"
     spec = ["--base", "uniform", "--algorithm", "rs", "--reward", "prm", "--grid", "eta=0.1,1e200", "--steps", "100",
@@ -88,6 +91,7 @@ def test_a_failed_run_is_recorded_and_redone_in_a_new_file_leaving_the_complete_
     assert rows["0.1"]["status"] == "complete" and rows["0.1"]["file"] == str(first.relative_to(out))
 
 
+@pytest.mark.slow
 def test_a_killed_batch_sweep_is_read_live_and_resumes_without_rewriting_complete_files(tmp_path):
     out = tmp_path / "k"
     spec = ["--seeds", "0-5", "-d", "16", "-k", "3", "--n-pre", "50", "--steps", "400000", "--eval-every", "50000",

@@ -8,7 +8,9 @@ import sys
 import h5py
 import pytest
 
-FASTPG = [sys.executable, "-c", "from fastpg_cli.main import entry; entry()"]
+# -P: the child imports fastpg from where this process does (the installed package), not from the
+# current directory (a checkout's fastpg/), so both share one Numba cache
+FASTPG = [sys.executable, "-P", "-c", "from fastpg_cli.main import entry; entry()"]
 
 
 def _default_ctrl_c():
@@ -84,6 +86,7 @@ def test_unwritable_output_reported_before_work(tmp_path):
     assert r.returncode == 2 and "--out" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bit_identical_across_thread_counts(tmp_path):
     files = []
     for threads in (1, 2):

@@ -21,6 +21,7 @@ from test_cli import fastpg as fastpg_cmd
 SEEDS = (1700000000123456789, 1700000000123456788)  # equal once rounded to float64
 
 
+@pytest.mark.slow
 def test_19_digit_seeds_stay_distinct_through_the_cli(tmp_path):
     weights = []
     for seed in SEEDS:
@@ -54,6 +55,7 @@ def test_parse_int_is_exact(n):
     assert parse_int(str(n)) == n and parse_int(n) == n
 
 
+@pytest.mark.slow
 def test_close_floats_get_different_run_ids_through_the_cli(tmp_path):
     out = tmp_path / "sw"
     r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "40", "--grid", "eta=0.1234567,0.1234568",

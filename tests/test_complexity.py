@@ -55,6 +55,7 @@ def test_conditional_error_resolves_tiny_errors():
     assert np.isnan(conditional_error(loglik, base, 0.9)[0])
 
 
+@pytest.mark.slow
 def test_first_passage_at_eps_1e9_and_base_1e200_round_trip_through_the_file(tmp_path):
     """k = 2, N = 665, uniform base: every response has base likelihood 2^-665 = 10^-200.2; rs + PRM
     then drives the one context to within 1e-9 of 1. Both ends are read back from the file."""
@@ -93,6 +94,7 @@ def _uniform_base_sweep(tmp_path, rewards):
             for reward, by_n in out.items()}
 
 
+@pytest.mark.slow
 def test_uniform_base_orm_grows_like_k_to_the_n_and_prm_polynomially(tmp_path):
     """One context, base likelihood exactly k^-N: Q(alpha = k^-N, 0.1) grows like 4^N with ORM and
     polynomially with PRM (medians over 5 seeds)."""
@@ -122,6 +124,7 @@ def test_theory_bound_shape():
     assert theory_bound(0.1, 0.01, 0.5) == pytest.approx((10 + 100) / 0.25)
 
 
+@pytest.mark.slow
 def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
     out = tmp_path / "s"
     r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "300", "--eval-log", "30", "--grid", "reward=orm,prm",
@@ -141,6 +144,22 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
         p = fastpg_cmd("plot", "scaling", out, "--x", x, "--out", tmp_path / f"{x}.png")
         assert p.returncode == 0, p.stderr
         assert "median Q" in p.stdout and f"in log(1/{x})" in p.stdout and (tmp_path / f"{x}.png").exists()
+    # --facet: one panel per alpha, each with its own short legend; a facet that is not a grouping is refused
+    p = fastpg_cmd("plot", "scaling", out, "--x", "eps", "--facet", "alpha", "--out", tmp_path / "f.png")
+    assert p.returncode == 0 and (tmp_path / "f.png").exists(), p.stderr
+    bad = fastpg_cmd("plot", "scaling", out, "--x", "eps", "--facet", "eps", "--out", tmp_path / "g.png")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--facet" in bad.stderr
+    assert not (tmp_path / "g.png").exists()
+    from fastpg import plots
+    from fastpg.analysis import scaling_table
+    from fastpg.sweep import grid_rows, q_rows, read_index
+
+    rows = q_rows(grid_rows(read_index(out), ["reward"]), ["reward"], [0.1, 1e-3], [0.1, 0.05])
+    table = scaling_table(rows, ["reward", "alpha", "eps"], "eps", "Q")
+    assert len(table) == 4  # reward x alpha
+    fig = plots.scaling_figure(table, "eps", y="Q", facet="alpha")
+    assert [ax.get_title() for ax in fig.axes] == ["alpha = 0.001", "alpha = 0.1"]
+    assert [len(ax.get_legend().get_texts()) for ax in fig.axes] == [2, 2]  # orm and prm in each panel
 
 
 @pytest.mark.parametrize("args,option", [(["--alpha", "0"], "--alpha"), (["--alpha", "1.5"], "--alpha"),

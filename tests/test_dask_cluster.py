@@ -92,6 +92,7 @@ def _sweep(args, cwd, **kw):
                           timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_relative_outdir_with_workers_elsewhere_lands_in_the_submitting_directory(tmp_path, cluster):
     address, add_worker = cluster
     add_worker("a", tmp_path / "worker-a")
@@ -120,6 +121,7 @@ def test_relative_outdir_with_workers_elsewhere_lands_in_the_submitting_director
     assert batched.index.drop(columns="file").equals(local.index.drop(columns="file"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_sweep_loses_nothing_and_rewrites_no_complete_file(tmp_path, cluster):
     address, add_worker = cluster
     victim = add_worker("victim", tmp_path / "worker-v")
@@ -154,11 +156,13 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_rewrites_no_complete_file(t
     _, err = proc.communicate(timeout=60)
     look()
     assert proc.returncode == 0, err
+    assert "a Dask worker left the cluster" in err and "reruns its tasks" in err, err  # said in the log, even quiet
     rows = list(csv.DictReader(open(out / "index.csv")))
     assert len(rows) == 12 and all(row["status"] == "complete" for row in rows), rows
     assert len(created) == 12
 
 
+@pytest.mark.slow
 def test_no_workers_says_so_and_creates_nothing(tmp_path, cluster):
     address, _ = cluster
     out = tmp_path / "out"
@@ -174,6 +178,7 @@ def test_no_workers_says_so_and_creates_nothing(tmp_path, cluster):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_no_scheduler_is_one_line_exit_2_and_creates_nothing(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

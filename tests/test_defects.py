@@ -119,10 +119,10 @@ def test_a_defect_changes_nothing_once_its_block_ends(clean, tmp_path):
 
 def test_defects_are_named_through_the_environment_only():
     env = dict(os.environ, FASTPG_DEFECT="no-such-defect")
-    r = subprocess.run([sys.executable, "-c", "import fastpg.defects"], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-P", "-c", "import fastpg.defects"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "FASTPG_DEFECT: got 'no-such-defect'; allowed: reward-swap" in r.stderr
     env["FASTPG_DEFECT"] = "reward-swap, prm-one-query"
     code = "import fastpg.defects as d; print(d.active('reward-swap'), d.active('prm-one-query'), d.active('base-shuffled'))"
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True)
     assert r.stdout.split() == ["True", "True", "False"], r.stderr
     assert not any(defects.active(name) for name in defects.DEFECTS)  # never on in a normal process

@@ -215,6 +215,7 @@ CASES = [(s, g, b, r) for r in RATES for s in ("orm", "prm") for g, b in GROUPS]
     ("orm-markov", 4, "mean", "adaptive"), ("prm-markov", 1, "none", "slow"), ("prm-markov", 4, "grpo", "adaptive")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting,G,baseline,rate", CASES, ids=["-".join(map(str, c)) for c in CASES])
 def test_event_driven_runs_match_stepping_through(setting, G, baseline, rate):
     seeds_a, seeds_b = range(0, 300), range(1000, 1300)

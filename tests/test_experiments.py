@@ -32,6 +32,7 @@ def test_default_fig1_shows_the_orm_barrier_and_prm_passing_it(tmp_path):
     assert (tmp_path / "fig1.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_fig1_command_small(tmp_path):
     r = fastpg_cmd("fig1", tmp_path / "out", *[a for k, v in SMALL_FIG1.items() for a in (flag(k), v)], "--seeds", "0-1")
     assert r.returncode == 0, r.stderr
@@ -63,6 +64,7 @@ def test_fig1_command_small(tmp_path):
     assert (tmp_path / "sphere" / "exceptions.png").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_experiment_small(tmp_path):
     res = pretrain_experiment(tmp_path, dict(d=16, N=2, n_pre=20000, n_test=2048, eval_log=15),
                               gamma_quantiles=(0.2, 0.4), lr_rules=("adaptive",))
@@ -95,6 +97,7 @@ def small_fig1(tmp_path_factory):
 
 @pytest.mark.parametrize("kind,files", [("fig1", ["orm", "prm"]), ("lq", ["orm", "prm"]), ("trajectories", ["orm"]),
                                          ("pretrain", ["orm"])])
+@pytest.mark.slow
 def test_plot_command_writes_png(tmp_path, small_fig1, kind, files):
     paths = [small_fig1.files[f] for f in files]
     r = fastpg_cmd("plot", kind, *paths, "--out", tmp_path / "p.png")
@@ -167,6 +170,7 @@ def test_cluster_exceptions_on_a_hand_made_task():
     assert list(none["cluster"]) == [-1] * 6 and none["n_exceptions"] == 0 and none["n_stuck"] == 2
 
 
+@pytest.mark.slow
 def test_resume_refuses_complete_files_made_with_other_parameters(tmp_path):
     """A folder from an earlier default (Figure 1's wide clusters) is not silently reused by a resume."""
     from fastpg.config import ConfigError

@@ -497,6 +497,7 @@ sys.exit(int(code))
 """
 
 
+@pytest.mark.slow
 def test_lane_kernels_on_machines_without_avx512(tmp_path):
     """``fastpg/simd.py``'s eight-lane type lowers to what the target machine has, and its kernels
     stay exact there: compiled for an AVX2 machine with FMA (``haswell``) and for baseline x86-64

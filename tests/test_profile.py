@@ -27,6 +27,7 @@ def small_profile(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_profile_writes_its_files_and_table(small_profile):
     out, r = small_profile
     for name in ("profile.csv", "exponents.csv", "q_alpha.png", "lq.png", "pg/index.csv", "rs/index.csv"):
@@ -57,6 +58,7 @@ def test_profile_csv_equals_a_plain_recomputation_from_the_stored_traces(small_p
         assert float(row["bound"]) == pytest.approx((1 / alpha + 1 / eps) * norm**2 / float(row["gamma"]) ** 2)
 
 
+@pytest.mark.slow
 def test_profile_resumes_without_rerunning(small_profile):
     out, _ = small_profile
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.h5")}

@@ -46,6 +46,7 @@ def _wait_rows(out, rows, timeout=120):
     raise AssertionError(f"{out} never reached {rows} rows")
 
 
+@pytest.mark.slow
 def test_live_reading_then_kill9_leaves_an_incomplete_file(tmp_path):
     out = tmp_path / "live.h5"
     proc = _start(out)
@@ -65,6 +66,7 @@ def test_live_reading_then_kill9_leaves_an_incomplete_file(tmp_path):
     assert fastpg.load(out).status == "running"
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_run_promptly_with_status_130(tmp_path):
     out = tmp_path / "int.h5"
     proc = _start(out, ["--eval-every", "50000000"])  # evaluation points far apart: chunks keep it prompt
@@ -161,6 +163,7 @@ def test_results_do_not_depend_on_chunking(monkeypatch):
             np.testing.assert_array_equal(ref.trace[name], other.trace[name])
 
 
+@pytest.mark.slow
 def test_write_error_during_a_run_fails_cleanly(tmp_path):
     """A file-size limit (like a full disk) hit while streaming: one line, non-zero exit, no traceback."""
     out = tmp_path / "full.h5"
@@ -205,6 +208,7 @@ def _statuses(folder):
     return sorted(fastpg.load(p).status for p in folder.rglob("*.h5") if "batches" not in p.parts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["run", "sweep", "sweep-early", "batch"])
 def test_a_full_disk_fails_in_one_line_and_leaves_no_file_complete(small_disk, what):
     """A disk that fills while runs stream (or before a file can start): one line, exit 1, no
@@ -274,6 +278,7 @@ def test_a_grid_parameter_given_twice_is_refused(tmp_path):
     assert "--grid: N is given twice" in r.stderr and "N=2,3,4" in r.stderr and not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output_places(tmp_path):
     for place in ("/proc/fastpg-test.h5", str(tmp_path / "missing" / "x.h5")):
         r = fastpg_cmd("run", "--preset", "tiny", "--out", place)

@@ -87,6 +87,7 @@ def test_resume_skips_complete_and_refuses_other_sweeps(tmp_path):
     assert r.returncode == 2 and "different sweep" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     """24 runs killed mid-sweep, re-run with the same command: same datasets as an uninterrupted sweep."""
     args = ["sweep", "--grid", "N=2,3,4", "--grid", "reward=orm,prm", "--seeds", "0-3", "--batch-size", "2",
@@ -117,6 +118,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         _same_files(killed / row["file"], clean / row["file"])
 
 
+@pytest.mark.slow
 def test_dask_backend_matches_local(tmp_path):
     pytest.importorskip("distributed")
     spec = ["--grid", "N=2,3", "--grid", "reward=orm,prm", "--seeds", "0-1", "-d", "6", "-k", "3", "--n-pre", "100",
@@ -131,6 +133,7 @@ def test_dask_backend_matches_local(tmp_path):
         _same_files(tmp_path / "local" / a["file"], tmp_path / "dask" / b["file"])
 
 
+@pytest.mark.slow
 def test_sweep_summary_and_scaling_plot(tmp_path):
     out = tmp_path / "s"
     r = fastpg_cmd("sweep", out, "--grid", "N=2,3,4", "--grid", "reward=orm,prm", "--seeds", "0-1", "-d", "6",
@@ -148,6 +151,7 @@ def test_sweep_summary_and_scaling_plot(tmp_path):
     assert bad.returncode == 2 and "allowed: N " in bad.stderr  # reward is not numeric
 
 
+@pytest.mark.slow
 def test_cases_cross_the_grid_and_base_files_fill_placeholders(tmp_path):
     """[[cases]] sets of parameters times the grid; base_file = ".../N={N}.h5" gives each N its own base."""
     bases = tmp_path / "bases"

@@ -1,6 +1,8 @@
 """The researcher's workflow through the real command: no silent overrides, no ignored options,
 clear refusals, and plots that say what they left out."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,7 @@ def test_sweep_help_lists_the_grid_parameters():
         assert name in text
 
 
+@pytest.mark.slow
 def test_a_sweep_with_failed_runs_exits_1_naming_one(tmp_path):
     r = fastpg_cmd("sweep", tmp_path / "s", "--preset", "tiny", "--steps", "50", "--seeds", "0-1", "--eta", "1e200",
                    "--algorithm", "rs", "--reward", "prm", "--base", "uniform", "-q")
@@ -55,6 +58,7 @@ def test_a_sweep_with_failed_runs_exits_1_naming_one(tmp_path):
     assert len(lines) == 1 and "2 of 2 runs are not complete" in lines[0] and "--eta" in lines[0]
 
 
+@pytest.mark.slow
 def test_plot_scaling_defaults_to_a_numeric_parameter_and_reports_what_it_left_out(tmp_path):
     out = tmp_path / "s"
     r = fastpg_cmd("sweep", out, "--grid", "N=2,3", "--grid", "reward=orm,prm", "--seeds", "0-1", "-d", "6", "-k", "3",
@@ -95,6 +99,65 @@ def test_load_sweep_gives_the_index_long_traces_and_the_loglik_cube(tmp_path):
         raise AssertionError("fastpg.load on a sweep folder must point to load_sweep")
 
 
+def test_to_xarray_holds_every_run_padded_where_runs_stopped_early(tmp_path):
+    """SweepData.to_xarray: run x eval x context, the trace columns and loglik as data, steps,
+    queries and base_loglik as coordinates, each equal to the run's own file; a run stopped early
+    by --stop-eps is NaN after its last row."""
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "400", "--grid", "reward=orm,prm", "--seeds", "0-1",
+                   "--stop-eps", "0.05", "-q")
+    assert r.returncode == 0, r.stderr
+    data = fastpg.load_sweep(out, loglik=True)
+    ds = data.to_xarray()
+    runs = {rid: fastpg.load(out / f) for rid, f in zip(data.index["run"], data.index["file"])}
+    lengths = {run.rows for run in runs.values()}
+    assert len(lengths) > 1, lengths  # some runs stopped early: the padding is exercised
+    assert dict(ds.sizes) == {"run": 4, "eval": max(lengths), "context": 64}
+    assert list(ds["reward"].values) == [run.config["reward"] for run in runs.values()]
+    for i, (rid, run) in enumerate(runs.items()):
+        one = ds.sel(run=rid)
+        assert int(one["seed"]) == run.config["seed"]
+        np.testing.assert_array_equal(one["loglik"].values[:run.rows], run.loglik)
+        np.testing.assert_array_equal(one["queries"].values[:run.rows], run.queries)
+        np.testing.assert_array_equal(one["steps"].values[:run.rows], run.trace["steps"])
+        np.testing.assert_array_equal(one["expected_error"].values[:run.rows], run.trace["expected_error"])
+        np.testing.assert_array_equal(one["base_loglik"].values, run.base["loglik"])
+        assert np.isnan(one["loglik"].values[run.rows:]).all() and np.isnan(one["steps"].values[run.rows:]).all()
+    with pytest.raises(ValueError, match="loglik=True"):
+        fastpg.load_sweep(out).to_xarray()
+
+
+@pytest.mark.parametrize("layout", ["run", "batch"])
+def test_netcdf_readers_see_named_linked_trace_axes(tmp_path, layout):
+    """The trace datasets carry HDF5 dimension scales: xarray (through h5netcdf) opens /trace with
+    named dimensions (steps, context, position in a run file; eval, run, context in a batch file)
+    and the coordinates' values; fastpg's own readers are unchanged."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    out = tmp_path / "s"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--seeds", "0-1", "--token-trace", "--layout", layout, "-q")
+    assert r.returncode == 0, r.stderr
+    data = fastpg.load_sweep(out)
+    path = out / data.index["file"][0]
+    ds = xr.open_dataset(path, engine="h5netcdf", group="trace")
+    if layout == "run":
+        run = fastpg.load(path)
+        assert ds["loglik"].dims == ("steps", "context") and ds["expected_error"].dims == ("steps",)
+        assert ds["token_loglik"].dims == ("steps", "context", "position")
+        np.testing.assert_array_equal(ds["steps"].values, run.trace["steps"])
+        np.testing.assert_array_equal(ds["loglik"].values, run.loglik)
+        assert set(run.trace) == set(ds.data_vars) - {"loglik", "token_loglik"} | {"steps"}
+    else:
+        run = fastpg.load(path, run="seed=0")
+        assert ds["loglik"].dims == ("eval", "run", "context") and ds["steps"].dims == ("eval", "run")
+        assert ds["token_loglik"].dims == ("eval", "run", "context", "position")
+        assert list(ds["run"].values) == ["seed=0", "seed=1"] and list(ds["eval"].values) == list(range(run.rows))
+        np.testing.assert_array_equal(ds["loglik"].sel(run="seed=0").values, run.loglik)
+    np.testing.assert_array_equal(ds["context"].values, np.arange(64))
+    ds.close()
+
+
+@pytest.mark.slow
 def test_parameters_named_like_results_keep_their_values(tmp_path):
     """``steps`` (the budget) and ``contexts`` (the distribution) are also result columns (steps
     taken, contexts drawn). A sweep with cases that set ``steps`` and a grid over ``contexts``
@@ -127,6 +190,7 @@ def test_parameters_named_like_results_keep_their_values(tmp_path):
     assert sorted(groups) == sorted(f"steps={s}, contexts={c}" for s in (20, 40) for c in ("sphere", "clusters"))
 
 
+@pytest.mark.slow
 def test_progress_lines_in_a_log_without_a_terminal(tmp_path):
     r = fastpg_cmd("run", "-d", "32", "-N", "8", "--steps", "400000", "--eval-every", "100000", "--n-test", "32",
                    "--n-pre", "50", "--out", tmp_path / "p.h5", env={"FASTPG_PROGRESS_SECONDS": "0"})
@@ -139,6 +203,7 @@ def test_progress_lines_in_a_log_without_a_terminal(tmp_path):
     assert "fastpg: sweep: 3/3 runs (100%)" in s.stderr
 
 
+@pytest.mark.slow
 def test_info_tells_a_killed_run_from_a_slow_one_and_summarises_seeds(tmp_path):
     import os
     import signal
@@ -168,6 +233,7 @@ def test_info_tells_a_killed_run_from_a_slow_one_and_summarises_seeds(tmp_path):
     assert max(len(line) for line in info.stdout.splitlines()) < 200
 
 
+@pytest.mark.slow
 def test_a_folder_is_the_same_sweep_by_resolved_values_and_may_grow(tmp_path):
     out = tmp_path / "s"
     args = ["--preset", "tiny", "--steps", "40", "--grid", "N=2,3", "-q"]
@@ -186,13 +252,15 @@ def test_a_folder_is_the_same_sweep_by_resolved_values_and_may_grow(tmp_path):
     assert "steps: 40 (folder) -> 50 (now)" in other.stderr
 
 
+@pytest.mark.slow
 def test_a_huge_sweep_prints_its_size_and_needs_yes(tmp_path):
     r = fastpg_cmd("sweep", tmp_path / "big", "--preset", "tiny", "--seeds", "0-20000")
     _one_line_exit_2(r, "--yes")
-    assert "20001 runs to do, about 1.75 GB on disk" in r.stderr
+    assert re.search(r"20001 runs to do, about \d\.\d+ GB on disk and \d+ min on \d+ cores", r.stderr), r.stderr
     assert not (tmp_path / "big").exists()
     small = fastpg_cmd("sweep", tmp_path / "small", "--preset", "tiny", "--steps", "40", "--seeds", "0-1")
-    assert small.returncode == 0 and "2 runs, 2 to do: about 0.17" in small.stderr
+    assert small.returncode == 0 and re.search(r"2 runs, 2 to do: about 0\.\d+ MB on disk and \d s", small.stderr), small.stderr
+    assert "--layout batch" not in small.stderr  # two runs: not told of the batch layout
     from fastpg.sweep import Sweep, estimate
 
     sweep = Sweep(tmp_path / "x", dict(fastpg.PRESETS["tiny"], steps=40), {}, [0, 1])
@@ -210,6 +278,7 @@ def _same_prefix(stopped, full):
     np.testing.assert_array_equal(stopped.loglik, full.loglik[:rows])
 
 
+@pytest.mark.slow
 def test_stop_eps_and_max_queries_end_runs_early_with_the_same_rows(tmp_path):
     """A run stops at the first evaluation point that meets --stop-eps (or --max-queries), complete,
     with its reason; what it wrote is the unstopped run's rows up to there, bit for bit, and its
@@ -247,6 +316,7 @@ def test_stop_eps_and_max_queries_end_runs_early_with_the_same_rows(tmp_path):
     np.testing.assert_array_equal(read_final_W(one), short.W)
 
 
+@pytest.mark.slow
 def test_a_folder_made_before_a_parameter_existed_resumes(tmp_path):
     """sweep.json of an older fastpg lacks parameters added since (here stop_eps, max_queries): its
     runs ran with their defaults, so the folder is the same sweep and resumes."""
@@ -279,6 +349,7 @@ def _datasets(path):
     ["--preset", "tiny", "--n-train", "8", "--reward", "orm", "--G", "1", "--baseline", "none"],  # event-driven pool
     ["-d", "6", "-k", "3", "-N", "4", "--algorithm", "rs", "--reward", "prm", "--n-pre", "50", "--token-trace"],
 ])
+@pytest.mark.slow
 def test_a_continued_run_is_the_run_made_with_the_larger_budget(tmp_path, extra):
     """fastpg run --continue FILE --steps S2 rewrites FILE as the run made with S2 from the start:
     every dataset bit for bit, wall_time aside (generator, counters and event state restored)."""
@@ -295,6 +366,7 @@ def test_a_continued_run_is_the_run_made_with_the_larger_budget(tmp_path, extra)
     assert fastpg.load(short).config["steps"] == 3000 and not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.slow
 def test_what_cannot_be_continued_is_refused_in_one_line(tmp_path):
     f = tmp_path / "f.h5"
     assert fastpg_cmd("run", "--preset", "tiny", "--steps", "1000", "--eval-every", "100", "--out", f, "-q").returncode == 0
@@ -310,6 +382,7 @@ def test_what_cannot_be_continued_is_refused_in_one_line(tmp_path):
     assert f.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_sweep_continued_to_a_larger_steps_equals_the_sweep_made_with_it(tmp_path):
     spec = ["--preset", "tiny", "--eval-every", "100", "--seeds", "0-2", "-q"]
     short, long = tmp_path / "short", tmp_path / "long"
@@ -344,3 +417,37 @@ def test_progress_rates_leave_out_the_compilation(monkeypatch, capsys):
     err = capsys.readouterr().err.splitlines()
     assert "the first 100 steps of the post-training took 90 s, most of it compiling kernels" in err[0]
     assert err[-1].startswith("fastpg: post-training: 600/1000 steps (60%), 50 steps/s, about 8 s left"), err
+    assert len(err) == 2  # no rate line at the first update: its only rate would include the compilation
+
+
+def test_a_sweep_times_itself_after_its_first_batches(tmp_path):
+    """The pilot: once every slot has finished a batch after the first, the time left is said from
+    their timing, beside the estimate made before starting."""
+    from fastpg.sweep import Sweep, execute
+
+    sweep = Sweep(tmp_path / "s", dict(fastpg.PRESETS["tiny"], steps=40), {}, list(range(6)), 0.1, 2)
+    lines, works = [], []
+    execute(sweep, report=lines.append, progress=lambda done, total, work=None: works.append(work))
+    timed = [line for line in lines if line.startswith("timed 1 batch after the first: about")]
+    assert len(timed) == 1 and "(4/6 runs done; the estimate before starting was" in timed[0], lines
+    assert works[-1] == pytest.approx(1.0) and works[1:] == sorted(works[1:])  # modelled work, to the end
+
+
+def test_many_small_runs_are_told_of_the_batch_layout(tmp_path, monkeypatch):
+    """A new sweep of many small runs in the run layout says that --layout batch exists (before it
+    starts); with --layout given, or few runs, it does not."""
+    from click.testing import CliRunner
+
+    import fastpg.sweep
+    from fastpg_cli.main import main as cli
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # only what is printed before the runs start is looked at
+
+    monkeypatch.setattr(fastpg.sweep, "execute", stop)
+    runner = CliRunner()
+    many = runner.invoke(cli, ["sweep", str(tmp_path / "a"), "--preset", "tiny", "--seeds", "0-599"])
+    assert "600 small runs: --layout batch writes them 64 to a file" in many.output, many.output
+    for args in (["--seeds", "0-599", "--layout", "run"], ["--seeds", "0-9"]):
+        r = runner.invoke(cli, ["sweep", str(tmp_path / "b"), "--preset", "tiny", *args])
+        assert "--layout batch writes" not in r.output and "to do: about" in r.output, r.output
