@@ -126,7 +126,7 @@ def bench_sampling(s: Setup, impls, q):
         state = xoshiro_state(seed_sequence(0, "bench", {}))
         W0 = s.W0
 
-        def fast():
+        def fast(calls=calls, W0=W0, X=X, state=state, Y=Y):  # this iteration's arrays, bound
             for _ in range(calls):
                 sample_batch(W0, X, 0, state, Y)
 
@@ -146,7 +146,7 @@ def bench_pg(s: Setup, impls, q, shape: str = "ref"):
     for reward in ("orm", "prm"):
         n_fast = 20000 if q else 200000
         batch = s.batch(reward=reward)
-        rates = {"fastpg": median_rate(lambda: batch.advance(n_fast), n_fast, repeats)}
+        rates = {"fastpg": median_rate(lambda batch=batch, n_fast=n_fast: batch.advance(n_fast), n_fast, repeats)}
         c = batch.counters[0]
         frac[("fastpg", reward)] = 1 - c[7] / c[2]
         upd_frac = c[6] / c[0]
@@ -274,7 +274,7 @@ def bench_overhead(q):
             out[f"{layout}_ms"] = 1e3 * statistics.median(times)
             out[f"{layout}_kb"] = sum(f.stat().st_size for f in (Path(tmp) / f"{layout}0").rglob("*")) / n / 1e3
     times = []
-    for rep in range(3):
+    for _ in range(3):
         t = time.perf_counter()
         for i in range(0, n, 64):
             run_batch([dict(fixed, seed=s) for s in range(i, min(n, i + 64))], None)
@@ -338,19 +338,23 @@ def render(res) -> str:
     e, f, g = res["E"], res["F"], res["G"]
     lines += ["", f"(E) 8 runs in one batch: {e['steps_per_s_1']:.4g} steps/s on 1 thread, {e['steps_per_s_2']:.4g} on 2: "
                   f"{e['speedup']:.2f}x, results identical: {e['identical']}",
-              f"(F) `fastpg run --preset tiny`: cold Numba cache {f['cold_s']:.1f} s (goal < 60), warm {f['warm_s']:.2f} s (goal < 2)",
+              f"(F) `fastpg run --preset tiny`: cold Numba cache {f['cold_s']:.1f} s (goal < 60), "
+              f"warm {f['warm_s']:.2f} s (goal < 2)",
               "(G) peak memory of `fastpg run` at the reference shape: " +
               ", ".join(f"{steps} steps {mb:.0f} MB" for steps, mb in g["peak_rss_mb"].items()),
               f"(H) pg on a pool of 16 contexts, moves with probability 9.5e-7 per step: event by event "
-              f"{res['H']['events']:.3g} simulated steps/s ({res['H']['updates']:.0f} updates in {res['H']['steps_per_call']:.0e} "
+              f"{res['H']['events']:.3g} simulated steps/s "
+              f"({res['H']['updates']:.0f} updates in {res['H']['steps_per_call']:.0e} "
               f"steps), stepping through {res['H']['steps']:.3g} steps/s: {res['H']['ratio']:.0f}x (goal >= 1000x: "
               f"{'met' if res['H']['ratio'] >= 1000 else 'NOT met'})",
               f"(I) per-run cost of a sweep of {res['I']['runs']} tiny runs (200 steps): --layout batch "
               f"{res['I']['batch_ms']:.2f} ms/run (goal <= 2: {'met' if res['I']['batch_ms'] <= 2 else 'NOT met'}), "
-              f"{res['I']['batch_kb']:.0f} KB/run; --layout run {res['I']['run_ms']:.2f} ms/run, {res['I']['run_kb']:.0f} KB/run; "
+              f"{res['I']['batch_kb']:.0f} KB/run; --layout run {res['I']['run_ms']:.2f} ms/run, "
+              f"{res['I']['run_kb']:.0f} KB/run; "
               f"the same runs in memory without files {res['I']['memory_ms']:.2f} ms/run",
               "", f"FLOP rates (fraction of one-thread DGEMM, {res['ceiling_gflops']:.1f} GFLOP/s): " +
-              ", ".join(f"{k} {v['fastpg']:.2f} GFLOP/s ({v['fastpg'] / res['ceiling_gflops']:.0%})" for k, v in res["flops"].items()),
+              ", ".join(f"{k} {v['fastpg']:.2f} GFLOP/s ({v['fastpg'] / res['ceiling_gflops']:.0%})"
+                        for k, v in res["flops"].items()),
               "Fraction of correct on-policy samples (ORM): " +
               ", ".join(f"{n} {res['correct_fraction'][n + '/orm']:.3f}" for n in names)]
     return "\n".join(lines)

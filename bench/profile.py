@@ -26,6 +26,7 @@ from fastpg.advance import HELD, add_held_scores, apply_held, held_gram  # noqa:
 from fastpg.contexts import draw_context, draw_labelled_tile  # noqa: E402
 from fastpg.engine import aligned_copy, evaluate_tile  # noqa: E402
 from fastpg.model import (  # noqa: E402
+    TILE,
     accumulate_score,
     aligned_zeros,
     apply_update,
@@ -35,11 +36,10 @@ from fastpg.model import (  # noqa: E402
     log_partition_planes,
     new_table,
     reset_table,
-    TILE,
-    tile_logits,
     sample_token,
     scores,
     scores_planes,
+    tile_logits,
 )
 from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
 

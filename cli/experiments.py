@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -211,7 +210,7 @@ def _plot_scaling(files, x, out, facet=None):
     import json
 
     from fastpg import plots
-    from fastpg.analysis import growth_text, group_label, median_text, scaling_table
+    from fastpg.analysis import group_label, growth_text, median_text, scaling_table
     from fastpg.sweep import MANIFEST, grid_rows, manifest_keys, q_rows, read_index
 
     if len(files) != 1 or not Path(files[0]).is_dir():

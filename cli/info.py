@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastpg.metrics import METRICS
 from fastpg.codes import COUNTERS
+from fastpg.metrics import METRICS
 from fastpg.store import load
 
 from .progress import duration as _duration

@@ -46,8 +46,15 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
     """
     from fastpg import plots
     from fastpg.config import ConfigError
-    from fastpg.profiler import (GRID_NAMES, PROFILE_ALPHAS, PROFILE_EPS, PROFILE_SEEDS, Profile,
-                                 format_context_exponents, format_exponents)
+    from fastpg.profiler import (
+        GRID_NAMES,
+        PROFILE_ALPHAS,
+        PROFILE_EPS,
+        PROFILE_SEEDS,
+        Profile,
+        format_context_exponents,
+        format_exponents,
+    )
     from fastpg.sweep import parse_grid, parse_numbers, parse_seeds
 
     plots.require_matplotlib()

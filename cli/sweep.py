@@ -38,7 +38,8 @@ LARGE_BYTES = 10e9
               help="base-likelihood levels: index columns Q_alpha=A_eps=E, the queries until E[1 - pi | pi_0 >= A] <= E")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="where runs execute [default: local]")
 @click.option("--scheduler", default=None, help="address of a running Dask scheduler (implies --backend dask)")
-@click.option("--dask-workers", type=int, default=None, help="start a local Dask cluster of this many processes (implies --backend dask)")
+@click.option("--dask-workers", type=int, default=None,
+              help="start a local Dask cluster of this many processes (implies --backend dask)")
 @click.option("--batch-size", type=int, default=None, help="at most this many runs advanced together [default: 64]")
 @click.option("--layout", type=click.Choice(LAYOUTS), default=None,
               help="run: one HDF5 file per run; batch: one file per batch of runs, for sweeps of very many small "
@@ -122,7 +123,8 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
     unfinished = [row for row in index.rows.values() if row["status"] != "complete"]
     if unfinished:
         first = unfinished[0]
-        click.echo(f"fastpg: error: {len(unfinished)} of {len(sweep.runs)} runs are not complete (first: {first['file'] or first['run']}: "
+        click.echo(f"fastpg: error: {len(unfinished)} of {len(sweep.runs)} runs are not complete "
+                   f"(first: {first['file'] or first['run']}: "
                    f"{first['status']}{': ' + first['message'] if first['message'] else ''}); see "
                    f"{sweep.outdir / 'index.csv'}; re-run the same command to redo them", err=True)
         return 1

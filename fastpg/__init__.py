@@ -5,15 +5,12 @@ After *Post-Training with Policy Gradients: Optimality and the Base Model Barrie
 silent are in docs/design.md, which the modules cite by section.
 """
 
-__version__ = "0.1.0"
+from .api import RunFailed, RunResult, continue_run, pretrain, run
+from .config import PRESETS, ConfigError, RunConfig
+from .store import RunData, load
+from .sweep import SweepData, load_sweep
+from .tasks import margin_quantiles
+from .version import __version__
 
-from .api import RunFailed, RunResult, continue_run, run  # noqa: E402
-from .api import pretrain  # noqa: E402
-from .config import PRESETS, ConfigError, RunConfig  # noqa: E402
-from .store import RunData, load  # noqa: E402
-from .sweep import SweepData, load_sweep  # noqa: E402
-from .tasks import margin_quantiles  # noqa: E402
-
-__all__ = ["run", "continue_run", "pretrain", "load", "load_sweep", "SweepData", "RunData", "RunResult", "RunFailed", "RunConfig", "ConfigError", "PRESETS",
-           "margin_quantiles",
-           "__version__"]
+__all__ = ["run", "continue_run", "pretrain", "load", "load_sweep", "SweepData", "RunData", "RunResult", "RunFailed",
+           "RunConfig", "ConfigError", "PRESETS", "margin_quantiles", "__version__"]

@@ -150,7 +150,8 @@ def cluster_exceptions(run, task: dict) -> dict:
     towards 0 and stalls on them (docs/design.md, "Figure 1"). Returns the masks ``stuck``,
     ``exception``, ``cluster``, the position where each exception first leaves the majority
     (``leave``), the base likelihood of its correct token there (``base_token``, NaN for the
-    others) and counts. A task without clusters has none (``cluster`` is -1). Plain NumPy on a run (:class:`fastpg.store.RunData`) and its task's arrays
+    others) and counts. A task without clusters has none (``cluster`` is -1). Plain NumPy on a run
+    (:class:`fastpg.store.RunData`) and its task's arrays
     (:func:`fastpg.store.read_task_arrays`).
     """
     X, Y = np.asarray(task["test_x"]), np.asarray(task["test_y"])

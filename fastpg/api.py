@@ -17,8 +17,7 @@ from .config import ConfigError, RunConfig, check_trace_size
 from .engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
-from .store import (COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W,
-                    read_task_arrays)
+from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W, read_task_arrays
 from .tasks import make_task
 
 
@@ -358,7 +357,8 @@ class _Member:
             self.writer = None
         self.result = RunResult(
             config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
-            trace={k: np.array(v) for k, v in self.trace.items()}, loglik=np.array(self.logliks).reshape(len(self.logliks), self.cfg.n_test),
+            trace={k: np.array(v) for k, v in self.trace.items()},
+            loglik=np.array(self.logliks).reshape(len(self.logliks), self.cfg.n_test),
             W=None if W is None else W.copy(), base_loglik=self.base_loglik,
             task={"gamma": self.task.gamma, "realised_min_margin": self.task.realised_min_margin},
         )

@@ -45,7 +45,8 @@ def _dask():
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--backend", "dask needs dask.distributed: pip install 'fastpg[dask]'; allowed without it: local") from None
+        raise ConfigError("--backend", "dask needs dask.distributed: pip install 'fastpg[dask]'; "
+                                       "allowed without it: local") from None
     return Client, LocalCluster
 
 
@@ -81,12 +82,13 @@ def connect(Client, scheduler: str, notify=None):
 WATCH_SECONDS = 1.0  # how often the watcher looks at the cluster's workers
 
 
-def _watch_workers(client, notify) -> threading.Event:
+def _watch_workers(client, notify):
     """Say through ``notify`` when a worker leaves the cluster (Dask reruns its tasks on the others
-    without a word, so a sweep's log would otherwise not show it); set the returned event to stop."""
+    without a word, so a sweep's log would otherwise not show it). Returns ``stop()``, which looks a
+    last time (a rerun task can finish within a poll of the loss) and ends the watcher."""
     stop = threading.Event()
     if notify is None:
-        return stop
+        return stop.set
 
     def addresses():
         try:
@@ -94,19 +96,31 @@ def _watch_workers(client, notify) -> threading.Event:
         except Exception:  # noqa: BLE001 - a client closing under us: nothing to report
             return None
 
-    def watch():
-        known = addresses() or set()
-        while not stop.wait(WATCH_SECONDS):
-            now = addresses()
-            if now is None:
-                continue
-            for gone in sorted(known - now):
-                notify(f"a Dask worker left the cluster ({gone}); Dask reruns its tasks on the others "
-                       f"({len(now)} connected)")
-            known = now
+    known = addresses() or set()
 
-    threading.Thread(target=watch, name="fastpg-worker-watch", daemon=True).start()
-    return stop
+    def look():
+        nonlocal known
+        now = addresses()
+        if now is None:
+            return
+        for gone in sorted(known - now):
+            notify(f"a Dask worker left the cluster ({gone}); Dask reruns its tasks on the others "
+                   f"({len(now)} connected)")
+        known = now
+
+    def watch():
+        while not stop.wait(WATCH_SECONDS):
+            look()
+
+    thread = threading.Thread(target=watch, name="fastpg-worker-watch", daemon=True)
+    thread.start()
+
+    def finish():
+        stop.set()
+        thread.join(timeout=5 * WATCH_SECONDS)
+        look()
+
+    return finish
 
 
 @contextlib.contextmanager
@@ -139,11 +153,12 @@ def open_backend(backend: str = "local", *, scheduler: str | None = None, n_work
         cluster = LocalCluster(n_workers=slots, threads_per_worker=1, processes=True, dashboard_address=None,
                                env={"NUMBA_NUM_THREADS": str(threads)})
         client = Client(cluster)
-    stop = _watch_workers(client, notify)
+    stop_watching = _watch_workers(client, notify)
     try:
         yield client.get_executor(pure=False), slots, threads
     finally:
-        stop.set()
+        with contextlib.suppress(Exception):  # a last look at the workers; the sweep's own outcome wins
+            stop_watching()
         client.close()
         if cluster is not None:
             cluster.close()

@@ -88,9 +88,11 @@ def first_passage_queries(loglik, queries, eps: float) -> np.ndarray:
     return out
 
 
-def theory_bound(alpha, eps, gamma):
-    """The shape of the paper's bound, ``(1/alpha + 1/eps) / gamma^2`` (up to constants and logs)."""
-    return (1.0 / np.asarray(alpha, float) + 1.0 / np.asarray(eps, float)) / np.asarray(gamma, float) ** 2
+def theory_bound(alpha, eps, gamma, teacher_norm=1.0):
+    """The shape of the paper's bound, ``(1/alpha + 1/eps) ||W*||^2 / gamma^2`` (up to constants and
+    logs); ``teacher_norm`` is ``||W*||`` (1 for the spec's teacher)."""
+    return ((1.0 / np.asarray(alpha, float) + 1.0 / np.asarray(eps, float)) * np.asarray(teacher_norm, float) ** 2
+            / np.asarray(gamma, float) ** 2)
 
 
 def fit_slope(x, y) -> float:
@@ -150,7 +152,10 @@ def lq_curve(base_loglik, log_threshold, level_loglik=None) -> np.ndarray:
     return cumulative[np.searchsorted(level[order], np.asarray(log_threshold, dtype=np.float64), side="right")]
 
 
-def lq_fit(queries, error, base_loglik, level_loglik=None, log10_c=np.linspace(-4.0, 10.0, 1401)) -> dict:
+LQ_FIT_LOG10_C = np.linspace(-4.0, 10.0, 1401)  # the grid of log10 c that lq_fit searches
+
+
+def lq_fit(queries, error, base_loglik, level_loglik=None, log10_c=LQ_FIT_LOG10_C) -> dict:
     """Fit ``error(T) ~ LQ(c / T)`` (:func:`lq_curve`): after ``T`` reward queries, the contexts whose
     base likelihood (``level_loglik``: at the token level for PRM) is above ``c / T`` are learned.
 

@@ -275,7 +275,6 @@ STREAM_KEYED_AT_DEFAULT = frozenset(
     "token_trace".split()
 )
 # parameters that do not change a run's dynamics, only its length and what is measured
-EVALUATION_PARAMS = tuple(p.name for p in PARAMS if p.role == "evaluation")
 
 
 class _RunConfigMethods:
@@ -288,7 +287,7 @@ class _RunConfigMethods:
                 object.__setattr__(self, p.name, float(value))
         validate(self)
 
-    def replace(self, **changes) -> "RunConfig":
+    def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -299,7 +298,7 @@ class _RunConfigMethods:
         return [p.name for p in PARAMS]
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
+    def from_dict(cls, values: dict) -> RunConfig:
         unknown = sorted(set(values) - set(PARAM))
         if unknown:
             raise ConfigError(flag(unknown[0]), f"unknown parameter; allowed: {', '.join(PARAM)}")

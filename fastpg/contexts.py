@@ -96,7 +96,8 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, XT, Y_out
     The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (the first maximiser,
     :func:`fastpg.model.greedy_rows`) come from the logits of the whole tile with the contexts in
     SIMD lanes (:func:`fastpg.model.tile_logits`, the tile copied into the columns of ``XT``, which
-    the caller may reuse for the model's own logits). ``Xt``, ``Y_out`` and ``XT``'s columns number ``T >= m``, a multiple of ``LANES``
+    the caller may reuse for the model's own logits). ``Xt``, ``Y_out`` and ``XT``'s columns number
+    ``T >= m``, a multiple of ``LANES``
     (``Xt[m:]`` is zeroed, ``Y_out[m:]`` gets the labels of zero contexts), and ``work`` is a
     table over ``T B`` rows. A label differs from :func:`fastpg.model.greedy_decode`'s only where
     the top two logits are equal to rounding.

@@ -1,4 +1,5 @@
-"""Parallel entry points: advance and evaluate a batch of runs of the same shape (docs/design.md, "Sweeps and backends", "Performance").
+"""Parallel entry points: advance and evaluate a batch of runs of the same shape (docs/design.md,
+"Sweeps and backends", "Performance").
 
 A batch stacks ``R`` runs that share ``(blocks, k, d, N)``: weights ``W[R, B, k, d]``,
 teachers, context distributions, training pools, generator states ``states[R, 4]``,

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from . import config as C
-from .api import pretrain, run
-from .config import ConfigError, RunConfig
 from .analysis import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
+from .api import pretrain, run
 from .complexity import lq_fit
+from .config import ConfigError, RunConfig
 from .plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
 from .store import COMPLETE, check_output, load, read_status, read_task_arrays
 

@@ -13,7 +13,8 @@ per block: ``table[LOGP, b] = log softmax(W[b] . x)``, ``table[PROB, b]`` its ex
 every response sampled from the same weights and context, by the gradient and by the
 log-likelihoods; call :func:`reset_table` when ``W`` or ``x`` changes. With ``position``
 features every row is filled at once (:func:`fill_table`): logits are laid out token-major
-(``[v, b]``), so maxima, exponentials, sums and logarithms all run as SIMD loops over rows; ``markov`` rows depend on the path and are filled one by one
+(``[v, b]``), so maxima, exponentials, sums and logarithms all run as SIMD loops over rows;
+``markov`` rows depend on the path and are filled one by one
 (:func:`ensure_row`). Log-likelihoods are formed in log space (log-sum-exp), so values far
 below ``1e-300`` stay finite.
 

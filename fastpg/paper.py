@@ -21,7 +21,6 @@ from .profiler import Profile
 from .store import COMPLETE, load
 from .sweep import Sweep, execute, queries_to_eps, read_index
 
-
 YES, NO, VACUOUS, NOT_MEASURED, REPORTED = "yes", "no", "vacuous", "not measured", "reported"
 
 
@@ -111,7 +110,7 @@ class Settings:
     pretrain: dict = field(default_factory=dict)
 
     @classmethod
-    def quick(cls) -> "Settings":
+    def quick(cls) -> Settings:
         return cls(seeds=[0, 1], fig1={"steps": 30000, "n_test": 512},
                    profile_grid={"N": [8, 10], "gamma": [0.003, 0.006], "reward": ["orm", "prm"], "algorithm": ["pg", "rs"]},
                    profile_fixed={"steps": 30000, "n_test": 512, "eval_log": 100}, profile_seeds=[0, 1, 2],
@@ -359,7 +358,8 @@ def any_pretraining(out: Path, s: Settings, progress=None):
                                   "one query a response shows about 1 (defect prm-one-query)",
                             note=f"PRM slope {p['exp_slope']:.3g} [{p['low']:.3g}, {p['high']:.3g}], in log N "
                                  f"{p['poly_slope']:.3g}; ORM / PRM at N={n_max}: {ratio:.3g}"
-                                 + (f"; {g['missing'] + p['missing']} runs did not reach" if g["missing"] + p["missing"] else "")))
+                                 + (f"; {g['missing'] + p['missing']} runs did not reach"
+                                    if g["missing"] + p["missing"] else "")))
     return sweep, growth, claims
 
 
@@ -588,7 +588,8 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
                      f"One sweep (`examples/any_pretraining.toml`): `rs` with exact skip-ahead, N in "
                      f"{s.any_N}, four base models, seeds {s.seeds}. No margin condition here (the barrier does not "
                      f"need one): the teacher is scaled per block, and the realised minimum margins of the runs are "
-                     f"{_fmt(min(margins, default=float('nan')))} to {_fmt(max(margins, default=float('nan')))}.\n\n| base | reward | median queries to error <= "
+                     f"{_fmt(min(margins, default=float('nan')))} to {_fmt(max(margins, default=float('nan')))}.\n\n"
+                     "| base | reward | median queries to error <= "
                      f"{sweep.eps:g}, by N | slope in N |\n|---|---|---|---|\n{table}"))
 
     t = stage("pretrain")

@@ -28,8 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .complexity import (bootstrap_censored_slope, bootstrap_slope, check_alpha, check_eps, context_passages, fit_slope,
-                         kaplan_meier_quantile, lq_fit, query_complexity)
+from .complexity import (
+    bootstrap_censored_slope,
+    bootstrap_slope,
+    check_alpha,
+    check_eps,
+    context_passages,
+    fit_slope,
+    kaplan_meier_quantile,
+    lq_fit,
+    query_complexity,
+    theory_bound,
+)
 from .config import ConfigError, RunConfig
 from .store import COMPLETE, atomic_file, load
 from .sweep import Sweep, execute
@@ -125,7 +135,7 @@ class Profile:
     def execute(self, *, backend="local", scheduler=None, dask_workers=None, argv=None, progress=None) -> None:
         """Run every pending run (complete ones are kept: re-running resumes)."""
         done_before = 0
-        for name, sweep in self.sweeps.items():
+        for sweep in self.sweeps.values():
             def report(done, total, work=None, offset=done_before):
                 if progress is not None:
                     progress(offset + done, self.runs)
@@ -156,7 +166,7 @@ class Profile:
                     for alpha in alphas:
                         for eps in self.eps:
                             q = query_complexity(data.loglik, base, data.queries, alpha, eps)
-                            bound = (1.0 / alpha + 1.0 / eps) * norm**2 / gamma**2
+                            bound = float(theory_bound(alpha, eps, gamma, norm))
                             out.append({
                                 "reward": cfg["reward"], "algorithm": algorithm, "N": cfg["N"],
                                 "gamma_setting": cfg["gamma"], "seed": cfg["seed"],

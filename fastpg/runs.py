@@ -89,7 +89,8 @@ def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
     if cfg.base == "file":
         W = load_final_W(base_file_path(cfg))
         if W.shape != task.W_star.shape:
-            raise ConfigError("--base-file", f"its final W has shape {W.shape}; allowed: a file whose W has shape {task.W_star.shape}")
+            raise ConfigError("--base-file", f"its final W has shape {W.shape}; "
+                                             f"allowed: a file whose W has shape {task.W_star.shape}")
         return np.array(W, dtype=np.float64)
     batch = Batch([pretraining_run(cfg, task)])
     status = batch.advance(cfg.n_pre)

@@ -24,11 +24,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
+from .codes import COUNTERS
 from .config import SCHEMA_VERSION, ConfigError
 from .interrupts import Terminated
 from .metrics import METRICS
-from .codes import COUNTERS
+from .version import __version__
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
@@ -149,7 +149,7 @@ class SpaceReserve:
         self.spent = False  # given back for a failed write: not restored while writers remain
 
     @classmethod
-    def of(cls, folder) -> "SpaceReserve":
+    def of(cls, folder) -> SpaceReserve:
         """This process's reserve in ``folder``."""
         key = (os.getpid(), os.path.abspath(folder))
         if key not in cls._open:
@@ -473,7 +473,7 @@ class RunWriter(_Writer):
         f = self.f
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["fastpg_version"] = __version__
-        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+        f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat()
         f.attrs["argv"] = json.dumps(self.argv)
         f.attrs["seed"] = self.config["seed"]
         f.attrs["experiment"] = self.experiment
@@ -515,7 +515,8 @@ class RunWriter(_Writer):
         _trace_axes(tr, self.columns, self.columns["steps"], n_test=self.n_test, N=self.N)
         final = f.create_group("final")
         ds = final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
-        _describe(ds, "weight", "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
+        _describe(ds, "weight",
+                  "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
         if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
             state_shape, events_shape = self.resume_shapes
             _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "",
@@ -603,7 +604,7 @@ class BatchWriter(_Writer):
         R = len(self.ids)
         f = self.f
         for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
-                               created=_dt.datetime.now(_dt.timezone.utc).isoformat(), argv=json.dumps(self.argv),
+                               created=_dt.datetime.now(_dt.UTC).isoformat(), argv=json.dumps(self.argv),
                                experiment=self.experiment, status=RUNNING, message="", runs=R).items():
             f.attrs[key] = value
         g = f.create_group("runs")
@@ -717,7 +718,8 @@ def read_final_W(path) -> np.ndarray:
                 raise ConfigError("--base-file", f"{path} is not a complete fastpg run; allowed: a file with status complete")
             return f["final/W"][...]
     except (OSError, KeyError) as exc:
-        raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); allowed: a fastpg HDF5 result file") from None
+        raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); "
+                                         "allowed: a fastpg HDF5 result file") from None
 
 
 def read_task_arrays(path, group: str = "task") -> dict:

@@ -4,7 +4,8 @@ This llvmlite has no vector math library, so ``math.exp`` / ``math.log`` inside 
 scalar calls. The two functions here, ``exp_le0`` and ``log_pos``, are inlined into the
 kernels' loops: straight-line arithmetic (range reduction, a polynomial, and the exponent written
 or read as IEEE bits through scalar bit casts, ``np.float64(v).view(np.int64)``), which LLVM
-turns into SIMD code. Both agree with ``math`` to a few ulp (tested in ``tests/test_model.py``). They are compiled with ``fastmath={"reassoc", "contract"}``
+turns into SIMD code. Both agree with ``math`` to a few ulp (tested in ``tests/test_model.py``).
+They are compiled with ``fastmath={"reassoc", "contract"}``
 only: no flag that assumes finite values or approximates functions.
 """
 

@@ -1,4 +1,5 @@
-"""Slow, obviously-correct NumPy references for the compiled kernels (same names, STYLE §Tests).
+"""Slow, obviously-correct NumPy references for the compiled kernels (same names; the rule that every
+kernel has one is in README.md, "Development").
 
 Random numbers come from the same per-run xoshiro stream (``fastpg.rng.uniform`` / ``normal``,
 themselves checked against a pure-Python xoshiro256**), consumed in the documented order, so

@@ -12,11 +12,11 @@ import time
 import h5py
 import numpy as np
 import pytest
-from test_cli import FASTPG
-from test_cli import fastpg as fastpg_cmd
 
 import fastpg
 from fastpg.store import load_batch
+from test_cli import FASTPG
+from test_cli import fastpg as fastpg_cmd
 
 TINY = ["--preset", "tiny", "--steps", "300", "--quiet"]
 

@@ -121,7 +121,14 @@ def test_help_lists_every_parameter():
 @pytest.mark.slow
 def test_bench_quick_smoke(tmp_path):
     """The benchmark runner works end to end (numbers are not asserted: timings never are)."""
-    r = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], capture_output=True,
-                       text=True, timeout=900, cwd=os.path.join(os.path.dirname(__file__), ".."))
+    import fastpg
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # fastpg from where this process imports it (site-packages in CI), bench from the checkout: one
+    # Numba cache, not a second one compiled under the checkout's fastpg/
+    installed = os.path.dirname(os.path.dirname(os.path.abspath(fastpg.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([installed, root]))
+    r = subprocess.run([sys.executable, "-P", "-m", "bench", "--quick", "--out", str(tmp_path)], capture_output=True,
+                       text=True, timeout=900, cwd=root, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "results.md").exists() and "(B) PG steps, ORM" in r.stdout

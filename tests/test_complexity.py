@@ -10,12 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastpg
-from fastpg.complexity import (bootstrap_censored_slope, bootstrap_slope, censored_slope, conditional_error,
-                               context_passages, first_passage_queries, fit_slope, kaplan_meier_quantile,
-                               query_complexity, theory_bound)
-from fastpg.sweep import Sweep, execute
-
 import naive
+from fastpg.complexity import (
+    bootstrap_censored_slope,
+    bootstrap_slope,
+    censored_slope,
+    conditional_error,
+    context_passages,
+    first_passage_queries,
+    fit_slope,
+    kaplan_meier_quantile,
+    query_complexity,
+    theory_bound,
+)
+from fastpg.sweep import Sweep, execute
 from test_cli import fastpg as fastpg_cmd
 
 
@@ -122,6 +130,7 @@ def test_bootstrap_slope_recovers_a_known_exponent():
 
 def test_theory_bound_shape():
     assert theory_bound(0.1, 0.01, 0.5) == pytest.approx((10 + 100) / 0.25)
+    assert theory_bound(0.1, 0.01, 0.5, teacher_norm=2.0) == pytest.approx(4 * (10 + 100) / 0.25)  # block scaling
 
 
 @pytest.mark.slow

@@ -128,8 +128,8 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_rewrites_no_complete_file(t
     add_worker("survivor", tmp_path / "worker-s")
     _wait_workers(address, 2)
     out = tmp_path / "out"
-    spec = ["--grid", "N=2,3", "--seeds", "0-5", "-d", "16", "-k", "3", "--n-pre", "100", "--steps", "200000",
-            "--n-test", "16", "--eval-every", "50000", "--batch-size", "1", "--quiet"]
+    spec = ["--grid", "N=2,3", "--seeds", "0-5", "-d", "16", "-k", "3", "--n-pre", "100", "--steps", "1000000",
+            "--n-test", "16", "--eval-every", "250000", "--batch-size", "1", "--quiet"]
     proc = subprocess.Popen([*FASTPG, "sweep", str(out), *spec, "--scheduler", address], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     created = {}
@@ -148,15 +148,16 @@ def test_a_worker_killed_mid_sweep_loses_nothing_and_rewrites_no_complete_file(t
     while len(created) < 2 and time.time() < deadline and proc.poll() is None:
         look()
         time.sleep(0.2)
-    assert len(created) >= 2
+    assert 2 <= len(created) < 8, len(created)  # mid-sweep: most runs still to do (each takes about a second)
     victim.send_signal(signal.SIGKILL)
+    killed = time.time()
     while proc.poll() is None and time.time() < deadline:
         look()
         time.sleep(0.2)
     _, err = proc.communicate(timeout=60)
     look()
     assert proc.returncode == 0, err
-    assert "a Dask worker left the cluster" in err and "reruns its tasks" in err, err  # said in the log, even quiet
+    assert "a Dask worker left the cluster" in err and "reruns its tasks" in err, (err, time.time() - killed)  # even quiet
     rows = list(csv.DictReader(open(out / "index.csv")))
     assert len(rows) == 12 and all(row["status"] == "complete" for row in rows), rows
     assert len(created) == 12

@@ -10,10 +10,9 @@ report that can fail").
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
-
-from dataclasses import replace
 
 from fastpg import defects, paper
 
@@ -95,7 +94,7 @@ def test_each_defect_flips_the_claims_it_should(defect, clean, tmp_path):
             pairs = [(good, bad) for good, bad in zip(_rows(clean(experiment), prefix), _rows(broken, prefix))
                      if good.status == paper.YES]
             assert pairs, (experiment, prefix, "no row holds without the defect")
-            for good, bad in pairs:
+            for _, bad in pairs:
                 assert bad.status == status, (defect, bad.claim, bad.rule, bad.value)
 
 

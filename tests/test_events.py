@@ -8,12 +8,12 @@ steps and queries to the first and the tenth update and the final test likelihoo
 import itertools
 import math
 
-import naive
 import numpy as np
 import pytest
 from scipy import stats
 
 import fastpg
+import naive
 from fastpg import codes
 from fastpg.config import RunConfig
 from fastpg.engine import Batch

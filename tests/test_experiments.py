@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import fastpg
-from fastpg.config import flag
 from fastpg.analysis import fit_loglog_slope, pooled_rate_slope
+from fastpg.config import flag
 from fastpg.experiments import fig1, pretrain_experiment
-
 from test_cli import fastpg as fastpg_cmd
 
 SMALL_FIG1 = dict(d=8, N=4, C=4, n_pre=200, steps=300, n_test=64, eval_log=8)

@@ -6,6 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+import naive
+from conftest import new_state, random_W, random_x
 from fastpg.advance import HELD, add_held_scores, apply_held, held_gram, hold_update, new_held
 from fastpg.model import (
     DIFF,
@@ -19,9 +21,6 @@ from fastpg.model import (
     scores_planes,
     token_logliks,
 )
-
-import naive
-from conftest import new_state, random_W, random_x
 
 SHAPES = [(0, 1, 2, 3), (0, 3, 3, 5), (1, 3, 2, 4), (1, 4, 3, 2), (1, 1, 5, 3)]  # features, N, k, d
 

@@ -7,10 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from fastpg.paper import (ANY_PRETRAINING, Claim, Rule, Settings, claims_table, late_fraction, mistakes_exponents,
-                          verdict_counts)
+from fastpg.paper import ANY_PRETRAINING, Claim, Rule, Settings, claims_table, late_fraction, mistakes_exponents, verdict_counts
 from fastpg.sweep import load_toml
-
 from test_cli import fastpg as fastpg_cmd
 
 
@@ -81,8 +79,8 @@ def test_reproduce_quick_fills_every_row(tmp_path):
     for row in rows:
         value = [cell.strip() for cell in row.split(" | ")][3]
         assert value != "-", row  # every measured value is filled
-    for png in ("fig1/fig1.png", "fig1-wide/exceptions.png", "profile/q_alpha.png", "any_pretraining/growth.png", "pretrain/pretrain.png",
-                "mistakes/mistakes.png"):
+    for png in ("fig1/fig1.png", "fig1-wide/exceptions.png", "profile/q_alpha.png", "any_pretraining/growth.png",
+                "pretrain/pretrain.png", "mistakes/mistakes.png"):
         assert (tmp_path / "paper" / png).exists(), png
         assert f"]({png})" in report
     again = fastpg_cmd("reproduce", tmp_path / "paper", "--quick", "-q")  # resumes: nothing recomputed

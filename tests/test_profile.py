@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 import fastpg
+import naive
 from fastpg.complexity import lq_curve, lq_fit
 from fastpg.profiler import rs_budget
-
-import naive
 from test_cli import fastpg as fastpg_cmd
 
 SMALL = ["--grid", "N=4,5", "--grid", "gamma=0.004,0.008", "--seeds", "0-1", "--alpha", "0.1,0.01,0.001",

@@ -6,9 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastpg.model import greedy_decode, new_table, token_logliks
-
 import naive
+from fastpg.model import greedy_decode, new_table, token_logliks
 
 shapes = st.tuples(st.integers(0, 1), st.integers(1, 5), st.integers(2, 5), st.integers(1, 6))
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import fastpg
 from fastpg import api
 from fastpg.config import PARAMS, flag
-
-from test_cli import CTRL_C, FASTPG, fastpg as fastpg_cmd
+from test_cli import CTRL_C, FASTPG
+from test_cli import fastpg as fastpg_cmd
 
 LONG_RUN = ["run", "-d", "32", "-k", "4", "-N", "8", "--steps", "100000000", "--eval-every", "20000",
             "--n-test", "64", "--n-pre", "100", "--quiet"]
@@ -331,10 +331,10 @@ MINIMA = {p.name: int(p.low) for p in PARAMS if p.kind == "int" and p.low is not
 
 
 def _invoke(args, tmp_path):
-    from fastpg_cli.main import cli
-
     import contextlib
     import io
+
+    from fastpg_cli.main import cli
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -359,7 +359,8 @@ def test_any_invalid_option_value_is_one_line_exit_2(tmp_path, name, data):
     assert not out.exists()
 
 
-EDGES = [["-k", "2"], ["-N", "1"], ["-d", "1"], ["--G", "1", "--baseline", "none"], ["--M", "1", "--algorithm", "rs"], ["--steps", "0"], ["--n-test", "1"],
+EDGES = [["-k", "2"], ["-N", "1"], ["-d", "1"], ["--G", "1", "--baseline", "none"], ["--M", "1", "--algorithm", "rs"],
+         ["--steps", "0"], ["--n-test", "1"],
          ["--eta", "0"], ["--rho", "1", "--base", "teacher"], ["--gamma-quantile", "0"], ["--gamma-quantile", "0.9"],
          ["--alpha-off", "1"], ["--n-pre", "0"], ["--eval-log", "3"], ["--n-train", "1"], ["--features", "markov"],
          ["--sigma", "0"], ["--zipf", "0"], ["--C", "1"]]

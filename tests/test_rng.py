@@ -1,7 +1,6 @@
 import numpy as np
 
 from fastpg.rng import discard, next_u64, normal, seed_sequence, uniform, uniform_pos, xoshiro_state
-
 from naive import xoshiro256ss
 
 

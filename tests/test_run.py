@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 import fastpg
+import naive
 from fastpg import store
 from fastpg.config import ConfigError, RunConfig
 from fastpg.metrics import eval_points
-
-import naive
 
 SMALL = dict(d=6, k=3, N=3, n_pre=100, steps=120, n_test=32, eval_every=40)
 

@@ -5,19 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from fastpg import codes as S
-from fastpg.model import TILE
-from fastpg.contexts import draw_labelled_tile
-from fastpg.model import new_table
-from fastpg.rng import uniform, uniform_pos
-from fastpg.advance import advance_run as _advance_run
-from fastpg.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
-from fastpg.config import RunConfig
-from fastpg.events import EV_HELD, new_event_state
-from fastpg.steps import advantages, failures_before_success, log1mexp
-
 import naive
 from conftest import new_state, random_W
+from fastpg import codes as S
+from fastpg.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
+from fastpg.advance import advance_run as _advance_run
+from fastpg.config import RunConfig
+from fastpg.contexts import draw_labelled_tile
+from fastpg.events import EV_HELD, new_event_state
+from fastpg.model import TILE, new_table
+from fastpg.rng import uniform, uniform_pos
+from fastpg.steps import advantages, failures_before_success, log1mexp
 
 
 def truncated_geometric_moments(p, M):

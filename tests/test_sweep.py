@@ -13,8 +13,8 @@ import pytest
 import fastpg
 from fastpg.config import ConfigError
 from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, queries_to_eps, run_id
-
-from test_cli import FASTPG, fastpg as fastpg_cmd
+from test_cli import FASTPG
+from test_cli import fastpg as fastpg_cmd
 
 FIXED = dict(d=6, k=3, N=3, n_pre=100, steps=200, n_test=16, eval_every=50, algorithm="rs", lr="adaptive")
 

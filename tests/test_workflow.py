@@ -9,7 +9,6 @@ import pytest
 import fastpg
 from fastpg.config import RunConfig
 from fastpg.store import load_batch, read_final_W
-
 from test_cli import fastpg as fastpg_cmd
 
 
@@ -114,7 +113,7 @@ def test_to_xarray_holds_every_run_padded_where_runs_stopped_early(tmp_path):
     assert len(lengths) > 1, lengths  # some runs stopped early: the padding is exercised
     assert dict(ds.sizes) == {"run": 4, "eval": max(lengths), "context": 64}
     assert list(ds["reward"].values) == [run.config["reward"] for run in runs.values()]
-    for i, (rid, run) in enumerate(runs.items()):
+    for rid, run in runs.items():
         one = ds.sel(run=rid)
         assert int(one["seed"]) == run.config["seed"]
         np.testing.assert_array_equal(one["loglik"].values[:run.rows], run.loglik)
