@@ -727,15 +727,24 @@ class SweepData:
             return out
 
         traces = self.traces
-        rows = {r: traces.iloc[i:j] for r, i, j in _row_ranges(traces, runs)} if len(traces) else {}
+        ranges = _row_ranges(traces, runs) if len(traces) else [(r, 0, 0) for r in runs]
+        starts = np.array([i for _, i, _ in ranges], dtype=np.int64)
+        lengths = np.array([j - i for _, i, j in ranges], dtype=np.int64)
+        # each run's rows, in run order, and where they go in [run, eval]: one fancy index per column
+        take = np.concatenate([np.arange(i, j) for _, i, j in ranges]) if ranges else np.zeros(0, np.int64)
+        at_run = np.repeat(np.arange(len(runs)), lengths)
+        at_eval = np.arange(len(take)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         trace_names = [c for c in traces.columns if c not in (*self.columns, "seed", "run", "file")]
-        series = {name: padded([rows[r][name].to_numpy(dtype=float) for r in runs], (E,)) for name in trace_names}
+        series = {}
+        for name in trace_names:
+            out = np.full((len(runs), E), np.nan)
+            out[at_run, at_eval] = traces[name].to_numpy(dtype=float)[take]
+            series[name] = out
         coords = {"run": runs, "context": np.arange(n),
                   "steps": (("run", "eval"), series.pop("steps")), "queries": (("run", "eval"), series.pop("queries")),
                   "base_loglik": (("run", "context"), padded([self.base_loglik[r] for r in runs], (n,)))}
-        first = {r: rows[r].iloc[0] for r in runs}
         for column in [*self.columns, "seed"]:
-            coords[column] = ("run", [first[r][column] for r in runs])
+            coords[column] = ("run", traces[column].to_numpy()[starts])
         data = {"loglik": (("run", "eval", "context"), padded([self.loglik[r] for r in runs], (E, n)))}
         data.update({name: (("run", "eval"), values) for name, values in series.items()})
         return xr.Dataset(data, coords=coords, attrs={"outdir": str(self.outdir)})
