@@ -838,8 +838,9 @@ def estimate(runs, layout: str = RUN_LAYOUT, *, per_run: bool = False) -> dict:
     test set, the base model's Likelihood Quantile tables (17 KB), three copies of ``W`` and a row
     of ``n_test`` log-likelihoods per evaluation point. Time: about 0.4 us plus 2.4 us per 8192
     weights per step (the bench's step cost), the same per pre-training sample (``base=sgd``), the
-    exact evaluations, and 55 ms (run layout) or 3 ms (batch layout) per run of file and task
-    overhead. An event-driven ``pg`` run (a pool with ``skip``) pays per update, not per step: it
+    exact evaluations, 40 ms (run layout) or 3 ms (batch layout) per run of file and task
+    overhead, and 1.8 ms (run layout) or 0.15 ms (batch layout) per run and evaluation point
+    (the row written, in Python). An event-driven ``pg`` run (a pool with ``skip``) pays per update, not per step: it
     is counted as at most 1e6 steps. The constants were measured on this project's 2-core machine
     (docs/design.md, "Estimates"); the sweep corrects them by timing its first batch.
     """
@@ -858,7 +859,7 @@ def estimate(runs, layout: str = RUN_LAYOUT, *, per_run: bool = False) -> dict:
         steps = min(cfg.steps, 10**6) if (cfg.algorithm == "pg" and cfg.n_train > 0 and cfg.skip) else cfg.steps
         steps += cfg.n_pre if cfg.base == "sgd" else 0
         one = (steps * (0.4e-6 + 2.4e-6 * weights / 8192) + E * n * 2 * weights / 25e9
-               + (0.055 if layout == RUN_LAYOUT else 0.003))
+               + (0.040 + E * 1.8e-3 if layout == RUN_LAYOUT else 0.003 + E * 0.15e-3))
         seconds += one
         run_seconds.append(one)
     out = {"runs": len(runs), "bytes": disk, "core_seconds": seconds}

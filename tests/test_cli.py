@@ -132,3 +132,20 @@ def test_bench_quick_smoke(tmp_path):
                        text=True, timeout=900, cwd=root, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "results.md").exists() and "(B) PG steps, ORM" in r.stdout
+
+
+def test_estimates_bench_runs_a_sweep(tmp_path):
+    """``python -m bench.estimates`` runs the real ``fastpg sweep`` and reads its estimate line
+    (times are printed, not asserted); its parser of durations reads what the CLI prints."""
+    import fastpg
+    from bench.estimates import seconds
+
+    assert seconds("5 s") == 5 and seconds("17 min") == 17 * 60 and seconds("3.2 h") == 3.2 * 3600
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = os.path.dirname(os.path.dirname(os.path.abspath(fastpg.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([installed, root]))
+    r = subprocess.run([sys.executable, "-P", "-m", "bench.estimates", "--only", "rs-72-batch", "--keep", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines()[1].startswith("rs-72-batch") and "time taken / estimated: median" in r.stdout
+    assert len(list((tmp_path / "rs-72-batch" / "batches").glob("*.h5"))) == 2  # N = 2 and 5: a batch file each

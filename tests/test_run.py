@@ -278,3 +278,23 @@ def test_attributes_are_readable_by_other_hdf5_tools(tiny_result):
         assert json.loads(f["task"].attrs["pilot_margin_quantiles"]) == {}  # no margin condition: no pilot
     assert len(found) > 30
     assert fastpg.load(tiny_result.path).config["skip"] is True  # the JSON keeps the real booleans
+
+
+@pytest.mark.parametrize("shape, dtype", [((), "f8"), ((5,), "f8"), ((3, 4), "f4"), ((2,), "i8")])
+def test_append_row_writes_what_h5py_writes(tmp_path, shape, dtype):
+    """store.append_row (h5py's low-level calls) gives the bytes h5py's resize + ``ds[n] = value``
+    gives, casting as h5py does (floats to int truncate, float64 to float32 round), in SWMR mode."""
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=shape) * 100 for _ in range(4)]
+    with h5py.File(tmp_path / "a.h5", "w", libver="latest") as f:
+        low = f.create_dataset("low", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype)
+        high = f.create_dataset("high", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype)
+        f.swmr_mode = True
+        for n, row in enumerate(rows):
+            store.append_row(low, n, row)
+            high.resize((n + 1, *shape))
+            high[n] = row
+        f.flush()
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f["low"].shape == f["high"].shape == (4, *shape) and f["low"].dtype == f["high"].dtype
+        assert f["low"][()].tobytes() == f["high"][()].tobytes()
