@@ -36,9 +36,10 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fastpg.config import RunConfig  # noqa: E402
-from fastpg.engine import Batch, sample_batch  # noqa: E402
-from fastpg.model import accumulate_score, apply_update, ensure_row, new_table  # noqa: E402
-from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
+from fastpg.kernels.engine import Batch, sample_batch  # noqa: E402
+from fastpg.kernels.rng import seed_sequence, xoshiro_state  # noqa: E402
+from fastpg.kernels.tables import ensure_row, new_table  # noqa: E402
+from fastpg.kernels.updates import accumulate_score, apply_update  # noqa: E402
 from fastpg.runs import base_model, post_training_run  # noqa: E402
 from fastpg.tasks import make_task  # noqa: E402
 

@@ -22,26 +22,23 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from fastpg.advance import HELD, add_held_scores, apply_held, held_gram  # noqa: E402
-from fastpg.contexts import draw_context, draw_labelled_tile  # noqa: E402
-from fastpg.engine import aligned_copy, evaluate_tile  # noqa: E402
-from fastpg.model import (  # noqa: E402
-    TILE,
-    accumulate_score,
+from fastpg.kernels.advance import HELD, add_held_scores, apply_held, held_gram  # noqa: E402
+from fastpg.kernels.contexts import draw_context, draw_labelled_tile  # noqa: E402
+from fastpg.kernels.engine import aligned_copy, evaluate_tile  # noqa: E402
+from fastpg.kernels.lanes import TILE, tile_logits
+from fastpg.kernels.rng import seed_sequence, xoshiro_state  # noqa: E402
+from fastpg.kernels.sampling import greedy_decode, sample_token
+from fastpg.kernels.tables import (
     aligned_zeros,
-    apply_update,
     ensure_row,
     fill_table,
-    greedy_decode,
     log_partition_planes,
     new_table,
     reset_table,
-    sample_token,
     scores,
     scores_planes,
-    tile_logits,
 )
-from fastpg.rng import seed_sequence, xoshiro_state  # noqa: E402
+from fastpg.kernels.updates import accumulate_score, apply_update
 
 
 @njit

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import codes, defects, interrupts
 from .config import ConfigError, RunConfig, check_trace_size
-from .engine import Batch
+from .kernels.engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
 from .runs import base_model, post_training_run, pretraining_run
 from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W, read_task_arrays

@@ -8,8 +8,8 @@ import numpy as np
 
 from . import codes, defects
 from .config import ConfigError, RunConfig
-from .engine import Batch
-from .rng import seed_sequence, xoshiro_state
+from .kernels.engine import Batch
+from .kernels.rng import seed_sequence, xoshiro_state
 from .tasks import Task
 
 
@@ -38,7 +38,7 @@ def run_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: floa
 
 def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: np.ndarray, pool: bool,
                algorithm: int, lr: str, eta: float, key: dict) -> dict:
-    """One run's arrays for :class:`fastpg.engine.Batch`, with its own random stream."""
+    """One run's arrays for :class:`fastpg.kernels.engine.Batch`, with its own random stream."""
     d, N = cfg.d, cfg.N
     return dict(
         W=np.array(W0, dtype=np.float64), W_star=defects.training_teacher(task.W_star), centres=task.centres, cdf=cdf,

@@ -15,9 +15,9 @@ import numpy as np
 from . import config as C
 from .codes import FEATURE_CODES
 from .config import ConfigError, RunConfig
-from .contexts import draw_labelled_contexts
-from .model import n_blocks
-from .rng import seed_sequence, xoshiro_state
+from .kernels.contexts import draw_labelled_contexts
+from .kernels.rng import seed_sequence, xoshiro_state
+from .kernels.tables import n_blocks
 
 
 @dataclass

@@ -27,6 +27,6 @@ def random_x(rng, d):
 
 
 def new_state(seed):
-    from fastpg.rng import seed_sequence, xoshiro_state
+    from fastpg.kernels.rng import seed_sequence, xoshiro_state
 
     return xoshiro_state(seed_sequence(seed, "test", {}))

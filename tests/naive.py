@@ -1,7 +1,7 @@
 """Slow, obviously-correct NumPy references for the compiled kernels (same names; the rule that every
 kernel has one is in README.md, "Development").
 
-Random numbers come from the same per-run xoshiro stream (``fastpg.rng.uniform`` / ``normal``,
+Random numbers come from the same per-run xoshiro stream (``fastpg.kernels.rng.uniform`` / ``normal``,
 themselves checked against a pure-Python xoshiro256**), consumed in the documented order, so
 the reference and the kernels can be compared exactly, step by step.
 """
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fastpg.rng import normal, uniform, uniform_pos
+from fastpg.kernels.rng import normal, uniform, uniform_pos
 
 
 def xoshiro256ss(state: list[int]):
@@ -153,7 +153,7 @@ def learning_rate(rule, eta, floor, t, loss):
 
 
 def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n_steps):
-    """Reference for ``fastpg.advance.advance_run`` (stepping through): same stream, same counters, NumPy updates.
+    """Reference for ``fastpg.kernels.advance.advance_run`` (stepping through): same stream, same counters, NumPy updates.
 
     ``cfg`` is a dict with keys features, algorithm (pg|rs|sft), reward, G, baseline, skip, lr,
     eta, floor, M, sigma, gamma.

@@ -11,13 +11,18 @@ def import_graph() -> dict:
     """Module -> the modules of this project it imports (absolute and relative, at any depth)."""
     graph = {}
     for package, folder in PACKAGES.items():
-        for path in folder.glob("*.py"):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        for path in folder.rglob("*.py"):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            is_init = parts[-1] == "__init__"
+            if is_init:
+                parts.pop()
+            name = ".".join(parts)
+            here = parts if is_init else parts[:-1]  # the package a relative import starts from
             deps = set()
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom):
                     if node.level:
-                        base = package if node.level == 1 else None
+                        base = ".".join(here[:len(here) - node.level + 1]) if node.level <= len(here) else None
                         if node.module:
                             deps.add(f"{base}.{node.module}")
                             deps.update(f"{base}.{node.module}.{alias.name}" for alias in node.names)
@@ -72,37 +77,64 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-KERNELS = {"fastpg.rng", "fastpg.vecmath", "fastpg.simd", "fastpg.variates", "fastpg.model", "fastpg.contexts", "fastpg.steps",
-           "fastpg.events", "fastpg.advance", "fastpg.engine"}
+def folder_of(module: str) -> str:
+    """The layer a module belongs to: its folder (``fastpg.kernels``, ``fastpg``, ``fastpg_cli``)."""
+    return module if module in PACKAGES or module == "fastpg.kernels" else module.rsplit(".", 1)[0]
 
 
 def test_kernels_and_the_library_never_import_the_layers_above():
+    """``fastpg/kernels/`` holds every compiled module and imports nothing outside it but
+    ``fastpg.codes``; no module outside it compiles anything (a sweep worker may set Numba's threads)."""
     graph = import_graph()
-    for module in KERNELS:
-        above = {d for d in graph[module] if d not in KERNELS | {"fastpg.codes"}}
-        assert not above, (module, above)
+    kernels = {m for m in graph if folder_of(m) == "fastpg.kernels" and m != "fastpg.kernels"}
+    assert {"fastpg.kernels.engine", "fastpg.kernels.tables", "fastpg.kernels.rng"} <= kernels
+    for module in kernels:
+        outside = {d for d in graph[module] if folder_of(d) != "fastpg.kernels" and d != "fastpg.codes"}
+        assert not outside, (module, outside)
+    root = Path(__file__).resolve().parent.parent / "fastpg"
+    for path in root.rglob("*.py"):  # every @njit is under kernels/
+        if "kernels" not in path.relative_to(root).parts:
+            assert "@njit" not in path.read_text() and "from numba import" not in path.read_text(), path
     for module, deps in graph.items():
         if module.startswith("fastpg."):
             assert not any(d.startswith("fastpg_cli") for d in deps), module
     # names and codes are readable without compiling anything
     assert graph["fastpg.codes"] == set()
     for module in ("fastpg.store", "fastpg_cli.info", "fastpg.config"):
-        assert not graph[module] & KERNELS, module
+        assert not {d for d in graph[module] if folder_of(d) == "fastpg.kernels"}, module
+
+
+def test_the_import_graph_sees_relative_imports_in_subfolders():
+    graph = import_graph()
+    assert "fastpg.codes" in graph["fastpg.kernels.steps"]  # from ..codes import ...
+    assert "fastpg.kernels.tables" in graph["fastpg.kernels.sampling"]  # from .tables import ...
+    assert "fastpg.kernels.engine" in graph["fastpg.api"]  # from .kernels.engine import Batch
 
 
 def test_the_step_kernels_run_without_reference_counting():
     """Kernels on a step's path are compiled without Numba's runtime (``_nrt=False``: no atomic
     reference counts; docs/design.md, "What the kernels do"); dropping the switch by accident
     would cost about 40% of a PG step at small shapes without failing any other test."""
-    from fastpg import advance, contexts, events, model, rng, steps, variates
+    from fastpg.kernels import advance, contexts, events, lanes, rng, sampling, steps, tables, updates, variates
 
-    hot = [model.fill_table, model.sample_response, model.accumulate_score, model.apply_update, model.prefix_loglik,
-           model.softmax_planes, model.token_logliks, steps._pg_step, steps.pg_learn,
+    hot = [tables.fill_table, sampling.sample_response, updates.accumulate_score, updates.apply_update,
+           tables.prefix_loglik, tables.softmax_planes, tables.token_logliks, steps._pg_step, steps.pg_learn,
            steps.count_samples, steps._rs_step, steps._learn_prefix, contexts.draw_labelled_tile, contexts.draw_context,
            rng.uniform, rng.fill_normal, events.moving_step, events.pool_classes, variates.binomial_variate,
-           model.softmax_table, model.scores_planes, advance.held_gram,
-           advance.add_held_scores, advance.apply_held, advance.hold_update, model.log_partition_planes,
-           model.sample_until_mistake, model.complete_response, rng.discard, model.lane_scores, model.load_lanes,
-           model.tile_logits, model.greedy_rows]
+           tables.softmax_table, tables.scores_planes, advance.held_gram,
+           advance.add_held_scores, advance.apply_held, advance.hold_update, tables.log_partition_planes,
+           sampling.sample_until_mistake, sampling.complete_response, rng.discard, lanes.lane_scores, lanes.load_lanes,
+           lanes.tile_logits, tables.greedy_rows]
     for kernel in hot:
         assert kernel.targetoptions.get("_nrt") is False, kernel.py_func.__qualname__
+
+
+def test_every_folder_of_the_library_is_installed():
+    """A non-editable install (CI's) ships only the packages ``pyproject.toml`` lists: a new
+    folder left out would import here and fail on a fresh machine."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(["fastpg", *p.parent.relative_to(ROOT / "fastpg").parts]) for p in (ROOT / "fastpg").rglob("__init__.py")}
+    folders |= {"fastpg_cli"}
+    assert listed == folders

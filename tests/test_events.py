@@ -1,4 +1,4 @@
-"""Event-driven ``pg`` on a pool (fastpg.events, fastpg.advance): exact in distribution.
+"""Event-driven ``pg`` on a pool (fastpg.kernels.events, fastpg.kernels.advance): exact in distribution.
 
 The pieces against brute-force enumeration (move probabilities, classes and responses conditioned
 on a move), then whole runs against stepping through (``--no-skip``) with two-sample tests on the
@@ -16,15 +16,10 @@ import fastpg
 import naive
 from fastpg import codes
 from fastpg.config import RunConfig
-from fastpg.engine import Batch
-from fastpg.events import (
-    move_probability,
-    moving_classes,
-    pool_classes,
-    response_of_class,
-)
-from fastpg.model import new_table
-from fastpg.rng import seed_sequence, xoshiro_state
+from fastpg.kernels.engine import Batch
+from fastpg.kernels.events import move_probability, moving_classes, pool_classes, response_of_class
+from fastpg.kernels.rng import seed_sequence, xoshiro_state
+from fastpg.kernels.tables import new_table
 from fastpg.runs import base_model, post_training_run
 from fastpg.tasks import make_task
 
@@ -52,7 +47,7 @@ def _moves(classes, reward, baseline):
 
 def _logf(lp):
     """``log P(f = m)`` from the token log-probabilities ``lp`` along ``y*`` (the reference of
-    :func:`fastpg.events.pool_classes`)."""
+    :func:`fastpg.kernels.events.pool_classes`)."""
     N = len(lp)
     logf = np.empty(N + 1)
     prefix = 0.0

@@ -8,19 +8,10 @@ import pytest
 
 import naive
 from conftest import new_state, random_W, random_x
-from fastpg.advance import HELD, add_held_scores, apply_held, held_gram, hold_update, new_held
-from fastpg.model import (
-    DIFF,
-    accumulate_score,
-    apply_update,
-    greedy_decode,
-    greedy_matches,
-    new_table,
-    reset_table,
-    sample_response,
-    scores_planes,
-    token_logliks,
-)
+from fastpg.kernels.advance import HELD, add_held_scores, apply_held, held_gram, hold_update, new_held
+from fastpg.kernels.sampling import greedy_decode, greedy_matches, sample_response
+from fastpg.kernels.tables import DIFF, new_table, reset_table, scores_planes, token_logliks
+from fastpg.kernels.updates import accumulate_score, apply_update
 
 SHAPES = [(0, 1, 2, 3), (0, 3, 3, 5), (1, 3, 2, 4), (1, 4, 3, 2), (1, 1, 5, 3)]  # features, N, k, d
 
@@ -128,7 +119,7 @@ def test_sampling_frequencies_match_softmax(rng, features, N, k):
 
 
 def test_sample_batch_matches_sample_response(rng):
-    from fastpg.engine import sample_batch
+    from fastpg.kernels.engine import sample_batch
 
     W = random_W(rng, 1, 3, 3, 4)
     X = np.array([random_x(rng, 4) for _ in range(5)])
@@ -147,7 +138,7 @@ def elementwise(f):
     """``out[i] = f(vals[i])`` as the kernels' loops call ``f`` (inlined, compiled with their flags)."""
     from numba import njit
 
-    from fastpg.vecmath import FAST
+    from fastpg.kernels.vecmath import FAST
 
     @njit(fastmath=FAST, error_model="numpy")
     def loop(vals, out):
@@ -158,7 +149,7 @@ def elementwise(f):
 
 
 def test_vector_exp_matches_math_exp():
-    from fastpg.vecmath import EXP_FLUSH, exp_le0
+    from fastpg.kernels.vecmath import EXP_FLUSH, exp_le0
 
     exp_nonpositive = elementwise(exp_le0)
 
@@ -176,7 +167,8 @@ def test_vector_exp_matches_math_exp():
 def test_inverse_cdf_is_the_first_token_past_u():
     """The branch-free count equals the early-exit rule "first v with u < CDF_v", also at u equal to a
     CDF value, with zero-probability tokens, and when rounding leaves the CDF short of u."""
-    from fastpg.model import PROB, inverse_cdf
+    from fastpg.kernels.sampling import inverse_cdf
+    from fastpg.kernels.tables import PROB
 
     def early_exit(p, u):
         c, last = 0.0, 0
@@ -203,7 +195,7 @@ def test_inverse_cdf_is_the_first_token_past_u():
 
 
 def test_vector_log_matches_math_log():
-    from fastpg.vecmath import log_pos
+    from fastpg.kernels.vecmath import log_pos
 
     log_positive = elementwise(log_pos)
 
@@ -223,7 +215,7 @@ def test_vector_log_matches_math_log():
 @pytest.mark.parametrize("tiles", [0, 2])
 def test_position_sample_batch_matches_sample_response(rng, tiles):
     """Position features sample a tile of contexts at once; the tokens are those of sample_response."""
-    from fastpg.engine import TILE, sample_batch
+    from fastpg.kernels.engine import TILE, sample_batch
 
     N, k, d = 6, 5, 7
     W = random_W(rng, 0, N, k, d, scale=2.0)
@@ -243,7 +235,7 @@ def test_position_sample_batch_matches_sample_response(rng, tiles):
 
 @pytest.mark.parametrize("features,N,k,d", SHAPES)
 def test_whole_table_equals_row_by_row(rng, features, N, k, d):
-    from fastpg.model import ensure_row, fill_table
+    from fastpg.kernels.tables import ensure_row, fill_table
 
     W = random_W(rng, features, N, k, d, scale=5.0)
     x = random_x(rng, d)
@@ -261,7 +253,7 @@ def test_whole_table_equals_row_by_row(rng, features, N, k, d):
 def test_tiled_evaluation_matches_reference(rng, n):
     """Position features are evaluated in tiles of test contexts; any n (whole tiles read in place,
     a ragged last tile through a zero-padded copy)."""
-    from fastpg.engine import evaluate_runs
+    from fastpg.kernels.engine import evaluate_runs
 
     N, k, d = 5, 3, 6
     W = random_W(rng, 0, N, k, d, scale=4.0)[None]
@@ -283,7 +275,16 @@ def test_log_partition_planes(rng, k, R):
     token (exact ties included) equal NumPy's to rounding, and are bit for bit those of the
     general kernels (softmax, first maximum) as the docstring says; the general softmax's centred
     logits are those of ``center_planes``."""
-    from fastpg.model import BITS, DIFF, EXPS, STATS, center_planes, first_max_planes, log_partition_planes, softmax_planes
+    from fastpg.kernels.tables import (
+        BITS,
+        DIFF,
+        EXPS,
+        STATS,
+        center_planes,
+        first_max_planes,
+        log_partition_planes,
+        softmax_planes,
+    )
 
     D = rng.standard_normal((k, R)) * np.array([0.1, 5.0, 300.0])[rng.integers(0, 3, R)]
     D[:, ::5] = np.round(D[:, ::5])  # rows with exact ties of the maximum
@@ -327,7 +328,8 @@ def test_lane_scores_are_fused_chains_of_each_context(rng, k, d):
     the tile, its lane, or whether it falls in a group of 32 contexts or of 8), laid out
     block-major (``D[v, b T + t]``); a range from ``t0`` leaves the columns before it alone; and
     ``load_lanes`` puts contexts in columns, zeros past the end."""
-    from fastpg.model import LANE_TILE, LANES, TILE, lane_scores, load_lanes
+    from fastpg.kernels.lanes import LANE_TILE, TILE, lane_scores, load_lanes
+    from fastpg.kernels.simd import LANES
 
     B, T = 3, LANE_TILE + LANES  # one group of 32 contexts and one of 8
     W = rng.standard_normal((B, k, d))
@@ -365,7 +367,7 @@ def test_simd_loads_take_contiguous_float64_rows_only():
     from numba import njit
     from numba.core.errors import TypingError
 
-    from fastpg.simd import vload, vstore, vzero
+    from fastpg.kernels.simd import vload, vstore, vzero
 
     @njit
     def round_trip(a, b):
@@ -383,7 +385,7 @@ def test_simd_loads_take_contiguous_float64_rows_only():
 
 @pytest.mark.parametrize("B,k,d,m", [(3, 4, 8, HELD), (4, 8, 13, 11), (2, 3, 5, 1)])
 def test_held_updates_match_updates_one_by_one(rng, B, k, d, m):
-    """Held-back updates (fastpg.advance): applied together, the weights are bit for bit those of
+    """Held-back updates (fastpg.kernels.advance): applied together, the weights are bit for bit those of
     applying each update at its step; the held correction of a context's logits gives the logits
     under the updated weights to rounding, and the same bits however the updates are grouped."""
     W = rng.standard_normal((B, k, d))
@@ -422,7 +424,7 @@ def test_sampling_until_the_first_mistake(rng, features, N, k, d):
     """sample_until_mistake draws the tokens sample_response draws, up to and including the first
     mistake, and leaves the generator where sample_response leaves it; complete_response then draws
     the rest, the same tokens again."""
-    from fastpg.model import complete_response, sample_until_mistake
+    from fastpg.kernels.sampling import complete_response, sample_until_mistake
 
     W = random_W(rng, features, N, k, d, scale=2.0)
     x = random_x(rng, d)
@@ -457,7 +459,7 @@ def test_sweep_order_changes_no_bits(rng, N, k, d):
     """Filling a table or applying an update from the last block to the first gives the same bits
     as from the first to the last; the logits pass leaves each row's maximum, and the softmax from
     it is the softmax that finds the maxima itself."""
-    from fastpg.model import PROB, STATS, fill_table, softmax_table
+    from fastpg.kernels.tables import PROB, STATS, fill_table, softmax_table
 
     W = random_W(rng, 0, N, k, d, scale=3.0)
     x = random_x(rng, d)
@@ -489,7 +491,7 @@ import pytest
 code = pytest.main(["-q", "-p", "no:cacheprovider", "-o", "addopts=",
                     "tests/test_model.py::test_lane_scores_are_fused_chains_of_each_context",
                     "tests/test_properties.py::test_tile_logits_in_lanes_over_shapes"])
-from fastpg.model import lane_scores
+from fastpg.kernels.lanes import lane_scores
 asm = "".join(lane_scores.inspect_asm(s) for s in lane_scores.signatures)
 print("TARGET", len(re.findall("zmm", asm)), len(re.findall("ymm", asm)), len(re.findall("vfmadd", asm)))
 sys.exit(int(code))
@@ -498,7 +500,7 @@ sys.exit(int(code))
 
 @pytest.mark.slow
 def test_lane_kernels_on_machines_without_avx512(tmp_path):
-    """``fastpg/simd.py``'s eight-lane type lowers to what the target machine has, and its kernels
+    """``fastpg/kernels/simd.py``'s eight-lane type lowers to what the target machine has, and its kernels
     stay exact there: compiled for an AVX2 machine with FMA (``haswell``) and for baseline x86-64
     (``generic``: SSE2, no FMA instructions, so ``llvm.fma`` becomes a call of the C library's
     ``fma``), the exact-chain test and the property test of the tile product pass, and the code

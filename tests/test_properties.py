@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import naive
-from fastpg.model import greedy_decode, new_table, token_logliks
+from fastpg.kernels.sampling import greedy_decode
+from fastpg.kernels.tables import new_table, token_logliks
 
 shapes = st.tuples(st.integers(0, 1), st.integers(1, 5), st.integers(2, 5), st.integers(1, 6))
 
@@ -42,7 +43,7 @@ def test_logliks_finite_normalised_and_match_reference(shape, scale, seed):
 @settings(max_examples=40, deadline=None)
 @given(shape=st.lists(st.integers(0, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float64, np.int64, np.uint64]))
 def test_batch_arrays_are_cache_line_aligned_copies(shape, dtype):
-    from fastpg.engine import ALIGN, aligned_copy
+    from fastpg.kernels.engine import ALIGN, aligned_copy
 
     a = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
     b = aligned_copy(a, dtype)
@@ -60,7 +61,8 @@ def test_tile_logits_in_lanes_over_shapes(B, k, d, groups, start, scale, seed):
     """The tile product with the contexts in SIMD lanes (``lane_scores``), for any number of rows
     (groups of 4 and the rest), features, and vectors of 8 contexts (groups of 32 and the rest),
     from any vector on: ``W x`` to rounding, nothing written before the start or past the tile."""
-    from fastpg.model import LANES, lane_scores
+    from fastpg.kernels.lanes import lane_scores
+    from fastpg.kernels.simd import LANES
 
     rng = np.random.default_rng(seed)
     T, t0 = groups * LANES, min(start, groups - 1) * LANES

@@ -1,6 +1,6 @@
 import numpy as np
 
-from fastpg.rng import discard, next_u64, normal, seed_sequence, uniform, uniform_pos, xoshiro_state
+from fastpg.kernels.rng import discard, next_u64, normal, seed_sequence, uniform, uniform_pos, xoshiro_state
 from naive import xoshiro256ss
 
 
@@ -33,7 +33,7 @@ def test_ziggurat_normal_law():
     """Kolmogorov-Smirnov against the normal CDF, tail mass beyond the ziggurat's base, moments."""
     from math import erf, sqrt
 
-    from fastpg.rng import fill_normal
+    from fastpg.kernels.rng import fill_normal
 
     s = xoshiro_state(seed_sequence(3, "n", {}))
     n = 400_000
@@ -54,7 +54,7 @@ def test_ziggurat_normal_law():
 def test_fill_normal_equals_repeated_normal():
     """The register-held state of fill_normal gives the stream of repeated normal() calls,
     wedge and tail draws included (about 1.2% of draws leave the fast path)."""
-    from fastpg.rng import fill_normal
+    from fastpg.kernels.rng import fill_normal
 
     s1 = xoshiro_state(seed_sequence(4, "n", {}))
     s2 = s1.copy()

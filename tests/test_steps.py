@@ -8,14 +8,15 @@ import pytest
 import naive
 from conftest import new_state, random_W
 from fastpg import codes as S
-from fastpg.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
-from fastpg.advance import advance_run as _advance_run
 from fastpg.config import RunConfig
-from fastpg.contexts import draw_labelled_tile
-from fastpg.events import EV_HELD, new_event_state
-from fastpg.model import TILE, new_table
-from fastpg.rng import uniform, uniform_pos
-from fastpg.steps import advantages, failures_before_success, log1mexp
+from fastpg.kernels.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
+from fastpg.kernels.advance import advance_run as _advance_run
+from fastpg.kernels.contexts import draw_labelled_tile
+from fastpg.kernels.events import EV_HELD, new_event_state
+from fastpg.kernels.lanes import TILE
+from fastpg.kernels.rng import uniform, uniform_pos
+from fastpg.kernels.steps import advantages, failures_before_success, log1mexp
+from fastpg.kernels.tables import new_table
 
 
 def truncated_geometric_moments(p, M):
@@ -102,7 +103,7 @@ def test_advantages_match_reference(rng, baseline):
 
 
 def advance_run(*args, carry=None, settle=True):
-    """One run's call as :func:`fastpg.engine.advance_runs_held` makes it, with the state the run carries
+    """One run's call as :func:`fastpg.kernels.engine.advance_runs_held` makes it, with the state the run carries
     from call to call (``carry``: its event state and held-back updates; fresh if not given),
     settled at the end of the call unless told otherwise."""
     W, W_star, centres, cdf, px, py, state, counters, p, n = args
@@ -114,7 +115,7 @@ def advance_run(*args, carry=None, settle=True):
 
 def new_carry(W, hold=None):
     """A fresh event state and empty held-back updates for weights ``W`` (``hold``: as
-    :func:`fastpg.advance.new_held`; by default as a ``Batch`` would)."""
+    :func:`fastpg.kernels.advance.new_held`; by default as a ``Batch`` would)."""
     return (new_event_state(), *new_held(*W.shape, hold))
 
 
@@ -318,7 +319,7 @@ def test_batch_with_large_W_holds_updates_whatever_the_chunking(reward):
     """A ``Batch`` whose ``W`` is over ``HOLD_FROM`` bytes holds updates back (its own parallel entry
     point); cut into calls without evaluation points between them it gives the same bits as one
     call, and updates stay held across those calls."""
-    from fastpg.engine import Batch
+    from fastpg.kernels.engine import Batch
     from fastpg.runs import base_model, post_training_run
     from fastpg.tasks import make_task
 

@@ -1,12 +1,12 @@
-"""Random variates of fastpg.variates against their exact laws (scipy.stats)."""
+"""Random variates of fastpg.kernels.variates against their exact laws (scipy.stats)."""
 
 import numpy as np
 import pytest
 from numba import njit
 from scipy import stats
 
-from fastpg.rng import seed_sequence, xoshiro_state
-from fastpg.variates import binomial_variate, categorical_counts, gamma_variate
+from fastpg.kernels.rng import seed_sequence, xoshiro_state
+from fastpg.kernels.variates import binomial_variate, categorical_counts, gamma_variate
 
 P_MIN = 1e-3
 

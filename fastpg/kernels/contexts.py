@@ -13,8 +13,10 @@ import math
 
 from numba import njit
 
-from .model import BITS, DIFF, greedy_decode, greedy_rows, new_table, tile_logits
+from .lanes import tile_logits
 from .rng import discard, fill_normal, uniform
+from .sampling import greedy_decode
+from .tables import BITS, DIFF, greedy_rows, new_table
 
 
 @njit(cache=True, _nrt=False)
@@ -53,7 +55,7 @@ def draw_labelled_context(state, W_star, features, centres, cdf, sigma, gamma, m
                           with_margin):
     """Draw ``x`` conditioned on ``m(x) >= gamma``, label it ``y*(x)``; return its margin.
 
-    ``work`` is a table for ``W_star`` (:func:`fastpg.model.new_table`) used as scratch. Without
+    ``work`` is a table for ``W_star`` (:func:`fastpg.kernels.tables.new_table`) used as scratch. Without
     ``with_margin`` the margin is formed only when ``gamma > 0`` (to test it); otherwise every
     context is accepted and ``inf`` is returned. Returns ``-1.0`` when ``max_tries`` draws were
     all rejected (the caller reports it).
@@ -94,12 +96,12 @@ def draw_labelled_tile(state, W_star, centres, cdf, sigma, m, gap, Xt, XT, Y_out
     condition is applied (``gamma <= 0`` accepts every context).
 
     The labels ``Y_out[i, b] = argmax_v W*[b, v, :] . x_i`` (the first maximiser,
-    :func:`fastpg.model.greedy_rows`) come from the logits of the whole tile with the contexts in
-    SIMD lanes (:func:`fastpg.model.tile_logits`, the tile copied into the columns of ``XT``, which
+    :func:`fastpg.kernels.tables.greedy_rows`) come from the logits of the whole tile with the contexts in
+    SIMD lanes (:func:`fastpg.kernels.lanes.tile_logits`, the tile copied into the columns of ``XT``, which
     the caller may reuse for the model's own logits). ``Xt``, ``Y_out`` and ``XT``'s columns number
     ``T >= m``, a multiple of ``LANES``
     (``Xt[m:]`` is zeroed, ``Y_out[m:]`` gets the labels of zero contexts), and ``work`` is a
-    table over ``T B`` rows. A label differs from :func:`fastpg.model.greedy_decode`'s only where
+    table over ``T B`` rows. A label differs from :func:`fastpg.kernels.sampling.greedy_decode`'s only where
     the top two logits are equal to rounding.
     """
     for i in range(m):

@@ -1,7 +1,7 @@
 """Compiled kernels for one run's steps: pre-training (SFT), ``pg`` and ``rs`` (docs/design.md,
 "Algorithms").
 
-A run is advanced by :func:`fastpg.advance.advance_run`, which owns its workspaces and touches
+A run is advanced by :func:`fastpg.kernels.advance.advance_run`, which owns its workspaces and touches
 only its own arrays and generator state, so runs can be advanced in parallel; the step kernels
 here take one step. A run's parameters arrive as one
 record ``p`` of dtype :data:`fastpg.codes.RUN_PARAMS` (``p.eta``, ``p.reward``, ...), so every run
@@ -17,37 +17,11 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from .codes import (
-    ADAPTIVE,
-    C_MISTAKES,
-    C_ORM,
-    C_PRM,
-    C_SEQUENCES,
-    C_TOKENS,
-    INVSQRT,
-    MEAN,
-    NONE,
-    ORM,
-    POSITION,
-    RLOO,
-)
-from .model import (
-    LOGP,
-    PROB,
-    ROWS_AT_ONCE,
-    accumulate_score,
-    apply_update,
-    block_index,
-    complete_response,
-    fill_table,
-    need_row,
-    new_table,
-    open_table,
-    prefix_loglik,
-    sample_token,
-    sample_until_mistake,
-)
+from ..codes import ADAPTIVE, C_MISTAKES, C_ORM, C_PRM, C_SEQUENCES, C_TOKENS, INVSQRT, MEAN, NONE, ORM, POSITION, RLOO
 from .rng import uniform_pos
+from .sampling import ROWS_AT_ONCE, complete_response, sample_token, sample_until_mistake
+from .tables import LOGP, PROB, block_index, fill_table, need_row, new_table, open_table, prefix_loglik
+from .updates import accumulate_score, apply_update
 from .variates import failures_before_success, log1mexp  # noqa: F401 - log1mexp re-exported
 
 GRPO_EPS = 1e-8
@@ -60,7 +34,7 @@ LATE_RATE = 1.0 / 64.0  # weight of the latest step in that fraction (an exponen
 # Per-run scratch of the step kernels, allocated once per call of advance_run:
 # table/have (the lazy probability table), coef/touched (the accumulated update), Ys[G, N]
 # (sampled responses), f[G] (their first mistakes), paused[G, 4] (generator states after them,
-# model.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages),
+# sampling.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages),
 # weights[N] (per-position step sizes), sweep[1] (1 if the next pass of a pg step over W goes
 # from the last block to the first: docs/design.md, "What the kernels do") and late[1] (the
 # recent fraction of pg steps that sampled past the first ROWS_AT_ONCE tokens, see LAZY_BELOW).
@@ -111,8 +85,8 @@ def _learn_prefix(W, x, y_star, reached, p, t, ws, apply):
 
     ``eta_t`` follows the rule ``p.lr`` with the target's log-loss (docs/design.md, "Learning-rate
     rules"). Returns True if ``W`` moves. Without ``apply`` the update is left in ``ws.coef`` and
-    ``ws.touched`` for the caller to apply (:func:`fastpg.model.apply_update`, or held back by
-    :func:`fastpg.advance.advance_held`).
+    ``ws.touched`` for the caller to apply (:func:`fastpg.kernels.updates.apply_update`, or held back by
+    :func:`fastpg.kernels.advance.advance_held`).
     """
     if reached == 0:
         return False
@@ -162,7 +136,7 @@ def _pg_step(W, x, y_star, p, state, t, counters, ws, apply):
     """On-policy REINFORCE with ``G`` samples, ORM or PRM (docs/design.md, "pg"); True if ``W`` moves
     (``apply``: as in :func:`pg_learn`).
 
-    Each response is drawn up to its first mistake (:func:`fastpg.model.sample_until_mistake`).
+    Each response is drawn up to its first mistake (:func:`fastpg.kernels.sampling.sample_until_mistake`).
     Its later tokens are drawn only when an update reads them: with a baseline, a wrong response
     earns a nonzero advantage on the positions a better response of the group was rewarded for
     (ORM: all ``N``; PRM: those before the longest rewarded prefix).

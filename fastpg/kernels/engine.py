@@ -15,29 +15,25 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..codes import COUNTERS, POSITION, RUN_PARAMS
 from .advance import advance_held, advance_run, draws_ahead, new_held
-from .codes import COUNTERS, RUN_PARAMS
 from .events import new_event_state
-from .model import (
+from .lanes import TILE, tile_logits
+from .rng import uniform_next
+from .sampling import greedy_matches, inverse_cdf, sample_response
+from .tables import (
     ALIGN,
     BITS,
     DIFF,
     EXPS,
-    POSITION,
     STATS,
-    TILE,
     aligned_zeros,
-    greedy_matches,
-    inverse_cdf,
     log_partition_planes,
     new_table,
     reset_table,
-    sample_response,
     softmax_planes,
-    tile_logits,
     token_logliks,
 )
-from .rng import uniform_next
 
 
 @njit(cache=True, parallel=True)
@@ -55,7 +51,7 @@ def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, para
 def advance_runs_held(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
                       settle, status):
     """:func:`advance_runs` for a batch with room for held-back updates (``held_c``, ``held_x``:
-    ``fastpg.advance.new_held``, for large ``W``): runs that draw contexts ahead go to
+    ``fastpg.kernels.advance.new_held``, for large ``W``): runs that draw contexts ahead go to
     ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
     small runs never compile the held loop (it adds about 10 s to a cold start)."""
     for r in prange(W.shape[0]):
@@ -69,12 +65,12 @@ def advance_runs_held(W, W_star, centres, cdf, pool_x, pool_y, states, counters,
 
 CHUNK = 512  # test contexts per parallel work item of the evaluation
 if CHUNK % TILE != 0:  # evaluate_runs walks a chunk in whole tiles without bounds checks
-    raise ImportError(f"fastpg.engine.CHUNK = {CHUNK} must be a multiple of TILE = {TILE}")
+    raise ImportError(f"fastpg.kernels.engine.CHUNK = {CHUNK} must be a multiple of TILE = {TILE}")
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
 def softmax_tile(W, X, j0, XT, work, logs):
-    """Logits of contexts ``j0 .. j0+T-1`` (:func:`fastpg.model.tile_logits`, row ``b TILE + t`` for position ``b``
+    """Logits of contexts ``j0 .. j0+T-1`` (:func:`fastpg.kernels.lanes.tile_logits`, row ``b TILE + t`` for position ``b``
     of context ``j0 + t``), centred and normalised in ``work`` (planes, with ``log z`` if ``logs``);
     returns ``T``."""
     T = tile_logits(W, X, j0, XT, work[DIFF])
@@ -89,7 +85,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
     ``log pi(y*_i | x) = (s_i(y*_i) - max_v s_i(v)) - log sum_v exp(s_i(v) - max_v s_i(v))``, with
     the tile's ``TILE N k`` logits handled as token-major planes (vectorised over rows,
     :func:`log_partition_planes`); greedy decoding reproduces ``y*`` when, at every position,
-    ``y*_i`` is the first maximising token. The logits come from :func:`fastpg.model.tile_logits`,
+    ``y*_i`` is the first maximising token. The logits come from :func:`fastpg.kernels.lanes.tile_logits`,
     with the tile's contexts copied into the columns of ``XT``.
     """
     T = tile_logits(W, X, j0, XT, work[DIFF])
@@ -101,7 +97,7 @@ def evaluate_tile(W, X, Y, j0, loglik_out, token_out, greedy_out, XT, work):
 def tile_logliks(work, Y, j0, T, loglik_out, token_out, greedy_out):
     """The log-likelihoods and greedy checks of a tile's contexts ``j0 .. j0+T-1`` from its softmax
     statistics (:func:`log_partition_planes`; row ``b TILE + t`` is position ``b`` of context ``t``,
-    as :func:`fastpg.model.lane_scores` lays them out).
+    as :func:`fastpg.kernels.lanes.lane_scores` lays them out).
 
     ``log pi(y*_b | x_t) = (s(y*_b) - m) - log z`` per position; ``loglik_out`` is their sum (in
     position order) and ``greedy_out`` whether ``y*_b`` is the first maximising token at every
@@ -239,7 +235,7 @@ def sample_batch(W, X, features, state, Y_out):
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
     per response (docs/design.md, "Performance"). With ``position`` features and at least ``TILE`` contexts, the
     probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens
-    are drawn as by :func:`fastpg.model.sample_response`, one uniform per token, context after
+    are drawn as by :func:`fastpg.kernels.sampling.sample_response`, one uniform per token, context after
     context.
     """
     B, k = W.shape[0], W.shape[1]

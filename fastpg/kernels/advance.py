@@ -1,5 +1,5 @@
 """Advance one run by a number of steps (docs/design.md, "Algorithms", "Event-driven pg"): the
-loop over steps that :func:`fastpg.engine.advance_runs` calls for every run of a batch."""
+loop over steps that :func:`fastpg.kernels.engine.advance_runs` calls for every run of a batch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .codes import (
+from ..codes import (
     C_CONTEXTS,
     C_STEPS,
     C_UPDATES,
@@ -33,9 +33,11 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
-from .model import DIFF, LANES, TILE, aligned_zeros, lane_scores, new_table, reset_table, softmax_table
+from .lanes import TILE, lane_scores
 from .rng import uniform, uniform_pos
+from .simd import LANES
 from .steps import _learn_prefix, _pg_step, _rs_step, new_workspace, pg_learn
+from .tables import DIFF, aligned_zeros, new_table, reset_table, softmax_table
 from .variates import failures_before_success
 from .vecmath import FAST
 
@@ -68,7 +70,7 @@ def _pool_step(W, pool_x, pool_y, p, state, counters, ws):
 def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, settle, ws):
     """``pg`` on a pool, event by event where moves are rare (docs/design.md, "Event-driven pg").
 
-    ``events`` (see :mod:`fastpg.events`) carries, from call to call, the steps left before the
+    ``events`` (see :mod:`fastpg.kernels.events`) carries, from call to call, the steps left before the
     next move (drawn once, geometric with the pool's mean move probability ``q``), the skipped
     steps whose classes are not yet counted (with a baseline; counted at the move, or when
     ``settle`` says this call ends at an evaluation point), and the steps still to take one by
@@ -207,7 +209,7 @@ def add_held_scores(held_c, g, m, diff):
 def apply_held(W, held_c, held_x, m):
     """``W[b, v, :] += held_c[i, v B + b] * held_x[i]`` for ``i = 0 .. m - 1`` in that order: each
     weight takes the same fused multiply-adds, in the same order, as when every update is applied
-    at its own step (:func:`fastpg.model.apply_update`), so the weights are the same bit for bit
+    at its own step (:func:`fastpg.kernels.updates.apply_update`), so the weights are the same bit for bit
     (up to the sign of a zero: a zero coefficient adds ``0 x`` here and is skipped there).
 
     Block by block (a block stays in L1), eight updates at a time per row (a chain of eight
@@ -257,7 +259,7 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
     has rows (:func:`new_held`: ``W`` of more than ``HOLD_FROM`` bytes).
 
     Contexts, labels and the generator state at each step's own draws come from
-    :func:`fastpg.contexts.draw_labelled_tile`, as in :func:`advance_run`, so the stream is that of
+    :func:`fastpg.kernels.contexts.draw_labelled_tile`, as in :func:`advance_run`, so the stream is that of
     drawing one context per step. Updates are held back (up to ``HELD``; their number in
     ``events[EV_HELD]``, coefficients and contexts in ``held_c``, ``held_x``) and applied together
     (:func:`apply_held`: the same weights, bit for bit, as applying each at its step) when
@@ -267,7 +269,7 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
         ``s_t = W x_t + sum_i c_i (x_i . x_t)``,
 
     ``W_t x_t`` up to rounding: ``W x_t`` with the contexts in SIMD lanes over the rest of the tile
-    (:func:`fastpg.model.lane_scores`, formed once per tile or application), the sum from
+    (:func:`fastpg.kernels.lanes.lane_scores`, formed once per tile or application), the sum from
     :func:`held_gram` and :func:`add_held_scores`. Each term is formed by the same code whatever
     range, tile or call it falls in, so results do not depend on how a run is cut into calls
     between evaluation points; where evaluation points fall changes them by rounding.
@@ -350,12 +352,12 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
     ``pg`` on a pool with ``p.skip`` goes event by event (:func:`advance_pool_events`, with the
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
 
-    Fresh contexts are drawn a tile ahead (:func:`fastpg.contexts.draw_labelled_tile`) when
+    Fresh contexts are drawn a tile ahead (:func:`fastpg.kernels.contexts.draw_labelled_tile`) when
     nothing about them depends on the weights being trained: ``position`` features, no margin
     condition (``gamma <= 0``) and an algorithm whose own draws per step are a fixed number
     (``pg``: ``G N`` tokens; ``sft``: none). The stream, and so every result, is the same as
     drawing them one step at a time; only the teacher's logits are computed tile by tile. (With
-    large ``W`` :func:`fastpg.engine.advance_runs` sends such runs to :func:`advance_held`.)
+    large ``W`` :func:`fastpg.kernels.engine.advance_runs` sends such runs to :func:`advance_held`.)
     """
     B, k, d = W.shape
     N = pool_y.shape[1]

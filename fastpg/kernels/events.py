@@ -19,7 +19,7 @@ queries) and, all its responses being of one class ``c``, ``G`` mistakes unless 
 and, with PRM, ``G min(c + 1, N)`` queries. Without a baseline that class is 0; with one, the
 classes of ``S`` skipped steps are ``Multinomial(S, sum_i pi_ic^G / sum_i (1 - q_i))``.
 
-Everything here is exact in distribution; :func:`fastpg.advance.advance_run` decides when to
+Everything here is exact in distribution; :func:`fastpg.kernels.advance.advance_run` decides when to
 use it (when moves are rare) and when to step through.
 """
 
@@ -30,33 +30,16 @@ import math
 import numpy as np
 from numba import njit
 
-from .codes import (
-    C_CONTEXTS,
-    C_MISTAKES,
-    C_ORM,
-    C_PRM,
-    C_SEQUENCES,
-    C_STEPS,
-    C_TOKENS,
-    NONE,
-    ORM,
-)
-from .model import (
-    PROB,
-    block_index,
-    need_row,
-    open_table,
-    reset_table,
-    sample_token,
-    token_logliks,
-)
+from ..codes import C_CONTEXTS, C_MISTAKES, C_ORM, C_PRM, C_SEQUENCES, C_STEPS, C_TOKENS, NONE, ORM
 from .rng import uniform
+from .sampling import sample_token
 from .steps import count_samples
+from .tables import PROB, block_index, need_row, open_table, reset_table, token_logliks
 from .variates import categorical, categorical_counts, log1mexp
 
 # the persistent event state of a run (float64[EVENT_SLOTS], kept across calls so that results do
 # not depend on how a run is cut into calls); EV_HELD belongs to the step loop that holds updates
-# back (fastpg.advance.advance_held): how many it holds
+# back (fastpg.kernels.advance.advance_held): how many it holds
 EV_PENDING, EV_DEFERRED, EV_STEP_THROUGH, EV_HELD = 0, 1, 2, 3
 EVENT_SLOTS = 4
 
@@ -261,7 +244,7 @@ def response_of_class(W, x, y_star, features, table, have, state, c, reward, log
 @njit(cache=True, error_model="numpy", _nrt=False)
 def moving_step(W, pool_x, pool_y, logf, q, p, state, counters, ws, classes, work):
     """Draw the context and the ``G`` responses of a step conditioned on moving ``W``, count it like
-    any step (:func:`fastpg.steps.count_samples`); the caller then applies its update. Returns the
+    any step (:func:`fastpg.kernels.steps.count_samples`); the caller then applies its update. Returns the
     context's index and the longest rewarded prefix."""
     n = pool_x.shape[0]
     for i in range(n):
