@@ -55,7 +55,9 @@ def measure(name: str, args: list[str], root: Path) -> dict:
     out = root / name
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    done = subprocess.run(["fastpg", "sweep", str(out), *args, "--yes"], capture_output=True, text=True)
+    # the fastpg command of the Python running this (no console script needed on PATH)
+    done = subprocess.run([sys.executable, "-m", "fastpg_cli.main", "sweep", str(out), *args, "--yes"],
+                          capture_output=True, text=True)
     taken = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{name}: fastpg sweep failed ({done.returncode}): {done.stderr.strip()[-400:]}")

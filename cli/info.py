@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastpg.codes import COUNTERS
-from fastpg.metrics import METRICS
+from fastpg.outputs import COUNTERS, METRICS
 from fastpg.store import load
 
 from .progress import duration as _duration

@@ -140,14 +140,12 @@ def cli(args=None) -> int:
         return _error("interrupted", EXIT_INTERRUPTED)
     except click.ClickException as exc:
         return _error(" ".join(exc.format_message().split()), EXIT_BAD_INPUT)
-    except ConfigError as exc:
-        return _error(str(exc), EXIT_BAD_INPUT)
-    except OutputError as exc:
-        return _error(str(exc), EXIT_BAD_INPUT)
+    except (ConfigError, OutputError) as exc:  # the library names parameters; here they are flags
+        return _error(exc.for_cli(), EXIT_BAD_INPUT)
     except PlotUnavailable as exc:
         return _error(str(exc), EXIT_BAD_INPUT)
     except fastpg.RunFailed as exc:
-        return _error(str(exc), EXIT_FAILED)
+        return _error(exc.for_cli(), EXIT_FAILED)
     except KeyboardInterrupt as exc:
         return _stopped(exc)
     except OSError as exc:

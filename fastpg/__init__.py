@@ -7,7 +7,8 @@ silent are in docs/design.md, which the modules cite by section.
 
 from .api import RunFailed, RunResult, continue_run, pretrain, run
 from .config import PRESETS, ConfigError, RunConfig
-from .store import RunData, load
+from .result import RunData
+from .store import load
 from .sweep import SweepData, load_sweep
 from .tasks import margin_quantiles
 from .version import __version__

@@ -37,7 +37,7 @@ def pooled_rate_slope(runs, metric="greedy_error"):
     """Slope of ``log err`` against ``log(gamma^2 n)`` pooled over runs with different margins.
 
     If the error behaves like ``c / (gamma^2 n)`` the runs collapse onto one line of slope -1.
-    ``runs`` are :class:`fastpg.store.RunData` with ``task["gamma"] > 0``.
+    ``runs`` are :class:`fastpg.result.RunData` with ``task["gamma"] > 0``.
     """
     xs, ys = [], []
     for run in runs:
@@ -151,7 +151,7 @@ def cluster_exceptions(run, task: dict) -> dict:
     ``exception``, ``cluster``, the position where each exception first leaves the majority
     (``leave``), the base likelihood of its correct token there (``base_token``, NaN for the
     others) and counts. A task without clusters has none (``cluster`` is -1). Plain NumPy on a run
-    (:class:`fastpg.store.RunData`) and its task's arrays
+    (:class:`fastpg.result.RunData`) and its task's arrays
     (:func:`fastpg.store.read_task_arrays`).
     """
     X, Y = np.asarray(task["test_x"]), np.asarray(task["test_y"])

@@ -3,47 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import codes, defects, interrupts
-from .config import ConfigError, RunConfig, check_trace_size
+from .config import SCHEMA_VERSION, ConfigError, RunConfig, check_trace_size, option_of
 from .kernels.engine import Batch
 from .metrics import eval_points, likelihood_quantile, test_metrics
+from .outputs import TRACE_NAMES
+from .result import RunData
 from .runs import base_model, post_training_run, pretraining_run
-from .store import COMPLETE, FAILED, TRACE_NAMES, BatchWriter, RunWriter, check_output, one_line, read_final_W, read_task_arrays
+from .store import COMPLETE, FAILED, BatchWriter, RunWriter, check_output, one_line, read_final_W, read_task_arrays
 from .tasks import make_task
+from .version import __version__
 
 
 class RunFailed(RuntimeError):
-    """The run stopped (e.g. non-finite weights); the file, if any, is marked ``failed``."""
+    """The run stopped (e.g. non-finite weights); the file, if any, is marked ``failed``.
+    ``parameter`` names the parameter to change (``eta``); ``str()`` is ``"eta: ..."`` and the
+    command line shows it under the flag (:meth:`for_cli`)."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter, self.message = parameter, message
+
+    def for_cli(self) -> str:
+        return f"{option_of(self.parameter)}: {self.message}"
 
 
-@dataclass
-class RunResult:
-    """What a run produced: its config, status, trace (one entry per evaluation point), the test
-    log-likelihoods ``loglik[eval point, test context]`` and the final weights."""
-
-    config: RunConfig
-    path: str | None
-    status: str = COMPLETE
-    message: str = ""
-    trace: dict = field(default_factory=dict)
-    loglik: np.ndarray | None = None
-    W: np.ndarray | None = None
-    base_loglik: np.ndarray | None = None
-    task: dict = field(default_factory=dict)
-
-    @property
-    def likelihood(self) -> np.ndarray | None:
-        """``pi_W(y*_j|x_j)`` per evaluation point and test context (``exp`` of ``loglik``)."""
-        return None if self.loglik is None else np.exp(self.loglik)
+RunResult = RunData  # the name of fastpg.run's result before it was one type with fastpg.load's
 
 
 def _as_config(config) -> RunConfig:
@@ -53,50 +47,36 @@ def _as_config(config) -> RunConfig:
 
 
 def _task_record(task, teacher_scale: str) -> dict:
+    """The task's datasets and attributes for its file (units and descriptions: :mod:`fastpg.outputs`)."""
     return {
-        "datasets": {
-            "W_star": (task.W_star, "weight", "teacher weights W*[block, token, d], i.i.d. normal scaled by "
-                                              f"teacher_scale={teacher_scale}: "
-                                              + ("Frobenius norm 1" if teacher_scale == "frobenius" else
-                                                 "every block of norm 1, so ||W*||^2 = the number of blocks")),
-            "test_x": (task.test_x, "unit vector", "test contexts x_j (rows, norm 1)"),
-            "test_y": (task.test_y.astype(np.int32), "token", "correct responses y*(x_j): greedy decoding of W*"),
-            "test_margin": (task.test_margin, "logit", "teacher margin m(x_j) of each test context"),
-            "centres": (task.centres, "unit vector", "cluster centres (empty for the sphere)"),
-        },
+        "datasets": {"W_star": task.W_star, "test_x": task.test_x, "test_y": task.test_y.astype(np.int32),
+                     "test_margin": task.test_margin, "centres": task.centres},
         "attrs": {
             "gamma": task.gamma,
             "realised_min_margin": task.realised_min_margin,
             "acceptance": task.acceptance,
             "pilot_margin_quantiles": json.dumps(task.pilot_margin_quantiles),
         },
+        "describe": {"teacher_scale": teacher_scale,
+                     "teacher_norm": "Frobenius norm 1" if teacher_scale == "frobenius" else
+                                     "every block of norm 1, so ||W*||^2 = the number of blocks"},
     }
 
 
 def _base_record(W0, loglik, token, offsupport, lq) -> tuple[dict, dict]:
+    """The base model's datasets and attributes, and its Likelihood Quantile tables, for its file."""
     base = {
-        "datasets": {
-            "W": (W0, "weight", "base weights W0[block, token, d]"),
-            "loglik": (loglik, "nats", "log pi_0(y*_j|x_j) of the base model"),
-            "token_loglik": (token, "nats", "log pi_0(y*_ji|x_j, y*_j<i) of the base model"),
-        },
+        "datasets": {"W": W0, "loglik": loglik, "token_loglik": token},
         "attrs": {
             "offsupport_count": int(offsupport.sum()),
             "offsupport_fraction": float(offsupport.mean()),
         },
     }
-    lq_ds = {
-        "alpha": (lq["alpha"], "probability", "likelihood thresholds alpha (log grid)"),
-        "cdf": (lq["cdf"], "fraction", "P_j[pi_0(y*_j|x_j) <= alpha]"),
-        "token_cdf": (lq["token_cdf"], "fraction", "P_j[min_i pi_0(y*_ji|x_j,y*_j<i) <= alpha]"),
-        "level": (lq["level"], "fraction", "quantile levels q"),
-        "loglik_quantile": (lq["loglik_quantile"], "nats", "q-quantile of log pi_0(y*_j|x_j)"),
-        "token_loglik_quantile": (lq["token_loglik_quantile"], "nats", "q-quantile of min_i log pi_0(y*_ji|...)"),
-    }
+    lq_ds = {name: lq[name] for name in ("alpha", "cdf", "token_cdf", "level", "loglik_quantile", "token_loglik_quantile")}
     return base, lq_ds
 
 
-def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None, progress=None) -> RunResult:
+def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None, progress=None) -> RunData:
     """Run one configuration: build the task, the base model, post-train, evaluate, and stream to ``out``.
 
     Parameters
@@ -118,7 +98,7 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
 
 
 def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progress=None,
-              raise_errors: bool = False, batch_file=None, run_ids=None) -> list[RunResult]:
+              raise_errors: bool = False, batch_file=None, run_ids=None) -> list[RunData]:
     """Runs of one shape and one evaluation schedule, advanced together by one parallel kernel.
 
     Every run keeps its own random streams, so its results are bit-identical to running it
@@ -149,9 +129,9 @@ def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progres
         except ConfigError as exc:
             if raise_errors:
                 raise
-            results[i] = RunResult(config=cfg, path=None, status=FAILED, message=str(exc))
+            results[i] = _Member(i, cfg, None, None, "post-training", "eta", cfg.eta).not_started(str(exc))
             continue
-        members.append(_Member(i, cfg, task, out, "post-training", "--eta", cfg.eta))
+        members.append(_Member(i, cfg, task, out, "post-training", "eta", cfg.eta))
         arrays.append(post_training_run(cfg, task, W0))
     if members:
         points = eval_points(cfgs[0].steps, cfgs[0].eval_every, cfgs[0].eval_log)
@@ -162,7 +142,7 @@ def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progres
     return results
 
 
-def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=None) -> RunResult:
+def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=None) -> RunData:
     """Continue a complete run to the larger budget ``steps`` (docs/design.md, "Budgets").
 
     The file becomes the one a run made with ``steps`` from the start would have written, bit
@@ -183,30 +163,30 @@ def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=No
     try:
         data = load(path)
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError("--continue", f"cannot read {path} ({exc.__class__.__name__}); allowed: a complete fastpg "
+        raise ConfigError("continue", f"cannot read {path} ({exc.__class__.__name__}); allowed: a complete fastpg "
                                         "run file") from None
     if data.status != COMPLETE or data.experiment != "post-training":
-        raise ConfigError("--continue", f"{path} is {data.status} ({data.experiment}); allowed: a complete "
+        raise ConfigError("continue", f"{path} is {data.status} ({data.experiment}); allowed: a complete "
                                         "post-training run file")
     if data.message:
-        raise ConfigError("--continue", f"{path} {data.message}: a longer budget would stop there again")
+        raise ConfigError("continue", f"{path} {data.message}: a longer budget would stop there again")
     final = read_task_arrays(path, group="final")
     if "state" not in final:
-        raise ConfigError("--continue", f"{path} was made before fastpg stored a run's generator state; allowed: "
+        raise ConfigError("continue", f"{path} was made before fastpg stored a run's generator state; allowed: "
                                         "files from this version (re-run it)")
     done = int(data.trace["steps"][-1])
     cfg = RunConfig.from_dict({**data.config, "steps": steps})
     if steps <= done:
-        raise ConfigError("--steps", f"got {steps}; allowed: more than the {done} steps {path} has done")
+        raise ConfigError("steps", f"got {steps}; allowed: more than the {done} steps {path} has done")
     if cfg.eval_log > 0 or done % cfg.eval_every:
-        raise ConfigError("--continue", f"{path} has evaluation points a run of {steps} steps would not have "
+        raise ConfigError("continue", f"{path} has evaluation points a run of {steps} steps would not have "
                                         f"(eval_log={cfg.eval_log}, {done} steps every {cfg.eval_every}); allowed: runs "
                                         "with --eval-every whose budget is a multiple of it")
     task = make_task(cfg)
     batch = Batch([post_training_run(cfg, task, base_model(cfg, task, read_final_W))])
     base, base_W = batch.evaluate(), batch.W.copy()
     if not np.array_equal(base[0][0], data.base["loglik"]):
-        raise ConfigError("--continue", f"{path}: this fastpg does not rebuild the same base model (a file of "
+        raise ConfigError("continue", f"{path}: this fastpg does not rebuild the same base model (a file of "
                                         "another version?); allowed: files whose base model it reproduces")
     batch.W[0][...] = final["W"]
     batch.states[0][...] = final["state"]
@@ -216,7 +196,7 @@ def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=No
     rows = [({name: float(data.trace[name][i]) for name in TRACE_NAMES}, data.loglik[i], token[i])
             for i in range(data.rows)]
     tmp = path.with_name(f".{path.name}.continue")
-    member = _Member(0, cfg, task, tmp, "post-training", "--eta", cfg.eta)
+    member = _Member(0, cfg, task, tmp, "post-training", "eta", cfg.eta)
     try:
         _drive([member], batch, eval_points(steps, cfg.eval_every, cfg.eval_log), argv=argv, progress=progress,
                raise_errors=True, base=base, base_W=base_W, history=(done, rows))
@@ -237,7 +217,7 @@ def _batch_key(cfg: RunConfig) -> tuple:
 
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] | None = None,
-             progress=None) -> RunResult:
+             progress=None) -> RunData:
     """The statistical-learning experiment (docs/design.md, "Base models"): SGD on the log-loss from ``W = 0``.
 
     Runs ``n_pre`` steps of pre-training on fresh labelled contexts from the pre-training
@@ -250,7 +230,7 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] 
     if out is not None:
         check_output(out, overwrite)
     task = make_task(cfg)
-    member = _Member(0, cfg, task, out, "pretrain", "--pre-eta", cfg.pre_eta)
+    member = _Member(0, cfg, task, out, "pretrain", "pre_eta", cfg.pre_eta)
     check_trace_size(cfg, cfg.n_pre)
     points = eval_points(cfg.n_pre, cfg.eval_every, cfg.eval_log)
     _drive([member], Batch([pretraining_run(cfg, task)]), points, argv=argv, progress=progress, raise_errors=True)
@@ -283,48 +263,48 @@ class _Chunker:
 class _Member:
     """One run of a batch: its writer, its trace so far, and whether it has failed."""
 
-    def __init__(self, index, cfg, task, out, experiment, eta_flag, eta):
+    def __init__(self, index, cfg, task, out, experiment, eta_name, eta):
         self.index, self.cfg, self.task, self.out = index, cfg, task, out
-        self.experiment, self.eta_flag, self.eta = experiment, eta_flag, eta
+        self.experiment, self.eta_name, self.eta = experiment, eta_name, eta
         self.writer: RunWriter | None = None
+        self.created = _dt.datetime.now(_dt.UTC).isoformat()
         self.trace = {name: [] for name in TRACE_NAMES}
-        self.logliks = []
-        self.base_loglik: np.ndarray | None = None
+        self.logliks, self.token_logliks = [], []
         self.offsupport: np.ndarray | None = None
+        self.static: dict | None = None  # task, base model and LQ records (records())
         self.error: Exception | None = None
-        self.result: RunResult | None = None
+        self.result: RunData | None = None
 
     def diverged(self, what: str, done: int) -> RunFailed:
-        name = self.eta_flag[2:].replace("-", "_")
-        return RunFailed(f"{self.eta_flag}: {what} before step {done} ({name}={self.eta:g}); allowed: a smaller {self.eta_flag}")
+        name = self.eta_name
+        return RunFailed(name, f"{what} before step {done} ({name}={self.eta:g}); allowed: a smaller {name}")
 
     def set_base(self, loglik: np.ndarray) -> None:
         """The base model's test log-likelihoods: they define the off-support set (or an error)."""
-        self.base_loglik = loglik
         if not np.all(np.isfinite(loglik)):
-            flag = "--beta" if self.cfg.base == "teacher" else "--pre-eta"
-            self.error = ConfigError(flag, "the base model's likelihoods are not finite; allowed: smaller weights")
+            name = "beta" if self.cfg.base == "teacher" else "pre_eta"
+            self.error = ConfigError(name, "the base model's likelihoods are not finite; allowed: smaller weights")
         else:
             self.offsupport = loglik < math.log(self.cfg.alpha_off)
 
-    def records(self, W0, loglik0, token0) -> dict:
-        """The run's static data for its file: task, base model and Likelihood Quantile records."""
+    def set_static(self, W0, loglik0, token0) -> None:
+        """The run's static data, for its file and its result: task, base model and Likelihood Quantile records."""
         base, lq_ds = _base_record(W0, loglik0, token0, self.offsupport, likelihood_quantile(loglik0, token0))
-        return {"task": _task_record(self.task, self.cfg.teacher_scale), "base": base, "lq": lq_ds}
+        self.static = {"task": _task_record(self.task, self.cfg.teacher_scale), "base": base, "lq": lq_ds}
 
-    def open_writer(self, argv, W0, loglik0, token0, resume_shapes=None) -> None:
+    def open_writer(self, argv, W_shape, resume_shapes=None) -> None:
         """Create the run's file with its task, base model and Likelihood Quantile (SWMR from here)."""
         cfg = self.cfg
         self.writer = RunWriter(self.out, config=cfg.to_dict(), argv=list(argv or []), n_test=cfg.n_test, N=cfg.N,
                                 token_trace=cfg.token_trace, experiment=self.experiment)
-        self.writer.open(**self.records(W0, loglik0, token0), W_shape=W0.shape, resume_shapes=resume_shapes)
+        self.writer.open(**self.static, W_shape=W_shape, resume_shapes=resume_shapes)
 
     def check(self, status: int, loglik: np.ndarray, done: int) -> Exception | None:
         """The error that ends this run at an evaluation point, if any (kernel status, likelihoods)."""
         if status == codes.NON_FINITE:
             return self.diverged(f"weights diverged (non-finite or above {codes.MAX_ABS_WEIGHT:g})", done)
         if status == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
-            return RunFailed("--gamma: rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
+            return RunFailed("gamma", "rejection sampling for the margin ran out of tries; allowed: a smaller gamma")
         if not np.all(np.isfinite(loglik)):
             return self.diverged("likelihoods became non-finite", done)
         return None
@@ -344,24 +324,40 @@ class _Member:
         for name in TRACE_NAMES:
             self.trace[name].append(row[name])
         self.logliks.append(np.array(loglik, dtype=np.float64))
+        if self.cfg.token_trace:
+            self.token_logliks.append(np.array(token, dtype=np.float64))
         if self.writer is not None:
             self.writer.append(row, loglik, token)
 
     def finish(self, status: str, W: np.ndarray | None, message: str = "", state=None, events=None) -> None:
         """Close the run: its file's final status (with ``W`` and, for continuing it, the generator
-        ``state`` and ``events`` when complete) and its :class:`RunResult`."""
+        ``state`` and ``events`` when complete) and its :class:`RunData`: what :func:`fastpg.load`
+        reads back from the file."""
+        complete = status == COMPLETE
         if self.writer is not None:
-            complete = status == COMPLETE
             self.writer.close(status, W_final=W if complete else None, message=message,
                               state=state if complete else None, events=events if complete else None)
             self.writer = None
-        self.result = RunResult(
-            config=self.cfg, path=None if self.out is None else str(self.out), status=status, message=message,
-            trace={k: np.array(v) for k, v in self.trace.items()},
-            loglik=np.array(self.logliks).reshape(len(self.logliks), self.cfg.n_test),
-            W=None if W is None else W.copy(), base_loglik=self.base_loglik,
-            task={"gamma": self.task.gamma, "realised_min_margin": self.task.realised_min_margin},
+        cfg, static = self.cfg, self.static
+        n = len(self.logliks)
+        self.result = RunData(
+            path=None if self.out is None else str(self.out), status=status, message=message, experiment=self.experiment,
+            created=self.created, fastpg_version=__version__, schema_version=SCHEMA_VERSION, config=cfg.to_dict(),
+            trace={k: np.array(v, dtype=np.float64) for k, v in self.trace.items()},
+            loglik=np.array(self.logliks).reshape(n, cfg.n_test),
+            token_loglik=np.array(self.token_logliks).reshape(n, cfg.n_test, cfg.N) if cfg.token_trace else None,
+            base={} if static is None else {"loglik": static["base"]["datasets"]["loglik"],
+                                            "token_loglik": static["base"]["datasets"]["token_loglik"],
+                                            **static["base"]["attrs"]},
+            lq={} if static is None else dict(static["lq"]),
+            task={} if static is None else dict(static["task"]["attrs"]),
+            final_W=W.copy() if complete and W is not None else None,
         )
+
+    def not_started(self, message: str) -> RunData:
+        """The result of a run that could not start (bad input): ``failed``, with no rows."""
+        self.finish(FAILED, None, message)
+        return self.result
 
     def fail(self, error: Exception) -> None:
         self.error = error
@@ -387,13 +383,13 @@ def _advance(batch, members, steps: int, chunk: _Chunker, progress, done: int) -
     return status
 
 
-def _open_batch_file(path, members, slots, ids, argv, batch, loglik0, token0, n_points) -> BatchWriter:
+def _open_batch_file(path, members, slots, ids, argv, batch, n_points) -> BatchWriter:
     """One file for the runs ``slots`` of the batch (docs/design.md, "Batch files")."""
     cfg = members[slots[0]].cfg
     writer = BatchWriter(path, ids=[ids[members[r].index] for r in slots], configs=[members[r].cfg.to_dict() for r in slots],
                          argv=list(argv or []), n_test=cfg.n_test, N=cfg.N, token_trace=cfg.token_trace,
                          experiment=members[slots[0]].experiment, expected_rows=n_points)
-    records = [members[r].records(batch.W[r], loglik0[r], token0[r]) for r in slots]
+    records = [members[r].static for r in slots]
     writer.open(tasks=[x["task"] for x in records], bases=[x["base"] for x in records],
                 lqs=[x["lq"] for x in records], W_shape=batch.W[slots[0]].shape)
     return writer
@@ -418,14 +414,15 @@ def _drive_batch(members, batch, points, *, argv, progress, raise_errors, batch_
     base0, base_token0 = defects.base_likelihoods(loglik0, token0)  # as evaluated (a testing hook aside)
     for r, m in enumerate(members):
         m.set_base(base0[r])
+        if m.error is None:
+            m.set_static(batch.W[r] if base_W is None else base_W[r], base0[r], base_token0[r])
     batch_writer, slots = None, [r for r, m in enumerate(members) if m.error is None]
     try:
         if batch_file is not None and slots:
-            batch_writer = _open_batch_file(batch_file, members, slots, run_ids, argv, batch, base0, base_token0,
-                                            len(points))
+            batch_writer = _open_batch_file(batch_file, members, slots, run_ids, argv, batch, len(points))
         for r, m in enumerate(members):
             if m.error is None and m.out is not None:
-                m.open_writer(argv, batch.W[r] if base_W is None else base_W[r], base0[r], base_token0[r],
+                m.open_writer(argv, batch.W[r].shape,
                               (batch.states[r].shape, batch.events[r].shape) if m.experiment == "post-training" else None)
         start = time.perf_counter()
         done = 0

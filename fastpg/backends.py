@@ -45,7 +45,7 @@ def _dask():
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise ConfigError("--backend", "dask needs dask.distributed: pip install 'fastpg[dask]'; "
+        raise ConfigError("backend", "dask needs dask.distributed: pip install 'fastpg[dask]'; "
                                        "allowed without it: local") from None
     return Client, LocalCluster
 
@@ -64,7 +64,7 @@ def connect(Client, scheduler: str, notify=None):
     try:
         client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
-        raise ConfigError("--scheduler", f"no Dask scheduler answers at {scheduler} within {CONNECT_TIMEOUT:g} s "
+        raise ConfigError("scheduler", f"no Dask scheduler answers at {scheduler} within {CONNECT_TIMEOUT:g} s "
                                          f"({exc.__class__.__name__}); allowed: the address of a running scheduler, "
                                          "such as tcp://127.0.0.1:8786") from None
     while True:
@@ -136,7 +136,7 @@ def open_backend(backend: str = "local", *, scheduler: str | None = None, n_work
         yield InlineExecutor(), 1, None
         return
     if backend != "dask":
-        raise ConfigError("--backend", f"got {backend!r}; allowed: {', '.join(BACKENDS)}")
+        raise ConfigError("backend", f"got {backend!r}; allowed: {', '.join(BACKENDS)}")
     Client, LocalCluster = _dask()
     cluster = None
     if scheduler:

@@ -16,13 +16,13 @@ import numpy as np
 from .config import ConfigError
 
 
-def check_alpha(alpha: float, option: str = "--alpha") -> float:
+def check_alpha(alpha: float, option: str = "alpha") -> float:
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and 0.0 < alpha <= 1.0):
         raise ConfigError(option, f"got {alpha!r}; allowed: numbers in (0, 1]")
     return float(alpha)
 
 
-def check_eps(eps: float, option: str = "--eps") -> float:
+def check_eps(eps: float, option: str = "eps") -> float:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0.0 < eps < 1.0):
         raise ConfigError(option, f"got {eps!r}; allowed: numbers in (0, 1)")
     return float(eps)

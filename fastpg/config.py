@@ -45,12 +45,24 @@ LR_RULES = tuple(LR_CODES)
 
 
 class ConfigError(ValueError):
-    """Bad input: ``option`` is the command-line flag to blame, the message says what is allowed."""
+    """Bad input: ``parameter`` names what is to blame (a parameter of :data:`PARAMS`, or another
+    argument: ``outdir``, ``steps`` of a continuation, ``alpha``), ``message`` says what is allowed;
+    ``str()`` is ``"eta: got -1; allowed: ..."``. The command line shows it under its flag
+    (:attr:`option`, ``--eta``). A caller may also pass a flag, which is kept as it is."""
 
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option = option
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
         self.message = message
+
+    @property
+    def option(self) -> str:
+        """The command-line spelling of :attr:`parameter` (:func:`option_of`)."""
+        return option_of(self.parameter)
+
+    def for_cli(self) -> str:
+        """The one line the command line prints: the flag, then the message."""
+        return f"{self.option}: {self.message}"
 
 
 def flag(name: str) -> str:
@@ -58,6 +70,14 @@ def flag(name: str) -> str:
     if name in ("d", "k", "N"):
         return "-" + name
     return "--" + name.replace("_", "-")
+
+
+def option_of(parameter: str) -> str:
+    """How the command line spells a parameter in an error: its flag (``eta`` -> ``--eta``), the
+    argument ``OUTDIR`` for ``outdir``; a flag or an argument name is kept as it is."""
+    if parameter.startswith("-") or (len(parameter) > 1 and parameter.isupper()):
+        return parameter
+    return "OUTDIR" if parameter == "outdir" else flag(parameter)
 
 
 @dataclass(frozen=True)
@@ -112,7 +132,7 @@ class Param:
 
     def parse(self, value, option: str | None = None):
         """Convert a value given as text (command line, grid, TOML) or as a Python value to this type."""
-        option = option or self.flag
+        option = option or self.name
         if value is None and self.optional:
             return None
         try:
@@ -141,7 +161,7 @@ class Param:
             if ok and self.high is not None:
                 ok = value <= self.high
         if not ok:
-            raise ConfigError(self.flag, f"got {value!r}; allowed: {self.allowed()}")
+            raise ConfigError(self.name, f"got {value!r}; allowed: {self.allowed()}")
 
 
 def parse_int(value) -> int:
@@ -301,7 +321,7 @@ class _RunConfigMethods:
     def from_dict(cls, values: dict) -> RunConfig:
         unknown = sorted(set(values) - set(PARAM))
         if unknown:
-            raise ConfigError(flag(unknown[0]), f"unknown parameter; allowed: {', '.join(PARAM)}")
+            raise ConfigError(unknown[0], f"unknown parameter; allowed: {', '.join(PARAM)}")
         return cls(**{name: parse_value(name, value) for name, value in values.items()})
 
     def _key(self, names) -> dict:
@@ -343,7 +363,7 @@ RunConfig.__doc__ = "Every resolved parameter of one run; fields and their meani
 def parse_value(name: str, value, option: str | None = None):
     """Convert a value given as text (command line, grid, TOML) to the type of parameter ``name``."""
     if name not in PARAM:
-        raise ConfigError(option or flag(name), f"unknown parameter {name!r}; allowed: {', '.join(PARAM)}")
+        raise ConfigError(option or name, f"unknown parameter {name!r}; allowed: {', '.join(PARAM)}")
     return PARAM[name].parse(value, option)
 
 
@@ -387,7 +407,7 @@ def memory_bytes() -> int:
         return 1 << 40
 
 
-def check_trace_size(cfg, steps: int, option: str = "--eval-every") -> None:
+def check_trace_size(cfg, steps: int, option: str = "eval_every") -> None:
     """Refuse a trace that could not be held: each evaluation point keeps ``n_test`` log-likelihoods
     (``n_test x N`` more with ``token_trace``) in memory and in the file; all of them may take at
     most a quarter of this machine's memory."""
@@ -408,7 +428,7 @@ def validate(cfg) -> None:
         p.check(getattr(cfg, p.name))
     check_trace_size(cfg, cfg.steps)
     if cfg.base == "file" and not cfg.base_file:
-        raise ConfigError("--base-file", "required with --base file: the path of an earlier fastpg HDF5 file")
+        raise ConfigError("base_file", "required with --base file: the path of an earlier fastpg HDF5 file")
     if cfg.baseline != "none" and cfg.G < 2:
-        raise ConfigError("--baseline", f"{cfg.baseline!r} needs --G >= 2 (with one sample every advantage is 0); "
+        raise ConfigError("baseline", f"{cfg.baseline!r} needs --G >= 2 (with one sample every advantage is 0); "
                                         "allowed with --G 1: none")

@@ -24,7 +24,7 @@ from .store import COMPLETE, check_output, load, read_status, read_task_arrays
 def _outdir(outdir) -> Path:
     path = Path(outdir)
     if path.exists() and not path.is_dir():
-        raise ConfigError("OUTDIR", f"{path} is a file; allowed: a folder (created if missing)")
+        raise ConfigError("outdir", f"{path} is a file; allowed: a folder (created if missing)")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -115,7 +115,7 @@ def _plan(configs: dict, png, overwrite: bool, resume: bool) -> list:
         differs = [k for k in want if k in have and have[k] != want[k]]
         if differs:
             k = differs[0]
-            raise ConfigError("OUTDIR", f"{Path(path).name} was made with {k}={have[k]!r}, not {want[k]!r}; allowed: "
+            raise ConfigError("outdir", f"{Path(path).name} was made with {k}={have[k]!r}, not {want[k]!r}; allowed: "
                                         "another folder, or --overwrite to redo it")
     for path in todo:
         check_output(path, overwrite=True)
@@ -147,7 +147,7 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     params.pop("seed", None)
     seeds = list(seeds)
     if not seeds:
-        raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
+        raise ConfigError("seeds", "got an empty list; allowed: seeds like 0-2")
     files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
     png, exceptions_png = out / "fig1.png", out / "exceptions.png"
     todo = _plan({path: {**params, "reward": reward, "seed": seed} for (reward, seed), path in files.items()}, png,

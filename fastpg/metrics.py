@@ -6,11 +6,9 @@ import numpy as np
 
 from . import config as C
 
-METRICS = ("expected_error", "greedy_error", "offsupport_likelihood", "onsupport_likelihood", "mean_loglik")
-
 
 def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray) -> dict:
-    """Metrics of one evaluation point.
+    """Metrics of one evaluation point: one entry per ``metric`` row of :data:`fastpg.outputs.OUTPUTS`.
 
     ``expected_error = 1 - mean_j pi_W(y*_j | x_j)``; ``greedy_error`` = fraction of contexts whose
     greedy decoding is not ``y*_j``; ``off/onsupport_likelihood`` = mean likelihood over contexts

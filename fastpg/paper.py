@@ -539,7 +539,7 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
     if out.exists() and not out.is_dir():
         from .config import ConfigError
 
-        raise ConfigError("OUTDIR", f"{out} is a file; allowed: a folder (created if missing)")
+        raise ConfigError("outdir", f"{out} is a file; allowed: a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     s = Settings.quick() if quick else Settings()
     claims, times, sections = [], {}, []

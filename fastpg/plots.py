@@ -1,4 +1,4 @@
-"""Figures from loaded result files (:class:`fastpg.store.RunData`); never reruns anything.
+"""Figures from loaded result files (:class:`fastpg.result.RunData`); never reruns anything.
 
 Needs matplotlib (the optional extra ``plot``); :func:`require_matplotlib` gives a one-line
 error naming the extra when it is missing.

@@ -89,25 +89,25 @@ class Profile:
     def __post_init__(self):
         self.outdir = Path(os.path.abspath(self.outdir))  # as the sweeps' own folders
         if not self.alphas:
-            raise ConfigError("--alpha", "got an empty list; allowed: numbers in (0, 1]")
+            raise ConfigError("alpha", "got an empty list; allowed: numbers in (0, 1]")
         if not self.eps:
-            raise ConfigError("--eps", "got an empty list; allowed: numbers in (0, 1)")
+            raise ConfigError("eps", "got an empty list; allowed: numbers in (0, 1)")
         self.alphas = sorted({check_alpha(a) for a in self.alphas}, reverse=True)
         self.eps = sorted({check_eps(e) for e in self.eps}, reverse=True)
         if not self.seeds:
-            raise ConfigError("--seeds", "got an empty list; allowed: seeds like 0-2")
+            raise ConfigError("seeds", "got an empty list; allowed: seeds like 0-2")
         grid = {name: list(values) for name, values in PROFILE_GRID.items()}
         for name, values in self.grid.items():
             if not values:
-                raise ConfigError("--grid", f"{name}: got an empty list; allowed: one or more values")
+                raise ConfigError("grid", f"{name}: got an empty list; allowed: one or more values")
             grid[name] = list(values)
         unknown = [name for name in grid if name not in GRID_NAMES]
         if unknown:
-            raise ConfigError("--grid", f"{unknown[0]} cannot be profiled over; allowed: {', '.join(GRID_NAMES)} "
+            raise ConfigError("grid", f"{unknown[0]} cannot be profiled over; allowed: {', '.join(GRID_NAMES)} "
                                         "(set other parameters with run options)")
         bad = [a for a in grid["algorithm"] if a not in ("pg", "rs")]
         if bad:
-            raise ConfigError("--grid", f"algorithm={bad[0]}; allowed: pg, rs")
+            raise ConfigError("grid", f"algorithm={bad[0]}; allowed: pg, rs")
         self.grid = grid
         self.fixed = {**PROFILE, **{k: v for k, v in self.fixed.items() if k not in GRID_NAMES}}
         self.N_ref, self.gamma_ref = reference(grid["N"]), reference(grid["gamma"])

@@ -73,7 +73,7 @@ def base_file_path(cfg: RunConfig) -> str:
     try:
         return cfg.base_file.format(**cfg.to_dict())
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError("--base-file", f"cannot fill {cfg.base_file!r} ({exc.__class__.__name__}: {exc}); "
+        raise ConfigError("base_file", f"cannot fill {cfg.base_file!r} ({exc.__class__.__name__}: {exc}); "
                                          "allowed: a path with {name} placeholders of run parameters") from None
 
 
@@ -89,13 +89,13 @@ def base_model(cfg: RunConfig, task: Task, load_final_W=None) -> np.ndarray:
     if cfg.base == "file":
         W = load_final_W(base_file_path(cfg))
         if W.shape != task.W_star.shape:
-            raise ConfigError("--base-file", f"its final W has shape {W.shape}; "
+            raise ConfigError("base_file", f"its final W has shape {W.shape}; "
                                              f"allowed: a file whose W has shape {task.W_star.shape}")
         return np.array(W, dtype=np.float64)
     batch = Batch([pretraining_run(cfg, task)])
     status = batch.advance(cfg.n_pre)
     if status[0] == codes.NON_FINITE:
-        raise ConfigError("--pre-eta", "pre-training weights became non-finite; allowed: a smaller --pre-eta")
+        raise ConfigError("pre_eta", "pre-training weights became non-finite; allowed: a smaller --pre-eta")
     if status[0] == codes.REJECTION_FAILED:  # pragma: no cover - probability about e^-50
-        raise ConfigError("--gamma", "rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
+        raise ConfigError("gamma", "rejection sampling for the margin ran out of tries; allowed: a smaller --gamma")
     return batch.W[0].copy()

@@ -18,71 +18,48 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .codes import COUNTERS
 from .config import SCHEMA_VERSION, ConfigError
 from .interrupts import Terminated
-from .metrics import METRICS
+from .outputs import TRACE_AXES, TRACE_NAMES, output
+from .result import RunData
 from .version import __version__
 
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
 
-TRACE_UNITS = {
-    "steps": ("steps", "steps taken (post-training; labelled samples seen in a pretrain experiment)"),
-    "contexts": ("contexts", "post-training contexts drawn"),
-    "sequences": ("responses", "responses sampled, skipped ones included"),
-    "tokens": ("tokens", "tokens sampled, skipped ones included"),
-    "orm_queries": ("queries", "outcome reward model queries"),
-    "prm_queries": ("queries", "process reward model (prefix) queries"),
-    "updates": ("updates", "steps with a non-zero update"),
-    "mistakes": ("responses", "sampled responses (tokens for rs+prm) that were not correct"),
-    "expected_error": ("probability", "1 - mean_j pi_W(y*_j|x_j) over the test set"),
-    "greedy_error": ("fraction", "fraction of test contexts whose greedy decoding is not y*"),
-    "offsupport_likelihood": ("probability", "mean pi_W(y*|x) over test contexts with base likelihood < alpha_off (0 if none)"),
-    "onsupport_likelihood": ("probability", "mean pi_W(y*|x) over test contexts with base likelihood >= alpha_off (0 if none)"),
-    "mean_loglik": ("nats", "mean_j log pi_W(y*_j|x_j)"),
-    "wall_time": ("seconds", "wall-clock time since the start of post-training"),
-}
-TRACE_NAMES = COUNTERS + METRICS + ("wall_time",)
-# Dimension scales in /trace (HDF5 dimension scales, which netCDF-4 readers and xarray take as
-# named, linked dimensions): the axes of the trace arrays, not rows of the trace. A run file's rows
-# are labelled by ``steps`` (itself a trace column); a batch file's by ``eval`` (its row index),
-# since each run has its own steps. docs/design.md, "Result files".
-TRACE_AXES = ("eval", "run", "context", "position")
-
-
-def param_column(name: str) -> str:
-    """The column of parameter ``name`` in a table that also holds results (``index.csv``,
-    :meth:`RunData.to_pandas`, :func:`fastpg.load_sweep`'s traces): ``name``, or ``config_<name>``
-    where a result has that name. Two do: ``steps`` (the budget; the result is the steps taken)
-    and ``contexts`` (the context distribution; the result is the number of contexts drawn)."""
-    return f"config_{name}" if name in TRACE_NAMES or name == "queries" else name
 
 
 class OutputError(Exception):
-    """The output path cannot be used; the message is one line."""
+    """The output path (parameter ``out``) cannot be used; the message is one line, ``str()`` is
+    ``"out: ..."`` and the command line shows it under ``--out`` (:meth:`for_cli`)."""
+
+    def __init__(self, message: str):
+        super().__init__(f"out: {message}")
+        self.parameter, self.message = "out", message
+
+    def for_cli(self) -> str:
+        return f"--out: {self.message}"
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse an existing file (unless ``overwrite``) or an unwritable folder, before any work."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"--out: {path} is a folder; allowed: a file path")
+        raise OutputError(f"{path} is a folder; allowed: a file path")
     if path.exists() and not overwrite:
-        raise OutputError(f"--out: {path} exists; pass --overwrite to replace it, or choose another path")
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another path")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"--out: folder {folder} does not exist")
+        raise OutputError(f"folder {folder} does not exist")
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"--out: {path} cannot be written (permission denied)")
+        raise OutputError(f"{path} cannot be written (permission denied)")
     problem = write_problem(folder)
     if problem:
-        raise OutputError(f"--out: {problem}")
+        raise OutputError(f"{problem}")
     return path
 
 
@@ -317,9 +294,9 @@ def append_row(ds, n: int, value) -> None:
 
 
 def _static_bytes(groups: list[dict], W_shape) -> int:
-    """Bytes of the data a writer stores at creation: ``{name: (array, units, description)}``
-    groups and the final weights (a few KiB more for HDF5's own structures)."""
-    return sum(np.asarray(data).nbytes for group in groups for data, _, _ in group.values()) + 8 * int(np.prod(W_shape))
+    """Bytes of the data a writer stores at creation: ``{name: array}`` groups and the final
+    weights (a few KiB more for HDF5's own structures)."""
+    return sum(np.asarray(data).nbytes for group in groups for data in group.values()) + 8 * int(np.prod(W_shape))
 
 
 class _Writer:
@@ -416,15 +393,18 @@ def one_line(exc: BaseException) -> str:
     return text or exc.__class__.__name__
 
 
-def _describe(ds, units: str, description: str) -> None:
-    ds.attrs["units"] = units
-    ds.attrs["description"] = description
+def _describe(ds, path: str, batch: bool = False, **values) -> None:
+    """Give ``ds`` the ``units`` and ``description`` of its row ``path`` in :data:`fastpg.outputs.OUTPUTS`
+    (the batch file's description where it differs; ``values`` fill its placeholders)."""
+    row = output(path)
+    ds.attrs["units"] = row.units
+    ds.attrs["description"] = row.describe(batch, **values)
 
 
-def _axis(group, name: str, data, description: str, maxshape=None, dtype=None):
-    """A dimension scale ``group/name`` holding ``data`` (see :data:`TRACE_AXES`)."""
+def _axis(group, name: str, data, maxshape=None, dtype=None):
+    """A dimension scale ``/trace/name`` holding ``data`` (see :data:`TRACE_AXES`)."""
     ds = group.create_dataset(name, data=data, maxshape=maxshape, dtype=dtype)
-    _describe(ds, "", description)
+    _describe(ds, f"trace/{name}")
     ds.make_scale(name)
     return ds
 
@@ -432,9 +412,9 @@ def _axis(group, name: str, data, description: str, maxshape=None, dtype=None):
 def _trace_axes(tr, columns: dict, rows, *between, n_test: int, N: int) -> None:
     """Give every trace array its dimension scales: ``rows`` for the evaluation points, then
     ``between`` (a batch file's runs), then the test contexts and, for ``token_loglik``, the positions."""
-    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64), "index of the test context (row of /task/test_x)")]
+    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64))]
     if "token_loglik" in columns:
-        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64), "position i of the response (0 is the first token)"))
+        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64)))
     for name in (*TRACE_NAMES, "loglik", "token_loglik"):
         ds = columns.get(name)
         if ds is None or ds == rows:
@@ -497,49 +477,39 @@ class RunWriter(_Writer):
         f.attrs["message"] = ""
         _config_attrs(f.create_group("config"), self.config)
 
-        g = f.create_group("task")
-        for name, (data, units, desc) in task["datasets"].items():
-            _describe(g.create_dataset(name, data=data), units, desc)
-        for key, value in task["attrs"].items():
-            g.attrs[key] = _attr_value(value)
-        g = f.create_group("base")
-        for name, (data, units, desc) in base["datasets"].items():
-            _describe(g.create_dataset(name, data=data), units, desc)
-        for key, value in base["attrs"].items():
-            g.attrs[key] = _attr_value(value)
+        for group, record in (("task", task), ("base", base)):
+            g = f.create_group(group)
+            for name, data in record["datasets"].items():
+                _describe(g.create_dataset(name, data=data), f"{group}/{name}", **record.get("describe", {}))
+            for key, value in record["attrs"].items():
+                g.attrs[key] = _attr_value(value)
         lqg = g.create_group("lq")
-        for name, (data, units, desc) in lq.items():
-            _describe(lqg.create_dataset(name, data=data), units, desc)
+        for name, data in lq.items():
+            _describe(lqg.create_dataset(name, data=data), f"base/lq/{name}")
 
         tr = f.create_group("trace")
         self.columns = {}  # the trace datasets, kept open: a lookup by name costs more than the write
         for name in TRACE_NAMES:
             ds = tr.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype="f8")
-            _describe(ds, *TRACE_UNITS[name])
+            _describe(ds, f"trace/{name}")
             self.columns[name] = ds
         ds = tr.create_dataset("loglik", shape=(0, self.n_test), maxshape=(None, self.n_test),
                                chunks=(1, self.n_test), dtype="f8")
-        _describe(ds, "nats", "log pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns); float64 "
-                              "resolves both 1 - 1e-12 and 1e-300")
+        _describe(ds, "trace/loglik")
         self.columns["loglik"] = ds
         if self.token_trace:
             ds = tr.create_dataset("token_loglik", shape=(0, self.n_test, self.N), maxshape=(None, self.n_test, self.N),
                                    chunks=(1, self.n_test, self.N), dtype="f8")
-            _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position")
+            _describe(ds, "trace/token_loglik")
             self.columns["token_loglik"] = ds
         self.columns["steps"].make_scale("steps")
         _trace_axes(tr, self.columns, self.columns["steps"], n_test=self.n_test, N=self.N)
         final = f.create_group("final")
-        ds = final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0)
-        _describe(ds, "weight",
-                  "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete")
+        _describe(final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0), "final/W")
         if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
             state_shape, events_shape = self.resume_shapes
-            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "",
-                      "the run's generator state (xoshiro256**) after its last step; valid once status is complete")
-            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "",
-                      "the event-driven state after the last step (pending move, deferred and step-through steps, "
-                      "held updates); valid once status is complete")
+            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "final/state")
+            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "final/events")
         f.flush()
         f.swmr_mode = True
 
@@ -626,38 +596,38 @@ class BatchWriter(_Writer):
         g.create_dataset("message", data=np.array([""] * R, dtype=object), dtype=STR)
         for group, records in (("task", tasks), ("base", bases)):
             g = f.create_group(group)
-            for name, (_, units, desc) in records[0]["datasets"].items():
-                _describe(g.create_dataset(name, data=np.stack([r["datasets"][name][0] for r in records])), units, desc)
+            for name in records[0]["datasets"]:
+                _describe(g.create_dataset(name, data=np.stack([r["datasets"][name] for r in records])), f"{group}/{name}",
+                          True, **records[0].get("describe", {}))
             for key in records[0]["attrs"]:
                 values = [_attr_value(r["attrs"][key]) for r in records]
                 g.create_dataset(key, data=np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values),
                                  **({"dtype": STR} if isinstance(values[0], str) else {}))
         g = f["base"].create_group("lq")
-        for name, (_, units, desc) in lqs[0].items():
-            _describe(g.create_dataset(name, data=np.stack([lq[name][0] for lq in lqs])), units, desc)
+        for name in lqs[0]:
+            _describe(g.create_dataset(name, data=np.stack([lq[name] for lq in lqs])), f"base/lq/{name}", True)
         tr = f.create_group("trace")
         rows_chunk = max(1, min(self.expected_rows, 8192 // R))  # chunks of at most 64 KB, no bigger than the trace
         for name in TRACE_NAMES:
             ds = tr.create_dataset(name, shape=(0, R), maxshape=(None, R), chunks=(rows_chunk, R), dtype="f8",
                                    fillvalue=np.nan)
-            _describe(ds, *TRACE_UNITS[name])
+            _describe(ds, f"trace/{name}", True)
             self.columns[name] = ds
         ds = tr.create_dataset("loglik", shape=(0, R, self.n_test), maxshape=(None, R, self.n_test),
                                chunks=(1, R, self.n_test), dtype="f8", fillvalue=np.nan)
-        _describe(ds, "nats", "log pi_W(y*_j|x_j) per evaluation point, run and test context (NaN after a run failed)")
+        _describe(ds, "trace/loglik", True)
         self.columns["loglik"] = ds
         if self.token_trace:
             ds = tr.create_dataset("token_loglik", shape=(0, R, self.n_test, self.N),
                                    maxshape=(None, R, self.n_test, self.N), chunks=(1, R, self.n_test, self.N),
                                    dtype="f8", fillvalue=np.nan)
-            _describe(ds, "nats", "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position")
+            _describe(ds, "trace/token_loglik", True)
             self.columns["token_loglik"] = ds
-        self.eval_axis = _axis(tr, "eval", np.zeros(0, dtype=np.int64), "index of the evaluation point (each run has "
-                               "its own steps there)", maxshape=(None,))
-        run_axis = _axis(tr, "run", np.array(self.ids, dtype=object), "run id (as /runs/id)", dtype=STR)
+        self.eval_axis = _axis(tr, "eval", np.zeros(0, dtype=np.int64), maxshape=(None,))
+        run_axis = _axis(tr, "run", np.array(self.ids, dtype=object), dtype=STR)
         _trace_axes(tr, self.columns, self.eval_axis, run_axis, n_test=self.n_test, N=self.N)
-        ds = f.create_group("final").create_dataset("W", shape=(R, *W_shape), dtype="f8", fillvalue=0.0)
-        _describe(ds, "weight", "final weights W[run, block, token, d]; valid for runs whose status is complete")
+        _describe(f.create_group("final").create_dataset("W", shape=(R, *W_shape), dtype="f8", fillvalue=0.0), "final/W",
+                  True)
         f.flush()
         f.swmr_mode = True
 
@@ -718,11 +688,19 @@ def read_final_W(path) -> np.ndarray:
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("status") != COMPLETE:
-                raise ConfigError("--base-file", f"{path} is not a complete fastpg run; allowed: a file with status complete")
+                raise ConfigError("base_file", f"{path} is not a complete fastpg run; allowed: a file with status complete")
             return f["final/W"][...]
     except (OSError, KeyError) as exc:
-        raise ConfigError("--base-file", f"cannot read {path} ({exc.__class__.__name__}); "
+        raise ConfigError("base_file", f"cannot read {path} ({exc.__class__.__name__}); "
                                          "allowed: a fastpg HDF5 result file") from None
+
+
+def read_final_weights(path, run: str | None = None) -> np.ndarray:
+    """``/final/W`` of a run file, or run ``run``'s slice of a batch file's (:attr:`RunData.W`)."""
+    with open_result(path) as f:
+        if run is None:
+            return f["final/W"][...]
+        return f["final/W"][_text(f["runs/id"][...]).index(run)]
 
 
 def read_task_arrays(path, group: str = "task") -> dict:
@@ -739,87 +717,6 @@ def open_result(path):
         return h5py.File(path, "r", libver="latest", swmr=True)
     except OSError:
         return h5py.File(path, "r")
-
-
-@dataclass
-class RunData:
-    """A result file in plain arrays (analysis is separate from simulation: nothing here reruns).
-
-    ``config`` is the ``/config`` dict; ``trace`` maps every 1-D trace name to its array (one entry
-    per evaluation point); ``loglik`` is ``log pi_W(y*_j|x_j)`` as ``float64[eval point, test
-    context]``; ``token_loglik`` is ``[eval point, test context, position]`` when the run stored it
-    (``token_trace``), else None; ``base`` holds ``loglik``, ``token_loglik`` and the ``/base``
-    attributes; ``lq`` the Likelihood Quantile arrays; ``run`` the run's id in a batch file (None
-    for a run file).
-    """
-
-    path: str
-    status: str
-    message: str
-    experiment: str
-    created: str
-    fastpg_version: str
-    schema_version: int
-    config: dict
-    trace: dict
-    loglik: np.ndarray
-    token_loglik: np.ndarray | None
-    base: dict
-    lq: dict
-    task: dict
-    run: str | None = None
-
-    @property
-    def rows(self) -> int:
-        return len(self.trace["steps"])
-
-    @property
-    def complete(self) -> bool:
-        return self.status == COMPLETE
-
-    @property
-    def queries(self) -> np.ndarray:
-        """Total reward queries (ORM + PRM) at each evaluation point."""
-        return self.trace["orm_queries"] + self.trace["prm_queries"]
-
-    @property
-    def likelihood(self) -> np.ndarray:
-        """``pi_W(y*_j|x_j)`` per evaluation point and test context (``exp`` of :attr:`loglik`)."""
-        return np.exp(self.loglik)
-
-    def query_complexity(self, alpha: float, eps: float, level: str = "sequence"):
-        """Q(alpha, eps) of this run (:func:`fastpg.complexity.query_complexity`); ``level="token"``
-        conditions on the base model's smallest token likelihood instead of the sequence likelihood."""
-        from .complexity import check_alpha, check_eps, query_complexity
-
-        base = self.base["loglik"] if level == "sequence" else self.base["token_loglik"].min(axis=1)
-        return query_complexity(self.loglik, base, self.queries, check_alpha(alpha, "alpha"), check_eps(eps, "eps"))
-
-    def first_passage(self, eps: float) -> np.ndarray:
-        """Per test context, the reward queries at the first evaluation point with ``pi(y*|x) >= 1 - eps``
-        (NaN where it never happens)."""
-        from .complexity import check_eps, first_passage_queries
-
-        return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
-
-    def to_pandas(self, keys=("seed",)):
-        """The 1-D traces as a ``pandas.DataFrame``: one row per evaluation point, with the total
-        reward queries (``queries``) and, as constant columns, the run's parameters named in ``keys``
-        (a sweep's loader passes its grid), each under :func:`param_column` (``steps`` as
-        ``config_steps``, since ``steps`` is the trace's own column); needs pandas."""
-        pd = require_pandas("RunData.to_pandas")
-        frame = pd.DataFrame({**self.trace, "queries": self.queries})
-        for i, key in enumerate(keys):
-            frame.insert(i, param_column(key), self.config.get(key))
-        return frame
-
-
-def require_pandas(what: str):
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(f"{what} needs pandas: pip install 'fastpg[analysis]'") from None
-    return pd
 
 
 def read_budget(path) -> tuple[int, str]:
@@ -892,6 +789,7 @@ def load(path, run: str | None = None) -> RunData:
             base=base,
             lq={name: ds[...] for name, ds in f["base/lq"].items()},
             task={key: _plain(value) for key, value in f["task"].attrs.items()},
+            read_W=functools.partial(read_final_weights, str(path)),
         )
 
 
@@ -957,6 +855,7 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
             lq={name: v[i] for name, v in lq.items()},
             task={name: _plain(_text([v[i]])[0] if v.dtype == object else v[i]) for name, v in task_arrays.items()},
             run=ids[i],
+            read_W=functools.partial(read_final_weights, str(path), ids[i]),
         )
     return out
 

@@ -27,10 +27,10 @@ import numpy as np
 from .analysis import censored_quantile, duration
 from .api import RunFailed, _batch_key, continue_run, run_batch
 from .backends import open_backend
-from .codes import COUNTERS
 from .complexity import check_alpha, check_eps, query_complexity
 from .config import PARAM, ConfigError, RunConfig, parse_value
-from .metrics import METRICS
+from .outputs import COUNTERS, METRICS
+from .result import param_column, require_pandas
 from .store import (
     BATCH_LAYOUT,
     COMPLETE,
@@ -39,7 +39,6 @@ from .store import (
     batch_statuses,
     load,
     load_batch,
-    param_column,
     read_budget,
     read_status,
     write_problem,
@@ -55,7 +54,7 @@ LAYOUTS = (RUN_LAYOUT, BATCH_LAYOUT)  # a file per run, or a file per batch (doc
 BATCH_FOLDER = "batches"
 
 
-def parse_seeds(text, option: str = "--seeds") -> list[int]:
+def parse_seeds(text, option: str = "seeds") -> list[int]:
     """``"0-4"`` -> ``[0, 1, 2, 3, 4]``; ``"0,3,7-8"`` -> ``[0, 3, 7, 8]``; also a list of ints."""
     if isinstance(text, (list, tuple)):
         parts = [str(p) for p in text]
@@ -81,7 +80,7 @@ def parse_seeds(text, option: str = "--seeds") -> list[int]:
     return sorted(dict.fromkeys(seeds))
 
 
-def parse_grid(specs, option: str = "--grid") -> dict:
+def parse_grid(specs, option: str = "grid") -> dict:
     """``["N=2,4,8", "reward=orm,prm"]`` -> ``{"N": [2, 4, 8], "reward": ["orm", "prm"]}``."""
     grid: dict = {}
     for spec in specs:
@@ -111,7 +110,7 @@ def _typed_grid(grid: dict, option: str) -> dict:
     return out
 
 
-def _typed_cases(cases, grid_names: list, option: str = "--config") -> list[dict]:
+def _typed_cases(cases, grid_names: list, option: str = "config") -> list[dict]:
     """Cases: explicit parameter sets, each crossed with the whole grid (``[[cases]]`` in a TOML file)."""
     out = []
     for case in cases or []:
@@ -137,10 +136,10 @@ def load_toml(path) -> dict:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc}") from None
+        raise ConfigError("config", f"cannot read {path}: {exc}") from None
     unknown = set(data) - {"fixed", "grid", "cases", "seeds", "eps", "alpha", "description"}
     if unknown:
-        raise ConfigError("--config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, cases, seeds, eps, alpha, "
+        raise ConfigError("config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, cases, seeds, eps, alpha, "
                                       "description")
     fixed = {name: parse_value(name, value, "--config") for name, value in data.get("fixed", {}).items()}
     grid = _typed_grid(data.get("grid", {}), "--config")
@@ -217,7 +216,7 @@ def check_unique_ids(runs) -> None:
     for run in runs:
         other = seen.setdefault(run.id, run)
         if other is not run:
-            raise ConfigError("--grid", f"runs {other.point} and {run.point} (seed {run.seed}) would share the id "
+            raise ConfigError("grid", f"runs {other.point} and {run.point} (seed {run.seed}) would share the id "
                                         f"{run.id!r}; allowed: grid values that differ")
 
 
@@ -244,9 +243,9 @@ class Sweep:
         self.eps = self.eps_list[0]  # queries_to_eps and the summary use the first
         self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError("--batch-size", f"got {self.batch_size!r}; allowed: an integer >= 1")
+            raise ConfigError("batch_size", f"got {self.batch_size!r}; allowed: an integer >= 1")
         if self.layout not in LAYOUTS:
-            raise ConfigError("--layout", f"got {self.layout!r}; allowed: {', '.join(LAYOUTS)}")
+            raise ConfigError("layout", f"got {self.layout!r}; allowed: {', '.join(LAYOUTS)}")
         # the grid and the cases win over a fixed value of the same parameter; the caller's dicts are not changed
         self.grid = {name: list(values) for name, values in self.grid.items()}
         self.cases = _typed_cases(self.cases, list(self.grid))
@@ -261,7 +260,7 @@ class Sweep:
                 try:
                     cfg = RunConfig.from_dict({**self.fixed, **point, "seed": seed})
                 except ConfigError as exc:
-                    raise ConfigError(exc.option, f"run {rid}: {exc.message}") from None
+                    raise ConfigError(exc.parameter, f"run {rid}: {exc.message}") from None
                 self.runs.append(SweepRun(rid, point, seed, cfg, self.outdir / f"{rid}.h5"))
         check_unique_ids(self.runs)
 
@@ -284,18 +283,18 @@ class Sweep:
         """Refuse, in one line, a folder where files cannot be created (read-only, no permission)."""
         problem = write_problem(self.outdir)
         if problem:
-            raise ConfigError("OUTDIR", problem)
+            raise ConfigError("outdir", problem)
 
     def claim_folder(self) -> None:
         """Create the folder or check that it holds this sweep (same fixed parameters and grid)."""
         if self.outdir.exists() and not self.outdir.is_dir():
-            raise ConfigError("OUTDIR", f"{self.outdir} is a file; allowed: a folder")
+            raise ConfigError("outdir", f"{self.outdir} is a file; allowed: a folder")
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError("OUTDIR", f"cannot create {self.outdir}: {exc.strerror}") from None
+            raise ConfigError("outdir", f"cannot create {self.outdir}: {exc.strerror}") from None
         if not os.access(self.outdir, os.W_OK | os.X_OK):
-            raise ConfigError("OUTDIR", f"{self.outdir} cannot be written (permission denied)")
+            raise ConfigError("outdir", f"{self.outdir} cannot be written (permission denied)")
         old = self.check_folder()
         resolved, grid, seeds = self.resolved_fixed(), self.grid, self.seeds
         if old is not None:
@@ -310,7 +309,7 @@ class Sweep:
         """Refuse (one line, old and new values) a folder that holds another sweep; writes nothing.
         Returns the folder's manifest, or None for a new folder."""
         if self.outdir.exists() and not self.outdir.is_dir():
-            raise ConfigError("OUTDIR", f"{self.outdir} is a file; allowed: a folder")
+            raise ConfigError("outdir", f"{self.outdir} is a file; allowed: a folder")
         path = self.outdir / MANIFEST
         if not path.exists():
             return None
@@ -337,7 +336,7 @@ class Sweep:
             self._check_extension(old_resolved["steps"], resolved["steps"])
             return old
         if diffs:
-            raise ConfigError("OUTDIR", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
+            raise ConfigError("outdir", f"{self.outdir} holds a different sweep: {'; '.join(diffs)}; allowed: the same "
                                         "resolved fixed parameters, grid parameters and cases (grid values and seeds "
                                         "may be added), --continue with a larger steps, or a new OUTDIR")
         return old
@@ -346,13 +345,13 @@ class Sweep:
         """``--continue``: a larger ``steps`` whose evaluation points include the old run's (see
         :func:`fastpg.api.continue_run`), in the run layout."""
         if self.layout != RUN_LAYOUT:
-            raise ConfigError("--continue", "needs the run layout (batch files do not store the runs' states); "
+            raise ConfigError("continue", "needs the run layout (batch files do not store the runs' states); "
                                             "allowed: a folder of run files")
         if steps <= old_steps:
-            raise ConfigError("--steps", f"got {steps}; allowed with --continue: more than the folder's {old_steps}")
+            raise ConfigError("steps", f"got {steps}; allowed with --continue: more than the folder's {old_steps}")
         cfg = self.runs[0].config if self.runs else RunConfig()
         if cfg.eval_log > 0 or old_steps % cfg.eval_every:
-            raise ConfigError("--continue", f"the folder's runs have evaluation points a run of {steps} steps would not "
+            raise ConfigError("continue", f"the folder's runs have evaluation points a run of {steps} steps would not "
                                             f"(eval_log={cfg.eval_log}, {old_steps} steps every {cfg.eval_every}); "
                                             "allowed: --eval-every schedules whose budget is a multiple of it")
 
@@ -454,7 +453,7 @@ def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num
         if steps < configs[i]["steps"] and not message:  # a complete run continued to the larger budget
             try:
                 r = continue_run(paths[i], configs[i]["steps"], argv=argv)
-                out[i] = (r.status, r.message, index_values(r.trace, r.loglik, r.base_loglik, r.task, eps_list, alphas))
+                out[i] = (r.status, r.message, index_values(r, eps_list, alphas))
             except (ConfigError, RunFailed) as exc:
                 out[i] = (FAILED, f"not continued: {exc}", None)
     if todo:
@@ -467,7 +466,7 @@ def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num
         for i, r in zip(todo, results):
             values = None
             if r.status == COMPLETE and len(r.trace.get("steps", ())):  # the index row, computed here once
-                values = index_values(r.trace, r.loglik, r.base_loglik, r.task, eps_list, alphas)
+                values = index_values(r, eps_list, alphas)
             out[i] = (r.status, r.message, values)
     return out
 
@@ -497,9 +496,11 @@ def q_column(alpha: float, eps: float, part: str = "") -> str:
 Q_PARTS = ("reached", "queries_lo", "n_contexts")
 
 
-def index_values(trace: dict, loglik, base_loglik, task: dict, eps_list, alphas) -> dict:
-    """The index columns of a complete run: final counters and metrics, its margins, queries_to_eps
-    for each ``eps`` and Q(alpha, eps) for each ``alpha`` and ``eps``."""
+def index_values(run, eps_list, alphas) -> dict:
+    """The index columns of a complete run (a :class:`fastpg.result.RunData`, just run or loaded):
+    final counters and metrics, its margins, queries_to_eps for each ``eps`` and Q(alpha, eps) for
+    each ``alpha`` and ``eps``."""
+    trace, loglik, base_loglik, task = run.trace, run.loglik, run.base["loglik"], run.task
     values = {name: float(trace[name][-1]) for name in (*COUNTERS, *METRICS)}
     values.update(task_gamma=task.get("gamma", ""), realised_min_margin=task.get("realised_min_margin", ""))
     queries = np.asarray(trace["orm_queries"]) + np.asarray(trace["prm_queries"])
@@ -522,7 +523,7 @@ class Index:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self.rows: dict[str, dict] = {}
-        # a parameter that is also a result column (steps, contexts) is config_<name>: store.param_column
+        # a parameter that is also a result column (steps, contexts) is config_<name>: result.param_column
         self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message",
                         *COUNTERS, *METRICS, "task_gamma", "realised_min_margin",
                         *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
@@ -560,8 +561,7 @@ class Index:
                         data = read(run, path)
                         status, message = data.status, message or data.message
                         if data.complete and data.rows:
-                            row.update(index_values(data.trace, data.loglik, data.base["loglik"], data.task,
-                                                    self.sweep.eps_list, self.sweep.alphas))
+                            row.update(index_values(data, self.sweep.eps_list, self.sweep.alphas))
                 except (OSError, KeyError, ValueError):
                     status = "unreadable"
             elif run.id in messages:
@@ -595,7 +595,7 @@ def read_index(outdir) -> list[dict]:
     """``index.csv`` of a sweep folder as a list of dicts (numbers converted, empty cells as None)."""
     path = Path(outdir) / INDEX
     if not path.exists():
-        raise ConfigError("OUTDIR", f"{outdir} has no {INDEX}; allowed: a fastpg sweep folder")
+        raise ConfigError("outdir", f"{outdir} has no {INDEX}; allowed: a fastpg sweep folder")
     params = {param_column(name): name for name in PARAM}
     rows = []
     with open(path, newline="") as fh:
@@ -623,7 +623,7 @@ def read_index(outdir) -> list[dict]:
 
 def grid_rows(rows: list[dict], grid: list[str]) -> list[dict]:
     """Index rows with each parameter of ``grid`` under its own name: ``index.csv`` names a parameter
-    that is also a result column ``config_<name>`` (:func:`fastpg.store.param_column`), so ``steps``
+    that is also a result column ``config_<name>`` (:func:`fastpg.result.param_column`), so ``steps``
     and ``contexts`` become the parameters' values here, not the counters'."""
     return [{**row, **{g: row.get(param_column(g)) for g in grid}} for row in rows]
 
@@ -658,7 +658,7 @@ class SweepData:
     ``log pi(y*|x)`` as ``float64[eval point, test context]``.
 
     In ``index`` and ``traces`` a parameter that is also a result column is named ``config_<name>``
-    (``config_steps``, ``config_contexts``: :func:`fastpg.store.param_column`); ``columns`` lists the
+    (``config_steps``, ``config_contexts``: :func:`fastpg.result.param_column`); ``columns`` lists the
     varying parameters as they are named there (``keys`` as the manifest names them)."""
 
     outdir: Path
@@ -681,8 +681,6 @@ class SweepData:
         run's varying parameters, ``seed``, ``run``, ``level`` (``sequence``: the base likelihood
         level the index uses), ``alpha``, ``eps``, ``Q`` (NaN where not reached), ``queries_lo``,
         ``reached`` and ``n_contexts`` (integer and boolean columns as such)."""
-        from .store import require_pandas
-
         pd = require_pandas("SweepData.q_table")
         alphas, eps_list = self.manifest.get("alpha") or [], self.manifest.get("eps") or []
         eps_list = eps_list if isinstance(eps_list, list) else [eps_list]
@@ -777,12 +775,10 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
     The long table is built column by column (one array per trace column for all runs, the run's
     parameters repeated over its rows), not as one small table per run: a folder of 20,000 runs
     is read in seconds (docs/design.md, "Reading a sweep")."""
-    from .store import require_pandas
-
     pd = require_pandas("fastpg.load_sweep")
     outdir = Path(outdir)
     if not (outdir / MANIFEST).exists():
-        raise ConfigError("OUTDIR", f"{outdir} has no {MANIFEST}; allowed: a fastpg sweep folder")
+        raise ConfigError("outdir", f"{outdir} has no {MANIFEST}; allowed: a fastpg sweep folder")
     manifest = json.loads((outdir / MANIFEST).read_text())
     index = pd.DataFrame(read_index(outdir))
     keys = [*manifest_keys(manifest), "seed"]

@@ -114,7 +114,7 @@ def margin_quantiles(cfg: RunConfig | dict) -> dict:
 
 
 def make_task(cfg: RunConfig) -> Task:
-    """Build the task of ``cfg``; raise :class:`ConfigError` (``--gamma``) if the margin is infeasible."""
+    """Build the task of ``cfg``; raise :class:`ConfigError` (``gamma``) if the margin is infeasible."""
     features = FEATURE_CODES[cfg.features]
     blocks = n_blocks(features, cfg.N, cfg.k)
     root = seed_sequence(cfg.seed, "task", cfg.task_params())
@@ -147,7 +147,7 @@ def make_task(cfg: RunConfig) -> Task:
         if acceptance < C.MIN_ACCEPTANCE:
             shown = ", ".join(f"{q * 100:g}%: {np.quantile(pilots[0], q):.3g}" for q in PILOT_LEVELS)
             raise ConfigError(
-                "--gamma" if cfg.gamma_quantile is None else "--gamma-quantile",
+                "gamma" if cfg.gamma_quantile is None else "gamma_quantile",
                 f"margin {gamma:.3g} accepts {acceptance:.2g} of {C.PILOT_SIZE} pilot contexts (need >= {C.MIN_ACCEPTANCE:g}); "
                 f"pilot margin quantiles {shown}; allowed: a smaller --gamma such as {np.quantile(pilots[0], 0.5):.3g}, "
                 f"or a smaller --gamma-quantile q in [0, 1]",
@@ -157,7 +157,7 @@ def make_task(cfg: RunConfig) -> Task:
     ok, test_x, test_y, test_margin = _draw(s_test, W_star, features, centres, post_cdf, sigma, gamma, max_tries, cfg.n_test)
     ok2, pool_x, pool_y, pool_margin = _draw(s_pool, W_star, features, centres, post_cdf, sigma, gamma, max_tries, cfg.n_train)
     if not (ok and ok2):  # pragma: no cover - probability about e^-50 per context
-        raise ConfigError("--gamma", f"rejection sampling for margin {gamma:.3g} ran out of tries; allowed: a smaller --gamma")
+        raise ConfigError("gamma", f"rejection sampling for margin {gamma:.3g} ran out of tries; allowed: a smaller --gamma")
     return Task(
         features=features, W_star=W_star, centres=centres, post_cdf=post_cdf, pre_cdf=pre_cdf, sigma=sigma,
         gamma=gamma, max_tries=max_tries, acceptance=acceptance, pilot_margin_quantiles=quantiles,

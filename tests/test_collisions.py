@@ -45,7 +45,7 @@ def test_integers_are_exact_in_toml_grids_and_dicts(tmp_path):
     assert RunConfig.from_dict({"seed": str(SEEDS[0])}).seed == SEEDS[0]
     assert RunConfig.from_dict({"n_train": "1e3"}).n_train == 1000
     for bad in ("1.5", "1e400", str(2**63), "nan", "", 2.0**60):
-        with pytest.raises(ConfigError, match="--steps"):
+        with pytest.raises(ConfigError, match="^steps: "):
             RunConfig.from_dict({"steps": bad})
 
 
@@ -93,7 +93,7 @@ def test_duplicate_ids_are_refused_before_any_work(tmp_path):
     cfg = RunConfig()
     runs = [SweepRun("x=1/seed=0", {"x": 1}, 0, cfg, tmp_path / "a.h5"),
             SweepRun("x=1/seed=0", {"x": 1.0}, 0, cfg, tmp_path / "a.h5")]
-    with pytest.raises(ConfigError, match="--grid: .*share the id"):
+    with pytest.raises(ConfigError, match="^grid: .*share the id"):
         check_unique_ids(runs)
 
 

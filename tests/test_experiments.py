@@ -179,6 +179,6 @@ def test_resume_refuses_complete_files_made_with_other_parameters(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")}
     fig1(tmp_path, small, seeds=[0], resume=True)  # the same parameters: kept as they are
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")} == stamps
-    with pytest.raises(ConfigError, match="OUTDIR: fig1-orm-seed0.h5 was made with sigma=0.01, not 0.05"):
+    with pytest.raises(ConfigError, match="^outdir: fig1-orm-seed0.h5 was made with sigma=0.01, not 0.05"):
         fig1(tmp_path, small, seeds=[0], resume=True, wide=True)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.h5")} == stamps  # nothing touched

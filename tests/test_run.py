@@ -8,7 +8,7 @@ import pytest
 
 import fastpg
 import naive
-from fastpg import store
+from fastpg import outputs, store
 from fastpg.config import ConfigError, RunConfig
 from fastpg.metrics import eval_points
 
@@ -35,14 +35,14 @@ def test_tiny_file_layout(tiny_result):
         for name in ("alpha", "cdf", "token_cdf"):
             assert f["base/lq"][name].ndim == 1
         n_eval = len(eval_points(p["steps"], p["eval_every"], 0))
-        for name in store.TRACE_NAMES:
+        for name in outputs.TRACE_NAMES:
             ds = f["trace"][name]
             assert ds.shape == (n_eval,) and ds.chunks is not None and ds.maxshape == (None,)
             assert "units" in ds.attrs and "description" in ds.attrs
         assert f["trace/loglik"].shape == (n_eval, n_test) and f["trace/loglik"].dtype == np.float64
         assert "likelihood" not in f["trace"] and f.attrs["schema_version"] == 2
         assert f["final/W"].shape == (N, k, d)
-        for name in store.TRACE_NAMES:
+        for name in outputs.TRACE_NAMES:
             assert np.all(np.isfinite(f["trace"][name][...]))
 
 
@@ -141,7 +141,7 @@ def test_prm_query_accounting_uniform_base(skip):
 def test_likelihoods_below_1e300_give_no_nan():
     r = fastpg.run(dict(d=8, k=4, N=6, base="teacher", beta=20000.0, rho=0.9, algorithm="rs", reward="orm",
                         steps=50, n_test=64, eval_every=10, alpha_off=1e-300))
-    assert np.min(r.base_loglik) < math.log(1e-300)
+    assert np.min(r.base["loglik"]) < math.log(1e-300)
     for name, v in r.trace.items():
         assert np.all(np.isfinite(v)), name
     assert np.all(np.isfinite(r.likelihood))
@@ -149,18 +149,18 @@ def test_likelihoods_below_1e300_give_no_nan():
 
 def test_large_eta_fails_cleanly(tmp_path):
     out = tmp_path / "boom.h5"
-    with pytest.raises(fastpg.RunFailed, match="--eta"):
+    with pytest.raises(fastpg.RunFailed, match="^eta: "):
         fastpg.run(dict(SMALL, base="uniform", eta=1e308, lr="constant", algorithm="rs", reward="prm"), out)
     with h5py.File(out, "r") as f:
         assert f.attrs["status"] == "failed"
-        for name in store.TRACE_NAMES:
+        for name in outputs.TRACE_NAMES:
             assert np.all(np.isfinite(f["trace"][name][...]))
 
 
 def test_infeasible_gamma_names_option_and_suggests():
     with pytest.raises(ConfigError) as err:
         fastpg.run(dict(SMALL, gamma=10.0))
-    assert err.value.option == "--gamma"
+    assert err.value.parameter == "gamma" and err.value.option == "--gamma"
     assert "quantiles" in err.value.message and "such as" in err.value.message
 
 
@@ -202,14 +202,14 @@ def test_base_file_roundtrip(tiny_result):
     r = fastpg.run(dict(p, base="file", base_file=tiny_result.path, steps=0))
     with h5py.File(tiny_result.path, "r") as f:
         np.testing.assert_array_equal(r.W, f["final/W"][...])
-    with pytest.raises(ConfigError, match="--base-file"):
+    with pytest.raises(ConfigError, match="^base_file: "):
         fastpg.run(dict(p, d=p["d"] + 1, base="file", base_file=tiny_result.path, steps=0))
 
 
 def test_same_task_for_orm_and_prm():
     a = fastpg.run(dict(SMALL, reward="orm"))
     b = fastpg.run(dict(SMALL, reward="prm"))
-    np.testing.assert_array_equal(a.base_loglik, b.base_loglik)
+    np.testing.assert_array_equal(a.base["loglik"], b.base["loglik"])
     c = fastpg.run(dict(SMALL, reward="orm"))
     for name in a.trace:
         if name != "wall_time":

@@ -23,12 +23,12 @@ def test_parse_seeds_and_grid():
     assert parse_seeds("0-3") == [0, 1, 2, 3]
     assert parse_seeds("5,1,2-3") == [1, 2, 3, 5]
     for bad in ("", "a", "3-1", "-2"):
-        with pytest.raises(ConfigError, match="--seeds"):
+        with pytest.raises(ConfigError, match="^seeds: "):
             parse_seeds(bad)
     grid = parse_grid(["N=2,4", "reward=orm,prm", "eta=0.1,1e-2", "M=1e6"])
     assert grid == {"N": [2, 4], "reward": ["orm", "prm"], "eta": [0.1, 0.01], "M": [10**6]}
     for bad in (["N"], ["nope=1"], ["seed=1,2"], ["N=two"]):
-        with pytest.raises(ConfigError, match="--grid"):
+        with pytest.raises(ConfigError, match="^grid: "):
             parse_grid(bad)
     assert run_id({"reward": "orm", "N": 8}, 3) == "reward=orm/N=8/seed=3"
 

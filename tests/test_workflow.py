@@ -54,7 +54,7 @@ def test_a_sweep_with_failed_runs_exits_1_naming_one(tmp_path):
                    "--algorithm", "rs", "--reward", "prm", "--base", "uniform", "-q")
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "2 of 2 runs are not complete" in lines[0] and "--eta" in lines[0]
+    assert len(lines) == 1 and "2 of 2 runs are not complete" in lines[0] and "failed: eta: weights diverged" in lines[0]
 
 
 @pytest.mark.slow

@@ -1,0 +1,198 @@
+"""Every output of a run, in one table (docs/design.md, "Result files").
+
+One :class:`Output` row per counter, metric, trace array, per-run dataset and attribute: where it
+lives in a run file, its type, shape, units, description and the code that fills it. The writers
+(:mod:`fastpg.store`), the readers (``RunData``, ``load_sweep``, ``index.csv``), ``fastpg info``
+and the file layout of docs/design.md are derived from it. Adding a metric is one row here (kind
+``metric``) plus its computation in :func:`fastpg.metrics.test_metrics`; adding a counter is one
+row here plus its slot in :data:`fastpg.codes.COUNTERS` (the kernels' counter row).
+
+A batch file (docs/design.md, "Batch files") holds the same outputs with a leading run axis (the
+trace arrays: ``[eval, run, ...]``); a row's ``batch_description`` is what its description
+becomes there, where that differs.
+
+This module imports nothing of fastpg but :mod:`fastpg.codes`, so the store, the CLI and analysis
+code read it without compiling a kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import codes
+
+COUNTER, METRIC, CLOCK, TRACE, AXIS, DATASET, ATTRIBUTE = (
+    "counter", "metric", "clock", "trace", "axis", "dataset", "attribute")
+KINDS = (COUNTER, METRIC, CLOCK, TRACE, AXIS, DATASET, ATTRIBUTE)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output. ``path`` is its place in a run file (``trace/expected_error``, ``task/W_star``,
+    ``base/lq/cdf``; an attribute ``group@name``: ``task@gamma``, ``@status`` at the root)."""
+
+    path: str
+    kind: str
+    dtype: str
+    shape: str
+    units: str
+    description: str
+    filled_by: str
+    batch_description: str = ""
+    only: str = ""  # "run" or "batch": in files of that layout only
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("@", 1)[-1] if "@" in self.path else self.path.rsplit("/", 1)[-1]
+
+    @property
+    def group(self) -> str:
+        return self.path.rsplit("@", 1)[0] if "@" in self.path else self.path.rsplit("/", 1)[0]
+
+    def describe(self, batch: bool = False, **values) -> str:
+        """The description (the batch file's where it differs), with ``{placeholders}`` filled from ``values``."""
+        text = self.batch_description if batch and self.batch_description else self.description
+        return text.format(**values) if values else text
+
+
+_KERNELS = "the step kernels (fastpg.kernels.steps, events)"
+_METRICS = "fastpg.metrics.test_metrics"
+_TASK = "fastpg.tasks.make_task"
+_BASE = "fastpg.runs.base_model, evaluated by fastpg.kernels.engine"
+_LQ = "fastpg.metrics.likelihood_quantile"
+_STORE = "fastpg.store (the writers)"
+_DRIVER = "fastpg.api (the driver)"
+
+OUTPUTS: tuple[Output, ...] = (
+    # root and /config attributes
+    Output("@schema_version", ATTRIBUTE, "int", "[]", "", "version of this file layout", _STORE),
+    Output("@fastpg_version", ATTRIBUTE, "str", "[]", "", "version of fastpg that wrote the file", _STORE),
+    Output("@created", ATTRIBUTE, "str", "[]", "", "UTC time the file was created (ISO 8601)", _STORE),
+    Output("@argv", ATTRIBUTE, "str", "[]", "", "the command line, as JSON", _STORE),
+    Output("@seed", ATTRIBUTE, "int", "[]", "", "the run's seed (also in /config)", _STORE, only="run"),
+    Output("@experiment", ATTRIBUTE, "str", "[]", "", "post-training or pretrain", _STORE),
+    Output("@status", ATTRIBUTE, "str", "[]", "", "running, complete or failed (written last)", _STORE),
+    Output("@message", ATTRIBUTE, "str", "[]", "", "why the run failed or stopped early, else empty", _STORE),
+    Output("config@<param>", ATTRIBUTE, "", "[]", "", "every parameter of fastpg.config.PARAMS, and all of them as "
+           "JSON in config@json", _STORE, only="run"),
+    Output("@layout", ATTRIBUTE, "str", "[]", "", "batch", _STORE, only="batch"),
+    Output("@runs", ATTRIBUTE, "int", "[]", "runs", "runs in the file", _STORE, only="batch"),
+    Output("runs/id", DATASET, "str", "[run]", "", "each run's id (its place in the sweep)", _STORE, only="batch"),
+    Output("runs/seed", DATASET, "i8", "[run]", "", "each run's seed", _STORE, only="batch"),
+    Output("runs/config", DATASET, "str", "[run]", "", "each run's parameters, as JSON", _STORE, only="batch"),
+    Output("runs/rows", DATASET, "i8", "[run]", "rows", "evaluation points written for each run (a run that fails "
+           "stops there)", _STORE, only="batch"),
+    Output("runs/status", DATASET, "str", "[run]", "", "each run's status, written when the file closes", _STORE,
+           only="batch"),
+    Output("runs/message", DATASET, "str", "[run]", "", "each run's message", _STORE, only="batch"),
+    # /task
+    Output("task/W_star", DATASET, "f8", "[block, token, d]", "weight",
+           "teacher weights W*[block, token, d], i.i.d. normal scaled by teacher_scale={teacher_scale}: {teacher_norm}",
+           _TASK),
+    Output("task/test_x", DATASET, "f8", "[context, d]", "unit vector", "test contexts x_j (rows, norm 1)", _TASK),
+    Output("task/test_y", DATASET, "i4", "[context, position]", "token", "correct responses y*(x_j): greedy decoding of W*",
+           _TASK),
+    Output("task/test_margin", DATASET, "f8", "[context]", "logit", "teacher margin m(x_j) of each test context", _TASK),
+    Output("task/centres", DATASET, "f8", "[cluster, d]", "unit vector", "cluster centres (empty for the sphere)", _TASK),
+    Output("task@gamma", ATTRIBUTE, "f8", "[]", "logit", "the margin condition m(x) >= gamma (0: none)", _TASK),
+    Output("task@realised_min_margin", ATTRIBUTE, "f8", "[]", "logit",
+           "smallest teacher margin among the stored contexts", _TASK),
+    Output("task@acceptance", ATTRIBUTE, "f8", "[]", "fraction", "acceptance rate of the margin condition's pilot", _TASK),
+    Output("task@pilot_margin_quantiles", ATTRIBUTE, "str", "[]", "logit",
+           "quantiles of the margin on a pilot sample, as JSON", _TASK),
+    # /base
+    Output("base/W", DATASET, "f8", "[block, token, d]", "weight", "base weights W0[block, token, d]", _BASE),
+    Output("base/loglik", DATASET, "f8", "[context]", "nats", "log pi_0(y*_j|x_j) of the base model", _BASE),
+    Output("base/token_loglik", DATASET, "f8", "[context, position]", "nats",
+           "log pi_0(y*_ji|x_j, y*_j<i) of the base model", _BASE),
+    Output("base@offsupport_count", ATTRIBUTE, "int", "[]", "contexts",
+           "test contexts whose base likelihood is below alpha_off", _DRIVER),
+    Output("base@offsupport_fraction", ATTRIBUTE, "f8", "[]", "fraction", "the same, as a fraction of the test set",
+           _DRIVER),
+    # /base/lq
+    Output("base/lq/alpha", DATASET, "f8", "[alpha]", "probability", "likelihood thresholds alpha (log grid)", _LQ),
+    Output("base/lq/cdf", DATASET, "f8", "[alpha]", "fraction", "P_j[pi_0(y*_j|x_j) <= alpha]", _LQ),
+    Output("base/lq/token_cdf", DATASET, "f8", "[alpha]", "fraction", "P_j[min_i pi_0(y*_ji|x_j,y*_j<i) <= alpha]", _LQ),
+    Output("base/lq/level", DATASET, "f8", "[level]", "fraction", "quantile levels q", _LQ),
+    Output("base/lq/loglik_quantile", DATASET, "f8", "[level]", "nats", "q-quantile of log pi_0(y*_j|x_j)", _LQ),
+    Output("base/lq/token_loglik_quantile", DATASET, "f8", "[level]", "nats",
+           "q-quantile of min_i log pi_0(y*_ji|...)", _LQ),
+    # /trace: a row per evaluation point
+    Output("trace/steps", COUNTER, "f8", "[eval]", "steps",
+           "steps taken (post-training; labelled samples seen in a pretrain experiment)", _KERNELS),
+    Output("trace/contexts", COUNTER, "f8", "[eval]", "contexts", "post-training contexts drawn", _KERNELS),
+    Output("trace/sequences", COUNTER, "f8", "[eval]", "responses", "responses sampled, skipped ones included", _KERNELS),
+    Output("trace/tokens", COUNTER, "f8", "[eval]", "tokens", "tokens sampled, skipped ones included", _KERNELS),
+    Output("trace/orm_queries", COUNTER, "f8", "[eval]", "queries", "outcome reward model queries", _KERNELS),
+    Output("trace/prm_queries", COUNTER, "f8", "[eval]", "queries", "process reward model (prefix) queries", _KERNELS),
+    Output("trace/updates", COUNTER, "f8", "[eval]", "updates", "steps with a non-zero update", _KERNELS),
+    Output("trace/mistakes", COUNTER, "f8", "[eval]", "responses",
+           "sampled responses (tokens for rs+prm) that were not correct", _KERNELS),
+    Output("trace/expected_error", METRIC, "f8", "[eval]", "probability",
+           "1 - mean_j pi_W(y*_j|x_j) over the test set", _METRICS),
+    Output("trace/greedy_error", METRIC, "f8", "[eval]", "fraction",
+           "fraction of test contexts whose greedy decoding is not y*", _METRICS),
+    Output("trace/offsupport_likelihood", METRIC, "f8", "[eval]", "probability",
+           "mean pi_W(y*|x) over test contexts with base likelihood < alpha_off (0 if none)", _METRICS),
+    Output("trace/onsupport_likelihood", METRIC, "f8", "[eval]", "probability",
+           "mean pi_W(y*|x) over test contexts with base likelihood >= alpha_off (0 if none)", _METRICS),
+    Output("trace/mean_loglik", METRIC, "f8", "[eval]", "nats", "mean_j log pi_W(y*_j|x_j)", _METRICS),
+    Output("trace/wall_time", CLOCK, "f8", "[eval]", "seconds", "wall-clock time since the start of post-training",
+           _DRIVER),
+    Output("trace/loglik", TRACE, "f8", "[eval, context]", "nats",
+           "log pi_W(y*_j|x_j) per evaluation point (rows) and test context (columns); float64 resolves both "
+           "1 - 1e-12 and 1e-300", "fastpg.kernels.engine (evaluate_runs)",
+           batch_description="log pi_W(y*_j|x_j) per evaluation point, run and test context (NaN after a run failed)"),
+    Output("trace/token_loglik", TRACE, "f8", "[eval, context, position]", "nats",
+           "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position", "fastpg.kernels.engine "
+           "(evaluate_runs), with token_trace",
+           batch_description="log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position"),
+    # /trace axes (HDF5 dimension scales; not trace columns)
+    Output("trace/context", AXIS, "i8", "[context]", "", "index of the test context (row of /task/test_x)", _STORE),
+    Output("trace/position", AXIS, "i8", "[position]", "", "position i of the response (0 is the first token)", _STORE),
+    Output("trace/eval", AXIS, "i8", "[eval]", "", "index of the evaluation point (each run has its own steps there)",
+           _STORE, only="batch"),
+    Output("trace/run", AXIS, "str", "[run]", "", "run id (as /runs/id)", _STORE, only="batch"),
+    # /final
+    Output("final/W", DATASET, "f8", "[block, token, d]", "weight",
+           "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete", _DRIVER,
+           batch_description="final weights W[run, block, token, d]; valid for runs whose status is complete"),
+    Output("final/state", DATASET, "u8", "[4]", "",
+           "the run's generator state (xoshiro256**) after its last step; valid once status is complete", _DRIVER,
+           only="run"),
+    Output("final/events", DATASET, "f8", "[slot]", "",
+           "the event-driven state after the last step (pending move, deferred and step-through steps, held updates); "
+           "valid once status is complete", _DRIVER, only="run"),
+)
+
+BY_PATH = {o.path: o for o in OUTPUTS}
+TRACE_NAMES = tuple(o.name for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK))
+"""The 1-D trace columns (a value per evaluation point), in file order: counters, metrics, wall time."""
+COUNTERS = tuple(o.name for o in OUTPUTS if o.kind == COUNTER)
+METRICS = tuple(o.name for o in OUTPUTS if o.kind == METRIC)
+TRACE_UNITS = {o.name: (o.units, o.description) for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK)}
+TRACE_AXES = tuple(o.name for o in OUTPUTS if o.kind == AXIS)
+"""Dimension scales in /trace: the axes of the trace arrays, not rows of the trace (readers leave them out)."""
+if COUNTERS != codes.COUNTERS:  # the kernels' counter row, slot by slot
+    raise ImportError("fastpg.outputs: the counter rows must be fastpg.codes.COUNTERS, in order")
+
+
+def output(path: str) -> Output:
+    return BY_PATH[path]
+
+
+def markdown_table() -> str:
+    """The table as docs/design.md shows it (``python -m fastpg.outputs`` prints it)."""
+    lines = ["| path | kind | dtype | shape | units | description | filled by |", "|---|---|---|---|---|---|---|"]
+    for o in OUTPUTS:
+        text = o.description.replace("|", "\\|")
+        if o.batch_description:
+            text += f" (batch file: {o.batch_description.replace('|', chr(92) + '|')})"
+        if o.only:
+            text += f" ({o.only} files only)"
+        lines.append(f"| `{o.path}` | {o.kind} | {o.dtype} | {o.shape} | {o.units} | {text} | {o.filled_by} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,115 @@
+"""The outputs table (fastpg.outputs) is the one home of what a file holds: every object of a run
+file and of a batch file has its row, with the units and description the writers gave it, and
+everything derived from the table (metrics, index columns, the design doc's layout) follows it."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import fastpg
+from fastpg import metrics, outputs
+from fastpg.api import run_batch
+from fastpg.outputs import ATTRIBUTE, OUTPUTS
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = dict(d=6, k=3, N=3, n_pre=50, steps=60, n_test=16, eval_every=20, token_trace=True, teacher_scale="block")
+
+
+def file_objects(path) -> tuple[dict, dict]:
+    """``({dataset path: (units, description)}, {attribute path: value})`` of an HDF5 file; attribute
+    paths as in the table (``group@name``), the dimension-scale bookkeeping of HDF5 left out."""
+    datasets, attrs = {}, {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                datasets[name] = (obj.attrs.get("units"), obj.attrs.get("description"))
+            elif name not in ("config",):
+                attrs.update({f"{name}@{k}": v for k, v in obj.attrs.items()})
+        attrs.update({f"@{k}": v for k, v in f.attrs.items()})
+        f.visititems(visit)
+    return datasets, attrs
+
+
+def expected(layout: str, kinds_with_data=True) -> dict:
+    return {o.path: o for o in OUTPUTS if o.only in ("", layout) and (o.kind != ATTRIBUTE) == kinds_with_data}
+
+
+@pytest.mark.parametrize("layout", ["run", "batch"])
+def test_every_object_of_a_file_has_its_row(tmp_path, layout):
+    configs = [dict(SMALL, seed=s) for s in (0, 1)]
+    if layout == "run":
+        fastpg.run(configs[0], tmp_path / "a.h5")
+    else:
+        run_batch(configs, batch_file=tmp_path / "a.h5", run_ids=["s0", "s1"])
+    datasets, attrs = file_objects(tmp_path / "a.h5")
+    rows = expected(layout)
+    attribute_rows = {p for p in expected(layout, kinds_with_data=False) if "<" not in p}
+    if layout == "batch":  # the task's and base model's attributes become datasets over runs
+        per_run = {p for p in attribute_rows if p.split("@")[0] in ("task", "base")}
+        attribute_rows -= per_run
+        rows.update({p.replace("@", "/"): None for p in per_run})
+    assert set(datasets) == set(rows), (set(datasets) ^ set(rows))
+    teacher = {"teacher_scale": "block", "teacher_norm": "every block of norm 1, so ||W*||^2 = the number of blocks"}
+    for path, (units, description) in datasets.items():
+        if path.startswith("runs/") or rows[path] is None:  # a batch file's bookkeeping and attributes: no units
+            continue
+        row = rows[path]
+        assert units == row.units and description == row.describe(layout == "batch", **teacher), path
+    assert attribute_rows <= set(attrs), attribute_rows - set(attrs)
+    extra = {a for a in attrs if a not in attribute_rows and a.split("@")[1] not in ("units", "description")}
+    assert not extra, extra
+
+
+def test_test_metrics_fills_every_metric_row():
+    rng = np.random.default_rng(0)
+    loglik = np.log(rng.uniform(0.01, 1, 20))
+    values = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3)
+    assert tuple(values) == outputs.METRICS
+
+
+def test_the_trace_columns_follow_the_table():
+    assert outputs.TRACE_NAMES == outputs.COUNTERS + outputs.METRICS + ("wall_time",)
+    assert outputs.COUNTERS == fastpg.codes.COUNTERS
+    assert set(outputs.TRACE_AXES) == {"eval", "run", "context", "position"}
+
+
+def test_the_design_doc_shows_the_table():
+    """docs/design.md's file layout is the table (``python -m fastpg.outputs`` prints it)."""
+    assert outputs.markdown_table() in (ROOT / "docs" / "design.md").read_text()
+
+
+@pytest.mark.parametrize("layout", ["run", "batch"])
+def test_a_run_and_its_file_give_the_same_result(tmp_path, layout):
+    """fastpg.run's result and fastpg.load's are one type holding the same things (``created`` aside,
+    the writer's own clock): a token trace, a run stopped early, and a run in memory too."""
+    cfg = dict(SMALL, stop_eps=0.5)
+    if layout == "run":
+        ran = fastpg.run(cfg, tmp_path / "a.h5")
+        loaded = fastpg.load(tmp_path / "a.h5")
+    else:
+        ran = run_batch([cfg, dict(cfg, seed=1)], batch_file=tmp_path / "a.h5", run_ids=["s0", "s1"])[0]
+        loaded = fastpg.load(tmp_path / "a.h5", run="s0")
+    assert type(ran) is type(loaded) is fastpg.RunData and fastpg.RunResult is fastpg.RunData
+    for name in ("status", "message", "experiment", "fastpg_version", "schema_version", "config", "task"):
+        assert getattr(ran, name) == getattr(loaded, name), name
+    assert set(ran.trace) == set(loaded.trace) == set(outputs.TRACE_NAMES)
+    for name in ran.trace:
+        np.testing.assert_array_equal(ran.trace[name], loaded.trace[name], err_msg=name)
+    for name in ("loglik", "token_loglik", "W", "queries"):
+        np.testing.assert_array_equal(getattr(ran, name), getattr(loaded, name), err_msg=name)
+    assert set(ran.base) == set(loaded.base) and set(ran.lq) == set(loaded.lq)
+    for group in ("base", "lq"):
+        for name, value in getattr(ran, group).items():
+            np.testing.assert_array_equal(value, getattr(loaded, group)[name], err_msg=f"{group}/{name}")
+    assert ran.query_complexity(0.01, 0.5) == loaded.query_complexity(0.01, 0.5)
+    memory = fastpg.run(cfg)
+    assert memory.path is None and memory.complete
+    np.testing.assert_array_equal(memory.loglik, ran.loglik)
+    np.testing.assert_array_equal(memory.W, ran.W)
+
+
+def test_a_run_that_cannot_start_is_a_failed_result(tmp_path):
+    (result,) = run_batch([dict(SMALL, base="file", base_file=str(tmp_path / "none.h5"))], raise_errors=False)
+    assert result.status == "failed" and result.message.startswith("base_file: ") and result.rows == 0 and result.W is None
