@@ -258,7 +258,8 @@ def bench_overhead(q):
     the same runs kept in memory (no files). Simulation itself is a small part of it."""
     from fastpg.api import run_batch
     from fastpg.config import PRESETS
-    from fastpg.sweep import Sweep, execute
+    from fastpg.sweeps.execute import execute
+    from fastpg.sweeps.spec import Sweep
 
     n = 200 if q else 1000
     fixed = dict(PRESETS["tiny"], steps=200)

@@ -1,6 +1,6 @@
 """How good is the estimate a sweep prints before it starts? Runs a fixed set of sweeps with the
 real ``fastpg sweep`` command and prints, for each, the time and disk it estimated and what it
-took (docs/design.md, "Estimates"; the constants of ``fastpg.sweep.estimate`` were fitted to it).
+took (docs/design.md, "Estimates"; the constants of ``fastpg.sweeps.execute.estimate`` were fitted to it).
 
     python -m bench.estimates [--only NAME ...] [--keep DIR]
 

@@ -59,7 +59,7 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, wide_clusters, overwrite, qui
       fastpg fig1 results/fig1-N12 -N 12 --steps 100000 --seeds 0
     """
     from fastpg.experiments import fig1
-    from fastpg.sweep import parse_seeds
+    from fastpg.sweeps.spec import parse_seeds
 
     overrides = resolve(preset, given)
     result = fig1(outdir, overrides, seeds=parse_seeds(seeds), unconditioned=unconditioned, wide=wide_clusters,
@@ -211,7 +211,8 @@ def _plot_scaling(files, x, out, facet=None):
 
     from fastpg import plots
     from fastpg.analysis import group_label, growth_text, median_text, scaling_table
-    from fastpg.sweep import MANIFEST, grid_rows, manifest_keys, q_rows, read_index
+    from fastpg.sweeps.index import grid_rows, q_rows, read_index
+    from fastpg.sweeps.spec import MANIFEST, manifest_keys
 
     if len(files) != 1 or not Path(files[0]).is_dir():
         raise click.BadParameter("allowed for scaling: exactly one sweep folder", param_hint="FILES")

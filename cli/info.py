@@ -111,7 +111,7 @@ def describe_file(path) -> str:
 def describe_sweep(path: Path) -> str:
     """A sweep folder: runs by status (read from the files themselves) and the runs not complete."""
     from fastpg.config import ConfigError
-    from fastpg.sweep import Sweep
+    from fastpg.sweeps.spec import Sweep
 
     manifest = json.loads((path / "sweep.json").read_text())
     try:

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from fastpg.backends import BACKENDS
+from fastpg.sweeps.backends import BACKENDS
 
 from .options import resolve, run_options
 
@@ -55,7 +55,7 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
         format_context_exponents,
         format_exponents,
     )
-    from fastpg.sweep import parse_grid, parse_numbers, parse_seeds
+    from fastpg.sweeps.spec import parse_grid, parse_numbers, parse_seeds
 
     plots.require_matplotlib()
     fixed = resolve(preset, given)

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from fastpg.analysis import median_text
-from fastpg.backends import BACKENDS
 from fastpg.config import PARAM
-from fastpg.sweep import DEFAULT_EPS, LAYOUTS, MAX_BATCH, START_SECONDS, id_value
+from fastpg.sweeps.backends import BACKENDS
+from fastpg.sweeps.execute import START_SECONDS
+from fastpg.sweeps.spec import DEFAULT_EPS, LAYOUTS, MAX_BATCH, id_value
 
 from .options import resolve, run_options
 from .progress import Progress, duration
@@ -65,7 +66,8 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
       fastpg sweep out/expN --config examples/exp_in_N.toml --dask-workers 2
     """
     from fastpg.config import ConfigError
-    from fastpg.sweep import Sweep, estimate, execute, folder_layout, load_toml, parse_grid, parse_seeds
+    from fastpg.sweeps.execute import estimate, execute
+    from fastpg.sweeps.spec import Sweep, folder_layout, load_toml, parse_grid, parse_seeds
 
     if given.get("seed") is not None:
         raise ConfigError("--seed", "a sweep runs every seed of --seeds; allowed: --seeds 0-9 (or seeds = ... in the TOML file)")
@@ -132,7 +134,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
 
 
 def _print_summary(sweep, index) -> None:
-    from fastpg.sweep import summary
+    from fastpg.sweeps.index import summary
 
     rows = summary(sweep, index)
     cols = [*sweep.point_names, "complete", "expected_error", "queries_to_eps", "reached_eps"]

@@ -9,7 +9,7 @@ from .api import RunFailed, RunResult, continue_run, pretrain, run
 from .config import PRESETS, ConfigError, RunConfig
 from .result import RunData
 from .store import load
-from .sweep import SweepData, load_sweep
+from .sweeps.data import SweepData, load_sweep
 from .tasks import margin_quantiles
 from .version import __version__
 

@@ -19,7 +19,9 @@ from .complexity import bootstrap_slope, fit_slope
 from .experiments import fig1, pretrain_experiment
 from .profiler import Profile
 from .store import COMPLETE, load
-from .sweep import Sweep, execute, queries_to_eps, read_index
+from .sweeps.execute import execute
+from .sweeps.index import queries_to_eps, read_index
+from .sweeps.spec import Sweep
 
 YES, NO, VACUOUS, NOT_MEASURED, REPORTED = "yes", "no", "vacuous", "not measured", "reported"
 

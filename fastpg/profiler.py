@@ -42,7 +42,8 @@ from .complexity import (
 )
 from .config import ConfigError, RunConfig
 from .store import COMPLETE, atomic_file, load
-from .sweep import Sweep, execute
+from .sweeps.execute import execute
+from .sweeps.spec import Sweep
 
 PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
                pre_eta=0.5, teacher_scale="block", G=1, baseline="none", lr="adaptive", eta=0.5, steps=200000,

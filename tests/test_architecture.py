@@ -78,8 +78,8 @@ def test_the_cycle_finder_finds_cycles():
 
 
 def folder_of(module: str) -> str:
-    """The layer a module belongs to: its folder (``fastpg.kernels``, ``fastpg``, ``fastpg_cli``)."""
-    return module if module in PACKAGES or module == "fastpg.kernels" else module.rsplit(".", 1)[0]
+    """The layer a module belongs to: its folder (``fastpg.kernels``, ``fastpg.sweeps``, ``fastpg``, ``fastpg_cli``)."""
+    return module if module in PACKAGES or module in ("fastpg.kernels", "fastpg.sweeps") else module.rsplit(".", 1)[0]
 
 
 def test_kernels_and_the_library_never_import_the_layers_above():
@@ -138,3 +138,18 @@ def test_every_folder_of_the_library_is_installed():
     folders = {".".join(["fastpg", *p.parent.relative_to(ROOT / "fastpg").parts]) for p in (ROOT / "fastpg").rglob("__init__.py")}
     folders |= {"fastpg_cli"}
     assert listed == folders
+
+
+def test_sweeps_sit_between_the_library_and_the_experiments():
+    """``fastpg/sweeps/`` uses the run API and the store; the core library (a run end to end, its
+    files, its results) never imports it, and it never imports the paper's experiments or plots."""
+    graph = import_graph()
+    sweeps = {m for m in graph if folder_of(m) == "fastpg.sweeps" and m != "fastpg.sweeps"}
+    assert {"fastpg.sweeps.spec", "fastpg.sweeps.execute", "fastpg.sweeps.index", "fastpg.sweeps.data"} <= sweeps
+    core = {"fastpg.api", "fastpg.store", "fastpg.config", "fastpg.outputs", "fastpg.result", "fastpg.tasks",
+            "fastpg.runs", "fastpg.metrics", "fastpg.codes"}
+    for module in core:
+        assert not {d for d in graph[module] if folder_of(d) == "fastpg.sweeps"}, module
+    above = {"fastpg.experiments", "fastpg.paper", "fastpg.profiler", "fastpg.plots"}
+    for module in sweeps:
+        assert not graph[module] & above, module

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import fastpg
 from fastpg.config import PARAMS, ConfigError, RunConfig, parse_int
-from fastpg.sweep import Sweep, SweepRun, check_unique_ids, id_value, load_toml, parse_grid, run_id
+from fastpg.sweeps.spec import Sweep, SweepRun, check_unique_ids, id_value, load_toml, parse_grid, run_id
 from test_cli import fastpg as fastpg_cmd
 
 SEEDS = (1700000000123456789, 1700000000123456788)  # equal once rounded to float64

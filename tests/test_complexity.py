@@ -23,7 +23,8 @@ from fastpg.complexity import (
     query_complexity,
     theory_bound,
 )
-from fastpg.sweep import Sweep, execute
+from fastpg.sweeps.execute import execute
+from fastpg.sweeps.spec import Sweep
 from test_cli import fastpg as fastpg_cmd
 
 
@@ -161,7 +162,7 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
     assert not (tmp_path / "g.png").exists()
     from fastpg import plots
     from fastpg.analysis import scaling_table
-    from fastpg.sweep import grid_rows, q_rows, read_index
+    from fastpg.sweeps.index import grid_rows, q_rows, read_index
 
     rows = q_rows(grid_rows(read_index(out), ["reward"]), ["reward"], [0.1, 1e-3], [0.1, 0.05])
     table = scaling_table(rows, ["reward", "alpha", "eps"], "eps", "Q")

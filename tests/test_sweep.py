@@ -12,7 +12,9 @@ import pytest
 
 import fastpg
 from fastpg.config import ConfigError
-from fastpg.sweep import Sweep, execute, load_toml, parse_grid, parse_seeds, queries_to_eps, run_id
+from fastpg.sweeps.execute import execute
+from fastpg.sweeps.index import queries_to_eps
+from fastpg.sweeps.spec import Sweep, load_toml, parse_grid, parse_seeds, run_id
 from test_cli import FASTPG
 from test_cli import fastpg as fastpg_cmd
 
@@ -193,7 +195,7 @@ def test_a_file_base_keys_runs_by_content_so_moving_folders_changes_nothing(tmp_
 
 
 def test_a_finished_batch_without_a_complete_file_is_marked_with_the_reason(tmp_path):
-    from fastpg.sweep import Index
+    from fastpg.sweeps.index import Index
 
     sweep = Sweep(tmp_path / "s", dict(FIXED), {"N": [2]}, [0, 1])
     sweep.claim_folder()

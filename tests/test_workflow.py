@@ -209,7 +209,7 @@ def test_info_tells_a_killed_run_from_a_slow_one_and_summarises_seeds(tmp_path):
     import subprocess
     import time
 
-    from fastpg.sweep import Sweep
+    from fastpg.sweeps.spec import Sweep
     from test_cli import FASTPG
     from test_reliability import LONG_RUN, _wait_rows
 
@@ -260,7 +260,8 @@ def test_a_huge_sweep_prints_its_size_and_needs_yes(tmp_path):
     small = fastpg_cmd("sweep", tmp_path / "small", "--preset", "tiny", "--steps", "40", "--seeds", "0-1")
     assert small.returncode == 0 and re.search(r"2 runs, 2 to do: about 0\.\d+ MB on disk and \d s", small.stderr), small.stderr
     assert "--layout batch" not in small.stderr  # two runs: not told of the batch layout
-    from fastpg.sweep import Sweep, estimate
+    from fastpg.sweeps.execute import estimate
+    from fastpg.sweeps.spec import Sweep
 
     sweep = Sweep(tmp_path / "x", dict(fastpg.PRESETS["tiny"], steps=40), {}, [0, 1])
     size = estimate(sweep.runs)
@@ -422,7 +423,8 @@ def test_progress_rates_leave_out_the_compilation(monkeypatch, capsys):
 def test_a_sweep_times_itself_after_its_first_batches(tmp_path):
     """The pilot: once every slot has finished a batch after the first, the time left is said from
     their timing, beside the estimate made before starting."""
-    from fastpg.sweep import Sweep, execute
+    from fastpg.sweeps.execute import execute
+    from fastpg.sweeps.spec import Sweep
 
     sweep = Sweep(tmp_path / "s", dict(fastpg.PRESETS["tiny"], steps=40), {}, list(range(6)), 0.1, 2)
     lines, works = [], []
@@ -437,13 +439,13 @@ def test_many_small_runs_are_told_of_the_batch_layout(tmp_path, monkeypatch):
     starts); with --layout given, or few runs, it does not."""
     from click.testing import CliRunner
 
-    import fastpg.sweep
+    import fastpg.sweeps.execute
     from fastpg_cli.main import main as cli
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # only what is printed before the runs start is looked at
 
-    monkeypatch.setattr(fastpg.sweep, "execute", stop)
+    monkeypatch.setattr(fastpg.sweeps.execute, "execute", stop)
     runner = CliRunner()
     many = runner.invoke(cli, ["sweep", str(tmp_path / "a"), "--preset", "tiny", "--seeds", "0-599"])
     assert "600 small runs: --layout batch writes them 64 to a file" in many.output, many.output

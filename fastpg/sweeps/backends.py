@@ -21,7 +21,7 @@ import os
 import threading
 from concurrent.futures import Executor, Future
 
-from .config import ConfigError
+from ..config import ConfigError
 
 BACKENDS = ("local", "dask")
 
