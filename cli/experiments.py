@@ -1,4 +1,4 @@
-"""``fastpg fig1``, ``fastpg pretrain`` and ``fastpg plot``: thin wrappers over fastpg.experiments / plots."""
+"""``fastpg fig1``, ``fastpg pretrain`` and ``fastpg plot``: thin wrappers over fastpg.paper.experiments / plots."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from fastpg import config as C
-from fastpg.plots import X_AXES
+from fastpg.analysis.plots import X_AXES
 
 from .options import resolve, run_options
 
@@ -58,7 +58,7 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, wide_clusters, overwrite, qui
       fastpg fig1 results/fig1-wide --wide-clusters
       fastpg fig1 results/fig1-N12 -N 12 --steps 100000 --seeds 0
     """
-    from fastpg.experiments import fig1
+    from fastpg.paper.experiments import fig1
     from fastpg.sweeps.spec import parse_seeds
 
     overrides = resolve(preset, given)
@@ -105,7 +105,7 @@ def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **
       fastpg pretrain results/pretrain
       fastpg pretrain results/pretrain-d16 -d 16 --n-pre 100000 --gamma-quantiles 0.3
     """
-    from fastpg.experiments import pretrain_experiment
+    from fastpg.paper.experiments import pretrain_experiment
 
     qs = _parse_floats(gamma_quantiles, "--gamma-quantiles")
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
@@ -159,7 +159,7 @@ def plot_cmd(kind, files, out, x, facet, overwrite):
       fastpg plot scaling out/expN --x N --out scaling.png
       fastpg plot scaling out/q --x eps --facet alpha --out q-eps.png
     """
-    from fastpg import plots
+    from fastpg.analysis import plots
     from fastpg.store import check_output, load, load_batch
 
     check_output(out, overwrite)
@@ -209,8 +209,8 @@ def _first(value):
 def _plot_scaling(files, x, out, facet=None):
     import json
 
-    from fastpg import plots
-    from fastpg.analysis import group_label, growth_text, median_text, scaling_table
+    from fastpg.analysis import plots
+    from fastpg.analysis.fits import group_label, growth_text, median_text, scaling_table
     from fastpg.sweeps.index import grid_rows, q_rows, read_index
     from fastpg.sweeps.spec import MANIFEST, manifest_keys
 

@@ -9,9 +9,9 @@ import click
 
 import fastpg
 from fastpg import interrupts
+from fastpg.analysis.plots import PlotUnavailable
 from fastpg.config import ConfigError, flag
 from fastpg.interrupts import Terminated
-from fastpg.plots import PlotUnavailable
 from fastpg.store import OutputError, unclosable_files
 
 from .info import describe

@@ -1,4 +1,4 @@
-"""``fastpg profile``: design, run and analyse a query-complexity profile (thin over fastpg.profiler)."""
+"""``fastpg profile``: design, run and analyse a query-complexity profile (thin over fastpg.paper.profile)."""
 
 from __future__ import annotations
 
@@ -44,9 +44,9 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
       fastpg profile results/profile-orm --grid reward=orm --grid algorithm=pg --seeds 0-4
       fastpg profile results/profile-small --grid N=8 --grid gamma=0.006 --alpha 0.1,0.01 --steps 50000
     """
-    from fastpg import plots
+    from fastpg.analysis import plots
     from fastpg.config import ConfigError
-    from fastpg.profiler import (
+    from fastpg.paper.profile import (
         GRID_NAMES,
         PROFILE_ALPHAS,
         PROFILE_EPS,

@@ -1,4 +1,4 @@
-"""``fastpg reproduce``: every experiment of the paper that fastpg supports, and a report (thin over fastpg.paper)."""
+"""``fastpg reproduce``: every experiment of the paper that fastpg supports, and a report (thin over fastpg.paper.reproduce)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def reproduce_cmd(outdir, quick, quiet):
       fastpg reproduce results/paper
       fastpg reproduce results/paper-quick --quick
     """
-    from fastpg.paper import claims_table, reproduce
+    from fastpg.paper.reproduce import claims_table, reproduce
 
     t0 = time.perf_counter()
 

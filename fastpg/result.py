@@ -110,7 +110,7 @@ class RunData:
         return np.exp(self.loglik)
 
     def query_complexity(self, alpha: float, eps: float, level: str = "sequence"):
-        """Q(alpha, eps) of this run (:func:`fastpg.complexity.query_complexity`); ``level="token"``
+        """Q(alpha, eps) of this run (:func:`fastpg.analysis.complexity.query_complexity`); ``level="token"``
         conditions on the base model's smallest token likelihood instead of the sequence likelihood.
 
         Parameters
@@ -126,7 +126,7 @@ class RunData:
         QueryComplexity
             ``queries`` (None if never reached), ``reached``, ``queries_lo``, ``contexts``.
         """
-        from .complexity import check_alpha, check_eps, query_complexity
+        from .analysis.complexity import check_alpha, check_eps, query_complexity
 
         base = self.base["loglik"] if level == "sequence" else self.base["token_loglik"].min(axis=1)
         return query_complexity(self.loglik, base, self.queries, check_alpha(alpha, "alpha"), check_eps(eps, "eps"))
@@ -134,7 +134,7 @@ class RunData:
     def first_passage(self, eps: float) -> np.ndarray:
         """Per test context, the reward queries at the first evaluation point with ``pi(y*|x) >= 1 - eps``
         (NaN where it never happens)."""
-        from .complexity import check_eps, first_passage_queries
+        from .analysis.complexity import check_eps, first_passage_queries
 
         return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
 

@@ -78,8 +78,14 @@ def test_the_cycle_finder_finds_cycles():
 
 
 def folder_of(module: str) -> str:
-    """The layer a module belongs to: its folder (``fastpg.kernels``, ``fastpg.sweeps``, ``fastpg``, ``fastpg_cli``)."""
-    return module if module in PACKAGES or module in ("fastpg.kernels", "fastpg.sweeps") else module.rsplit(".", 1)[0]
+    """The layer a module belongs to: its folder (``fastpg.kernels``, ``fastpg.sweeps``,
+    ``fastpg.analysis``, ``fastpg.paper``, ``fastpg`` for the core library, ``fastpg_cli``)."""
+    if module == "fastpg.codes":  # names and codes: below the kernels too
+        return module
+    parts = module.split(".")
+    if parts[0] == "fastpg" and len(parts) >= 2 and (ROOT / "fastpg" / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return parts[0]
 
 
 def test_kernels_and_the_library_never_import_the_layers_above():
@@ -140,16 +146,39 @@ def test_every_folder_of_the_library_is_installed():
     assert listed == folders
 
 
-def test_sweeps_sit_between_the_library_and_the_experiments():
-    """``fastpg/sweeps/`` uses the run API and the store; the core library (a run end to end, its
-    files, its results) never imports it, and it never imports the paper's experiments or plots."""
+LAYERS = ["fastpg.codes", "fastpg.kernels", "fastpg", "fastpg.analysis", "fastpg.sweeps", "fastpg.paper", "fastpg_cli"]
+# the core's RunData.query_complexity reads analysis.complexity: the one upward edge, a measure the result type offers
+ALLOWED_UP = {("fastpg.result", "fastpg.analysis.complexity")}
+
+
+def upward_imports(graph) -> list[str]:
+    """Every import of a module from a layer above its own (:data:`LAYERS`, bottom first). The
+    package root, the public facade (``fastpg.run``, ``fastpg.load_sweep``...), re-exports from all
+    layers and is skipped; that no module imports it is checked separately."""
+    found = []
+    for module, deps in graph.items():
+        if module == "fastpg":
+            continue
+        for dep in sorted(deps):
+            if LAYERS.index(folder_of(dep)) > LAYERS.index(folder_of(module)) and (module, dep) not in ALLOWED_UP:
+                found.append(f"{module} imports {dep}, a layer above it")
+    return found
+
+
+def test_each_folder_imports_only_the_layers_below_it():
+    """The folders are layers, from the bottom: ``codes``, ``kernels``, the core library
+    (``fastpg/*.py``: a run end to end, its files and results), ``analysis``, ``sweeps``, ``paper``,
+    then the CLI. A module imports only its own layer and those below."""
     graph = import_graph()
-    sweeps = {m for m in graph if folder_of(m) == "fastpg.sweeps" and m != "fastpg.sweeps"}
-    assert {"fastpg.sweeps.spec", "fastpg.sweeps.execute", "fastpg.sweeps.index", "fastpg.sweeps.data"} <= sweeps
-    core = {"fastpg.api", "fastpg.store", "fastpg.config", "fastpg.outputs", "fastpg.result", "fastpg.tasks",
-            "fastpg.runs", "fastpg.metrics", "fastpg.codes"}
-    for module in core:
-        assert not {d for d in graph[module] if folder_of(d) == "fastpg.sweeps"}, module
-    above = {"fastpg.experiments", "fastpg.paper", "fastpg.profiler", "fastpg.plots"}
-    for module in sweeps:
-        assert not graph[module] & above, module
+    assert {folder_of(m) for m in graph} == set(LAYERS)
+    assert not any("fastpg" in graph[m] for m in graph if m.startswith("fastpg.")), "a module imports the root"
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert folder_of("fastpg.sweeps.spec") == "fastpg.sweeps" and folder_of("fastpg.api") == "fastpg"
+    assert folder_of("fastpg.kernels") == "fastpg.kernels" and folder_of("fastpg_cli.main") == "fastpg_cli"
+    planted = {"fastpg.store": {"fastpg.sweeps.index"}, "fastpg.sweeps.index": {"fastpg.store"},
+               "fastpg.kernels.rng": {"fastpg.config"}, "fastpg.result": {"fastpg.analysis.complexity"}}
+    assert sorted(upward_imports(planted)) == ["fastpg.kernels.rng imports fastpg.config, a layer above it",
+                                       "fastpg.store imports fastpg.sweeps.index, a layer above it"]

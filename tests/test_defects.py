@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from fastpg import defects, paper
+from fastpg import defects
+from fastpg.paper import reproduce as paper
 
 QUICK = paper.Settings.quick()
 # the profile's claims are read at its reference N and gamma only: the rest of the quick grid is left out

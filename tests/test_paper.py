@@ -7,7 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from fastpg.paper import ANY_PRETRAINING, Claim, Rule, Settings, claims_table, late_fraction, mistakes_exponents, verdict_counts
+from fastpg.paper.reproduce import (
+    ANY_PRETRAINING,
+    Claim,
+    Rule,
+    Settings,
+    claims_table,
+    late_fraction,
+    mistakes_exponents,
+    verdict_counts,
+)
 from fastpg.sweeps.spec import load_toml
 from test_cli import fastpg as fastpg_cmd
 

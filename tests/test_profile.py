@@ -8,8 +8,8 @@ import pytest
 
 import fastpg
 import naive
-from fastpg.complexity import lq_curve, lq_fit
-from fastpg.profiler import rs_budget
+from fastpg.analysis.complexity import lq_curve, lq_fit
+from fastpg.paper.profile import rs_budget
 from test_cli import fastpg as fastpg_cmd
 
 SMALL = ["--grid", "N=4,5", "--grid", "gamma=0.004,0.008", "--seeds", "0-1", "--alpha", "0.1,0.01,0.001",
@@ -124,7 +124,7 @@ def test_per_context_exponents_against_a_plain_recomputation(small_profile):
     """context_exponents.csv: the censored fit over every test context of the pg runs at the
     reference N and gamma, recomputed here from the stored traces with the plain first passage;
     and the fit whose spread is in eps (contexts with alpha_j >= the largest eps, every eps)."""
-    from fastpg.complexity import censored_slope, kaplan_meier_quantile
+    from fastpg.analysis.complexity import censored_slope, kaplan_meier_quantile
 
     out, r = small_profile
     assert "per test context" in r.stdout and "Kaplan-Meier" in r.stdout

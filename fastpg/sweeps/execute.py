@@ -10,7 +10,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-from ..analysis import duration
+from ..analysis.fits import duration
 from ..api import RunFailed, continue_run, run_batch
 from ..config import ConfigError, RunConfig
 from ..store import (

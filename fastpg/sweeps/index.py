@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis import censored_quantile
-from ..complexity import query_complexity
+from ..analysis.complexity import query_complexity
+from ..analysis.fits import censored_quantile
 from ..config import PARAM, ConfigError, parse_value
 from ..outputs import COUNTERS, METRICS
 from ..result import param_column
@@ -195,7 +195,7 @@ def q_rows(rows: list[dict], grid: list[str], alphas, eps_list) -> list[dict]:
 def summary(sweep: Sweep, index: Index) -> list[dict]:
     """Per grid point: runs complete, median final expected error and the censored median of
     ``queries_to_eps`` (a run that never reached eps counts as more than its budget; ``inf``, said
-    "> budget", where over half of them never did: :func:`fastpg.analysis.censored_quantile`)."""
+    "> budget", where over half of them never did: :func:`fastpg.analysis.fits.censored_quantile`)."""
     out = []
     for point in sweep.points():
         rows = [index.rows[r.id] for r in sweep.runs if r.point == point and r.id in index.rows]

@@ -14,8 +14,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..analysis.complexity import check_alpha, check_eps
 from ..api import _batch_key
-from ..complexity import check_alpha, check_eps
 from ..config import PARAM, ConfigError, RunConfig, parse_value
 from ..store import (
     BATCH_LAYOUT,

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .analysis import LEVEL_AXES, fit_loglog_slope, group_label, growth_text
+from .fits import LEVEL_AXES, fit_loglog_slope, group_label, growth_text
 
 X_AXES = ("steps", "queries")
 
@@ -135,7 +135,7 @@ def fig1_figure(orm, prm):
 
 def exceptions_figure(prm, exceptions):
     """What stops on-policy PG + PRM: the stuck test contexts (final likelihood below 1/2) against
-    the exceptions of their clusters (:func:`fastpg.analysis.cluster_exceptions`), one entry of
+    the exceptions of their clusters (:func:`fastpg.analysis.fits.cluster_exceptions`), one entry of
     ``exceptions`` per run of ``prm``. Left: per cluster, the fraction stuck against the fraction of
     exceptions (all runs). Centre: mean log-likelihood over steps of the stuck exceptions, the other
     exceptions and the rest (first run): the stuck ones fall. Right: the base model's likelihood of
@@ -374,7 +374,7 @@ def profile_figure(rows: list[dict], N_ref, gamma_ref):
 
 def lq_fit_figure(fits: dict):
     """Expected error against reward queries T with the base model's LQ at ``c/T`` fitted to it
-    (:func:`fastpg.complexity.lq_curve`): ORM against the sequence-level LQ, PRM against the
+    (:func:`fastpg.analysis.complexity.lq_curve`): ORM against the sequence-level LQ, PRM against the
     token-level LQ (one line per seed)."""
     plt = require_matplotlib()
     rewards = [r for r in ("orm", "prm") if r in fits]

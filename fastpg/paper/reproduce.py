@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import run as run_one
-from .complexity import bootstrap_slope, fit_slope
+from ..analysis.complexity import bootstrap_slope, fit_slope
+from ..api import run as run_one
+from ..store import COMPLETE, load
+from ..sweeps.execute import execute
+from ..sweeps.index import queries_to_eps, read_index
+from ..sweeps.spec import Sweep
 from .experiments import fig1, pretrain_experiment
-from .profiler import Profile
-from .store import COMPLETE, load
-from .sweeps.execute import execute
-from .sweeps.index import queries_to_eps, read_index
-from .sweeps.spec import Sweep
+from .profile import Profile
 
 YES, NO, VACUOUS, NOT_MEASURED, REPORTED = "yes", "no", "vacuous", "not measured", "reported"
 
@@ -534,12 +534,12 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
     """
     import time
 
-    from . import plots
+    from ..analysis import plots
 
     plots.require_matplotlib()
     out = Path(outdir)
     if out.exists() and not out.is_dir():
-        from .config import ConfigError
+        from ..config import ConfigError
 
         raise ConfigError("outdir", f"{out} is a file; allowed: a folder (created if missing)")
     out.mkdir(parents=True, exist_ok=True)
@@ -572,7 +572,7 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
     profile, exponents, c = profile_claims(out / "profile", s)
     claims += c
     times["profile"] = time.perf_counter() - t
-    from .profiler import format_exponents
+    from .profile import format_exponents
 
     sections.append(("Query complexity (the profiler)", "profile/q_alpha.png",
                      f"`fastpg profile` ({profile.runs} runs). The exponent table:\n\n```\n{format_exponents(exponents)}\n```"))

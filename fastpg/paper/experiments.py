@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config as C
-from .analysis import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
-from .api import pretrain, run
-from .complexity import lq_fit
-from .config import ConfigError, RunConfig
-from .plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
-from .store import COMPLETE, check_output, load, read_status, read_task_arrays
+from .. import config as C
+from ..analysis.complexity import lq_fit
+from ..analysis.fits import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
+from ..analysis.plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
+from ..api import pretrain, run
+from ..config import ConfigError, RunConfig
+from ..store import COMPLETE, check_output, load, read_status, read_task_arrays
 
 
 def _outdir(outdir) -> Path:
@@ -45,7 +45,7 @@ class Fig1Result:
 
     def exceptions(self) -> list[dict]:
         """Per seed, the PRM run's stuck test contexts against its clusters' exceptions
-        (:func:`fastpg.analysis.cluster_exceptions`)."""
+        (:func:`fastpg.analysis.fits.cluster_exceptions`)."""
         return [cluster_exceptions(prm, read_task_arrays(prm.path)) for prm in self.prm]
 
     def per_seed(self) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def check_alpha(alpha: float, option: str = "alpha") -> float:

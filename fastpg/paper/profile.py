@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .complexity import (
+from ..analysis.complexity import (
     bootstrap_censored_slope,
     bootstrap_slope,
     check_alpha,
@@ -40,10 +40,10 @@ from .complexity import (
     query_complexity,
     theory_bound,
 )
-from .config import ConfigError, RunConfig
-from .store import COMPLETE, atomic_file, load
-from .sweeps.execute import execute
-from .sweeps.spec import Sweep
+from ..config import ConfigError, RunConfig
+from ..store import COMPLETE, atomic_file, load
+from ..sweeps.execute import execute
+from ..sweeps.spec import Sweep
 
 PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
                pre_eta=0.5, teacher_scale="block", G=1, baseline="none", lr="adaptive", eta=0.5, steps=200000,
@@ -286,7 +286,7 @@ class Profile:
     def context_exponents(self, passages: dict | None = None, eps_passages: dict | None = None) -> list[dict]:
         """Per ``(algorithm, reward, level)``: the slope of log first-passage queries in
         ``log(1/alpha_j + 1/eps)``, censored passages included (a log-logistic censored regression,
-        :func:`fastpg.complexity.censored_slope`), with a 90% bootstrap interval over seeds. Two
+        :func:`fastpg.analysis.complexity.censored_slope`), with a 90% bootstrap interval over seeds. Two
         designs (column ``against``): ``alpha`` fits every test context at ``eps_ref`` (the spread
         is in ``alpha_j``); ``eps`` fits the contexts of :meth:`eps_passages` at every ``eps`` (the
         spread is in ``eps``). The theory's shape gives slope 1 in both (with ORM, at the sequence
@@ -328,7 +328,7 @@ class Profile:
     def analyse(self) -> dict:
         """Rows, exponents and LQ fits of the runs done so far, written as ``profile.csv``,
         ``exponents.csv``, ``q_alpha.png`` and ``lq.png``; returns them and the paths."""
-        from . import plots
+        from ..analysis import plots
 
         rows = self.rows()
         exponents = self.exponents(rows)
@@ -366,7 +366,7 @@ class Profile:
 
 def lq_fits(lq_runs: dict) -> dict:
     """Per reward: the fit of expected error against the base model's LQ at ``c/T`` for each run
-    (:func:`fastpg.complexity.lq_fit`; ORM at sequence level, PRM at token level)."""
+    (:func:`fastpg.analysis.complexity.lq_fit`; ORM at sequence level, PRM at token level)."""
     out = {}
     for reward, runs in lq_runs.items():
         fits = []
