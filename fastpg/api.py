@@ -90,8 +90,17 @@ def run(config=None, out=None, *, overwrite: bool = False, argv: list[str] | Non
     progress : callable, optional
         Called with the number of post-training steps done after each evaluation point.
 
-    Raises :class:`ConfigError` for bad input (nothing written) and :class:`RunFailed` when the
-    weights diverge (the file is marked ``failed``).
+    Returns
+    -------
+    RunData
+        The run's results, the same as :func:`fastpg.load` reads back from ``out``.
+
+    Raises
+    ------
+    ConfigError
+        Bad input, naming the parameter (nothing written).
+    RunFailed
+        The weights diverged (the file is marked ``failed``).
     """
     (result,) = run_batch([config], [out], overwrite=overwrite, argv=argv, progress=progress, raise_errors=True)
     return result
@@ -104,8 +113,28 @@ def run_batch(configs, outs=None, *, overwrite: bool = False, argv=None, progres
     Every run keeps its own random streams, so its results are bit-identical to running it
     alone. Results go to a file per run (``outs``, None entries for none) or to one
     ``batch_file`` holding every run that starts, named by ``run_ids`` (docs/design.md, "Batch
-    files"). With ``raise_errors=False`` a run that cannot start (bad input) or diverges is
-    returned with ``status = "failed"`` and its ``message``; the others go on.
+    files").
+
+    Parameters
+    ----------
+    configs : list of RunConfig or dict
+        The runs; they must share the shape and evaluation schedule (:func:`_batch_key`).
+    outs : list of path or None, optional
+        A file per run (None: kept in memory only).
+    overwrite : bool
+        Replace existing files; otherwise an existing file is refused before any work.
+    progress : callable, optional
+        Called with the steps done after each evaluation point.
+    raise_errors : bool
+        Raise the first run's error; with False a run that cannot start (bad input) or diverges
+        is returned with ``status = "failed"`` and its ``message``, and the others go on.
+    batch_file, run_ids
+        One file for all the runs, and their ids (what ``fastpg sweep --layout batch`` uses).
+
+    Returns
+    -------
+    list of RunData
+        One per configuration, in order.
     """
     cfgs = [_as_config(c) for c in configs]
     shape = {_batch_key(c) for c in cfgs}
@@ -152,10 +181,27 @@ def continue_run(path, steps: int, *, argv: list[str] | None = None, progress=No
     run advanced from its last step. The new file is written beside the old one and replaces it
     only once complete, so an interrupted continuation leaves the old file as it was.
 
-    Raises :class:`ConfigError` (``--continue`` or ``--steps``) for a file that cannot be continued:
-    not complete, stopped early, made before fastpg stored the states, a batch file, or with
-    evaluation points that a longer run would not share (``eval_log``, or a budget that is not a
-    multiple of ``eval_every``).
+    Parameters
+    ----------
+    path : path
+        A complete post-training run file.
+    steps : int
+        The new budget, larger than the run's.
+    progress : callable, optional
+        Called with the steps done after each evaluation point.
+
+    Returns
+    -------
+    RunData
+        The continued run (its file replaced).
+
+    Raises
+    ------
+    ConfigError
+        (``continue`` or ``steps``) For a file that cannot be continued: not complete, stopped
+        early, made before fastpg stored the states, a batch file, or with evaluation points that
+        a longer run would not share (``eval_log``, or a budget that is not a multiple of
+        ``eval_every``).
     """
     from .store import load
 
@@ -225,6 +271,22 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, argv: list[str] 
     samples seen). The file has the run layout: ``/base`` holds the starting point ``W = 0``,
     ``/trace/steps`` the samples seen, ``/final/W`` the pre-trained weights; the root attribute
     ``experiment`` is ``"pretrain"``.
+
+    Parameters
+    ----------
+    config : RunConfig or dict
+        The task and the pre-training parameters (``n_pre``, ``pre_lr``, ``pre_eta``, ...).
+    out : path, optional
+        HDF5 file to write; None keeps the results in memory only.
+    overwrite : bool
+        Replace an existing ``out``.
+    progress : callable, optional
+        Called with the samples seen after each evaluation point.
+
+    Returns
+    -------
+    RunData
+        With ``experiment == "pretrain"``.
     """
     cfg = _as_config(config)
     if out is not None:

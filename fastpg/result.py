@@ -132,8 +132,18 @@ class RunData:
         return query_complexity(self.loglik, base, self.queries, check_alpha(alpha, "alpha"), check_eps(eps, "eps"))
 
     def first_passage(self, eps: float) -> np.ndarray:
-        """Per test context, the reward queries at the first evaluation point with ``pi(y*|x) >= 1 - eps``
-        (NaN where it never happens)."""
+        """Per test context, the reward queries at the first evaluation point with ``pi(y*|x) >= 1 - eps``.
+
+        Parameters
+        ----------
+        eps : float
+            Target error in (0, 1).
+
+        Returns
+        -------
+        ndarray
+            ``float64[test context]``, NaN where it never happens.
+        """
         from .analysis.complexity import check_eps, first_passage_queries
 
         return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
@@ -142,7 +152,17 @@ class RunData:
         """The 1-D traces as a ``pandas.DataFrame``: one row per evaluation point, with the total
         reward queries (``queries``) and, as constant columns, the run's parameters named in ``keys``
         (a sweep's loader passes its grid), each under :func:`param_column` (``steps`` as
-        ``config_steps``, since ``steps`` is the trace's own column); needs pandas."""
+        ``config_steps``, since ``steps`` is the trace's own column); needs pandas.
+
+        Parameters
+        ----------
+        keys : sequence of str
+            Parameters to add as constant columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         pd = require_pandas("RunData.to_pandas")
         frame = pd.DataFrame({**self.trace, "queries": self.queries})
         for i, key in enumerate(keys):

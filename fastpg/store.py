@@ -743,6 +743,17 @@ def load(path, run: str | None = None) -> RunData:
     Only whole rows are returned: a row counts once every trace dataset has it. In a batch file
     (``fastpg sweep --layout batch``) ``run`` names the run (its id); :func:`load_batch` reads every
     run of one. A sweep folder is read by :func:`fastpg.load_sweep`.
+
+    Parameters
+    ----------
+    path : path
+        A run file or a batch file.
+    run : str, optional
+        The run's id, in a batch file.
+
+    Returns
+    -------
+    RunData
     """
     if Path(path).is_dir():
         hint = "a sweep folder: use fastpg.load_sweep" if (Path(path) / "sweep.json").exists() else "a folder"

@@ -147,7 +147,21 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
 
     The long table is built column by column (one array per trace column for all runs, the run's
     parameters repeated over its rows), not as one small table per run: a folder of 20,000 runs
-    is read in seconds (docs/design.md, "Reading a sweep")."""
+    is read in seconds (docs/design.md, "Reading a sweep").
+
+    Parameters
+    ----------
+    outdir : path
+        A sweep folder (it has ``sweep.json``).
+    loglik : bool
+        Also read every complete run's ``loglik[eval point, test context]`` and its base model's.
+
+    Returns
+    -------
+    SweepData
+        ``index`` (``index.csv`` as a DataFrame), ``traces`` (one row per run and evaluation
+        point), ``loglik`` and ``base_loglik`` (by run id, with ``loglik=True``).
+    """
     pd = require_pandas("fastpg.load_sweep")
     outdir = Path(outdir)
     if not (outdir / MANIFEST).exists():

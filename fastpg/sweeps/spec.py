@@ -87,7 +87,7 @@ def parse_grid(specs, option: str = "grid") -> dict:
                                       "empty value")
         if name in grid:
             raise ConfigError(option, f"{name} is given twice ({name}={','.join(grid[name])} and {spec}); allowed: "
-                                      f"one {option} per parameter, with every value: {name}="
+                                      f"each parameter once, with every value: {name}="
                                       f"{','.join(dict.fromkeys(grid[name] + parts))}")
         grid[name] = parts
     return _typed_grid(grid, option)
@@ -136,11 +136,11 @@ def load_toml(path) -> dict:
     if unknown:
         raise ConfigError("config", f"unknown keys {sorted(unknown)}; allowed: fixed, grid, cases, seeds, eps, alpha, "
                                       "description")
-    fixed = {name: parse_value(name, value, "--config") for name, value in data.get("fixed", {}).items()}
-    grid = _typed_grid(data.get("grid", {}), "--config")
-    seeds = parse_seeds(data["seeds"], "--config") if "seeds" in data else None
-    eps = parse_numbers(data["eps"], "--config", check_eps) if "eps" in data else None
-    alpha = parse_numbers(data["alpha"], "--config", check_alpha) if "alpha" in data else None
+    fixed = {name: parse_value(name, value, "config") for name, value in data.get("fixed", {}).items()}
+    grid = _typed_grid(data.get("grid", {}), "config")
+    seeds = parse_seeds(data["seeds"], "config") if "seeds" in data else None
+    eps = parse_numbers(data["eps"], "config", check_eps) if "eps" in data else None
+    alpha = parse_numbers(data["alpha"], "config", check_alpha) if "alpha" in data else None
     cases = _typed_cases(data.get("cases", []), list(grid))
     return {"fixed": fixed, "grid": grid, "cases": cases, "seeds": seeds, "eps": eps, "alpha": alpha}
 
@@ -218,7 +218,30 @@ def check_unique_ids(runs) -> None:
 @dataclass
 class Sweep:
     """A sweep rooted at ``outdir``: ``fixed`` parameters, ``cases`` (explicit parameter sets, optional),
-    each crossed with the ordered ``grid``, times ``seeds``."""
+    each crossed with the ordered ``grid``, times ``seeds``.
+
+    Parameters
+    ----------
+    outdir : path
+        The sweep's folder (one folder is one sweep: ``sweep.json`` records it).
+    fixed : dict
+        Parameters shared by every run (:data:`fastpg.config.PARAMS`).
+    grid : dict
+        ``{name: [values]}``, crossed in order.
+    seeds : list of int
+    eps : float or list of float
+        Targets of ``queries_to_eps`` in ``index.csv`` (the first is the summary's).
+    batch_size : int
+        Runs advanced together at most.
+    alphas : list of float
+        Base-likelihood levels of the Q(alpha, eps) columns.
+    cases : list of dict
+        Explicit parameter sets, each crossed with the grid.
+    layout : {"run", "batch"}
+        A file per run, or a file per batch.
+    extend : bool
+        Continue the complete runs to a larger ``steps`` (``--continue``).
+    """
 
     outdir: Path
     fixed: dict
@@ -234,9 +257,9 @@ class Sweep:
 
     def __post_init__(self):
         self.outdir = Path(os.path.abspath(self.outdir))  # workers may run in other directories
-        self.eps_list = parse_numbers(self.eps, "--eps", check_eps)
+        self.eps_list = parse_numbers(self.eps, "eps", check_eps)
         self.eps = self.eps_list[0]  # queries_to_eps and the summary use the first
-        self.alphas = parse_numbers(self.alphas, "--alpha", check_alpha) if self.alphas else []
+        self.alphas = parse_numbers(self.alphas, "alpha", check_alpha) if self.alphas else []
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("batch_size", f"got {self.batch_size!r}; allowed: an integer >= 1")
         if self.layout not in LAYOUTS:
