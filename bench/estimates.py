@@ -55,8 +55,9 @@ def measure(name: str, args: list[str], root: Path) -> dict:
     out = root / name
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    # the fastpg command of the Python running this (no console script needed on PATH)
-    done = subprocess.run([sys.executable, "-m", "fastpg_cli.main", "sweep", str(out), *args, "--yes"],
+    # the fastpg command of the Python running this (no console script needed on PATH); -P: not the
+    # current folder first on the path, so a checkout's fastpg/ does not shadow the installed one
+    done = subprocess.run([sys.executable, "-P", "-m", "fastpg_cli.main", "sweep", str(out), *args, "--yes"],
                           capture_output=True, text=True)
     taken = time.perf_counter() - start
     if done.returncode != 0:
