@@ -23,7 +23,6 @@ from . import codes
 
 COUNTER, METRIC, CLOCK, TRACE, AXIS, DATASET, ATTRIBUTE = (
     "counter", "metric", "clock", "trace", "axis", "dataset", "attribute")
-KINDS = (COUNTER, METRIC, CLOCK, TRACE, AXIS, DATASET, ATTRIBUTE)
 
 
 @dataclass(frozen=True)
@@ -165,12 +164,11 @@ OUTPUTS: tuple[Output, ...] = (
            "valid once status is complete", _DRIVER, only="run"),
 )
 
-BY_PATH = {o.path: o for o in OUTPUTS}
+_BY_PATH = {o.path: o for o in OUTPUTS}
 TRACE_NAMES = tuple(o.name for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK))
 """The 1-D trace columns (a value per evaluation point), in file order: counters, metrics, wall time."""
 COUNTERS = tuple(o.name for o in OUTPUTS if o.kind == COUNTER)
 METRICS = tuple(o.name for o in OUTPUTS if o.kind == METRIC)
-TRACE_UNITS = {o.name: (o.units, o.description) for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK)}
 TRACE_AXES = tuple(o.name for o in OUTPUTS if o.kind == AXIS)
 """Dimension scales in /trace: the axes of the trace arrays, not rows of the trace (readers leave them out)."""
 if COUNTERS != codes.COUNTERS:  # the kernels' counter row, slot by slot
@@ -178,21 +176,18 @@ if COUNTERS != codes.COUNTERS:  # the kernels' counter row, slot by slot
 
 
 def output(path: str) -> Output:
-    return BY_PATH[path]
+    return _BY_PATH[path]
 
 
 def markdown_table() -> str:
-    """The table as docs/design.md shows it (``python -m fastpg.outputs`` prints it)."""
+    """The table as docs/design.md shows it, in Markdown."""
     lines = ["| path | kind | dtype | shape | units | description | filled by |", "|---|---|---|---|---|---|---|"]
     for o in OUTPUTS:
-        text = o.description.replace("|", "\\|")
+        text = o.description
         if o.batch_description:
-            text += f" (batch file: {o.batch_description.replace('|', chr(92) + '|')})"
+            text += f" (batch file: {o.batch_description})"
         if o.only:
             text += f" ({o.only} files only)"
+        text = text.replace("|", "\\|")  # a table cell: pi(y|x) keeps its bar
         lines.append(f"| `{o.path}` | {o.kind} | {o.dtype} | {o.shape} | {o.units} | {text} | {o.filled_by} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown_table(), end="")

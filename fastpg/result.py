@@ -12,7 +12,7 @@ import numpy as np
 
 from .outputs import TRACE_NAMES
 
-COMPLETE = "complete"
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"  # a run's status
 
 
 def param_column(name: str) -> str:

@@ -26,11 +26,8 @@ import numpy as np
 from .config import SCHEMA_VERSION, ConfigError
 from .interrupts import Terminated
 from .outputs import TRACE_AXES, TRACE_NAMES, output
-from .result import RunData
+from .result import COMPLETE, FAILED, RUNNING, RunData
 from .version import __version__
-
-RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
-
 
 
 class OutputError(Exception):

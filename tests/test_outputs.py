@@ -76,7 +76,7 @@ def test_the_trace_columns_follow_the_table():
 
 
 def test_the_design_doc_shows_the_table():
-    """docs/design.md's file layout is the table (``python -m fastpg.outputs`` prints it)."""
+    """docs/design.md's file layout is the table (``fastpg.outputs.markdown_table()``)."""
     assert outputs.markdown_table() in (ROOT / "docs" / "design.md").read_text()
 
 
@@ -113,3 +113,22 @@ def test_a_run_and_its_file_give_the_same_result(tmp_path, layout):
 def test_a_run_that_cannot_start_is_a_failed_result(tmp_path):
     (result,) = run_batch([dict(SMALL, base="file", base_file=str(tmp_path / "none.h5"))], raise_errors=False)
     assert result.status == "failed" and result.message.startswith("base_file: ") and result.rows == 0 and result.W is None
+
+
+def test_the_fingerprint_tells_results_apart(tmp_path):
+    """tests/fingerprint.py (behind the restructure's "every result unchanged"): the same run twice
+    gives identical fingerprints (wall time and creation time aside), another seed, a changed
+    dataset or a changed description does not."""
+    import fingerprint
+
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        (tmp_path / name).mkdir()
+        fastpg.run(dict(SMALL, seed=seed), tmp_path / name / "r.h5")
+    a, b, c = (fingerprint.folder_fingerprint(tmp_path / n) for n in "abc")
+    assert fingerprint.compare(a, b) == []
+    assert "r.h5: trace/loglik differs" in fingerprint.compare(a, c)
+    with h5py.File(tmp_path / "b" / "r.h5", "r+") as f:
+        f["trace/loglik"][0, 0] = np.nextafter(f["trace/loglik"][0, 0], 0)  # one ulp
+        f["trace/steps"].attrs["description"] = "changed"
+    assert fingerprint.compare(a, fingerprint.folder_fingerprint(tmp_path / "b")) == [
+        "r.h5: trace/loglik differs", "r.h5: trace/steps@attrs differs"]
