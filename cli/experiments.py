@@ -63,7 +63,7 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, wide_clusters, overwrite, qui
 
     overrides = resolve(preset, given)
     result = fig1(outdir, overrides, seeds=parse_seeds(seeds), unconditioned=unconditioned, wide=wide_clusters,
-                  overwrite=overwrite, argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
+                  overwrite=overwrite, progress=_progress(quiet))
     if quiet:
         return
     click.echo(f"\rwrote {len(result.files)} runs and {result.png}")
@@ -116,7 +116,7 @@ def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **
         raise click.BadParameter(f"{lr_rules!r}; allowed: {', '.join(C.LR_RULES)}", param_hint="--lr-rules")
     overrides = resolve(preset, given)
     result = pretrain_experiment(outdir, overrides, gamma_quantiles=qs, lr_rules=rules, overwrite=overwrite,
-                                 argv=["fastpg", *sys.argv[1:]], progress=_progress(quiet))
+                                 progress=_progress(quiet))
     if not quiet:
         click.echo(f"\rwrote {len(result.runs)} runs and {result.png}")
         click.echo("greedy test error vs samples seen, fitted log-log slope (points with 10/n_test <= error <= 0.3):")

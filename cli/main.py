@@ -12,7 +12,7 @@ from fastpg import interrupts
 from fastpg.analysis.plots import PlotUnavailable
 from fastpg.config import ConfigError, flag
 from fastpg.interrupts import Terminated
-from fastpg.store import OutputError, unclosable_files
+from fastpg.store import OutputError, recording, unclosable_files
 
 from .info import describe
 from .options import resolve, run_options
@@ -57,7 +57,6 @@ def run_cmd(preset, out, overwrite, continue_, quiet, **given):
       fastpg run --algorithm rs --reward orm --base uniform -N 6 --eta 0 --out rs.h5
       fastpg run --continue tiny.h5 --steps 4000
     """
-    argv = ["fastpg", *sys.argv[1:]]
     if continue_ is not None:
         other = [name for name, value in given.items() if value is not None and name != "steps"]
         if out or overwrite or preset or other:
@@ -67,7 +66,7 @@ def run_cmd(preset, out, overwrite, continue_, quiet, **given):
         out = continue_
         bar = Progress(given["steps"], "steps", "post-training", quiet)
         try:
-            result = fastpg.continue_run(continue_, given["steps"], argv=argv, progress=bar.update)
+            result = fastpg.continue_run(continue_, given["steps"], progress=bar.update)
         finally:
             bar.close()
     else:
@@ -77,7 +76,7 @@ def run_cmd(preset, out, overwrite, continue_, quiet, **given):
         steps = values.get("steps", fastpg.RunConfig().steps)
         bar = Progress(steps, "steps", "post-training", quiet)
         try:
-            result = fastpg.run(values, out, overwrite=overwrite, argv=argv, progress=bar.update)
+            result = fastpg.run(values, out, overwrite=overwrite, progress=bar.update)
         finally:
             bar.close()
     if not quiet:
@@ -131,7 +130,8 @@ def cli(args=None) -> int:
     Ctrl-C, 143 for SIGTERM (both handled where the engine can close its files: fastpg.interrupts)."""
     interrupts.install()
     try:
-        code = main.main(args=args, prog_name="fastpg", standalone_mode=False)
+        with recording(["fastpg", *(sys.argv[1:] if args is None else args)]):  # what result files record
+            code = main.main(args=args, prog_name="fastpg", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except click.exceptions.Abort as exc:  # click's wrapper of KeyboardInterrupt (and EOF at a prompt)
         cause = exc.__cause__ or exc.__context__

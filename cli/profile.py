@@ -82,7 +82,7 @@ def profile_cmd(outdir, grid, alpha, eps, seeds, backend, scheduler, dask_worker
             click.echo(f"\r  runs {done}/{total}", err=True, nl=not sys.stderr.isatty())
 
     profile.execute(backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers,
-                    argv=["fastpg", *sys.argv[1:]], progress=progress)
+                    progress=progress)
     result = profile.analyse()
     exponents, fits, paths = result["exponents"], result["fits"], result["paths"]
     if quiet:

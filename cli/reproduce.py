@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
@@ -34,7 +33,7 @@ def reproduce_cmd(outdir, quick, quiet):
         if not quiet:
             click.echo(f"[{time.perf_counter() - t0:5.0f} s] {name}", err=True)
 
-    result = reproduce(outdir, quick=quick, progress=progress, argv=["fastpg", *sys.argv[1:]])
+    result = reproduce(outdir, quick=quick, progress=progress)
     if quiet:
         return
     click.echo(claims_table(result["claims"]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -87,7 +86,6 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
                   batch_size if batch_size is not None else MAX_BATCH,
                   alphas=alpha if alpha is not None else (toml["alpha"] or []), cases=toml["cases"],
                   layout=layout or folder_layout(outdir), extend=continue_)
-    argv = ["fastpg", *sys.argv[1:]]
     sweep.check_folder()  # a folder of another sweep is refused before anything is printed or started
     sweep.check_writable()
     pending = sweep.pending()
@@ -115,7 +113,7 @@ def sweep_cmd(outdir, grid, seeds, config_file, eps, alpha, backend, scheduler, 
         click.echo(f"fastpg: {message}", err=True)
 
     try:
-        index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers, argv=argv,
+        index = execute(sweep, backend=backend or "local", scheduler=scheduler, dask_workers=dask_workers,
                         pending=pending,
                         progress=progress, notify=notify, report=None if quiet else notify)
     finally:

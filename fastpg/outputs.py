@@ -60,7 +60,7 @@ _TASK = "fastpg.tasks.make_task"
 _BASE = "fastpg.runs.base_model, evaluated by fastpg.kernels.engine"
 _LQ = "fastpg.metrics.likelihood_quantile"
 _STORE = "fastpg.store (the writers)"
-_DRIVER = "fastpg.api (the driver)"
+_DRIVER = "fastpg.driver"
 
 OUTPUTS: tuple[Output, ...] = (
     # root and /config attributes

@@ -9,6 +9,7 @@ closed, by reopening the file normally, so a killed run stays ``running``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import errno
 import functools
@@ -256,6 +257,26 @@ def atomic_file(path, newline: str | None = None):
         raise
 
 
+_COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("fastpg_command_line", default=None)
+
+
+def command_line() -> list[str]:
+    """The command line a result file records (its ``argv`` attribute): the one given to
+    :func:`recording` (the ``fastpg`` command gives its own), else the Python process's ``sys.argv``."""
+    argv = _COMMAND_LINE.get()
+    return list(sys.argv) if argv is None else list(argv)
+
+
+@contextlib.contextmanager
+def recording(argv):
+    """Files written inside record ``argv`` as the command line that made them."""
+    token = _COMMAND_LINE.set([str(a) for a in argv])
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
 def _file_errors(method):
     """A writer's method whose HDF5 failures come out as ``OSError`` with the system's errno and
     the file's path: h5py reports a failed write as ``RuntimeError`` with the errno in its text."""
@@ -296,11 +317,96 @@ def _static_bytes(groups: list[dict], W_shape) -> int:
     return sum(np.asarray(data).nbytes for group in groups for data in group.values()) + 8 * int(np.prod(W_shape))
 
 
-class _Writer:
-    """What the run-file and batch-file writers share: the file's creation under a
-    :class:`SpaceReserve`, closing the SWMR writer, and a best-effort :meth:`abort`."""
+def one_line(exc: BaseException) -> str:
+    """What a file's ``message`` says of the exception that ended it."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text or exc.__class__.__name__
 
-    path: Path
+
+def _describe(ds, path: str, batch: bool = False, **values) -> None:
+    """Give ``ds`` the ``units`` and ``description`` of its row ``path`` in :data:`fastpg.outputs.OUTPUTS`
+    (the batch file's description where it differs; ``values`` fill its placeholders)."""
+    row = output(path)
+    ds.attrs["units"] = row.units
+    ds.attrs["description"] = row.describe(batch, **values)
+
+
+def _axis(group, name: str, data, maxshape=None, dtype=None):
+    """A dimension scale ``/trace/name`` holding ``data`` (see :data:`TRACE_AXES`)."""
+    ds = group.create_dataset(name, data=data, maxshape=maxshape, dtype=dtype)
+    _describe(ds, f"trace/{name}")
+    ds.make_scale(name)
+    return ds
+
+
+def _trace_axes(tr, columns: dict, rows, *between, n_test: int, N: int) -> None:
+    """Give every trace array its dimension scales: ``rows`` for the evaluation points, then
+    ``between`` (a batch file's runs), then the test contexts and, for ``token_loglik``, the positions."""
+    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64))]
+    if "token_loglik" in columns:
+        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64)))
+    for name in (*TRACE_NAMES, "loglik", "token_loglik"):
+        ds = columns.get(name)
+        if ds is None or ds == rows:
+            continue
+        for dim, scale in enumerate([rows, *between, *axes][:ds.ndim]):
+            ds.dims[dim].attach_scale(scale)
+
+
+def _attr_value(value):
+    """An attribute every HDF5 tool reads: booleans as integers 0/1 (h5py writes numpy booleans as an
+    HDF5 enum that HDF5 1.10's h5dump cannot show), None as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
+
+
+def _config_attrs(group, config: dict) -> None:
+    for key, value in config.items():
+        group.attrs[key] = _attr_value(value)
+    group.attrs["json"] = json.dumps(config)
+
+
+BATCH_LAYOUT = "batch"
+STR = h5py.string_dtype()
+
+
+class ResultWriter:
+    """Writes a result file: one run's (the run layout) or, given run ``ids``, the runs of a batch
+    (docs/design.md, "Batch files"). Protocol (docs/design.md, "Result files"): :meth:`open`
+    creates every group and dataset and marks the file ``running`` in SWMR mode; :meth:`append`
+    adds one evaluation point; :meth:`close` writes the final weights, closes the SWMR writer and
+    reopens the file to write the final status; :meth:`abort` marks it ``failed`` and never raises.
+
+    Both layouts are one code path: a batch file's datasets have a leading run axis (``/trace``
+    datasets: ``[eval point, run, ...]``), a run file's attributes of ``/task`` and ``/base``
+    become datasets over runs, and ``/runs`` holds each run's ``id``, ``seed``, ``config`` (JSON),
+    ``rows`` (evaluation points written for it: a run that fails stops there), ``status`` and
+    ``message``. The file's creation runs under a :class:`SpaceReserve`.
+    """
+
+    def __init__(self, path, *, configs: list[dict], n_test: int, N: int, token_trace: bool,
+                 experiment: str = "post-training", ids: list[str] | None = None, expected_rows: int = 256,
+                 resume_shapes=None):
+        self.path = Path(path)
+        self.configs, self.ids = list(configs), None if ids is None else list(ids)
+        self.batch = ids is not None
+        if not self.batch and len(self.configs) != 1:
+            raise ValueError("a run file holds one run; give ids for a batch file")
+        self.lead = (len(self.configs),) if self.batch else ()  # the run axis of every dataset
+        self.n_test, self.N, self.token_trace, self.experiment = n_test, N, token_trace, experiment
+        self.expected_rows = expected_rows
+        self.resume_shapes = None if self.batch else resume_shapes  # a run file's generator and event states
+        self.f = None
+        self.columns: dict = {}
+        self.rows = 0
+        self.run_rows = np.zeros(len(self.configs), dtype=np.int64)
 
     def _create(self, static_bytes: int):
         """Open a new file for writing (the reserve grown first, and the ``static_bytes`` written
@@ -318,7 +424,7 @@ class _Writer:
 
     def row_bytes(self) -> int:
         """Bytes one appended evaluation point takes (every trace dataset grows by one row)."""
-        runs = len(getattr(self, "ids", [None]))
+        runs = len(self.configs)
         return 8 * runs * (len(TRACE_NAMES) + self.n_test * (1 + (self.N if self.token_trace else 0)))
 
     def _close_swmr(self, W_final) -> None:
@@ -380,209 +486,35 @@ class _Writer:
         self._release()
 
 
-def one_line(exc: BaseException) -> str:
-    """What a file's ``message`` says of the exception that ended it."""
-    if isinstance(exc, Terminated):
-        return "terminated (SIGTERM)"
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return text or exc.__class__.__name__
-
-
-def _describe(ds, path: str, batch: bool = False, **values) -> None:
-    """Give ``ds`` the ``units`` and ``description`` of its row ``path`` in :data:`fastpg.outputs.OUTPUTS`
-    (the batch file's description where it differs; ``values`` fill its placeholders)."""
-    row = output(path)
-    ds.attrs["units"] = row.units
-    ds.attrs["description"] = row.describe(batch, **values)
-
-
-def _axis(group, name: str, data, maxshape=None, dtype=None):
-    """A dimension scale ``/trace/name`` holding ``data`` (see :data:`TRACE_AXES`)."""
-    ds = group.create_dataset(name, data=data, maxshape=maxshape, dtype=dtype)
-    _describe(ds, f"trace/{name}")
-    ds.make_scale(name)
-    return ds
-
-
-def _trace_axes(tr, columns: dict, rows, *between, n_test: int, N: int) -> None:
-    """Give every trace array its dimension scales: ``rows`` for the evaluation points, then
-    ``between`` (a batch file's runs), then the test contexts and, for ``token_loglik``, the positions."""
-    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64))]
-    if "token_loglik" in columns:
-        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64)))
-    for name in (*TRACE_NAMES, "loglik", "token_loglik"):
-        ds = columns.get(name)
-        if ds is None or ds == rows:
-            continue
-        for dim, scale in enumerate([rows, *between, *axes][:ds.ndim]):
-            ds.dims[dim].attach_scale(scale)
-
-
-def _attr_value(value):
-    """An attribute every HDF5 tool reads: booleans as integers 0/1 (h5py writes numpy booleans as an
-    HDF5 enum that HDF5 1.10's h5dump cannot show), None as an empty string."""
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    return value
-
-
-def _config_attrs(group, config: dict) -> None:
-    for key, value in config.items():
-        group.attrs[key] = _attr_value(value)
-    group.attrs["json"] = json.dumps(config)
-
-
-class RunWriter(_Writer):
-    """Writes one run's file: static data at :meth:`open`, a row per :meth:`append`, then :meth:`close`."""
-
-    def __init__(self, path, *, config: dict, argv: list[str], n_test: int, N: int, token_trace: bool,
-                 experiment: str = "post-training"):
-        self.path = Path(path)
-        self.config = config
-        self.argv = argv
-        self.n_test = n_test
-        self.N = N
-        self.token_trace = token_trace
-        self.experiment = experiment
-        self.resume_shapes = None
-        self.f = None
-        self.columns: dict = {}
-        self.rows = 0
-
-    @_file_errors
-    def open(self, *, task: dict, base: dict, lq: dict, W_shape, resume_shapes=None) -> None:
-        """Create the file with every group and dataset, mark it ``running`` and enter SWMR mode
-        (on failure the file is aborted, then the error raised). ``resume_shapes``: the shapes of
-        the generator and event states, stored at the end so that the run can be continued."""
-        self.resume_shapes = resume_shapes
-        self._create(_static_bytes([task["datasets"], base["datasets"], lq], W_shape))
-        self._guarded(self._fill, task, base, lq, W_shape)
-
-    def _fill(self, task: dict, base: dict, lq: dict, W_shape) -> None:
-        f = self.f
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["fastpg_version"] = __version__
-        f.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat()
-        f.attrs["argv"] = json.dumps(self.argv)
-        f.attrs["seed"] = self.config["seed"]
-        f.attrs["experiment"] = self.experiment
-        f.attrs["status"] = RUNNING
-        f.attrs["message"] = ""
-        _config_attrs(f.create_group("config"), self.config)
-
-        for group, record in (("task", task), ("base", base)):
-            g = f.create_group(group)
-            for name, data in record["datasets"].items():
-                _describe(g.create_dataset(name, data=data), f"{group}/{name}", **record.get("describe", {}))
-            for key, value in record["attrs"].items():
-                g.attrs[key] = _attr_value(value)
-        lqg = g.create_group("lq")
-        for name, data in lq.items():
-            _describe(lqg.create_dataset(name, data=data), f"base/lq/{name}")
-
-        tr = f.create_group("trace")
-        self.columns = {}  # the trace datasets, kept open: a lookup by name costs more than the write
-        for name in TRACE_NAMES:
-            ds = tr.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype="f8")
-            _describe(ds, f"trace/{name}")
-            self.columns[name] = ds
-        ds = tr.create_dataset("loglik", shape=(0, self.n_test), maxshape=(None, self.n_test),
-                               chunks=(1, self.n_test), dtype="f8")
-        _describe(ds, "trace/loglik")
-        self.columns["loglik"] = ds
-        if self.token_trace:
-            ds = tr.create_dataset("token_loglik", shape=(0, self.n_test, self.N), maxshape=(None, self.n_test, self.N),
-                                   chunks=(1, self.n_test, self.N), dtype="f8")
-            _describe(ds, "trace/token_loglik")
-            self.columns["token_loglik"] = ds
-        self.columns["steps"].make_scale("steps")
-        _trace_axes(tr, self.columns, self.columns["steps"], n_test=self.n_test, N=self.N)
-        final = f.create_group("final")
-        _describe(final.create_dataset("W", shape=tuple(W_shape), dtype="f8", fillvalue=0.0), "final/W")
-        if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
-            state_shape, events_shape = self.resume_shapes
-            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "final/state")
-            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "final/events")
-        f.flush()
-        f.swmr_mode = True
-
-    @_file_errors
-    def append(self, row: dict, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
-        """Append one evaluation point (all trace datasets grow by one row) and flush."""
-        n = self.rows
-        for name in TRACE_NAMES:
-            append_row(self.columns[name], n, row[name])
-        append_row(self.columns["loglik"], n, loglik)
-        if self.token_trace:
-            append_row(self.columns["token_loglik"], n, token_loglik)
-        self.rows = n + 1
-        self.f.flush()
-
-    @_file_errors
-    def close(self, status: str, W_final: np.ndarray | None = None, message: str = "", state=None,
-              events=None) -> None:
-        """Write the final weights (and the generator and event states, where the file has room for
-        them), close the SWMR writer, then reopen to set the final ``status``.
-
-        Raises if anything cannot be written (then call :meth:`abort`).
-        """
-        if self.f is None:
-            return
-        if W_final is not None and self.resume_shapes and state is not None:
-            self.f["final/state"][...] = state
-            self.f["final/events"][...] = events
-        self._close_swmr(W_final)
-
-        def set_status(f):
-            f.attrs["status"] = status
-            f.attrs["message"] = message
-        self._reopen(set_status)
-
-
-BATCH_LAYOUT = "batch"
-STR = h5py.string_dtype()
-
-
-class BatchWriter(_Writer):
-    """Writes the runs of one batch into one file (docs/design.md, "Batch files"), with the same
-    protocol as :class:`RunWriter`: everything is created first, each evaluation point appends one
-    row for every run of the batch, and the final statuses are written after the SWMR writer closes.
-
-    Every dataset of a run file gains a leading run axis (``/trace`` datasets: ``[eval point, run,
-    ...]``), each run-file attribute becomes a dataset over runs, and ``/runs`` holds each run's
-    ``id``, ``config`` (JSON), ``rows`` (evaluation points written for it: a run that fails stops
-    there), ``status`` and ``message``.
-    """
-
-    def __init__(self, path, *, ids: list[str], configs: list[dict], argv: list[str], n_test: int, N: int,
-                 token_trace: bool, experiment: str = "post-training", expected_rows: int = 256):
-        self.path = Path(path)
-        self.expected_rows = expected_rows
-        self.ids, self.configs, self.argv = list(ids), list(configs), argv
-        self.n_test, self.N, self.token_trace, self.experiment = n_test, N, token_trace, experiment
-        self.f = None
-        self.columns: dict = {}
-        self.rows = 0
-        self.run_rows = np.zeros(len(self.ids), dtype=np.int64)
 
     @_file_errors
     def open(self, *, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
-        """Create the file with every run's static data, mark it ``running`` and enter SWMR mode
-        (on failure the file is aborted, then the error raised)."""
+        """Create the file with every run's static data (task, base model and Likelihood Quantile
+        records, one per run), mark it ``running`` and enter SWMR mode (on failure the file is
+        aborted, then the error raised)."""
         self._create(_static_bytes([r["datasets"] for r in tasks] + [r["datasets"] for r in bases] + list(lqs),
-                                   (len(self.ids), *W_shape)))
+                                   (*self.lead, *W_shape)))
         self._guarded(self._fill, tasks, bases, lqs, W_shape)
 
-    def _fill(self, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
+    def _over_runs(self, values: list):
+        """A dataset's data: the one run's value, or the runs' values stacked along the run axis."""
+        return np.stack(values) if self.batch else values[0]
+
+    def _root(self, f) -> None:
+        """The root attributes and, by layout, ``/config`` (a run file) or ``/runs`` (a batch file)."""
+        now = _dt.datetime.now(_dt.UTC).isoformat()
+        argv = json.dumps(command_line())
+        if not self.batch:
+            config = self.configs[0]
+            for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, created=now, argv=argv,
+                                   seed=config["seed"], experiment=self.experiment, status=RUNNING, message="").items():
+                f.attrs[key] = value
+            _config_attrs(f.create_group("config"), config)
+            return
         R = len(self.ids)
-        f = self.f
         for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
-                               created=_dt.datetime.now(_dt.UTC).isoformat(), argv=json.dumps(self.argv),
-                               experiment=self.experiment, status=RUNNING, message="", runs=R).items():
+                               created=now, argv=argv, experiment=self.experiment, status=RUNNING, message="",
+                               runs=R).items():
             f.attrs[key] = value
         g = f.create_group("runs")
         g.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=STR)
@@ -591,73 +523,114 @@ class BatchWriter(_Writer):
         self.columns["rows"] = g.create_dataset("rows", data=self.run_rows)
         g.create_dataset("status", data=np.array([RUNNING] * R, dtype=object), dtype=STR)
         g.create_dataset("message", data=np.array([""] * R, dtype=object), dtype=STR)
+
+    def _static_attrs(self, g, records: list[dict]) -> None:
+        """A group's scalar facts (``gamma``, ...): attributes in a run file, datasets over runs in a batch file."""
+        for key in records[0]["attrs"]:
+            values = [_attr_value(r["attrs"][key]) for r in records]
+            if not self.batch:
+                g.attrs[key] = values[0]
+            elif isinstance(values[0], str):
+                g.create_dataset(key, data=np.array(values, dtype=object), dtype=STR)
+            else:
+                g.create_dataset(key, data=np.array(values))
+
+    def _trace_column(self, tr, name: str, tail=(), chunk_rows: int = 1):
+        """A growing ``/trace`` dataset of float64 rows: ``[eval point, (run,) *tail]``, NaN-filled in
+        a batch file (a run that stopped leaves its cells NaN)."""
+        ds = tr.create_dataset(name, shape=(0, *self.lead, *tail), maxshape=(None, *self.lead, *tail),
+                               chunks=(chunk_rows, *self.lead, *tail), dtype="f8",
+                               fillvalue=np.nan if self.batch else None)
+        _describe(ds, f"trace/{name}", self.batch)
+        self.columns[name] = ds
+        return ds
+
+    def _fill(self, tasks: list[dict], bases: list[dict], lqs: list[dict], W_shape) -> None:
+        f = self.f
+        self._root(f)
         for group, records in (("task", tasks), ("base", bases)):
             g = f.create_group(group)
             for name in records[0]["datasets"]:
-                _describe(g.create_dataset(name, data=np.stack([r["datasets"][name] for r in records])), f"{group}/{name}",
-                          True, **records[0].get("describe", {}))
-            for key in records[0]["attrs"]:
-                values = [_attr_value(r["attrs"][key]) for r in records]
-                g.create_dataset(key, data=np.array(values, dtype=object) if isinstance(values[0], str) else np.array(values),
-                                 **({"dtype": STR} if isinstance(values[0], str) else {}))
+                ds = g.create_dataset(name, data=self._over_runs([r["datasets"][name] for r in records]))
+                _describe(ds, f"{group}/{name}", self.batch, **records[0].get("describe", {}))
+            self._static_attrs(g, records)
         g = f["base"].create_group("lq")
         for name in lqs[0]:
-            _describe(g.create_dataset(name, data=np.stack([lq[name] for lq in lqs])), f"base/lq/{name}", True)
-        tr = f.create_group("trace")
-        rows_chunk = max(1, min(self.expected_rows, 8192 // R))  # chunks of at most 64 KB, no bigger than the trace
+            _describe(g.create_dataset(name, data=self._over_runs([lq[name] for lq in lqs])), f"base/lq/{name}", self.batch)
+
+        tr = f.create_group("trace")  # its datasets kept open: a lookup by name costs more than the write
+        # chunks: 256 rows of a run file; a batch file's at most 64 KB, no bigger than the trace
+        rows_chunk = max(1, min(self.expected_rows, 8192 // len(self.configs))) if self.batch else 256
         for name in TRACE_NAMES:
-            ds = tr.create_dataset(name, shape=(0, R), maxshape=(None, R), chunks=(rows_chunk, R), dtype="f8",
-                                   fillvalue=np.nan)
-            _describe(ds, f"trace/{name}", True)
-            self.columns[name] = ds
-        ds = tr.create_dataset("loglik", shape=(0, R, self.n_test), maxshape=(None, R, self.n_test),
-                               chunks=(1, R, self.n_test), dtype="f8", fillvalue=np.nan)
-        _describe(ds, "trace/loglik", True)
-        self.columns["loglik"] = ds
+            self._trace_column(tr, name, chunk_rows=rows_chunk)
+        self._trace_column(tr, "loglik", (self.n_test,))
         if self.token_trace:
-            ds = tr.create_dataset("token_loglik", shape=(0, R, self.n_test, self.N),
-                                   maxshape=(None, R, self.n_test, self.N), chunks=(1, R, self.n_test, self.N),
-                                   dtype="f8", fillvalue=np.nan)
-            _describe(ds, "trace/token_loglik", True)
-            self.columns["token_loglik"] = ds
-        self.eval_axis = _axis(tr, "eval", np.zeros(0, dtype=np.int64), maxshape=(None,))
-        run_axis = _axis(tr, "run", np.array(self.ids, dtype=object), dtype=STR)
-        _trace_axes(tr, self.columns, self.eval_axis, run_axis, n_test=self.n_test, N=self.N)
-        _describe(f.create_group("final").create_dataset("W", shape=(R, *W_shape), dtype="f8", fillvalue=0.0), "final/W",
-                  True)
+            self._trace_column(tr, "token_loglik", (self.n_test, self.N))
+        if self.batch:
+            rows, between = _axis(tr, "eval", np.zeros(0, dtype=np.int64), maxshape=(None,)), [
+                _axis(tr, "run", np.array(self.ids, dtype=object), dtype=STR)]
+            self.columns["eval"] = rows
+        else:
+            rows, between = self.columns["steps"], []
+            rows.make_scale("steps")
+        _trace_axes(tr, self.columns, rows, *between, n_test=self.n_test, N=self.N)
+        final = f.create_group("final")
+        _describe(final.create_dataset("W", shape=(*self.lead, *W_shape), dtype="f8", fillvalue=0.0), "final/W",
+                  self.batch)
+        if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
+            state_shape, events_shape = self.resume_shapes
+            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "final/state")
+            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "final/events")
         f.flush()
         f.swmr_mode = True
 
     @_file_errors
     def append(self, rows: list, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
-        """Append one evaluation point for every run: ``rows[r]`` is run ``r``'s row (a dict of
-        :data:`TRACE_NAMES`) or None for a run that has stopped (its cells stay NaN)."""
-        live = np.array([row is not None for row in rows])
-        n = self.rows
-        for name in TRACE_NAMES:
-            append_row(self.columns[name], n, [np.nan if row is None else row[name] for row in rows])
-        append_row(self.columns["loglik"], n, np.where(live[:, None], loglik, np.nan))
-        if self.token_trace:
-            append_row(self.columns["token_loglik"], n, np.where(live[:, None, None], token_loglik, np.nan))
-        append_row(self.eval_axis, n, n)
-        self.run_rows[live] += 1
-        self.columns["rows"][...] = self.run_rows
+        """Append one evaluation point and flush: ``rows[r]`` is run ``r``'s row (a dict of
+        :data:`TRACE_NAMES`; ``loglik[r]``, ``token_loglik[r]`` its likelihoods), or None for a run of
+        a batch file that has stopped (its cells stay NaN)."""
+        n, c = self.rows, self.columns
+        if not self.batch:
+            row = rows[0]
+            for name in TRACE_NAMES:
+                append_row(c[name], n, row[name])
+            append_row(c["loglik"], n, loglik[0])
+            if self.token_trace:
+                append_row(c["token_loglik"], n, token_loglik[0])
+        else:
+            live = np.array([row is not None for row in rows])
+            for name in TRACE_NAMES:
+                append_row(c[name], n, [np.nan if row is None else row[name] for row in rows])
+            append_row(c["loglik"], n, np.where(live[:, None], loglik, np.nan))
+            if self.token_trace:
+                append_row(c["token_loglik"], n, np.where(live[:, None, None], token_loglik, np.nan))
+            append_row(c["eval"], n, n)
+            self.run_rows[live] += 1
+            c["rows"][...] = self.run_rows
         self.rows = n + 1
         self.f.flush()
 
     @_file_errors
-    def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray) -> None:
-        """Write the final weights (rows of complete runs), close the SWMR writer, then reopen to
-        write each run's status and message and the file's status ``complete``."""
+    def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray | None, state=None,
+              events=None) -> None:
+        """Write the final weights (None: none; a batch file's failed runs hold zeros), and a run
+        file's generator and event ``state``, ``events`` where it has room for them, close the SWMR
+        writer, then reopen to write each run's status and message (a batch file itself is then
+        ``complete``). Raises if anything cannot be written (then call :meth:`abort`)."""
         if self.f is None:
             return
+        if W_final is not None and self.resume_shapes and state is not None:
+            self.f["final/state"][...] = state
+            self.f["final/events"][...] = events
         self._close_swmr(W_final)
 
         def set_status(f):
-            f["runs/status"][...] = np.array(statuses, dtype=object)
-            f["runs/message"][...] = np.array(messages, dtype=object)
-            f.attrs["status"] = COMPLETE
-            f.attrs["message"] = ""
+            if self.batch:
+                f["runs/status"][...] = np.array(statuses, dtype=object)
+                f["runs/message"][...] = np.array(messages, dtype=object)
+                f.attrs["status"], f.attrs["message"] = COMPLETE, ""
+            else:
+                f.attrs["status"], f.attrs["message"] = statuses[0], messages[0]
         self._reopen(set_status)
 
 

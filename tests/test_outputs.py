@@ -2,6 +2,9 @@
 file and of a batch file has its row, with the units and description the writers gave it, and
 everything derived from the table (metrics, index columns, the design doc's layout) follows it."""
 
+import json
+import signal
+import sys
 from pathlib import Path
 
 import h5py
@@ -10,7 +13,7 @@ import pytest
 
 import fastpg
 from fastpg import metrics, outputs
-from fastpg.api import run_batch
+from fastpg.api import BatchFile, run_batch, run_into
 from fastpg.outputs import ATTRIBUTE, OUTPUTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +45,7 @@ def test_every_object_of_a_file_has_its_row(tmp_path, layout):
     if layout == "run":
         fastpg.run(configs[0], tmp_path / "a.h5")
     else:
-        run_batch(configs, batch_file=tmp_path / "a.h5", run_ids=["s0", "s1"])
+        run_into(BatchFile(tmp_path / "a.h5", ["s0", "s1"]), configs)
     datasets, attrs = file_objects(tmp_path / "a.h5")
     rows = expected(layout)
     attribute_rows = {p for p in expected(layout, kinds_with_data=False) if "<" not in p}
@@ -89,7 +92,7 @@ def test_a_run_and_its_file_give_the_same_result(tmp_path, layout):
         ran = fastpg.run(cfg, tmp_path / "a.h5")
         loaded = fastpg.load(tmp_path / "a.h5")
     else:
-        ran = run_batch([cfg, dict(cfg, seed=1)], batch_file=tmp_path / "a.h5", run_ids=["s0", "s1"])[0]
+        ran = run_into(BatchFile(tmp_path / "a.h5", ["s0", "s1"]), [cfg, dict(cfg, seed=1)])[0]
         loaded = fastpg.load(tmp_path / "a.h5", run="s0")
     assert type(ran) is type(loaded) is fastpg.RunData and fastpg.RunResult is fastpg.RunData
     for name in ("status", "message", "experiment", "fastpg_version", "schema_version", "config", "task"):
@@ -132,3 +135,31 @@ def test_the_fingerprint_tells_results_apart(tmp_path):
         f["trace/steps"].attrs["description"] = "changed"
     assert fingerprint.compare(a, fingerprint.folder_fingerprint(tmp_path / "b")) == [
         "r.h5: trace/loglik differs", "r.h5: trace/steps@attrs differs"]
+
+
+def test_files_record_the_command_that_made_them(tmp_path):
+    """``argv`` is the ``fastpg`` command line for the CLI (and for a sweep's workers), the
+    process's own otherwise; no public function takes it."""
+    from fastpg.store import command_line, recording
+    from fastpg_cli.main import cli
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:  # the console entry, in process (it installs its signal handlers: put back below)
+        assert cli(["run", "--preset", "tiny", "--steps", "20", "--out", str(tmp_path / "a.h5"), "-q"]) == 0
+        assert cli(["sweep", str(tmp_path / "s"), "--preset", "tiny", "--steps", "20", "--seeds", "0-1", "--layout",
+                    "batch", "-q"]) == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    fastpg.run(dict(SMALL), tmp_path / "b.h5")
+    with recording(["my", "script"]):
+        fastpg.run(dict(SMALL), tmp_path / "c.h5")
+        assert command_line() == ["my", "script"]
+    argv = {}
+    for path in [tmp_path / "a.h5", *sorted((tmp_path / "s").rglob("*.h5")), tmp_path / "b.h5", tmp_path / "c.h5"]:
+        with h5py.File(path, "r") as f:
+            argv[path.name] = json.loads(f.attrs["argv"])
+    assert argv.pop("a.h5") == ["fastpg", "run", "--preset", "tiny", "--steps", "20", "--out", str(tmp_path / "a.h5"), "-q"]
+    assert argv.pop("b.h5") == sys.argv and argv.pop("c.h5") == ["my", "script"]
+    assert len(argv) == 1 and next(iter(argv.values()))[:2] == ["fastpg", "sweep"]
+    assert command_line() == sys.argv

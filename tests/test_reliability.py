@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastpg
-from fastpg import api
+from fastpg import driver
 from fastpg.config import PARAMS, flag
 from test_cli import CTRL_C, FASTPG
 from test_cli import fastpg as fastpg_cmd
@@ -151,11 +151,11 @@ def test_results_do_not_depend_on_chunking(monkeypatch):
     cfg = dict(d=6, k=3, N=3, n_pre=50, steps=3000, eval_every=1000, n_test=16, algorithm="rs", reward="prm")
     ref = fastpg.run(cfg)
 
-    class Tiny(api._Chunker):
+    class Tiny(driver.Chunker):
         def observe(self, n, seconds):
             self.n = 1 + (self.n * 7) % 13  # odd, varying sizes
 
-    monkeypatch.setattr(api, "_Chunker", Tiny)
+    monkeypatch.setattr(driver, "Chunker", Tiny)
     other = fastpg.run(cfg)
     np.testing.assert_array_equal(ref.W, other.W)
     for name in ref.trace:

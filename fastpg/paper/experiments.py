@@ -124,7 +124,7 @@ def _plan(configs: dict, png, overwrite: bool, resume: bool) -> list:
 
 
 def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False, wide: bool = False,
-         overwrite: bool = False, resume: bool = False, argv=None, progress=None) -> Fig1Result:
+         overwrite: bool = False, resume: bool = False, progress=None) -> Fig1Result:
     """Figure 1: PG with ORM and with PRM from the same task and base model, for each seed.
 
     The ``fig1-orm`` preset conditions every context on the margin of the 25% pilot quantile
@@ -156,7 +156,7 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     for (reward, seed), path in files.items():
         if path not in todo:
             continue
-        run({**params, "reward": reward, "seed": seed}, path, overwrite=True, argv=argv,
+        run({**params, "reward": reward, "seed": seed}, path, overwrite=True,
             progress=None if progress is None else (lambda done, tag=f"{reward} seed {seed}": progress(tag, done)))
     orm = [load(files[("orm", s)]) for s in seeds]
     prm = [load(files[("prm", s)]) for s in seeds]
@@ -189,7 +189,7 @@ class PretrainResult:
 
 
 def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantiles=C.PRETRAIN_GAMMA_QUANTILES,
-                        lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, resume: bool = False, argv=None,
+                        lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, resume: bool = False,
                         progress=None) -> PretrainResult:
     """Statistical learning (docs/design.md, "Base models"): SGD test error against samples seen, per LR rule and margin.
 
@@ -205,7 +205,7 @@ def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantile
     for lr, q, path in jobs:
         if path not in todo:
             continue
-        pretrain({**params, "pre_lr": lr, "gamma_quantile": q}, path, overwrite=True, argv=argv,
+        pretrain({**params, "pre_lr": lr, "gamma_quantile": q}, path, overwrite=True,
                  progress=None if progress is None else (lambda done, tag=f"{lr} q={q:g}": progress(tag, done)))
     runs = [load(path) for *_, path in jobs]
     save(pretrain_figure(runs), png)

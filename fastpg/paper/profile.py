@@ -133,15 +133,14 @@ class Profile:
     def runs(self) -> int:
         return sum(len(s.runs) for s in self.sweeps.values())
 
-    def execute(self, *, backend="local", scheduler=None, dask_workers=None, argv=None, progress=None) -> None:
+    def execute(self, *, backend="local", scheduler=None, dask_workers=None, progress=None) -> None:
         """Run every pending run (complete ones are kept: re-running resumes)."""
         done_before = 0
         for sweep in self.sweeps.values():
             def report(done, total, work=None, offset=done_before):
                 if progress is not None:
                     progress(offset + done, self.runs)
-            execute(sweep, backend=backend, scheduler=scheduler, dask_workers=dask_workers, argv=argv,
-                    progress=report)
+            execute(sweep, backend=backend, scheduler=scheduler, dask_workers=dask_workers, progress=report)
             done_before += len(sweep.runs)
 
     # -- analysis ------------------------------------------------------------------------------------

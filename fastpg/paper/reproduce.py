@@ -16,7 +16,7 @@ import numpy as np
 
 from ..analysis.complexity import bootstrap_slope, fit_slope
 from ..api import run as run_one
-from ..store import COMPLETE, load
+from ..store import COMPLETE, command_line, load
 from ..sweeps.execute import execute
 from ..sweeps.index import queries_to_eps, read_index
 from ..sweeps.spec import Sweep
@@ -526,7 +526,7 @@ def verdict_counts(claims: list[Claim]) -> str:
             "without a rule.")
 
 
-def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
+def reproduce(outdir, *, quick: bool = False, progress=None) -> dict:
     """Run every experiment of the paper that fastpg supports into ``outdir`` and write ``report.md``.
 
     Resumable: complete run files are kept and only missing or incomplete runs are computed. Returns
@@ -615,7 +615,7 @@ def reproduce(outdir, *, quick: bool = False, progress=None, argv=None) -> dict:
 
     report = out / "report.md"
     lines = [f"# fastpg: the paper's claims, reproduced{' (quick)' if quick else ''}", "",
-             f"`{' '.join(argv or ['fastpg', 'reproduce', str(outdir)])}`: "
+             f"`{' '.join(command_line())}`: "
              + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; {sum(times.values()):.0f} s in all.", "",
              verdict_counts(claims), "",
              claims_table(claims), ""]

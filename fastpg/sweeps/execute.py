@@ -11,15 +11,17 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 from ..analysis.fits import duration
-from ..api import RunFailed, continue_run, run_batch
+from ..api import BatchFile, RunFailed, continue_run, run_batch, run_into
 from ..config import ConfigError, RunConfig
 from ..store import (
     BATCH_LAYOUT,
     COMPLETE,
     FAILED,
     batch_statuses,
+    command_line,
     read_budget,
     read_status,
+    recording,
 )
 from .backends import open_backend
 from .index import Index, index_values
@@ -32,11 +34,17 @@ def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num
     """Run one batch (also on a Dask worker); returns ``(status, message, index values)`` per run.
 
     Results go to ``paths`` (a file per run) or to one ``batch_file`` (its runs named by
-    ``run_ids``); paths are absolute (a worker may run in another directory). Runs whose file is
+    ``run_ids``); paths are absolute (a worker may run in another directory). The files record
+    ``argv``, the sweep's command line (:func:`fastpg.store.recording`). Runs whose file is
     already complete are skipped and reported complete (their index values are then read from the
     file). The index values of a run that completed here are computed from its results in memory,
     so the sweep does not read its file back (:func:`index_values`).
     """
+    with recording(command_line() if argv is None else argv):
+        return _run_sweep_batch(configs, paths, num_threads, eps_list, alphas, batch_file, run_ids, extend)
+
+
+def _run_sweep_batch(configs, paths, num_threads, eps_list, alphas, batch_file, run_ids, extend) -> list[tuple]:
     if num_threads:
         import numba
 
@@ -57,17 +65,15 @@ def run_sweep_batch(configs: list[dict], paths: list[str] | None, argv=None, num
         steps, message = read_budget(paths[i])
         if steps < configs[i]["steps"] and not message:  # a complete run continued to the larger budget
             try:
-                r = continue_run(paths[i], configs[i]["steps"], argv=argv)
+                r = continue_run(paths[i], configs[i]["steps"])
                 out[i] = (r.status, r.message, index_values(r, eps_list, alphas))
             except (ConfigError, RunFailed) as exc:
                 out[i] = (FAILED, f"not continued: {exc}", None)
     if todo:
         if batch_file is not None:
-            results = run_batch(configs, batch_file=batch_file, run_ids=run_ids, overwrite=True, argv=argv,
-                                raise_errors=False)
+            results = run_into(BatchFile(batch_file, run_ids, overwrite=True), configs)
         else:
-            results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True, argv=argv,
-                                raise_errors=False)
+            results = run_batch([configs[i] for i in todo], [paths[i] for i in todo], overwrite=True)
         for i, r in zip(todo, results):
             values = None
             if r.status == COMPLETE and len(r.trace.get("steps", ())):  # the index row, computed here once
@@ -128,7 +134,7 @@ def warm_up(config: RunConfig) -> None:
 
 
 def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = None, dask_workers: int | None = None,
-            argv=None, progress=None, notify=None, report=None, pending: list | None = None) -> Index:
+            progress=None, notify=None, report=None, pending: list | None = None) -> Index:
     """Run every pending run of ``sweep`` on a backend; returns the index (also written to ``index.csv``).
 
     Batches go to the backend's executor (:func:`fastpg.backends.open_backend`), at most twice as
@@ -180,7 +186,7 @@ def execute(sweep: Sweep, *, backend: str = "local", scheduler: str | None = Non
                     target = {"paths": None, "batch_file": str(sweep.batch_file(batch)), "run_ids": [r.id for r in batch]}
                 else:
                     target = {"paths": [str(r.path) for r in batch]}
-                future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch], argv=argv,
+                future = executor.submit(run_sweep_batch, [r.config.to_dict() for r in batch], argv=command_line(),
                                          num_threads=threads, eps_list=sweep.eps_list, alphas=sweep.alphas,
                                          extend=sweep.extend, **target)
                 running[future] = (batch, target.get("batch_file"))
