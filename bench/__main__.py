@@ -1,6 +1,6 @@
 """Benchmarks of fastpg against peer implementations, all measured in this one process run.
 
-    python -m bench [--quick] [--out bench/results]
+    python -m bench [--quick] [--out bench/results] [--page docs/performance.md]
 
 Reference configuration (docs/design.md, "Performance"): d=64, k=8, N=16, position features,
 float64, sphere contexts, teacher base (beta=2000, rho=0.05: about 37% of on-policy samples are
@@ -312,6 +312,53 @@ def bench_startup_memory(q):
     return {"F": {"cold_s": cold, "warm_s": warm}, "G": {"peak_rss_mb": mem}}
 
 
+def cpu() -> dict:
+    """The CPU the numbers are for: its model, the LLVM target Numba compiles for, and the widest
+    SIMD instruction set it has (AVX-512 and AVX2 machines differ most; docs/kernels.md)."""
+    import llvmlite.binding as ll
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    features = ll.get_host_cpu_features()
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4.2", "SSE4.2"),
+                                        ("neon", "NEON")) if features.get(flag)), "scalar")
+    return {"cpu_model": model or platform.processor() or platform.machine(), "llvm_target": ll.get_host_cpu_name(),
+            "isa": isa}
+
+
+PEERS_TEXT = """What each peer does (`bench/numpy_peer.py`, `bench/jax_peer.py`, `bench/torch_peer.py`): the same
+work with the same sampling rule, checked to agree with fastpg before anything is timed, each in
+its fastest honest form. Whatever does not depend on the weights being trained (contexts, teacher
+labels, per-token uniforms) is drawn ahead in bulk for 4,096 steps at a time, as fastpg draws its
+contexts a tile ahead; only the work that depends on `W` runs step by step.
+
+- **NumPy**: a Python loop over the drawn-ahead steps.
+- **JAX**: `jit` and one `lax.scan` per chunk that carries only `W`, with `lax.cond` for the
+  update. Batched sampling (A) and evaluation (C) are one GEMM each.
+- **PyTorch**: eager code under `torch.inference_mode` (`torch.compile` made the per-step function
+  slower).
+- The rs skip-ahead (D) has nothing that depends on a changing `W`, so every peer computes whole
+  chunks of steps as one vectorised computation.
+"""
+
+
+def page(header: str, table: str, res: dict) -> str:
+    """The performance page (``--page docs/performance.md``): everything on it is from this run."""
+    m = res["machine"]
+    return "\n".join([
+        "# fastpg: performance", "",
+        "Written by `python -m bench --page docs/performance.md`; every number below is from that one run, "
+        "never edited by hand. Ratios are against the fastest peer measured in the same run, on one pinned core. "
+        "How the kernels are made fast: [kernels.md](kernels.md).", "",
+        f"**Machine**: {m.get('cpu_model', '-')} ({m.get('isa', '-')}, LLVM target `{m.get('llvm_target', '-')}`), "
+        f"{m.get('cores', '-')} cores.", "",
+        header.strip(), "", table, "", PEERS_TEXT])
+
+
 def matmul_ceiling():
     a = np.random.default_rng(0).random((1024, 1024))
     return median_rate(lambda: a @ a, 2 * 1024**3, 5) / 1e9
@@ -366,6 +413,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small repeats (a smoke test, not for quoting)")
     ap.add_argument("--out", default="bench/results", help="folder for results.md and results.json")
+    ap.add_argument("--page", default=None, help="also write the performance page here (docs/performance.md)")
     args = ap.parse_args(argv)
     q = args.quick
     t0 = time.time()
@@ -397,7 +445,7 @@ def main(argv=None):
     res.update(bench_startup_memory(q))
     res.update(bench_overhead(q))
     res["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-                      "cpu": platform.processor() or platform.machine(), "cores": len(ALL_CORES)}
+                      **cpu(), "cores": len(ALL_CORES)}
     for mod in ("jax", "torch"):
         try:
             res["machine"][mod] = __import__(mod).__version__
@@ -411,6 +459,9 @@ def main(argv=None):
     header = (f"Benchmarks (`python -m bench{' --quick' if q else ''}`, {res['seconds']:.0f} s; one pinned core; "
               f"{', '.join(f'{k} {v}' for k, v in res['machine'].items())}; medians of repeats)\n\n")
     (out / "results.md").write_text(header + table + "\n")
+    if args.page:
+        Path(args.page).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.page).write_text(page(header, table, res) + "\n")
     print(header + table)
     return 0
 

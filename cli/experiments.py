@@ -1,4 +1,4 @@
-"""``fastpg fig1``, ``fastpg pretrain`` and ``fastpg plot``: thin wrappers over fastpg.paper.experiments / plots."""
+"""``fastpg fig1``, ``fastpg pretrain`` and ``fastpg plot``: thin wrappers over fastpg.paper and the plots."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def fig1_cmd(outdir, preset, seeds, unconditioned, wide_clusters, overwrite, qui
       fastpg fig1 results/fig1-wide --wide-clusters
       fastpg fig1 results/fig1-N12 -N 12 --steps 100000 --seeds 0
     """
-    from fastpg.paper.experiments import fig1
+    from fastpg.paper.fig1 import fig1
     from fastpg.sweeps.spec import parse_seeds
 
     overrides = resolve(preset, given)
@@ -105,7 +105,7 @@ def pretrain_cmd(outdir, preset, gamma_quantiles, lr_rules, overwrite, quiet, **
       fastpg pretrain results/pretrain
       fastpg pretrain results/pretrain-d16 -d 16 --n-pre 100000 --gamma-quantiles 0.3
     """
-    from fastpg.paper.experiments import pretrain_experiment
+    from fastpg.paper.pretrain import pretrain_experiment
 
     qs = _parse_floats(gamma_quantiles, "--gamma-quantiles")
     if not qs or not all(0.0 <= q <= 1.0 for q in qs):
@@ -210,7 +210,7 @@ def _plot_scaling(files, x, out, facet=None):
     import json
 
     from fastpg.analysis import plots
-    from fastpg.analysis.fits import group_label, growth_text, median_text, scaling_table
+    from fastpg.analysis.summaries import group_label, growth_text, median_text, scaling_table
     from fastpg.sweeps.index import grid_rows, q_rows, read_index
     from fastpg.sweeps.spec import MANIFEST, manifest_keys
 

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from fastpg.analysis.fits import duration
+from fastpg.analysis.summaries import duration
 
 LOG_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal (FASTPG_PROGRESS_SECONDS)
 

@@ -10,8 +10,12 @@ import click
 @click.command("reproduce")
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--quick", is_flag=True, help="smaller runs (a check that everything works, under 3 minutes)")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="run only this experiment (repeatable): fig1, profile, any_pretraining, pretrain, mistakes")
+@click.option("--page", type=click.Path(dir_okay=False), default=None,
+              help="also write the report as this Markdown page (docs/results.md), its figures in a folder beside it")
 @click.option("--quiet", "-q", is_flag=True, help="no progress or table")
-def reproduce_cmd(outdir, quick, quiet):
+def reproduce_cmd(outdir, quick, only, page, quiet):
     """Run Figure 1, the LQ test, the query-complexity profile, exponential-in-N for several base
     models, statistical learning and online mistakes, and write OUTDIR/report.md.
 
@@ -24,8 +28,10 @@ def reproduce_cmd(outdir, quick, quiet):
     Examples:
       fastpg reproduce results/paper
       fastpg reproduce results/paper-quick --quick
+      fastpg reproduce results/paper --page docs/results.md
     """
-    from fastpg.paper.reproduce import claims_table, reproduce
+    from fastpg.paper.claims import claims_table
+    from fastpg.paper.reproduce import reproduce
 
     t0 = time.perf_counter()
 
@@ -33,8 +39,8 @@ def reproduce_cmd(outdir, quick, quiet):
         if not quiet:
             click.echo(f"[{time.perf_counter() - t0:5.0f} s] {name}", err=True)
 
-    result = reproduce(outdir, quick=quick, progress=progress)
+    result = reproduce(outdir, quick=quick, only=list(only), progress=progress, page=page)
     if quiet:
         return
     click.echo(claims_table(result["claims"]))
-    click.echo(f"wrote {result['report']} in {time.perf_counter() - t0:.0f} s")
+    click.echo(f"wrote {result['report']}" + (f" and {page}" if page else "") + f" in {time.perf_counter() - t0:.0f} s")

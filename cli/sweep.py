@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fastpg.analysis.fits import median_text
+from fastpg.analysis.summaries import median_text
 from fastpg.config import PARAM
 from fastpg.sweeps.backends import BACKENDS
 from fastpg.sweeps.execute import START_SECONDS

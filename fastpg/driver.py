@@ -1,5 +1,5 @@
 """The engine's Python half: advance a batch of runs between evaluation points, evaluate each run,
-and stream its rows to a sink (docs/design.md, "Runs and batches").
+and stream its rows to a sink (docs/design.md, "Architecture").
 
 A :class:`Member` is one run of a batch (its trace so far, its result); a :class:`Sink` is where
 the batch's rows go: :class:`RunFiles` (a file per run), :class:`BatchFile` (one file for the

@@ -119,7 +119,7 @@ def test_the_import_graph_sees_relative_imports_in_subfolders():
 
 def test_the_step_kernels_run_without_reference_counting():
     """Kernels on a step's path are compiled without Numba's runtime (``_nrt=False``: no atomic
-    reference counts; docs/design.md, "What the kernels do"); dropping the switch by accident
+    reference counts; docs/kernels.md, "What the kernels do"); dropping the switch by accident
     would cost about 40% of a PG step at small shapes without failing any other test."""
     from fastpg.kernels import advance, contexts, events, lanes, rng, sampling, steps, tables, updates, variates
 

@@ -128,10 +128,13 @@ def test_bench_quick_smoke(tmp_path):
     # Numba cache, not a second one compiled under the checkout's fastpg/
     installed = os.path.dirname(os.path.dirname(os.path.abspath(fastpg.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([installed, root]))
-    r = subprocess.run([sys.executable, "-P", "-m", "bench", "--quick", "--out", str(tmp_path)], capture_output=True,
-                       text=True, timeout=900, cwd=root, env=env)
+    r = subprocess.run([sys.executable, "-P", "-m", "bench", "--quick", "--out", str(tmp_path), "--page",
+                        str(tmp_path / "docs" / "performance.md")], capture_output=True, text=True, timeout=900, cwd=root,
+                       env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "results.md").exists() and "(B) PG steps, ORM" in r.stdout
+    page = (tmp_path / "docs" / "performance.md").read_text()  # the page: this run's table, and which CPU and ISA
+    assert (tmp_path / "results.md").read_text().split("\n\n", 1)[1].strip() in page and "**Machine**: " in page
 
 
 def test_estimates_bench_runs_a_sweep(tmp_path):

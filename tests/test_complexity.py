@@ -12,16 +12,18 @@ from hypothesis import strategies as st
 import fastpg
 import naive
 from fastpg.analysis.complexity import (
-    bootstrap_censored_slope,
-    bootstrap_slope,
-    censored_slope,
     conditional_error,
     context_passages,
     first_passage_queries,
-    fit_slope,
-    kaplan_meier_quantile,
     query_complexity,
     theory_bound,
+)
+from fastpg.analysis.fits import (
+    bootstrap_censored_slope,
+    bootstrap_slope,
+    censored_slope,
+    fit_slope,
+    kaplan_meier_quantile,
 )
 from fastpg.sweeps.execute import execute
 from fastpg.sweeps.spec import Sweep
@@ -161,7 +163,7 @@ def test_sweep_index_carries_q_for_alphas_and_eps(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--facet" in bad.stderr
     assert not (tmp_path / "g.png").exists()
     from fastpg.analysis import plots
-    from fastpg.analysis.fits import scaling_table
+    from fastpg.analysis.summaries import scaling_table
     from fastpg.sweeps.index import grid_rows, q_rows, read_index
 
     rows = q_rows(grid_rows(read_index(out), ["reward"]), ["reward"], [0.1, 1e-3], [0.1, 0.05])
@@ -259,7 +261,8 @@ def test_censored_medians_and_the_alpha_axis_of_scaling():
     """A run that never reached eps is more than its budget, not left out: the median is a reached
     value while at most half are censored, else '> budget' (inf). Q against alpha is fitted in
     log(1/alpha): Q = c/alpha gives slope 1 (the old fit in linear alpha gave about 1e4)."""
-    from fastpg.analysis.fits import censored_quantile, growth_text, median_text, scaling_table
+    from fastpg.analysis.fits import censored_quantile
+    from fastpg.analysis.summaries import growth_text, median_text, scaling_table
 
     assert censored_quantile([5, None, 1]) == 5  # 1, 5, >budget
     assert censored_quantile([5, None, None, 1]) == 5  # half reached: the smallest t with P[T > t] <= 1/2

@@ -8,7 +8,8 @@ import pytest
 import fastpg
 from fastpg.analysis.fits import fit_loglog_slope, pooled_rate_slope
 from fastpg.config import flag
-from fastpg.paper.experiments import fig1, pretrain_experiment
+from fastpg.paper.fig1 import fig1
+from fastpg.paper.pretrain import pretrain_experiment
 from test_cli import fastpg as fastpg_cmd
 
 SMALL_FIG1 = dict(d=8, N=4, C=4, n_pre=200, steps=300, n_test=64, eval_log=8)
@@ -149,7 +150,7 @@ def test_cluster_exceptions_on_a_hand_made_task():
     is below 1/2."""
     from types import SimpleNamespace
 
-    from fastpg.analysis.fits import cluster_exceptions
+    from fastpg.analysis.summaries import cluster_exceptions
 
     centres = np.eye(2)
     X = np.array([[1, 0.1], [1, 0.0], [1, -0.1], [1, 0.2], [0.1, 1], [0.0, 1]], float)

@@ -7,16 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from fastpg.paper.reproduce import (
-    ANY_PRETRAINING,
-    Claim,
-    Rule,
-    Settings,
-    claims_table,
-    late_fraction,
-    mistakes_exponents,
-    verdict_counts,
-)
+from fastpg.paper.any_pretraining import ANY_PRETRAINING
+from fastpg.paper.any_pretraining import EXPERIMENT as ANY
+from fastpg.paper.claims import Claim, Rule, claims_table, verdict_counts
+from fastpg.paper.mistakes import late_fraction, mistakes_exponents
 from fastpg.sweeps.spec import load_toml
 from test_cli import fastpg as fastpg_cmd
 
@@ -71,11 +65,11 @@ def test_a_rule_renders_the_limits_it_checks():
 def test_example_sweep_is_the_experiment_reproduce_runs():
     spec = load_toml(os.path.join(os.path.dirname(__file__), "..", "examples", "any_pretraining.toml"))
     fixed = dict(spec["fixed"])
-    assert fixed.pop("steps") == Settings().any_steps
+    assert fixed.pop("steps") == ANY.full["steps"]
     assert fixed == ANY_PRETRAINING["fixed"]
     assert spec["cases"] == ANY_PRETRAINING["cases"]
-    assert spec["grid"] == {"N": Settings().any_N, **ANY_PRETRAINING["grid"]}
-    assert spec["eps"] == [ANY_PRETRAINING["eps"]] and spec["seeds"] == Settings().seeds
+    assert spec["grid"] == {"N": ANY.full["N"], **ANY_PRETRAINING["grid"]}
+    assert spec["eps"] == [ANY_PRETRAINING["eps"]] and spec["seeds"] == ANY.full["seeds"]
 
 
 @pytest.mark.slow
@@ -94,3 +88,40 @@ def test_reproduce_quick_fills_every_row(tmp_path):
         assert f"]({png})" in report
     again = fastpg_cmd("reproduce", tmp_path / "paper", "--quick", "-q")  # resumes: nothing recomputed
     assert again.returncode == 0, again.stderr
+
+
+def test_an_experiment_is_one_module(tmp_path, monkeypatch):
+    """fastpg reproduce finds every module of fastpg.paper defining EXPERIMENT: adding one adds its
+    claims and section to the report, with nothing else edited (here a module in a folder put on
+    the package's path)."""
+    import sys
+
+    import fastpg.paper
+    from fastpg.paper.claims import registry
+    from fastpg.paper.reproduce import reproduce
+
+    assert [e.name for e in registry()] == ["fig1", "profile", "any_pretraining", "pretrain", "mistakes"]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "dummy_experiment.py").write_text(
+        "from fastpg.paper.claims import Claim, Experiment, Outcome, Rule, Section\n"
+        "def go(out, s, progress=None):\n"
+        "    out.mkdir(parents=True, exist_ok=True)\n"
+        "    return Outcome([Claim('Dummy', 'two is small', 'the number', s['n'], checks=[(Rule('n', high=3), s['n'])])],\n"
+        "                   [Section('A dummy', f'n is {s[\"n\"]}')])\n"
+        "EXPERIMENT = Experiment('dummy', 99, go, full={'n': 2}, quick={'n': 4})\n")
+    monkeypatch.setattr(fastpg.paper, "__path__", [*fastpg.paper.__path__, str(extra)])
+    monkeypatch.delitem(sys.modules, "fastpg.paper.dummy_experiment", raising=False)
+    try:
+        assert registry()[-1].name == "dummy"
+        full = reproduce(tmp_path / "full", only=["dummy"], page=tmp_path / "docs" / "results.md")
+        quick = reproduce(tmp_path / "quick", quick=True, only=["dummy"])
+    finally:
+        sys.modules.pop("fastpg.paper.dummy_experiment", None)
+    assert [(c.claim, c.status) for c in full["claims"]] == [("two is small", "yes")]
+    assert [c.status for c in quick["claims"]] == ["no"]  # its quick settings: n = 4 > 3
+    report = (tmp_path / "full" / "report.md").read_text()
+    assert "| Dummy | two is small |" in report and "## A dummy" in report and "n is 2" in report
+    assert (tmp_path / "docs" / "results.md").read_text().split("\n", 3)[3] == report.split("\n", 3)[3]
+    with pytest.raises(fastpg.ConfigError, match="only: got 'nope'; allowed: fig1, profile"):
+        reproduce(tmp_path / "x", only=["nope"])

@@ -124,7 +124,7 @@ def test_per_context_exponents_against_a_plain_recomputation(small_profile):
     """context_exponents.csv: the censored fit over every test context of the pg runs at the
     reference N and gamma, recomputed here from the stored traces with the plain first passage;
     and the fit whose spread is in eps (contexts with alpha_j >= the largest eps, every eps)."""
-    from fastpg.analysis.complexity import censored_slope, kaplan_meier_quantile
+    from fastpg.analysis.fits import censored_slope, kaplan_meier_quantile
 
     out, r = small_profile
     assert "per test context" in r.stdout and "Kaplan-Meier" in r.stdout

@@ -1,4 +1,7 @@
-"""Small analyses of traces: fitted rates (plain NumPy, no plotting)."""
+"""Every fitted slope and rate of fastpg's analyses, plain NumPy on arrays (no plotting, no files):
+least-squares slopes, with bootstrap intervals over seeds; censored regression and Kaplan-Meier
+quantiles for passages not reached within a budget; the rate of test error in samples seen.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,9 @@ import math
 import numpy as np
 
 HIGH_ERROR = 0.3  # above this the error is still in its initial phase, not the asymptotic rate
+
+
 MIN_ERRORS = 10  # an error below MIN_ERRORS / n_test cannot be told from 0 by the test set
-
-
-def duration(seconds: float) -> str:
-    """A time for a person: ``42 s``, ``17 min``, ``3.2 h``."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def resolvable(n, err, n_test, high=HIGH_ERROR, min_errors=MIN_ERRORS):
@@ -69,30 +65,6 @@ def fit_growth(x, y) -> dict:
     return out
 
 
-def growth_text(fit: dict, x: str) -> str:
-    """A fit of :func:`scaling_table` in words: in ``log(1/x)`` for ``alpha`` and ``eps``, else
-    in ``x`` (with the factor per unit) and in ``log x``."""
-    if x in LEVEL_AXES:
-        return f"slope of log queries in log(1/{x}): {fit['exp_slope']:.3f}"
-    b = fit["exp_slope"]
-    factor = f" (x{math.exp(b):.3g} per unit)" if math.isfinite(b) and abs(b) < 700 else ""
-    return f"slope of log queries in {x}: {b:.4f}{factor}; in log {x}: {fit['poly_slope']:.3f}"
-
-
-def median_text(value: float) -> str:
-    """A censored median: ``> budget`` where over half never got there."""
-    return "> budget" if math.isinf(value) else f"{value:.4g}"
-
-
-def group_label(group: dict) -> str:
-    """``algorithm=pg, steps=1e+10, N=8`` for a group of grid values: parameters a run does not set
-    (a case without them) left out, numbers in short form."""
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items() if v is not None)
-
-
-LEVEL_AXES = ("alpha", "eps")  # read on log(1/x): the bound grows like 1/alpha and 1/eps
-
-
 def censored_quantile(values, q: float = 0.5) -> float:
     """The ``q``-quantile of values where ``None`` marks a run that never got there within its
     budget (right-censored: larger than any reached value). ``inf`` when the quantile falls among
@@ -103,73 +75,140 @@ def censored_quantile(values, q: float = 0.5) -> float:
     return float(np.quantile(v, q, method="inverted_cdf"))
 
 
-def scaling_table(rows: list[dict], grid: list[str], x: str, y: str = "queries_to_eps") -> list[dict]:
-    """Median and quartiles of ``y`` over seeds for each value of ``x``, per combination of the other grid parameters.
+def fit_slope(x, y) -> float:
+    """Least-squares slope of ``y`` against ``x`` over finite pairs (NaN with fewer than 2 distinct x)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    m = np.isfinite(x) & np.isfinite(y)
+    if m.sum() < 2 or np.ptp(x[m]) == 0:
+        return float("nan")
+    return float(np.polyfit(x[m], y[m], 1)[0])
 
-    ``rows`` are the rows of a sweep's ``index.csv`` (complete runs only count). A run that never
-    reached eps has no ``y``: it is right-censored, larger than every reached value, and counts in
-    the quantiles as such (:func:`censored_quantile`); where over half of the seeds never got
-    there the median is ``inf`` ("more than the budget") and left out of the fit. ``reached`` and
-    ``missing`` count the seeds of each point. The fit (:func:`fit_growth`) is of ``log y`` in
-    ``x`` and ``log x``, or for ``alpha`` and ``eps`` in ``log(1/x)`` (key ``inv_slope``).
+
+def bootstrap_slope(x, y, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.9) -> tuple[float, float, float]:
+    """Slope of ``y`` in ``x`` and a bootstrap interval that resamples ``groups`` (seeds) with replacement.
+
+    Points of one group (one seed's runs) stay together, so the interval reflects the variation
+    between seeds. Returns ``(slope, low, high)``; NaN where fewer than 2 distinct ``x`` remain.
     """
-    others = [g for g in grid if g != x]
-    groups: dict = {}
-    for row in rows:
-        if row.get("status") != "complete":
-            continue
-        key = tuple(row.get(g) for g in others)
-        groups.setdefault(key, {}).setdefault(row[x], []).append(row.get(y))
-    table = []
-    for key, by_x in groups.items():
-        xs = sorted(by_x)
-        cells = [by_x[v_x] for v_x in xs]
-        med = np.array([censored_quantile(c, 0.5) for c in cells])
-        fit_y = np.where(np.isfinite(med), med, np.nan)
-        table.append({
-            "group": dict(zip(others, key)),
-            "x": np.array(xs, float),
-            "median": med,
-            "q25": np.array([censored_quantile(c, 0.25) for c in cells]),
-            "q75": np.array([censored_quantile(c, 0.75) for c in cells]),
-            "n": [len(c) for c in cells],
-            "reached": [sum(v is not None for v in c) for c in cells],
-            "missing": [sum(v is None for v in c) for c in cells],
-            "fit": (fit_growth(np.log(1.0 / np.array(xs, float)), fit_y) if x in LEVEL_AXES else fit_growth(xs, fit_y)),
-        })
-    return table
+    x, y, groups = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
+    return group_bootstrap(lambda pick: fit_slope(x[pick], y[pick]), fit_slope(x, y), groups, n_boot, seed, level)
 
 
-def cluster_exceptions(run, task: dict) -> dict:
-    """The test contexts a run leaves stuck, against the exceptions of their clusters.
+def group_bootstrap(estimate, value: float, groups, n_boot: int, seed: int, level: float) -> tuple[float, float, float]:
+    """``(value, low, high)``: a ``level`` interval of ``estimate(pick)`` over bootstrap draws that
+    resample the ``groups`` with replacement (``pick`` indexes the points of the drawn groups, a
+    group's points together). NaN bounds with fewer than 2 groups or a non-finite ``value``."""
+    groups = np.asarray(groups)
+    labels = np.unique(groups)
+    if len(labels) < 2 or not math.isfinite(value):
+        return value, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    members = [np.nonzero(groups == g)[0] for g in labels]
+    draws = []
+    for _ in range(n_boot):
+        pick = np.concatenate([members[i] for i in rng.integers(0, len(labels), len(labels))])
+        s = estimate(pick)
+        if math.isfinite(s):
+            draws.append(s)
+    if not draws:
+        return value, float("nan"), float("nan")
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return value, float(lo), float(hi)
 
-    On a ``clusters`` task a context is an *exception* when its correct response differs from the
-    most common correct response of the test contexts of its cluster (the nearest centre). A
-    context is *stuck* when its final likelihood is below 1/2. With wide clusters, on-policy PG
-    with a process reward drives the exceptions' correct token where they leave the majority
-    towards 0 and stalls on them (docs/design.md, "Figure 1"). Returns the masks ``stuck``,
-    ``exception``, ``cluster``, the position where each exception first leaves the majority
-    (``leave``), the base likelihood of its correct token there (``base_token``, NaN for the
-    others) and counts. A task without clusters has none (``cluster`` is -1). Plain NumPy on a run
-    (:class:`fastpg.result.RunData`) and its task's arrays
-    (:func:`fastpg.store.read_task_arrays`).
+
+def censored_slope(x, y, reached, iters: int = 200, start=None) -> tuple[float, float, float]:
+    """Maximum-likelihood fit of ``y = a + b x + s e`` with ``e`` standard logistic, where ``y`` is
+    only a lower bound where not ``reached`` (right-censored): the log-logistic accelerated
+    failure-time model of survival analysis, with ``y`` a log first-passage time. Returns
+    ``(a, b, s)``; NaN with fewer than 2 reached points.
+
+    Left out, censored points would bias ``b`` down (the slowest contexts are the censored ones);
+    here each contributes ``log P[e > z] = -log(1 + e^z)``, ``z = (y - a - b x)/s``, and a reached
+    one the log density ``z - 2 log(1 + e^z) - log s``. The logistic keeps both in closed form (no
+    special functions, so plain NumPy). Quasi-Newton (BFGS) from ``start`` (``(a, b, s)``) or the
+    least-squares fit of the reached points, with the Hessian by differences to start.
     """
-    X, Y = np.asarray(task["test_x"]), np.asarray(task["test_y"])
-    centres = np.asarray(task["centres"])
-    # without clusters (``sphere``) there is no majority to differ from: cluster -1, no exceptions
-    cluster = np.argmax(X @ centres.T, axis=1) if len(centres) else np.full(len(Y), -1)
-    majority = Y.copy()
-    for c in np.unique(cluster[cluster >= 0]):
-        members = Y[cluster == c]
-        responses, counts = np.unique(members, axis=0, return_counts=True)
-        majority[cluster == c] = responses[np.argmax(counts)]
-    differs = Y != majority
-    exception = differs.any(axis=1)
-    leave = np.where(exception, np.argmax(differs, axis=1), -1)
-    stuck = np.asarray(run.loglik[-1]) < np.log(0.5)
-    token = np.asarray(run.base["token_loglik"])
-    base_token = np.full(len(Y), np.nan)
-    base_token[exception] = np.exp(token[exception, leave[exception]])
-    return {"stuck": stuck, "exception": exception, "cluster": cluster, "leave": leave, "base_token": base_token,
-            "n_stuck": int(stuck.sum()), "n_exceptions": int(exception.sum()),
-            "stuck_exceptions": int((stuck & exception).sum())}
+    x, y, obs = np.asarray(x, float), np.asarray(y, float), np.asarray(reached, bool)
+    if obs.sum() < 2 or np.ptp(x[obs]) == 0:
+        return float("nan"), float("nan"), float("nan")
+    if start is None or not all(math.isfinite(v) for v in start):
+        b, a = np.polyfit(x[obs], y[obs], 1)
+        s = max(float(np.std(y[obs] - a - b * x[obs])) * math.sqrt(3.0) / math.pi, 1e-3)  # the logistic's scale
+    else:
+        a, b, s = start
+    theta = np.array([a, b, math.log(s)])
+
+    def objective(t):
+        """Negative log-likelihood and its gradient in ``(a, b, log s)``."""
+        if not -30.0 < t[2] < 30.0:
+            return math.inf, np.zeros(3)
+        s = math.exp(t[2])
+        z = (y - t[0] - t[1] * x) / s
+        soft = np.logaddexp(0.0, z)  # log(1 + e^z)
+        sig = np.exp(z - soft)  # 1 / (1 + e^-z)
+        ll = np.where(obs, z - 2.0 * soft - t[2], -soft)
+        dz = np.where(obs, 1.0 - 2.0 * sig, -sig)  # d ll / d z
+        d_mu = -dz / s
+        d_ls = np.where(obs, -z * dz - 1.0, -z * dz)
+        return -float(ll.sum()), -np.array([d_mu.sum(), (d_mu * x).sum(), d_ls.sum()])
+
+    f, g = objective(theta)
+    H = np.empty((3, 3))
+    for i in range(3):
+        e = np.zeros(3)
+        e[i] = 1e-5
+        H[:, i] = (objective(theta + e)[1] - objective(theta - e)[1]) / 2e-5
+    H = 0.5 * (H + H.T)
+    if not np.all(np.linalg.eigvalsh(H) > 0):
+        H = np.diag(np.maximum(np.abs(np.diag(H)), 1.0))
+    for _ in range(iters):
+        step = -np.linalg.solve(H, g)
+        t = 1.0
+        while True:  # backtracking (Armijo)
+            new = theta + t * step
+            fn, gn = objective(new)
+            if math.isfinite(fn) and fn <= f + 1e-4 * t * (g @ step):
+                break
+            t *= 0.5
+            if t < 1e-12:
+                return float(theta[0]), float(theta[1]), math.exp(theta[2])
+        sv, yv = new - theta, gn - g
+        theta, f, g = new, fn, gn
+        if sv @ yv > 1e-300:
+            Hs = H @ sv
+            H = H + np.outer(yv, yv) / (yv @ sv) - np.outer(Hs, Hs) / (sv @ Hs)
+        if np.max(np.abs(g)) < 1e-9 * max(1.0, abs(f)) or np.max(np.abs(sv)) < 1e-10:
+            break
+    return float(theta[0]), float(theta[1]), math.exp(theta[2])
+
+
+def bootstrap_censored_slope(x, y, reached, groups, n_boot: int = 200, seed: int = 0,
+                             level: float = 0.9) -> tuple[float, float, float]:
+    """:func:`censored_slope`'s ``b`` and a bootstrap interval that resamples ``groups`` (seeds);
+    each draw's fit starts from the whole fit (fewer steps)."""
+    x, y, obs = np.asarray(x, float), np.asarray(y, float), np.asarray(reached, bool)
+    fit = censored_slope(x, y, obs)
+    return group_bootstrap(lambda pick: censored_slope(x[pick], y[pick], obs[pick], start=fit)[1], fit[1], groups,
+                           n_boot, seed, level)
+
+
+def kaplan_meier_quantile(times, reached, q: float = 0.5) -> float:
+    """The ``q``-quantile of first-passage times from right-censored data: the smallest time where
+    the product-limit (Kaplan-Meier) estimate of ``P[T > t]`` falls to ``1 - q``; ``inf`` where it
+    never does within the data (more than ``1 - q`` of the contexts are still censored)."""
+    t, obs = np.asarray(times, float), np.asarray(reached, bool)
+    order = np.lexsort((~obs, t))  # at a tie, passages before censorings
+    t, obs = t[order], obs[order]
+    at_risk, surv, i = len(t), 1.0, 0
+    while i < len(t):
+        j = i
+        while j < len(t) and t[j] == t[i]:
+            j += 1
+        d = int(obs[i:j].sum())
+        if d:
+            surv *= 1.0 - d / at_risk
+            if surv <= 1.0 - q + 1e-12:
+                return float(t[i])
+        at_risk -= j - i
+        i = j
+    return math.inf

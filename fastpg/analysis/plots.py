@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from .fits import LEVEL_AXES, fit_loglog_slope, group_label, growth_text
+from .fits import fit_loglog_slope
+from .summaries import LEVEL_AXES, group_label, growth_text
 
 X_AXES = ("steps", "queries")
 
@@ -135,7 +136,7 @@ def fig1_figure(orm, prm):
 
 def exceptions_figure(prm, exceptions):
     """What stops on-policy PG + PRM: the stuck test contexts (final likelihood below 1/2) against
-    the exceptions of their clusters (:func:`fastpg.analysis.fits.cluster_exceptions`), one entry of
+    the exceptions of their clusters (:func:`fastpg.analysis.summaries.cluster_exceptions`), one entry of
     ``exceptions`` per run of ``prm``. Left: per cluster, the fraction stuck against the fraction of
     exceptions (all runs). Centre: mean log-likelihood over steps of the stuck exceptions, the other
     exceptions and the rest (first run): the stuck ones fall. Right: the base model's likelihood of

@@ -137,7 +137,7 @@ def advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, 
 
 
 HELD = 32  # updates of a run held back before they are applied to W (advance_held) ...
-HOLD_FROM = 256 * 1024  # ... when W is larger than this many bytes (docs/design.md, "Where a PG step's time goes")
+HOLD_FROM = 256 * 1024  # ... when W is larger than this many bytes (docs/kernels.md, "Where a PG step's time goes")
 
 
 def new_held(B: int, k: int, d: int, hold: bool | None = None):
@@ -254,7 +254,7 @@ def draws_ahead(p, n_pool):
 
 @njit(cache=True, error_model="numpy")
 def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle):
-    """``pg`` or ``sft`` on fresh contexts drawn a tile ahead, holding updates back (docs/design.md,
+    """``pg`` or ``sft`` on fresh contexts drawn a tile ahead, holding updates back (docs/kernels.md,
     "Where a PG step's time goes"), for runs that draw ahead (:func:`draws_ahead`) when ``held_x``
     has rows (:func:`new_held`: ``W`` of more than ``HOLD_FROM`` bytes).
 

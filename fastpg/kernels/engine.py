@@ -1,5 +1,5 @@
 """Parallel entry points: advance and evaluate a batch of runs of the same shape (docs/design.md,
-"Sweeps and backends", "Performance").
+"Sweeps and backends"; docs/kernels.md).
 
 A batch stacks ``R`` runs that share ``(blocks, k, d, N)``: weights ``W[R, B, k, d]``,
 teachers, context distributions, training pools, generator states ``states[R, 4]``,
@@ -233,7 +233,7 @@ def sample_batch(W, X, features, state, Y_out):
     """Sample one response per context: ``Y_out[b] ~ pi_W(. | X[b])`` from one stream (serial).
 
     The building block of on-policy sampling, exposed for benchmarks and users; ``O(N k d)``
-    per response (docs/design.md, "Performance"). With ``position`` features and at least ``TILE`` contexts, the
+    per response (docs/kernels.md). With ``position`` features and at least ``TILE`` contexts, the
     probabilities of a tile of contexts are computed together (:func:`softmax_tile`); tokens
     are drawn as by :func:`fastpg.kernels.sampling.sample_response`, one uniform per token, context after
     context.

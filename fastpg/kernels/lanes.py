@@ -1,4 +1,4 @@
-"""Logits of a tile of contexts held in SIMD lanes (docs/design.md, "What the kernels do"):
+"""Logits of a tile of contexts held in SIMD lanes (docs/kernels.md, "What the kernels do"):
 ``D[v, b T + t] = W[b, v, :] . x_t`` for every block, token and context of the tile, with the
 contexts as the columns of ``XT[d, T]``. Used by the evaluation, by contexts drawn a tile ahead
 and by the batch sampler; the sums run in another order than the one-context logits of

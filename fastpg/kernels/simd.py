@@ -1,4 +1,4 @@
-"""Explicit SIMD values for compiled kernels: eight float64 lanes (docs/design.md, "Performance").
+"""Explicit SIMD values for compiled kernels: eight float64 lanes (docs/kernels.md).
 
 Numba has no vector type, and its loop vectoriser only vectorises the innermost loop: a product
 of weight rows with several contexts then keeps one vector accumulator per logit (lanes over the

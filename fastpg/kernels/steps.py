@@ -36,7 +36,7 @@ LATE_RATE = 1.0 / 64.0  # weight of the latest step in that fraction (an exponen
 # (sampled responses), f[G] (their first mistakes), paused[G, 4] (generator states after them,
 # sampling.sample_until_mistake), r/A[G] (rewards, advantages), Aij[N, G] (per-position advantages),
 # weights[N] (per-position step sizes), sweep[1] (1 if the next pass of a pg step over W goes
-# from the last block to the first: docs/design.md, "What the kernels do") and late[1] (the
+# from the last block to the first: docs/kernels.md, "What the kernels do") and late[1] (the
 # recent fraction of pg steps that sampled past the first ROWS_AT_ONCE tokens, see LAZY_BELOW).
 Workspace = namedtuple("Workspace", ["table", "have", "coef", "touched", "Ys", "f", "paused", "r", "A", "Aij",
                                      "weights", "sweep", "late"])

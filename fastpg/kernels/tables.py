@@ -184,7 +184,7 @@ def scores_planes(W, x, table, backwards=False):
 
     Block by block, from the last block to the first if ``backwards``: each logit is the same
     either way, and a pass that starts where the previous pass over ``W`` ended finds those blocks
-    still in L1 (docs/design.md, "What the kernels do").
+    still in L1 (docs/kernels.md, "What the kernels do").
     """
     B = W.shape[0]
     for i in range(B):

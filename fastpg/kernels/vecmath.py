@@ -1,4 +1,4 @@
-"""Vectorisable elementary functions for compiled kernels (docs/design.md, "Performance").
+"""Vectorisable elementary functions for compiled kernels (docs/kernels.md).
 
 This llvmlite has no vector math library, so ``math.exp`` / ``math.log`` inside a loop are
 scalar calls. The two functions here, ``exp_le0`` and ``log_pos``, are inlined into the

@@ -28,22 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.complexity import (
-    bootstrap_censored_slope,
-    bootstrap_slope,
-    check_alpha,
-    check_eps,
-    context_passages,
-    fit_slope,
-    kaplan_meier_quantile,
-    lq_fit,
-    query_complexity,
-    theory_bound,
-)
+from ..analysis.complexity import check_alpha, check_eps, context_passages, lq_fit, query_complexity, theory_bound
+from ..analysis.fits import bootstrap_censored_slope, bootstrap_slope, fit_slope, kaplan_meier_quantile
 from ..config import ConfigError, RunConfig
 from ..store import COMPLETE, atomic_file, load
 from ..sweeps.execute import execute
 from ..sweeps.spec import Sweep
+from .claims import Claim, Experiment, Outcome, Rule, Section, fmt
 
 PROFILE = dict(d=32, k=4, contexts="clusters", C=32, sigma=0.05, zipf=1.5, n_pre=4000, pre_lr="adaptive",
                pre_eta=0.5, teacher_scale="block", G=1, baseline="none", lr="adaptive", eta=0.5, steps=200000,
@@ -285,7 +276,7 @@ class Profile:
     def context_exponents(self, passages: dict | None = None, eps_passages: dict | None = None) -> list[dict]:
         """Per ``(algorithm, reward, level)``: the slope of log first-passage queries in
         ``log(1/alpha_j + 1/eps)``, censored passages included (a log-logistic censored regression,
-        :func:`fastpg.analysis.complexity.censored_slope`), with a 90% bootstrap interval over seeds. Two
+        :func:`fastpg.analysis.fits.censored_slope`), with a 90% bootstrap interval over seeds. Two
         designs (column ``against``): ``alpha`` fits every test context at ``eps_ref`` (the spread
         is in ``alpha_j``); ``eps`` fits the contexts of :meth:`eps_passages` at every ``eps`` (the
         spread is in ``eps``). The theory's shape gives slope 1 in both (with ORM, at the sequence
@@ -429,3 +420,96 @@ def format_context_exponents(context_exponents: list[dict], context_quantiles: l
         lines.append(f"{q['algorithm']:<9} {q['reward']:<7} {q['level']:<11} alpha in [{q['alpha_low']:.0e}, "
                      f"{q['alpha_high']:.0e}): {q['contexts']:>5} contexts, {q['reached']:>5} reached, median {med}")
     return "\n".join(lines)
+
+
+# -- its part of fastpg reproduce ----------------------------------------------------------------
+def reproduce_profile(out: Path, s: dict, progress=None) -> Outcome:
+    """The profiler's claims: Q against alpha per context and in the mean, and Q within the bound's shape."""
+    profile = Profile(out, s["fixed"], s["grid"], seeds=s["seeds"])
+    profile.execute(progress=progress)
+    result = profile.analyse()  # also writes its CSV files and figures
+    exponents = result["exponents"]
+    claims = []
+    per_context = {(e["algorithm"], e["reward"]): e for e in result["context_exponents"]
+                   if e["level"] == "sequence" and e["against"] == "alpha"}
+    orm, prm = per_context.get(("pg", "orm")), per_context.get(("pg", "prm"))
+    what = (f"slope of log queries until pi(y*_j|x_j) >= 1 - {profile.eps_ref:g} in log(1/alpha_j + 1/eps), every test "
+            f"context at N={profile.N_ref}, gamma={profile.gamma_ref:g} (censored regression), 90% bootstrap over seeds")
+    if orm is not None:
+        claims.append(Claim("Profiler, per context", "pg + ORM: a test context with base likelihood alpha_j reaches "
+                            "1 - eps after about (1/alpha_j + 1/eps)/gamma^2 queries", what, orm["slope"], orm["low"],
+                            orm["high"], "1, up to the bound's log factors (a factor log(1/alpha) adds up to 0.4 "
+                            "on alphas of 1e-1 to 1e-6)", checks=[(Rule("slope", 0.7, 1.5), orm["slope"])],
+                            power="a Q flat in alpha, as PRM's"
+                                  + (f" ({fmt(prm['slope'])})" if prm else "")
+                                  + ", fails it (defects reward-swap, base-shuffled); so does one growing like "
+                                    "1/alpha^2",
+                            note=f"{orm['contexts']} contexts, {orm['censored']} censored"))
+    if prm is not None:
+        claims.append(Claim("Profiler, per context", "pg + PRM: the sequence-level alpha barely matters (the barrier "
+                            "moves to the token level)", what, prm["slope"], prm["low"], prm["high"],
+                            "well below ORM's 1", checks=[(Rule("slope", high=0.6), prm["slope"])],
+                            powered=orm is None or orm["slope"] > 0.6,
+                            power="an outcome-reward slope fails it"
+                                  + (f" (ORM's here: {fmt(orm['slope'])})" if orm else "") + " (defect reward-swap)",
+                            note=f"{prm['contexts']} contexts, {prm['censored']} censored"))
+    in_eps = next((e for e in result["context_exponents"] if (e["algorithm"], e["reward"], e["level"], e["against"])
+                   == ("pg", "orm", "sequence", "eps")), None)
+    if in_eps is not None:
+        claims.append(Claim("Profiler, per context", "pg + ORM: the same bound's 1/eps term",
+                            f"the same slope, over the contexts with alpha_j >= {max(profile.eps):g} (where 1/eps is the "
+                            f"larger term) at every eps of {', '.join(f'{e:g}' for e in profile.eps)}",
+                            in_eps["slope"], in_eps["low"], in_eps["high"], "at most 1 (an upper bound)",
+                            note=f"{in_eps['contexts']} passages, {in_eps['censored']} censored; reported: the bound "
+                                 "is an upper bound in eps, and no defect of the test suite makes a run slower in "
+                                 "1/eps alone"))
+    for e in result["context_exponents"]:
+        if e["algorithm"] == "rs" and e["level"] == "sequence" and e["against"] == "alpha":
+            claims.append(Claim("Profiler, per context", f"rs + {e['reward'].upper()}: the same, per context", what,
+                                e["slope"], e["low"], e["high"], "1 with ORM",
+                                note=f"{e['contexts']} contexts, {e['censored']} censored; reported: an rs run's budget "
+                                     "is tied to the alpha it profiles (M = ln(100)/alpha), so its queries grow like "
+                                     "1/alpha whatever the reward"))
+
+    def exponent(algorithm, reward, against):
+        return next(e for e in exponents if e["algorithm"] == algorithm and e["reward"] == reward
+                    and e["against"] == against)
+
+    for algorithm in ("pg", "rs"):
+        if algorithm not in profile.grid["algorithm"] or "orm" not in profile.grid["reward"]:
+            continue
+        e = exponent(algorithm, "orm", "log(1/alpha)")
+        bound = e["theory"]
+        claims.append(Claim("Profiler", f"{algorithm} + ORM reaches 1 - eps on contexts with base likelihood alpha "
+                            "after about (1/alpha + 1/eps)/gamma^2 queries (mean form)",
+                            f"slope of log Q(alpha, eps={profile.eps_ref:g}) in log(1/alpha), Q of the mean error over "
+                            "the contexts above alpha, 90% bootstrap over seeds",
+                            e["slope"], e["low"], e["high"], f"{fmt(bound)} (the bound's slope on these points)",
+                            checks=[(Rule("interval's high end", low=0.5 * bound), e["high"]),
+                                    (Rule("interval's low end", high=bound + 0.1), e["low"])],
+                            powered=bound >= 0.3,
+                            power="a Q that does not grow as alpha falls (slope 0, as PRM's; defect reward-swap) fails "
+                                  "the lower limit, half the bound's slope; a Q steeper than the bound the upper",
+                            note=f"{e['points']} points, {e['not_reached']} not reached (censored, left out: the "
+                                 "slope is biased down)"))
+    for algorithm in profile.grid["algorithm"]:
+        for reward in profile.grid["reward"]:
+            e = exponent(algorithm, reward, "Q / bound (whole grid)")
+            most = e["largest_possible"]
+            claims.append(Claim("Profiler", f"{algorithm} + {reward.upper()}: Q stays within the bound's shape",
+                                "Q / ((1/alpha + 1/eps) ||W*||^2 / gamma^2) over the grid: median [min, max]",
+                                e["slope"], e["low"], e["high"], "bounded by a constant",
+                                note=f"{e['points']} reached points; reported: the bound holds up to a constant the "
+                                     "theory does not give, and its shape is what the slope rows test. A rule "
+                                     f"'max < 1' would be near vacuous: no run's whole budget reaches more than "
+                                     f"{fmt(most)} of its bound"))
+    sections = [Section("Query complexity (the profiler)",
+                        f"`fastpg profile` ({profile.runs} runs). The exponent table:\n\n```\n"
+                        f"{format_exponents(exponents)}\n```", out / "q_alpha.png")]
+    return Outcome(claims, sections, (profile, exponents))
+
+
+EXPERIMENT = Experiment("profile", 20, reproduce_profile, full={"fixed": {}, "grid": {}, "seeds": PROFILE_SEEDS},
+                        quick={"grid": {"N": [8, 10], "gamma": [0.003, 0.006], "reward": ["orm", "prm"],
+                                        "algorithm": ["pg", "rs"]},
+                               "fixed": {"steps": 30000, "n_test": 512, "eval_log": 100}, "seeds": [0, 1, 2]})

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
-from ..analysis.fits import duration
+from ..analysis.summaries import duration
 from ..api import BatchFile, RunFailed, continue_run, run_batch, run_into
 from ..config import ConfigError, RunConfig
 from ..store import (

@@ -1,8 +1,8 @@
-"""The paper's experiments end to end: Figure 1 and the statistical-learning experiment.
+"""Figure 1 (docs/design.md, "Figure 1"): PG with ORM and with PRM from one task and base model,
+the LQ tests on the same runs, and the wide-cluster variant where on-policy PG + PRM stalls.
 
-Experiments are data (presets in :mod:`fastpg.config`); this module runs them through
-:func:`fastpg.api.run` / :func:`fastpg.api.pretrain`, writes one HDF5 file per run and draws the
-figure from the files it wrote (through :func:`fastpg.store.load`).
+:func:`fig1` runs it (``fastpg fig1``) through :func:`fastpg.api.run`, one HDF5 file per run, and
+draws the figures from the files it wrote; :data:`EXPERIMENT` is its part of ``fastpg reproduce``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import numpy as np
 
 from .. import config as C
 from ..analysis.complexity import lq_fit
-from ..analysis.fits import cluster_exceptions, fit_loglog_slope, pooled_rate_slope
-from ..analysis.plots import exceptions_figure, fig1_figure, pretrain_figure, require_matplotlib, save
-from ..api import pretrain, run
-from ..config import ConfigError, RunConfig
-from ..store import COMPLETE, check_output, load, read_status, read_task_arrays
-
-
-def _outdir(outdir) -> Path:
-    path = Path(outdir)
-    if path.exists() and not path.is_dir():
-        raise ConfigError("outdir", f"{path} is a file; allowed: a folder (created if missing)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
+from ..analysis.plots import exceptions_figure, fig1_figure, require_matplotlib, save
+from ..analysis.summaries import cluster_exceptions
+from ..api import run
+from ..config import ConfigError
+from ..store import check_output, load, read_task_arrays
+from .claims import Claim, Experiment, Outcome, Rule, Section, fmt, interval
+from .plan import files_to_run, output_folder
 
 FIG1_SEEDS = (0, 1, 2)
 
@@ -45,7 +38,7 @@ class Fig1Result:
 
     def exceptions(self) -> list[dict]:
         """Per seed, the PRM run's stuck test contexts against its clusters' exceptions
-        (:func:`fastpg.analysis.fits.cluster_exceptions`)."""
+        (:func:`fastpg.analysis.summaries.cluster_exceptions`)."""
         return [cluster_exceptions(prm, read_task_arrays(prm.path)) for prm in self.prm]
 
     def per_seed(self) -> list[dict]:
@@ -96,33 +89,6 @@ def late_error_ratio(run) -> float:
     return float(err[-1] / err[half]) if err[half] > 0 else float("nan")
 
 
-def _plan(configs: dict, png, overwrite: bool, resume: bool) -> list:
-    """The files to (re)compute, of ``configs`` (``{path: the run's parameters}``): with ``resume``
-    complete files are kept and the others redone; otherwise every existing output is refused unless
-    ``overwrite``. A complete file kept on ``resume`` must have been made with the same parameters:
-    a folder from an earlier version with other defaults (Figure 1's clusters, say) is refused, not
-    silently reused. Returns the paths to run."""
-    if not resume:
-        for path in (*configs, png):
-            check_output(path, overwrite)
-        return list(configs)
-    todo = [p for p in configs if not Path(p).exists() or read_status(p) != COMPLETE]
-    for path, params in configs.items():
-        if path in todo or overwrite:
-            continue
-        want = RunConfig.from_dict(params).to_dict()
-        have = load(path).config
-        differs = [k for k in want if k in have and have[k] != want[k]]
-        if differs:
-            k = differs[0]
-            raise ConfigError("outdir", f"{Path(path).name} was made with {k}={have[k]!r}, not {want[k]!r}; allowed: "
-                                        "another folder, or --overwrite to redo it")
-    for path in todo:
-        check_output(path, overwrite=True)
-    check_output(png, overwrite=True)
-    return todo
-
-
 def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, unconditioned: bool = False, wide: bool = False,
          overwrite: bool = False, resume: bool = False, progress=None) -> Fig1Result:
     """Figure 1: PG with ORM and with PRM from the same task and base model, for each seed.
@@ -138,7 +104,7 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     With ``resume``, complete files are kept and only the missing or incomplete runs are computed.
     """
     require_matplotlib()  # fail before computing, not after
-    out = _outdir(outdir)
+    out = output_folder(outdir)
     params = {**C.PRESETS["fig1-orm"], **(C.FIG1_WIDE if wide else {}), **(overrides or {})}
     if unconditioned:
         params.pop("gamma_quantile", None)
@@ -150,7 +116,7 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
         raise ConfigError("seeds", "got an empty list; allowed: seeds like 0-2")
     files = {(reward, seed): out / f"fig1-{reward}-seed{seed}.h5" for seed in seeds for reward in ("orm", "prm")}
     png, exceptions_png = out / "fig1.png", out / "exceptions.png"
-    todo = _plan({path: {**params, "reward": reward, "seed": seed} for (reward, seed), path in files.items()}, png,
+    todo = files_to_run({path: {**params, "reward": reward, "seed": seed} for (reward, seed), path in files.items()}, png,
                  overwrite, resume)
     check_output(exceptions_png, overwrite=overwrite or resume)
     for (reward, seed), path in files.items():
@@ -167,46 +133,68 @@ def fig1(outdir, overrides: dict | None = None, *, seeds=FIG1_SEEDS, uncondition
     return result
 
 
-@dataclass
-class PretrainResult:
-    runs: list
-    png: str
+def reproduce_fig1(out: Path, s: dict, progress=None) -> Outcome:
+    """Figure 1, the LQ tests and Figure 1 with wide clusters (a folder ``<out>-wide`` beside ``out``)."""
+    result = fig1(out, s["overrides"], seeds=s["seeds"], resume=True, progress=progress)
+    rows = result.per_seed()
+    alpha_off = rows[0]["alpha_off"]
+    orm = interval(r["orm_offsupport_likelihood"] for r in rows)
+    prm = interval(r["prm_offsupport_likelihood"] for r in rows)
+    claims = [
+        Claim("Figure 1", "With ORM, contexts the base model puts below alpha_off stay unsolved",
+              "mean likelihood of off-support test contexts after PG + ORM", *orm, "about 0 (the LQ barrier)",
+              checks=[(Rule("max over seeds", high=0.05), orm[2])], powered=prm[1] > 0.05,
+              power=f"the same contexts are learnable within this budget: PRM takes them to {fmt(prm[1])} or more. "
+                    "A simulator without the barrier puts ORM there too (defects reward-swap, base-shuffled)"),
+        Claim("Figure 1", "With PRM, PG passes the barrier", "the same after PG + PRM", *prm, "rises towards 1",
+              checks=[(Rule("min over seeds", low=0.5), prm[1])],
+              power=f"these contexts start below alpha_off = {alpha_off:g}; a PRM run that does not pass the "
+                    "barrier leaves them there (defect reward-swap)"),
+    ]
+    late = interval(r["prm_late_error_ratio"] for r in rows)
+    orm_late = interval(r["orm_late_error_ratio"] for r in rows)
+    claims.append(Claim("Figure 1", "With PRM the error keeps decreasing",
+                        "PRM's expected error at the last evaluation point over its error at half the steps", *late,
+                        "below 1 (the error keeps falling)", checks=[(Rule("max over seeds", high=0.5), late[2])],
+                        powered=orm_late[1] > 0.5,
+                        power=f"an error that has stopped falling gives about 1, as ORM's here ({fmt(orm_late[1])}-"
+                              f"{fmt(orm_late[2])}) and PRM's with wide clusters (defect reward-swap)"))
+    # each LQ rule's power: the other reward's run, held to the same LQ, is far from it
+    for reward, other, level, text in (("orm", "prm", "sequence", "ORM's error after T queries is the base model's "
+                                        "sequence-level LQ at c/T"),
+                                       ("prm", "orm", "token", "PRM's error follows the token-level LQ at c/T")):
+        v = interval(r[f"{reward}_lq_max_gap"] for r in rows)
+        c = interval(r[f"{reward}_lq_c"] for r in rows)
+        alt = interval(r[f"{other}_{level}_lq_max_gap"] for r in rows)
+        claims.append(Claim("LQ test", text, f"largest gap between expected error and the {level}-level LQ at c/T",
+                            *v, "0", checks=[(Rule("max over seeds", high=0.1), v[2])], powered=alt[1] > 0.1,
+                            power=f"{other.upper()}'s run, held to the same {level}-level LQ (c fitted too), is "
+                                  f"{fmt(alt[1])}-{fmt(alt[2])} away",
+                            note=f"fitted c {c[0]:.3g} [{c[1]:.3g}, {c[2]:.3g}]"))
+    wide = fig1(out.parent / f"{out.name}-wide", s["overrides"], seeds=s["seeds"], wide=True, resume=True)
+    wrows = wide.per_seed()
+    w = interval(r["prm_late_error_ratio"] for r in wrows)
+    stuck = ", ".join(f"{r['prm_stuck_exceptions']} of {r['prm_stuck']}" for r in wrows)
+    claims.append(Claim("Figure 1, wide clusters", "On-policy PG + PRM (G = 1) stalls where a cluster's contexts "
+                        "disagree", "the same ratio with wide clusters (sigma 0.05, n_pre 4000)", *w, "-",
+                        note=f"reported: fastpg's finding, not the paper's. Stuck test contexts (below 1/2) that are "
+                             f"exceptions to their cluster's majority response, per seed: {stuck}"))
+    margins = ", ".join(f"{r['gamma']:.3g}" for r in rows)
+    fractions = ", ".join(f"{r['offsupport_fraction']:.2f}" for r in rows)
+    sections = [
+        Section("Figure 1 and the LQ test",
+                f"`fastpg fig1` on seeds {', '.join(map(str, s['seeds']))}: PG with ORM and with PRM from one task and "
+                f"base model per seed, every context conditioned on a margin. Margins {margins}; off-support "
+                f"fractions {fractions}.", Path(result.png)),
+        Section("Figure 1 with wide clusters: where on-policy PG + PRM stalls",
+                "`fastpg fig1 --wide-clusters` (sigma 0.05, n_pre 4000, the default before). Some test contexts' "
+                "correct response differs from their cluster's majority; PG + PRM drives their correct token where "
+                "they leave the majority towards 0 and never samples it again. The figure: per cluster, the stuck "
+                "fraction against the fraction of such exceptions; the stuck contexts' likelihood over steps; the "
+                "base model's likelihood of that token.", Path(wide.exceptions_png)),
+    ]
+    return Outcome(claims, sections, result)
 
-    def slopes(self, metric: str = "greedy_error") -> list[dict]:
-        """Fitted log-log slope of test error against samples seen, for each run."""
-        return [
-            {"lr": r.config["pre_lr"], "gamma_quantile": r.config["gamma_quantile"], "gamma": float(r.task["gamma"]),
-             "slope": fit_loglog_slope(r.trace["steps"], r.trace[metric], r.config["n_test"]),
-             "final_error": float(r.trace[metric][-1]), "file": r.path}
-            for r in self.runs
-        ]
 
-    def pooled_slopes(self, metric: str = "greedy_error") -> dict:
-        """Per learning-rate rule: slope of log error against log(gamma^2 n), pooled over margins."""
-        rules = sorted({r.config["pre_lr"] for r in self.runs})
-        return {lr: pooled_rate_slope([r for r in self.runs if r.config["pre_lr"] == lr and r.task["gamma"] > 0], metric)
-                for lr in rules}
-
-
-def pretrain_experiment(outdir, overrides: dict | None = None, *, gamma_quantiles=C.PRETRAIN_GAMMA_QUANTILES,
-                        lr_rules=C.PRETRAIN_LR_RULES, overwrite: bool = False, resume: bool = False,
-                        progress=None) -> PretrainResult:
-    """Statistical learning (docs/design.md, "Base models"): SGD test error against samples seen, per LR rule and margin.
-
-    One run per (``pre_lr``, ``gamma_quantile``), written to ``pretrain-lr=<rule>-gq=<q>.h5``, and
-    ``pretrain.png`` with the ``1/(gamma^2 n)`` rate overlaid.
-    """
-    require_matplotlib()
-    out = _outdir(outdir)
-    params = {**C.PRETRAIN, **(overrides or {})}
-    jobs = [(lr, q, out / f"pretrain-lr={lr}-gq={q:g}.h5") for lr in lr_rules for q in gamma_quantiles]
-    png = out / "pretrain.png"
-    todo = _plan({path: {**params, "pre_lr": lr, "gamma_quantile": q} for lr, q, path in jobs}, png, overwrite, resume)
-    for lr, q, path in jobs:
-        if path not in todo:
-            continue
-        pretrain({**params, "pre_lr": lr, "gamma_quantile": q}, path, overwrite=True,
-                 progress=None if progress is None else (lambda done, tag=f"{lr} q={q:g}": progress(tag, done)))
-    runs = [load(path) for *_, path in jobs]
-    save(pretrain_figure(runs), png)
-    return PretrainResult(runs=runs, png=str(png))
+EXPERIMENT = Experiment("fig1", 10, reproduce_fig1, full={"seeds": list(FIG1_SEEDS), "overrides": {}},
+                        quick={"seeds": [0, 1], "overrides": {"steps": 30000, "n_test": 512}})
