@@ -29,7 +29,7 @@ def click_option(p: C.Param):
     text = f"{p.help} [default: {default}]"
     if p.kind == "bool":
         return click.option(f"{p.flag}/--no-{p.flag[2:]}", p.name, default=None, help=text)
-    typ = {"int": ExactInt(), "float": float, "path": str}.get(p.kind) or click.Choice(p.choices)
+    typ = {"int": ExactInt(), "float": float, "path": str, "ints": str}.get(p.kind) or click.Choice(p.choices)
     return click.option(p.flag, p.name, type=typ, default=None, help=text)
 
 

@@ -12,8 +12,8 @@ from . import codes
 from .config import ConfigError, RunConfig, check_trace_size
 from .driver import BatchFile, Member, RunFailed, RunFiles, Sink, drive
 from .kernels.engine import Batch
-from .metrics import eval_points
-from .outputs import TRACE_NAMES
+from .metrics import eval_points, pass_k_metrics
+from .outputs import trace_names
 from .result import RunData
 from .runs import base_model, post_training_run, pretraining_run
 from .store import COMPLETE, check_output, read_final_W, read_task_arrays
@@ -192,7 +192,8 @@ def continue_run(path, steps: int, *, progress=None) -> RunData:
     batch.events[0][...] = final["events"]
     batch.counters[0][...] = [data.trace[name][-1] for name in codes.COUNTERS]
     token = data.token_loglik if cfg.token_trace else np.zeros((data.rows, cfg.n_test, cfg.N))
-    rows = [({name: float(data.trace[name][i]) for name in TRACE_NAMES}, data.loglik[i], token[i])
+    rows = [({**{name: float(data.trace[name][i]) for name in trace_names(cfg.to_dict())},
+              **pass_k_metrics(data.loglik[i], data.base["loglik"], cfg.pass_k)}, data.loglik[i], token[i])
             for i in range(data.rows)]
     tmp = path.with_name(f".{path.name}.continue")
     member = Member(0, cfg, task, tmp)
@@ -212,7 +213,7 @@ def _batch_key(cfg: RunConfig) -> tuple:
     """Runs with equal keys can share a batch: same array shapes and evaluation points."""
     contexts = cfg.C if cfg.contexts == "clusters" else 0
     return (cfg.d, cfg.k, cfg.N, cfg.features, contexts, cfg.n_train, cfg.n_test, cfg.G, cfg.steps,
-            cfg.eval_every, cfg.eval_log, cfg.token_trace)
+            cfg.eval_every, cfg.eval_log, cfg.token_trace, tuple(cfg.pass_k))
 
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, progress=None) -> RunData:

@@ -84,7 +84,8 @@ def option_of(parameter: str) -> str:
 class Param:
     """One run parameter.
 
-    ``kind`` is ``int``, ``float``, ``choice``, ``bool`` or ``path``; ``low``/``high`` bound
+    ``kind`` is ``int``, ``float``, ``choice``, ``bool``, ``path`` or ``ints`` (integers, as a sorted
+    tuple without repeats; ``"1,4,16"`` on the command line, a list in TOML and JSON); ``low``/``high`` bound
     numbers (``low_open`` makes the lower bound strict); ``optional`` allows ``None`` (unset).
     ``role`` says what the parameter fixes, and so which random streams it keys
     (docs/design.md, "Random streams"): ``task`` (the task stream and everything after it),
@@ -112,7 +113,7 @@ class Param:
 
     @property
     def type(self) -> type:
-        return {"int": int, "float": float, "choice": str, "bool": bool, "path": str}[self.kind]
+        return {"int": int, "float": float, "choice": str, "bool": bool, "path": str, "ints": tuple}[self.kind]
 
     def allowed(self) -> str:
         """What is allowed, in words, for error messages."""
@@ -122,6 +123,8 @@ class Param:
             return "true or false"
         if self.kind == "path":
             return "a file path"
+        if self.kind == "ints":
+            return f"integers >= {int(self.low)}, comma-separated (1,4,16), or none"
         lo = "" if self.low is None else (f"> {self.low:g}" if self.low_open else f">= {self.low:g}")
         hi = "" if self.high is None else f"<= {self.high:g}"
         if self.kind == "int":
@@ -151,6 +154,9 @@ class Param:
             ok = isinstance(value, bool)
         elif self.kind == "path":
             ok = isinstance(value, str)
+        elif self.kind == "ints":
+            ok = isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            ok = ok and all((self.low is None or v >= self.low) and (self.high is None or v <= self.high) for v in value)
         else:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if self.kind == "int":
@@ -214,7 +220,18 @@ def _parse_text(value) -> str:
     return value
 
 
-_PARSERS = {"int": parse_int, "float": parse_float, "choice": _parse_text, "bool": parse_bool, "path": _parse_text}
+def parse_ints(value) -> tuple:
+    """Integers (each as :func:`parse_int` reads it) from ``"1,4,16"``, ``""`` or a list, as a sorted tuple
+    without repeats."""
+    if isinstance(value, str):  # "1,4,16", or as Python or JSON print it: "(1, 4, 16)", "[1, 4, 16]"
+        value = [v for v in value.replace(" ", "").strip("()[]").split(",") if v]
+    elif not isinstance(value, (list, tuple)):
+        raise ValueError("not a list of integers")
+    return tuple(sorted({parse_int(v) for v in value}))
+
+
+_PARSERS = {"int": parse_int, "float": parse_float, "choice": _parse_text, "bool": parse_bool, "path": _parse_text,
+            "ints": parse_ints}
 
 
 # The table. Order = field order of RunConfig = order in --help.
@@ -279,6 +296,9 @@ PARAMS: tuple[Param, ...] = (
           "evaluation", low=0.0, high=1.0, low_open=True),
     Param("token_trace", "bool", False, "also store per-token log-likelihoods at every evaluation point",
           "evaluation"),
+    Param("pass_k", "ints", (), "record pass@k = 1 - (1 - pi(y*|x))^k at these k (exact, from the stored "
+          "likelihoods) and coverage against the base model at the largest; none by default",
+          "evaluation", low=1, high=MAX_EXACT_INT),
     # early stopping (docs/design.md, "Budgets"): checked at evaluation points; the run is complete
     Param("stop_eps", "float", 0.0, "stop at the first evaluation point where the expected error is at most this "
           "(0: off); the run is complete and its message says why", "evaluation", low=0.0, high=1.0),
@@ -305,13 +325,15 @@ class _RunConfigMethods:
             value = getattr(self, p.name)
             if p.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, p.name, float(value))
+            if p.kind == "ints" and isinstance(value, list):
+                object.__setattr__(self, p.name, parse_ints(value))
         validate(self)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return {p.name: getattr(self, p.name) for p in PARAMS}
+        return {p.name: list(getattr(self, p.name)) if p.kind == "ints" else getattr(self, p.name) for p in PARAMS}
 
     @classmethod
     def names(cls) -> list[str]:

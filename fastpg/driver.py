@@ -20,7 +20,7 @@ import numpy as np
 from . import codes, defects, interrupts
 from .config import SCHEMA_VERSION, ConfigError, option_of
 from .metrics import likelihood_quantile, test_metrics
-from .outputs import TRACE_NAMES
+from .outputs import trace_names
 from .result import COMPLETE, FAILED, RunData
 from .store import ResultWriter, check_output, one_line
 from .version import __version__
@@ -105,7 +105,7 @@ class Member:
         self.experiment, self.eta_name = experiment, eta_name
         self.eta = cfg.eta if eta is None else eta
         self.created = _dt.datetime.now(_dt.UTC).isoformat()
-        self.trace = {name: [] for name in TRACE_NAMES}
+        self.trace = {name: [] for name in trace_names(cfg.to_dict())}
         self.logliks, self.token_logliks = [], []
         self.offsupport: np.ndarray | None = None
         self.static: dict | None = None  # task, base model and LQ records (set_static())
@@ -151,8 +151,8 @@ class Member:
         return ""
 
     def record(self, row, loglik, token) -> None:
-        for name in TRACE_NAMES:
-            self.trace[name].append(row[name])
+        for name, values in self.trace.items():
+            values.append(row[name])
         self.logliks.append(np.array(loglik, dtype=np.float64))
         if self.cfg.token_trace:
             self.token_logliks.append(np.array(token, dtype=np.float64))
@@ -208,9 +208,8 @@ class Sink:
 
 
 def _writer(path, members: list[Member], ids=None, **options) -> ResultWriter:
-    cfg = members[0].cfg
-    return ResultWriter(path, configs=[m.cfg.to_dict() for m in members], n_test=cfg.n_test, N=cfg.N,
-                        token_trace=cfg.token_trace, experiment=members[0].experiment, ids=ids, **options)
+    return ResultWriter(path, configs=[m.cfg.to_dict() for m in members], experiment=members[0].experiment, ids=ids,
+                        **options)
 
 
 def _open(writer: ResultWriter, members: list[Member], W_shape) -> ResultWriter:
@@ -379,9 +378,9 @@ def _drive(members, batch, points, sink, progress, base, base_W, history) -> Non
                 row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
                 if defects.active("prm-one-query") and m.cfg.reward == "prm":  # testing only (fastpg.defects)
                     row["prm_queries"] = row["sequences"]
-                row.update(test_metrics(loglik[r], greedy[r], m.offsupport))
+                row.update(test_metrics(loglik[r], greedy[r], m.offsupport, base0[r], m.cfg.pass_k))
                 row["wall_time"] = time.perf_counter() - start
-                if all(math.isfinite(v) for v in row.values()):
+                if all(np.all(np.isfinite(v)) for v in row.values()):
                     m.record(row, loglik[r], token[r])
                     rows[r] = row
                     reason = m.stop_reason(row, done)

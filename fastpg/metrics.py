@@ -7,8 +7,11 @@ import numpy as np
 from . import config as C
 
 
-def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray) -> dict:
-    """Metrics of one evaluation point: one entry per ``metric`` row of :data:`fastpg.outputs.OUTPUTS`.
+def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray, base_loglik=None,
+                 pass_k=()) -> dict:
+    """Metrics of one evaluation point: one entry per ``metric`` row of :data:`fastpg.outputs.OUTPUTS`
+    (and, with ``pass_k``, the ``pass_at_k`` row and the coverage against ``base_loglik``:
+    :func:`pass_k_metrics`).
 
     ``expected_error = 1 - mean_j pi_W(y*_j | x_j)``; ``greedy_error`` = fraction of contexts whose
     greedy decoding is not ``y*_j``; ``off/onsupport_likelihood`` = mean likelihood over contexts
@@ -23,6 +26,7 @@ def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarr
         "offsupport_likelihood": float(lik[offsupport].mean()) if offsupport.any() else 0.0,
         "onsupport_likelihood": float(lik[on].mean()) if on.any() else 0.0,
         "mean_loglik": float(np.sum(loglik / len(loglik))),  # no overflow for huge finite values
+        **pass_k_metrics(loglik, base_loglik, pass_k),
     }
 
 
@@ -64,3 +68,67 @@ def eval_points(steps: int, eval_every: int, eval_log: int) -> np.ndarray:
     else:
         pts = np.arange(eval_every, steps + 1, eval_every, dtype=np.int64)
     return np.unique(np.concatenate([[0], pts, [steps]]).astype(np.int64))
+
+
+def log1m_exp(loglik) -> np.ndarray:
+    """``log(1 - p)`` from ``log p <= 0``, accurate everywhere: ``log(-expm1(l))`` near ``p = 1``
+    (where ``1 - p`` cancels) and ``log1p(-exp(l))`` for small ``p`` (where ``expm1`` rounds to -1);
+    ``-inf`` at ``p = 1``."""
+    loglik = np.minimum(np.asarray(loglik, dtype=np.float64), 0.0)
+    out = np.empty_like(loglik)
+    near_one = loglik > -np.log(2.0)
+    with np.errstate(divide="ignore"):
+        out[near_one] = np.log(-np.expm1(loglik[near_one]))
+    out[~near_one] = np.log1p(-np.exp(loglik[~near_one]))
+    return out
+
+
+def pass_at_k(loglik, ks) -> np.ndarray:
+    """``pass@k = 1 - (1 - p)^k`` for every likelihood ``p = exp(loglik)`` and every ``k`` in ``ks``
+    (a last axis of ``len(ks)``): the chance that at least one of ``k`` independent samples is the
+    correct response (docs/design.md, "pass@k and coverage"). Computed as ``-expm1(k log(1 - p))``,
+    so it keeps full relative precision at ``p = 1e-300`` and at ``1 - p = 1e-15``."""
+    k = np.asarray(ks, dtype=np.float64)
+    return -np.expm1(log1m_exp(loglik)[..., None] * k)
+
+
+COVERAGE = ("preserved", "expanded", "shrunk", "outside")
+
+
+def coverage(loglik, base_loglik, k: int) -> dict:
+    """Coverage at ``k`` against the base model, threshold 1/2, as fractions of the test contexts:
+    ``preserved`` (pass@k >= 1/2 for both), ``expanded`` (base below, now at least), ``shrunk``
+    (now below, base at least) and ``outside`` (both below)."""
+    now = pass_at_k(loglik, [k])[:, 0] >= 0.5
+    base = pass_at_k(base_loglik, [k])[:, 0] >= 0.5
+    parts = (now & base, now & ~base, ~now & base, ~now & ~base)
+    return {f"coverage_{name}": float(part.mean()) for name, part in zip(COVERAGE, parts)}
+
+
+def pass_k_metrics(loglik, base_loglik, ks) -> dict:
+    """The outputs of ``pass_k`` at one evaluation point: ``pass_at_k`` (mean over test contexts,
+    one per ``k``) and the coverage fractions at the largest ``k``; empty without ``ks``."""
+    if not len(ks):
+        return {}
+    return {"pass_at_k": pass_at_k(loglik, ks).mean(axis=0), **coverage(loglik, base_loglik, max(ks))}
+
+
+def crossing_k(base_loglik, loglik, k_max: float = 1e15, per_decade: int = 20) -> float | None:
+    """The smallest ``k`` (to 1e-9 relative, on a continuous ``k``) at which the base model's mean
+    pass@k exceeds the model's, or None if it does not up to ``k_max``: where the base model
+    overtakes the post-trained one as more samples are drawn."""
+    def gap(k):
+        return float(pass_at_k(base_loglik, [k]).mean() - pass_at_k(loglik, [k]).mean())
+
+    grid = np.logspace(0.0, np.log10(k_max), int(per_decade * np.log10(k_max)) + 1)
+    above = [gap(k) > 0 for k in grid]
+    if not any(above):
+        return None
+    i = above.index(True)
+    if i == 0:
+        return 1.0
+    lo, hi = np.log(grid[i - 1]), np.log(grid[i])
+    while hi - lo > 1e-9:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if gap(np.exp(mid)) > 0 else (mid, hi)
+    return float(np.exp(hi))

@@ -39,6 +39,7 @@ class Output:
     filled_by: str
     batch_description: str = ""
     only: str = ""  # "run" or "batch": in files of that layout only
+    when: str = ""  # a run parameter: the output exists only in runs where it is set (true, non-empty)
 
     @property
     def name(self) -> str:
@@ -136,6 +137,14 @@ OUTPUTS: tuple[Output, ...] = (
     Output("trace/onsupport_likelihood", METRIC, "f8", "[eval]", "probability",
            "mean pi_W(y*|x) over test contexts with base likelihood >= alpha_off (0 if none)", _METRICS),
     Output("trace/mean_loglik", METRIC, "f8", "[eval]", "nats", "mean_j log pi_W(y*_j|x_j)", _METRICS),
+    Output("trace/coverage_preserved", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is >= 1/2 for "
+           "both the base model and this one, at the largest k of pass_k", _METRICS, when="pass_k"),
+    Output("trace/coverage_expanded", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is below 1/2 "
+           "for the base model and >= 1/2 for this one (largest k)", _METRICS, when="pass_k"),
+    Output("trace/coverage_shrunk", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is >= 1/2 for "
+           "the base model and below 1/2 for this one (largest k)", _METRICS, when="pass_k"),
+    Output("trace/coverage_outside", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is below 1/2 "
+           "for both (largest k)", _METRICS, when="pass_k"),
     Output("trace/wall_time", CLOCK, "f8", "[eval]", "seconds", "wall-clock time since the start of post-training",
            _DRIVER),
     Output("trace/loglik", TRACE, "f8", "[eval, context]", "nats",
@@ -145,7 +154,14 @@ OUTPUTS: tuple[Output, ...] = (
     Output("trace/token_loglik", TRACE, "f8", "[eval, context, position]", "nats",
            "log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, test context and position", "fastpg.kernels.engine "
            "(evaluate_runs), with token_trace",
-           batch_description="log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position"),
+           batch_description="log pi_W(y*_ji|x_j, y*_j<i) per evaluation point, run, test context and position",
+           when="token_trace"),
+    Output("trace/pass_at_k", TRACE, "f8", "[eval, k]", "probability",
+           "mean over test contexts of pass@k_j = 1 - (1 - pi_W(y*_j|x_j))^k, one column per k of pass_k (attribute k)",
+           "fastpg.metrics.pass_k_metrics", batch_description="the same per evaluation point, run and k",
+           when="pass_k"),
+    Output("trace/pass_at_k@k", ATTRIBUTE, "i8", "[k]", "samples", "the k of each column (pass_k)", _STORE,
+           when="pass_k"),
     # /trace axes (HDF5 dimension scales; not trace columns)
     Output("trace/context", AXIS, "i8", "[context]", "", "index of the test context (row of /task/test_x)", _STORE),
     Output("trace/position", AXIS, "i8", "[position]", "", "position i of the response (0 is the first token)", _STORE),
@@ -165,10 +181,11 @@ OUTPUTS: tuple[Output, ...] = (
 )
 
 _BY_PATH = {o.path: o for o in OUTPUTS}
-TRACE_NAMES = tuple(o.name for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK))
-"""The 1-D trace columns (a value per evaluation point), in file order: counters, metrics, wall time."""
+TRACE_NAMES = tuple(o.name for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK) and not o.when)
+"""The 1-D trace columns every run has (a value per evaluation point), in file order: counters,
+metrics, wall time. :func:`trace_columns` adds those of a run's options."""
 COUNTERS = tuple(o.name for o in OUTPUTS if o.kind == COUNTER)
-METRICS = tuple(o.name for o in OUTPUTS if o.kind == METRIC)
+METRICS = tuple(o.name for o in OUTPUTS if o.kind == METRIC and not o.when)
 TRACE_AXES = tuple(o.name for o in OUTPUTS if o.kind == AXIS)
 """Dimension scales in /trace: the axes of the trace arrays, not rows of the trace (readers leave them out)."""
 if COUNTERS != codes.COUNTERS:  # the kernels' counter row, slot by slot
@@ -177,6 +194,24 @@ if COUNTERS != codes.COUNTERS:  # the kernels' counter row, slot by slot
 
 def output(path: str) -> Output:
     return _BY_PATH[path]
+
+
+def present(o: Output, config: dict) -> bool:
+    """Whether a run of ``config`` has output ``o`` (its ``when`` parameter set, if it has one)."""
+    return not o.when or bool(config.get(o.when))
+
+
+def trace_columns(config: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """The ``/trace`` datasets of a run of ``config``, in file order, each with the shape of one of
+    its rows (``()`` for a 1-D column; ``(n_test,)`` for ``loglik``, ...)."""
+    dims = {"context": config["n_test"], "position": config["N"], "k": len(config.get("pass_k") or ())}
+    return [(o.name, tuple(dims[dim.strip()] for dim in o.shape.strip("[]").split(",")[1:]))
+            for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK, TRACE) and present(o, config)]
+
+
+def trace_names(config: dict) -> tuple[str, ...]:
+    """The 1-D trace columns of a run of ``config``: :data:`TRACE_NAMES` and those of its options."""
+    return tuple(name for name, tail in trace_columns(config) if tail == ())
 
 
 def markdown_table() -> str:

@@ -148,6 +148,49 @@ class RunData:
 
         return first_passage_queries(self.loglik, self.queries, check_eps(eps, "eps"))
 
+    def pass_at_k(self, ks) -> np.ndarray:
+        """pass@k of every test context at every evaluation point, from the stored log-likelihoods
+        (:func:`fastpg.metrics.pass_at_k`; no re-run, any stored run). The base model's is
+        ``pass_at_k(self.base["loglik"], ks)``, and a post-training run's row 0 (step 0).
+
+        Parameters
+        ----------
+        ks : sequence of int
+            The numbers of samples, each >= 1.
+
+        Returns
+        -------
+        ndarray
+            ``float64[eval point, test context, k]``.
+        """
+        from .config import ConfigError
+        from .metrics import pass_at_k
+
+        ks = list(ks)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+            raise ConfigError("pass_k", f"got {ks!r}; allowed: integers >= 1")
+        return pass_at_k(self.loglik, ks)
+
+    def crossing_k(self, row: int = -1, k_max: float = 1e15) -> float | None:
+        """The smallest ``k`` at which the base model's mean pass@k exceeds this run's at evaluation
+        point ``row`` (the last by default), or None if it does not up to ``k_max``
+        (:func:`fastpg.metrics.crossing_k`): where sampling the base model ``k`` times covers more.
+
+        Parameters
+        ----------
+        row : int
+            The evaluation point.
+        k_max : float
+            The largest ``k`` searched.
+
+        Returns
+        -------
+        float or None
+        """
+        from .metrics import crossing_k
+
+        return crossing_k(self.base["loglik"], self.loglik[row], k_max)
+
     def to_pandas(self, keys=("seed",)):
         """The 1-D traces as a ``pandas.DataFrame``: one row per evaluation point, with the total
         reward queries (``queries``) and, as constant columns, the run's parameters named in ``keys``

@@ -26,7 +26,7 @@ import numpy as np
 
 from .config import SCHEMA_VERSION, ConfigError
 from .interrupts import Terminated
-from .outputs import TRACE_AXES, TRACE_NAMES, output
+from .outputs import TRACE_AXES, output, trace_columns
 from .result import COMPLETE, FAILED, RUNNING, RunData
 from .version import __version__
 
@@ -343,18 +343,21 @@ def _axis(group, name: str, data, maxshape=None, dtype=None):
     return ds
 
 
-def _trace_axes(tr, columns: dict, rows, *between, n_test: int, N: int) -> None:
-    """Give every trace array its dimension scales: ``rows`` for the evaluation points, then
-    ``between`` (a batch file's runs), then the test contexts and, for ``token_loglik``, the positions."""
-    axes = [_axis(tr, "context", np.arange(n_test, dtype=np.int64))]
-    if "token_loglik" in columns:
-        axes.append(_axis(tr, "position", np.arange(N, dtype=np.int64)))
-    for name in (*TRACE_NAMES, "loglik", "token_loglik"):
-        ds = columns.get(name)
-        if ds is None or ds == rows:
+def _trace_axes(tr, columns: dict, names, rows, *between, n_test: int, N: int) -> None:
+    """Give the trace datasets ``names`` their dimension scales: ``rows`` for the evaluation points,
+    then ``between`` (a batch file's runs), then by the dimensions of their row in the outputs table
+    the test contexts and the positions (a dimension without a scale, such as ``k``, gets none)."""
+    axes = {"context": _axis(tr, "context", np.arange(n_test, dtype=np.int64))}
+    if "token_loglik" in names:
+        axes["position"] = _axis(tr, "position", np.arange(N, dtype=np.int64))
+    for name in names:
+        ds = columns[name]
+        if ds == rows:
             continue
-        for dim, scale in enumerate([rows, *between, *axes][:ds.ndim]):
-            ds.dims[dim].attach_scale(scale)
+        dims = output(f"trace/{name}").shape.strip("[]").split(",")[1:]
+        for dim, scale in enumerate([rows, *between, *(axes.get(d.strip()) for d in dims)][:ds.ndim]):
+            if scale is not None:
+                ds.dims[dim].attach_scale(scale)
 
 
 def _attr_value(value):
@@ -364,6 +367,8 @@ def _attr_value(value):
         return ""
     if isinstance(value, (bool, np.bool_)):
         return int(value)
+    if isinstance(value, (list, tuple)):  # integers (pass_k): an int64 array, empty for none
+        return np.array(value, dtype=np.int64)
     return value
 
 
@@ -391,16 +396,17 @@ class ResultWriter:
     ``message``. The file's creation runs under a :class:`SpaceReserve`.
     """
 
-    def __init__(self, path, *, configs: list[dict], n_test: int, N: int, token_trace: bool,
-                 experiment: str = "post-training", ids: list[str] | None = None, expected_rows: int = 256,
-                 resume_shapes=None):
+    def __init__(self, path, *, configs: list[dict], experiment: str = "post-training", ids: list[str] | None = None,
+                 expected_rows: int = 256, resume_shapes=None):
         self.path = Path(path)
         self.configs, self.ids = list(configs), None if ids is None else list(ids)
         self.batch = ids is not None
         if not self.batch and len(self.configs) != 1:
             raise ValueError("a run file holds one run; give ids for a batch file")
         self.lead = (len(self.configs),) if self.batch else ()  # the run axis of every dataset
-        self.n_test, self.N, self.token_trace, self.experiment = n_test, N, token_trace, experiment
+        self.n_test, self.N, self.experiment = self.configs[0]["n_test"], self.configs[0]["N"], experiment
+        # the /trace datasets and the shape of one row of each (the outputs table, for these runs' options)
+        self.trace_columns = trace_columns(self.configs[0])
         self.expected_rows = expected_rows
         self.resume_shapes = None if self.batch else resume_shapes  # a run file's generator and event states
         self.f = None
@@ -424,8 +430,7 @@ class ResultWriter:
 
     def row_bytes(self) -> int:
         """Bytes one appended evaluation point takes (every trace dataset grows by one row)."""
-        runs = len(self.configs)
-        return 8 * runs * (len(TRACE_NAMES) + self.n_test * (1 + (self.N if self.token_trace else 0)))
+        return 8 * len(self.configs) * sum(int(np.prod(tail)) for _, tail in self.trace_columns)
 
     def _close_swmr(self, W_final) -> None:
         """Write ``/final/W`` (unless None), flush, then close the SWMR file. Closing after a
@@ -561,11 +566,10 @@ class ResultWriter:
         tr = f.create_group("trace")  # its datasets kept open: a lookup by name costs more than the write
         # chunks: 256 rows of a run file; a batch file's at most 64 KB, no bigger than the trace
         rows_chunk = max(1, min(self.expected_rows, 8192 // len(self.configs))) if self.batch else 256
-        for name in TRACE_NAMES:
-            self._trace_column(tr, name, chunk_rows=rows_chunk)
-        self._trace_column(tr, "loglik", (self.n_test,))
-        if self.token_trace:
-            self._trace_column(tr, "token_loglik", (self.n_test, self.N))
+        for name, tail in self.trace_columns:
+            self._trace_column(tr, name, tail, chunk_rows=rows_chunk if tail == () else 1)
+        if "pass_at_k" in self.columns:
+            self.columns["pass_at_k"].attrs["k"] = np.array(self.configs[0]["pass_k"], dtype=np.int64)
         if self.batch:
             rows, between = _axis(tr, "eval", np.zeros(0, dtype=np.int64), maxshape=(None,)), [
                 _axis(tr, "run", np.array(self.ids, dtype=object), dtype=STR)]
@@ -573,7 +577,8 @@ class ResultWriter:
         else:
             rows, between = self.columns["steps"], []
             rows.make_scale("steps")
-        _trace_axes(tr, self.columns, rows, *between, n_test=self.n_test, N=self.N)
+        _trace_axes(tr, self.columns, [name for name, _ in self.trace_columns], rows, *between, n_test=self.n_test,
+                    N=self.N)
         final = f.create_group("final")
         _describe(final.create_dataset("W", shape=(*self.lead, *W_shape), dtype="f8", fillvalue=0.0), "final/W",
                   self.batch)
@@ -586,24 +591,23 @@ class ResultWriter:
 
     @_file_errors
     def append(self, rows: list, loglik: np.ndarray, token_loglik: np.ndarray | None = None) -> None:
-        """Append one evaluation point and flush: ``rows[r]`` is run ``r``'s row (a dict of
-        :data:`TRACE_NAMES`; ``loglik[r]``, ``token_loglik[r]`` its likelihoods), or None for a run of
-        a batch file that has stopped (its cells stay NaN)."""
+        """Append one evaluation point and flush: ``rows[r]`` is run ``r``'s row (a dict with a value
+        for every trace column but the likelihoods; ``loglik[r]``, ``token_loglik[r]`` are its
+        likelihoods), or None for a run of a batch file that has stopped (its cells stay NaN)."""
         n, c = self.rows, self.columns
+        likelihoods = {"loglik": loglik, "token_loglik": token_loglik}
         if not self.batch:
             row = rows[0]
-            for name in TRACE_NAMES:
-                append_row(c[name], n, row[name])
-            append_row(c["loglik"], n, loglik[0])
-            if self.token_trace:
-                append_row(c["token_loglik"], n, token_loglik[0])
+            for name, _ in self.trace_columns:
+                append_row(c[name], n, likelihoods[name][0] if name in likelihoods else row[name])
         else:
             live = np.array([row is not None for row in rows])
-            for name in TRACE_NAMES:
-                append_row(c[name], n, [np.nan if row is None else row[name] for row in rows])
-            append_row(c["loglik"], n, np.where(live[:, None], loglik, np.nan))
-            if self.token_trace:
-                append_row(c["token_loglik"], n, np.where(live[:, None, None], token_loglik, np.nan))
+            for name, tail in self.trace_columns:
+                if name in likelihoods:
+                    value = np.where(live.reshape(-1, *(1,) * len(tail)), likelihoods[name], np.nan)
+                else:
+                    value = [np.full(tail, np.nan) if row is None else row[name] for row in rows]
+                append_row(c[name], n, value)
             append_row(c["eval"], n, n)
             self.run_rows[live] += 1
             c["rows"][...] = self.run_rows
@@ -747,6 +751,7 @@ def load(path, run: str | None = None) -> RunData:
         arrays = {name: ds[...] for name, ds in trace.items()}
         rows = min(len(v) for v in arrays.values()) if arrays else 0
         arrays = {name: v[:rows] for name, v in arrays.items()}
+        arrays.pop("pass_at_k", None)  # a function of loglik: RunData.pass_at_k
         if "loglik" in arrays:
             loglik = arrays.pop("loglik")
         else:  # schema 1 stored float32 likelihoods: 1 - 1e-8 reads as 1, below ~1e-45 as 0 (log -inf)

@@ -41,6 +41,8 @@ SGD_EXPECTED_RATE = "SGD (adaptive rule): expected error about 1/(gamma^2 n)"
 SGD_BOUNDED = "SGD (adaptive rule): error x gamma^2 n stays bounded"
 SGD_CONSTANT_BOUNDED = "SGD (constant rule): error x gamma^2 n stays bounded"
 MISTAKES_BOUNDED = "PG with the adaptive rule makes a bounded number of mistakes"
+ORM_NO_EXPANSION = "With ORM, post-training does not expand coverage"
+PRM_EXPANDS = "With PRM, post-training expands coverage"
 
 # defect -> experiment -> the claims (prefixes) it must turn from yes to no, or to "not measured"
 # where the defect leaves nothing to measure (every point censored)
@@ -48,7 +50,7 @@ CENSORED = "not measured"
 FLIPS = {
     "reward-swap": {"fig1": [ORM_BARRIER, PRM_PASSES, PRM_DECREASES, ORM_LQ],
                     "profile": [PG_ORM_SLOPE, CONTEXT_ORM, CONTEXT_PRM],
-                    "any_pretraining": [EXP_IN_N]},
+                    "any_pretraining": [EXP_IN_N], "pass_at_k": [ORM_NO_EXPANSION, PRM_EXPANDS]},
     # the base pre-trained on 300 contexts has a steep PRM cost of its own (degree 2.9, 1.9 with the defect)
     "prm-one-query": {"any_pretraining": [f"{EXP_IN_N} ({case}" for case in
                                           ("base=sgd, n_pre=30)", "base=teacher,", "base=file)")]},

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(d=6, k=3, N=3, n_pre=50, steps=60, n_test=16, eval_every=20, token_trace=True, teacher_scale="block")
 
 
+SCALE_BOOKKEEPING = ("units", "description", "CLASS", "NAME", "REFERENCE_LIST", "DIMENSION_LIST")
+
+
 def file_objects(path) -> tuple[dict, dict]:
     """``({dataset path: (units, description)}, {attribute path: value})`` of an HDF5 file; attribute
     paths as in the table (``group@name``), the dimension-scale bookkeeping of HDF5 left out."""
@@ -28,6 +31,7 @@ def file_objects(path) -> tuple[dict, dict]:
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 datasets[name] = (obj.attrs.get("units"), obj.attrs.get("description"))
+                attrs.update({f"{name}@{k}": v for k, v in obj.attrs.items() if k not in SCALE_BOOKKEEPING})
             elif name not in ("config",):
                 attrs.update({f"{name}@{k}": v for k, v in obj.attrs.items()})
         attrs.update({f"@{k}": v for k, v in f.attrs.items()})
@@ -35,20 +39,23 @@ def file_objects(path) -> tuple[dict, dict]:
     return datasets, attrs
 
 
-def expected(layout: str, kinds_with_data=True) -> dict:
-    return {o.path: o for o in OUTPUTS if o.only in ("", layout) and (o.kind != ATTRIBUTE) == kinds_with_data}
+def expected(layout: str, config: dict, kinds_with_data=True) -> dict:
+    return {o.path: o for o in OUTPUTS if o.only in ("", layout) and (o.kind != ATTRIBUTE) == kinds_with_data
+            and outputs.present(o, config)}
 
 
 @pytest.mark.parametrize("layout", ["run", "batch"])
-def test_every_object_of_a_file_has_its_row(tmp_path, layout):
-    configs = [dict(SMALL, seed=s) for s in (0, 1)]
+@pytest.mark.parametrize("options", [{}, {"pass_k": [1, 8]}], ids=["defaults", "pass_k"])
+def test_every_object_of_a_file_has_its_row(tmp_path, layout, options):
+    """Every object has its row, and a row with ``when`` exists only in runs with that option."""
+    configs = [dict(SMALL, seed=s, **options) for s in (0, 1)]
     if layout == "run":
         fastpg.run(configs[0], tmp_path / "a.h5")
     else:
         run_into(BatchFile(tmp_path / "a.h5", ["s0", "s1"]), configs)
     datasets, attrs = file_objects(tmp_path / "a.h5")
-    rows = expected(layout)
-    attribute_rows = {p for p in expected(layout, kinds_with_data=False) if "<" not in p}
+    rows = expected(layout, configs[0])
+    attribute_rows = {p for p in expected(layout, configs[0], kinds_with_data=False) if "<" not in p}
     if layout == "batch":  # the task's and base model's attributes become datasets over runs
         per_run = {p for p in attribute_rows if p.split("@")[0] in ("task", "base")}
         attribute_rows -= per_run
@@ -70,6 +77,9 @@ def test_test_metrics_fills_every_metric_row():
     loglik = np.log(rng.uniform(0.01, 1, 20))
     values = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3)
     assert tuple(values) == outputs.METRICS
+    with_k = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, loglik - 1, [1, 4])
+    rows = [o.name for o in OUTPUTS if o.kind == outputs.METRIC or o.name == "pass_at_k"]
+    assert sorted(with_k) == sorted(rows) and with_k["pass_at_k"].shape == (2,)
 
 
 def test_the_trace_columns_follow_the_table():

@@ -456,3 +456,34 @@ def mistakes_figure(rows: list[dict], ref_shape, ref_gamma):
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=8)
     return fig
+
+
+def pass_at_k_figure(runs: dict, ks):
+    """pass@k against k (log) of the base model (dotted) and after post-training, per task (panels)
+    and reward, and the coverage fractions at the largest k over training. ``runs``:
+    ``{(task, reward, seed): RunData}`` of one seed."""
+    from ..metrics import pass_at_k
+
+    plt = require_matplotlib()
+    tasks = sorted({task for task, _, _ in runs})
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5.2 * len(tasks), 8), constrained_layout=True, squeeze=False)
+    for col, task in enumerate(tasks):
+        ax, cov = axes[0, col], axes[1, col]
+        for i, reward in enumerate(("orm", "prm")):
+            run = next(r for (t, w, _), r in runs.items() if t == task and w == reward)
+            if i == 0:
+                ax.plot(ks, pass_at_k(run.base["loglik"], ks).mean(axis=0), "k:", lw=2, label="base model")
+            ax.plot(ks, pass_at_k(run.loglik[-1], ks).mean(axis=0), "-o", ms=3, color=f"C{i}",
+                    label=f"after PG + {reward.upper()}")
+            xs = np.maximum(run.queries, 1)
+            for j, part in enumerate(("expanded", "shrunk", "outside")):
+                cov.plot(xs, run.trace[f"coverage_{part}"], ["-", "--", ":"][j], color=f"C{i}",
+                         label=f"{reward.upper()}: {part}")
+        ax.set(xscale="log", xlabel="k (samples)", ylabel="mean pass@k over test contexts", ylim=(0, 1.02),
+               title=f"{task}: pass@k")
+        cov.set(xscale="log", xlabel="reward queries (ORM + PRM)", ylabel=f"fraction of test contexts (k={max(ks)})",
+                title=f"{task}: coverage against the base model")
+        for a in (ax, cov):
+            a.grid(alpha=0.3, which="both")
+            a.legend(fontsize=7)
+    return fig

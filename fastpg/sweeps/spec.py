@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..analysis.complexity import check_alpha, check_eps
 from ..api import _batch_key
-from ..config import PARAM, ConfigError, RunConfig, parse_value
+from ..config import ConfigError, RunConfig, parse_value
 from ..store import (
     BATCH_LAYOUT,
     COMPLETE,
@@ -337,8 +337,10 @@ class Sweep:
         resolved = self.resolved_fixed()
         old_resolved = old.get("resolved") or _resolve_fixed(old["fixed"], old["grid"], old.get("cases", []))
         # a parameter added after the folder was made ran with its default there
-        old_resolved = {**{k: PARAM[k].default for k in resolved if k not in old_resolved and k not in old["grid"]},
+        defaults = RunConfig().to_dict()
+        old_resolved = {**{k: defaults[k] for k in resolved if k not in old_resolved and k not in old["grid"]},
                         **old_resolved}
+        resolved = json.loads(json.dumps(resolved))  # as the folder stores it (a tuple of integers is a list)
         diffs = [f"{k}: {_show(old_resolved.get(k))} (folder) -> {_show(resolved.get(k))} (now)"
                  for k in RunConfig.names() if k in old_resolved or k in resolved
                  if old_resolved.get(k) != resolved.get(k)]
