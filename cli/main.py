@@ -14,9 +14,13 @@ from fastpg.config import ConfigError, flag
 from fastpg.interrupts import Terminated
 from fastpg.store import OutputError, recording, unclosable_files
 
+from .experiments import fig1_cmd, plot_cmd, pretrain_cmd
 from .info import describe
 from .options import resolve, run_options
+from .profile import profile_cmd
 from .progress import Progress
+from .reproduce import reproduce_cmd
+from .sweep import sweep_cmd
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -99,11 +103,6 @@ def info_cmd(path):
     """
     click.echo(describe(path))
 
-
-from .experiments import fig1_cmd, plot_cmd, pretrain_cmd  # noqa: E402
-from .profile import profile_cmd  # noqa: E402
-from .reproduce import reproduce_cmd  # noqa: E402
-from .sweep import sweep_cmd  # noqa: E402
 
 main.add_command(sweep_cmd)
 main.add_command(fig1_cmd)

@@ -65,7 +65,10 @@ def test_crossing_k_finds_where_the_base_overtakes():
     base = np.log([0.5, 1e-3])  # covers both contexts at large k
     sharp = np.log([0.999, 1e-6])  # better at k = 1, worse at large k
     k = crossing_k(base, sharp)
-    gap = lambda x: pass_at_k(base, [x]).mean() - pass_at_k(sharp, [x]).mean()  # noqa: E731
+
+    def gap(x):
+        return pass_at_k(base, [x]).mean() - pass_at_k(sharp, [x]).mean()
+
     assert 1 < k < 1e6 and gap(k * (1 + 1e-6)) > 0 and gap(k * (1 - 1e-6)) <= 0
     assert crossing_k(base, np.log([0.9, 0.5])) is None  # better everywhere: no crossing
     assert crossing_k(sharp, base) == 1.0  # the base is better from k = 1

@@ -15,8 +15,9 @@ from fastpg.kernels.contexts import draw_labelled_tile
 from fastpg.kernels.events import EV_HELD, new_event_state
 from fastpg.kernels.lanes import TILE
 from fastpg.kernels.rng import uniform, uniform_pos
-from fastpg.kernels.steps import advantages, failures_before_success, log1mexp
+from fastpg.kernels.steps import advantages, failures_before_success
 from fastpg.kernels.tables import new_table
+from fastpg.kernels.variates import log1mexp
 
 
 def truncated_geometric_moments(p, M):

@@ -22,7 +22,7 @@ from .rng import uniform_pos
 from .sampling import ROWS_AT_ONCE, complete_response, sample_token, sample_until_mistake
 from .tables import LOGP, PROB, block_index, fill_table, need_row, new_table, open_table, prefix_loglik
 from .updates import accumulate_score, apply_update
-from .variates import failures_before_success, log1mexp  # noqa: F401 - log1mexp re-exported
+from .variates import failures_before_success
 
 GRPO_EPS = 1e-8
 # A pg step fills its position table in chunks of ROWS_AT_ONCE rows as sampling reaches them while,
