@@ -1,6 +1,6 @@
 """Benchmarks of fastpg against peer implementations, all measured in this one process run.
 
-    python -m bench [--quick] [--out bench/results] [--page docs/performance.md]
+    python -m bench [--quick] [--out bench/results] [--page docs/performance.md] [--isa avx2]
 
 Reference configuration (docs/design.md, "Performance"): d=64, k=8, N=16, position features,
 float64, sphere contexts, teacher base (beta=2000, rho=0.05: about 37% of on-policy samples are
@@ -20,6 +20,16 @@ REMOVED = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.po
 os.environ.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                    "NUMEXPR_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2",
                    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"})
+# --isa avx2: every implementation held to AVX2 + FMA on an AVX-512 host (read before anything is
+# imported): Numba compiles for haswell, XLA caps its ISA, OpenBLAS takes its Haswell kernels and
+# NumPy's own loops leave AVX-512 out
+ISA = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--isa=")), None) or (
+    sys.argv[sys.argv.index("--isa") + 1] if "--isa" in sys.argv[:-1] else "native")
+if ISA == "avx2":
+    os.environ.update({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell",
+                       "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
+                                                   "AVX512_SPR"})
+    os.environ["XLA_FLAGS"] += " --xla_cpu_max_isa=AVX2"
 ALL_CORES = os.sched_getaffinity(0)
 os.sched_setaffinity(0, {min(ALL_CORES)})
 
@@ -327,7 +337,7 @@ def cpu() -> dict:
     isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4.2", "SSE4.2"),
                                         ("neon", "NEON")) if features.get(flag)), "scalar")
     return {"cpu_model": model or platform.processor() or platform.machine(), "llvm_target": ll.get_host_cpu_name(),
-            "isa": isa}
+            "isa": isa, "compiled_for": "AVX2 + FMA (haswell), every peer capped likewise" if ISA == "avx2" else isa}
 
 
 PEERS_TEXT = """What each peer does (`bench/numpy_peer.py`, `bench/jax_peer.py`, `bench/torch_peer.py`): the same
@@ -355,7 +365,7 @@ def page(header: str, table: str, res: dict) -> str:
         "never edited by hand. Ratios are against the fastest peer measured in the same run, on one pinned core. "
         "How the kernels are made fast: [kernels.md](kernels.md).", "",
         f"**Machine**: {m.get('cpu_model', '-')} ({m.get('isa', '-')}, LLVM target `{m.get('llvm_target', '-')}`), "
-        f"{m.get('cores', '-')} cores.", "",
+        f"{m.get('cores', '-')} cores; code compiled for {m.get('compiled_for', '-')}.", "",
         header.strip(), "", table, "", PEERS_TEXT])
 
 
@@ -414,6 +424,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small repeats (a smoke test, not for quoting)")
     ap.add_argument("--out", default="bench/results", help="folder for results.md and results.json")
     ap.add_argument("--page", default=None, help="also write the performance page here (docs/performance.md)")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="avx2: compile fastpg and hold every peer to AVX2 + FMA (an AVX-512 host measuring AVX2 code)")
     args = ap.parse_args(argv)
     q = args.quick
     t0 = time.time()
@@ -456,7 +468,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2, default=str))
-    header = (f"Benchmarks (`python -m bench{' --quick' if q else ''}`, {res['seconds']:.0f} s; one pinned core; "
+    flags = (" --quick" if q else "") + (" --isa avx2" if ISA == "avx2" else "")
+    header = (f"Benchmarks (`python -m bench{flags}`, {res['seconds']:.0f} s; one pinned core; "
               f"{', '.join(f'{k} {v}' for k, v in res['machine'].items())}; medians of repeats)\n\n")
     (out / "results.md").write_text(header + table + "\n")
     if args.page:
