@@ -359,6 +359,7 @@ contexts a tile ahead; only the work that depends on `W` runs step by step.
 def page(header: str, table: str, res: dict) -> str:
     """The performance page (``--page docs/performance.md``): everything on it is from this run."""
     m = res["machine"]
+    missing = [name for name in ("jax", "torch") if name not in res["peers"]]
     return "\n".join([
         "# fastpg: performance", "",
         "Written by `python -m bench --page docs/performance.md`; every number below is from that one run, "
@@ -366,7 +367,9 @@ def page(header: str, table: str, res: dict) -> str:
         "How the kernels are made fast: [kernels.md](kernels.md).", "",
         f"**Machine**: {m.get('cpu_model', '-')} ({m.get('isa', '-')}, LLVM target `{m.get('llvm_target', '-')}`), "
         f"{m.get('cores', '-')} cores; code compiled for {m.get('compiled_for', '-')}.", "",
-        header.strip(), "", table, "", PEERS_TEXT])
+        header.strip(), "", table, "",
+        *([f"**Not measured** (not installed; `pip install \".[bench]\"`): {', '.join(missing)}.", ""] if missing else []),
+        PEERS_TEXT])
 
 
 def matmul_ceiling():

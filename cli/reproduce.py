@@ -9,7 +9,7 @@ import click
 
 @click.command("reproduce")
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--quick", is_flag=True, help="smaller runs (a check that everything works, under 3 minutes)")
+@click.option("--quick", is_flag=True, help="smaller runs (a check that everything works, not for quoting)")
 @click.option("--only", multiple=True, metavar="NAME",
               help="run only this experiment (repeatable): fig1, profile, any_pretraining, pretrain, mistakes, pass_at_k")
 @click.option("--page", type=click.Path(dir_okay=False), default=None,
@@ -21,8 +21,8 @@ def reproduce_cmd(outdir, quick, only, page, quiet):
 
     The report has one row per claim: the quantity measured, its fitted value with an interval over
     seeds, the theory's value and whether it holds by a stated rule, then a section per experiment
-    with its figure. Re-running resumes (complete runs are kept). The defaults take about 10
-    minutes on 2 cores; --quick under 3.
+    with its figure. Re-running resumes (complete runs are kept). The report's first line says how
+    long each experiment took.
 
     \b
     Examples:

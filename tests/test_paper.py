@@ -52,7 +52,7 @@ def test_claims_table_escapes_pipes_and_marks_every_verdict():
     assert "**no**" in lines[2] and "0.5 [0.1, 0.9]" in lines[2] and "max <= 0.3 (here 0.9)" in lines[2]
     assert "| yes | slope in [1.5, 2.5] (here 2) | p |" in lines[3]
     assert "| vacuous |" in lines[4] and "| not measured |" in lines[5] and "| reported | - | - |" in lines[6]
-    assert verdict_counts(rows).startswith("1 of 2 claims with a powered rule hold (1 do not); 1 vacuous")
+    assert verdict_counts(rows).startswith("1 of 2 claims with a powered rule hold (1 does not); 1 vacuous")
 
 
 def test_a_rule_renders_the_limits_it_checks():

@@ -149,6 +149,11 @@ def fmt(v) -> str:
     return f"{v:.3g}"
 
 
+def span(low, high) -> str:
+    """``low-high`` for the report, one value where they are equal."""
+    return fmt(low) if fmt(low) == fmt(high) else f"{fmt(low)}-{fmt(high)}"
+
+
 def interval(values) -> tuple[float, float, float]:
     """Mean, min and max of the finite ``values`` (nan where there are none)."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
@@ -177,6 +182,7 @@ def claims_table(claims: list[Claim]) -> str:
 def verdict_counts(claims: list[Claim]) -> str:
     """The report's summary line: how many rows hold, fail, are vacuous, not measured or reported."""
     n = {status: sum(c.status == status for c in claims) for status in (YES, NO, VACUOUS, NOT_MEASURED, REPORTED)}
-    return (f"{n[YES]} of {n[YES] + n[NO]} claims with a powered rule hold ({n[NO]} do not); {n[VACUOUS]} vacuous "
+    return (f"{n[YES]} of {n[YES] + n[NO]} claims with a powered rule hold ({n[NO]} {'does' if n[NO] == 1 else 'do'} "
+            f"not); {n[VACUOUS]} vacuous "
             f"(this design could not have failed them), {n[NOT_MEASURED]} not measured, {n[REPORTED]} reported "
             "without a rule.")

@@ -18,7 +18,7 @@ from .. import config as C
 from ..analysis.plots import pass_at_k_figure, save
 from ..api import run
 from ..store import COMPLETE, load, read_status
-from .claims import Claim, Experiment, Outcome, Rule, Section, fmt, interval
+from .claims import Claim, Experiment, Outcome, Rule, Section, fmt, interval, span
 
 # k up to 4^6 = 4096: a context the base model does not cover there (pass@4096 < 1/2) has likelihood
 # below ln 2 / 4096 = 1.7e-4, about 18 times below what ORM reaches in Figure 1's budget by the LQ
@@ -69,9 +69,9 @@ def reproduce_pass_at_k(out: Path, s: dict, progress=None) -> Outcome:
                         f"model does not cover at k={K} stay uncovered", what.format(reward="ORM"), *orm,
                         "about 0 (the LQ barrier, read as coverage)",
                         checks=[(Rule("max over seeds", high=0.1), orm[2])], powered=prm[1] >= 0.5,
-                        power=f"the same contexts can be covered in this budget: PRM covers {fmt(prm[1])}-{fmt(prm[2])} "
+                        power=f"the same contexts can be covered in this budget: PRM covers {span(prm[1], prm[2])} "
                               "of them (defect reward-swap)",
-                        note=f"uncovered at the base: {fmt(outside[1])}-{fmt(outside[2])} of the test set"))
+                        note=f"uncovered at the base: {span(outside[1], outside[2])} of the test set"))
     claims.append(Claim("pass@k and coverage", "With PRM, post-training expands coverage", what.format(reward="PRM"),
                         *prm, "most of them (the barrier moves to the token level)",
                         checks=[(Rule("min over seeds", low=0.5), prm[1])],
@@ -86,13 +86,14 @@ def reproduce_pass_at_k(out: Path, s: dict, progress=None) -> Outcome:
                                 "searching k up to 1e15 (the crossing k per seed in the note)",
                                 float(np.mean([c is not None for c in crossings])), theory="-",
                                 note=f"reported: fastpg's measurement, not the paper's; crossing k per seed: {shown}; "
-                                     f"coverage shrunk at k={K}: {fmt(shrunk[1])}-{fmt(shrunk[2])}"))
+                                     f"coverage shrunk at k={K}: {span(shrunk[1], shrunk[2])}"))
     figure = out / "pass_at_k.png"
     save(pass_at_k_figure({key: value for key, value in data.items() if key[2] == seeds[0]}, KS), figure)
     sections = [Section("pass@k and coverage (beyond the paper)",
                         f"PG with ORM and with PRM on Figure 1's task and on the sphere, seeds {seeds}, pass@k recorded "
-                        f"exactly for k in {KS[0]}..{K} (`--pass-k`). The figure: pass@k of the base model and of the "
-                        "post-trained models against k, and the coverage fractions at the largest k over training.",
+                        f"exactly for k = {', '.join(map(str, KS))} (`--pass-k`). The figure: pass@k of the base model "
+                        "and of the post-trained models against k, and the coverage fractions at the largest k over "
+                        "training.",
                         figure)]
     return Outcome(claims, sections, data)
 

@@ -488,10 +488,12 @@ def reproduce_profile(out: Path, s: dict, progress=None) -> Outcome:
                             checks=[(Rule("interval's high end", low=0.5 * bound), e["high"]),
                                     (Rule("interval's low end", high=bound + 0.1), e["low"])],
                             powered=bound >= 0.3,
-                            power="a Q that does not grow as alpha falls (slope 0, as PRM's; defect reward-swap) fails "
-                                  "the lower limit, half the bound's slope; a Q steeper than the bound the upper",
-                            note=f"{e['points']} points, {e['not_reached']} not reached (censored, left out: the "
-                                 "slope is biased down)"))
+                            power="a Q that does not grow as alpha falls (slope 0"
+                                  + (", as PRM's; defect reward-swap" if algorithm == "pg" else
+                                     "; defect base-shuffled leaves nothing reached") + ") fails the lower limit, half "
+                                  "the bound's slope; a Q steeper than the bound the upper",
+                            note=f"{e['points']} points fitted, {e['not_reached']} more not reached (censored, left "
+                                 "out: the slope is biased down)"))
     for algorithm in profile.grid["algorithm"]:
         for reward in profile.grid["reward"]:
             e = exponent(algorithm, reward, "Q / bound (whole grid)")
@@ -500,9 +502,10 @@ def reproduce_profile(out: Path, s: dict, progress=None) -> Outcome:
                                 "Q / ((1/alpha + 1/eps) ||W*||^2 / gamma^2) over the grid: median [min, max]",
                                 e["slope"], e["low"], e["high"], "bounded by a constant",
                                 note=f"{e['points']} reached points; reported: the bound holds up to a constant the "
-                                     "theory does not give, and its shape is what the slope rows test. A rule "
-                                     f"'max < 1' would be near vacuous: no run's whole budget reaches more than "
-                                     f"{fmt(most)} of its bound"))
+                                     "theory does not give, and its shape is what the slope rows test"
+                                     + (f". A rule 'max < 1' would be near vacuous: no run's whole budget reaches more "
+                                        f"than {fmt(most)} of its bound" if most < 1 else
+                                        f"; the largest ratio a run's whole budget allows is {fmt(most)}")))
     sections = [Section("Query complexity (the profiler)",
                         f"`fastpg profile` ({profile.runs} runs). The exponent table:\n\n```\n"
                         f"{format_exponents(exponents)}\n```", out / "q_alpha.png")]
