@@ -27,8 +27,10 @@ ISA = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--isa=")), Non
     sys.argv[sys.argv.index("--isa") + 1] if "--isa" in sys.argv[:-1] else "native")
 if ISA == "avx2":
     os.environ.update({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": "", "OPENBLAS_CORETYPE": "Haswell",
-                       "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL "
-                                                   "AVX512_SPR"})
+                       # NumPy >= 2.4 names its AVX-512 targets X86_V4, AVX512_ICL, AVX512_SPR; older ones the
+                       # rest (each version warns about the other's names and applies its own)
+                       "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512CD AVX512_SKX "
+                                                   "AVX512_CLX AVX512_CNL"})
     os.environ["XLA_FLAGS"] += " --xla_cpu_max_isa=AVX2"
 ALL_CORES = os.sched_getaffinity(0)
 os.sched_setaffinity(0, {min(ALL_CORES)})
@@ -336,8 +338,14 @@ def cpu() -> dict:
     features = ll.get_host_cpu_features()
     isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4.2", "SSE4.2"),
                                         ("neon", "NEON")) if features.get(flag)), "scalar")
+    try:  # what NumPy's own loops run (the check that --isa avx2 reached them)
+        info = np.lib.introspect.opt_func_info(func_name="exp|add|multiply", signature="float64")
+        numpy_loops = sorted({t["current"] for f in info.values() for t in f.values()})
+    except AttributeError:  # NumPy < 2.0
+        numpy_loops = ["unknown"]
     return {"cpu_model": model or platform.processor() or platform.machine(), "llvm_target": ll.get_host_cpu_name(),
-            "isa": isa, "compiled_for": "AVX2 + FMA (haswell), every peer capped likewise" if ISA == "avx2" else isa}
+            "isa": isa, "compiled_for": "AVX2 + FMA (haswell), the peers capped where their libraries allow" if ISA ==
+            "avx2" else isa, "numpy_loops": "/".join(numpy_loops)}
 
 
 PEERS_TEXT = """What each peer does (`bench/numpy_peer.py`, `bench/jax_peer.py`, `bench/torch_peer.py`): the same
@@ -428,7 +436,8 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results", help="folder for results.md and results.json")
     ap.add_argument("--page", default=None, help="also write the performance page here (docs/performance.md)")
     ap.add_argument("--isa", choices=("native", "avx2"), default="native",
-                    help="avx2: compile fastpg and hold every peer to AVX2 + FMA (an AVX-512 host measuring AVX2 code)")
+                    help="avx2: compile fastpg for AVX2 + FMA and cap the peers likewise (XLA's max ISA, OpenBLAS's "
+                         "Haswell kernels, NumPy's loops): an AVX-512 host measuring AVX2 code")
     args = ap.parse_args(argv)
     q = args.quick
     t0 = time.time()

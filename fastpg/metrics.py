@@ -73,7 +73,8 @@ def eval_points(steps: int, eval_every: int, eval_log: int) -> np.ndarray:
 def log1m_exp(loglik) -> np.ndarray:
     """``log(1 - p)`` from ``log p <= 0``, accurate everywhere: ``log(-expm1(l))`` near ``p = 1``
     (where ``1 - p`` cancels) and ``log1p(-exp(l))`` for small ``p`` (where ``expm1`` rounds to -1);
-    ``-inf`` at ``p = 1``."""
+    ``-inf`` at ``p = 1``. The array form of the kernels' scalar :func:`fastpg.kernels.variates.log1mexp`
+    (the same branches), for evaluation in NumPy."""
     loglik = np.minimum(np.asarray(loglik, dtype=np.float64), 0.0)
     out = np.empty_like(loglik)
     near_one = loglik > -np.log(2.0)
@@ -95,11 +96,11 @@ def pass_at_k(loglik, ks) -> np.ndarray:
 COVERAGE = ("preserved", "expanded", "shrunk", "outside")
 
 
-def coverage(loglik, base_loglik, k: int) -> dict:
+def coverage(loglik, base_loglik, k: int, now=None) -> dict:
     """Coverage at ``k`` against the base model, threshold 1/2, as fractions of the test contexts:
     ``preserved`` (pass@k >= 1/2 for both), ``expanded`` (base below, now at least), ``shrunk``
-    (now below, base at least) and ``outside`` (both below)."""
-    now = pass_at_k(loglik, [k])[:, 0] >= 0.5
+    (now below, base at least) and ``outside`` (both below). ``now``: the model's pass@k, if known."""
+    now = (pass_at_k(loglik, [k])[:, 0] if now is None else now) >= 0.5
     base = pass_at_k(base_loglik, [k])[:, 0] >= 0.5
     parts = (now & base, now & ~base, ~now & base, ~now & ~base)
     return {f"coverage_{name}": float(part.mean()) for name, part in zip(COVERAGE, parts)}
@@ -110,25 +111,30 @@ def pass_k_metrics(loglik, base_loglik, ks) -> dict:
     one per ``k``) and the coverage fractions at the largest ``k``; empty without ``ks``."""
     if not len(ks):
         return {}
-    return {"pass_at_k": pass_at_k(loglik, ks).mean(axis=0), **coverage(loglik, base_loglik, max(ks))}
+    ks = sorted(ks)
+    cube = pass_at_k(loglik, ks)
+    return {"pass_at_k": cube.mean(axis=0), **coverage(loglik, base_loglik, ks[-1], now=cube[:, -1])}
 
 
 def crossing_k(base_loglik, loglik, k_max: float = 1e15, per_decade: int = 20) -> float | None:
     """The smallest ``k`` (to 1e-9 relative, on a continuous ``k``) at which the base model's mean
     pass@k exceeds the model's, or None if it does not up to ``k_max``: where the base model
-    overtakes the post-trained one as more samples are drawn."""
-    def gap(k):
-        return float(pass_at_k(base_loglik, [k]).mean() - pass_at_k(loglik, [k]).mean())
+    overtakes the post-trained one as more samples are drawn. ``log(1 - p)`` of both is formed
+    once; the log grid is one array operation, then bisection between its two points."""
+    base, model = log1m_exp(base_loglik), log1m_exp(loglik)
+
+    def gap(k):  # mean pass@k of the base minus the model's, for an array of k
+        return -np.expm1(base[:, None] * k).mean(axis=0) + np.expm1(model[:, None] * k).mean(axis=0)
 
     grid = np.logspace(0.0, np.log10(k_max), int(per_decade * np.log10(k_max)) + 1)
-    above = [gap(k) > 0 for k in grid]
-    if not any(above):
+    above = gap(grid) > 0
+    if not above.any():
         return None
-    i = above.index(True)
+    i = int(np.argmax(above))
     if i == 0:
         return 1.0
     lo, hi = np.log(grid[i - 1]), np.log(grid[i])
     while hi - lo > 1e-9:
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if gap(np.exp(mid)) > 0 else (mid, hi)
+        lo, hi = (lo, mid) if gap(np.array([np.exp(mid)]))[0] > 0 else (mid, hi)
     return float(np.exp(hi))
