@@ -175,6 +175,10 @@ def continue_run(path, steps: int, *, progress=None) -> RunData:
                                         "files from this version (re-run it)")
     done = int(data.trace["steps"][-1])
     cfg = RunConfig.from_dict({**data.config, "steps": steps})
+    missing = [name for name in trace_names(cfg.to_dict()) if name not in data.trace]
+    if missing:
+        raise ConfigError("continue", f"{path} was made before fastpg recorded {missing[0]}; allowed: files from this "
+                                        "version (re-run it)")
     if steps <= done:
         raise ConfigError("steps", f"got {steps}; allowed: more than the {done} steps {path} has done")
     if cfg.eval_log > 0 or done % cfg.eval_every:

@@ -31,6 +31,15 @@ BASELINE_CODES = {"none": NONE, "mean": MEAN, "rloo": RLOO, "grpo": GRPO}
 CONSTANT, ADAPTIVE, INVSQRT = 0, 1, 2
 LR_CODES = {"constant": CONSTANT, "adaptive": ADAPTIVE, "invsqrt": INVSQRT}
 
+# KL to the reference model (docs/design.md, "KL to the base model"): the per-token estimator of
+# the log-ratio l = log pi_W - log pi_ref along a sampled response, or the exact gradient ...
+KL_K1, KL_K2, KL_K3, KL_EXACT = 0, 1, 2, 3
+KL_ESTIMATOR_CODES = {"k1": KL_K1, "k2": KL_K2, "k3": KL_K3, "exact": KL_EXACT}
+# ... and where a sampled estimator enters: in the reward (REINFORCE on r - beta sum_i k(l_i)) or
+# in the loss (the gradient of beta sum_i k(l_i) is added to the update)
+KL_IN_REWARD, KL_IN_LOSS = 0, 1
+KL_IN_CODES = {"reward": KL_IN_REWARD, "loss": KL_IN_LOSS}
+
 # Counters kept per run (docs/design.md, "Counters"), float64 so that skip-ahead can count
 # beyond 2^63; C_* are their positions in a run's counter row.
 COUNTERS = ("steps", "contexts", "sequences", "tokens", "orm_queries", "prm_queries", "updates", "mistakes")
@@ -60,6 +69,9 @@ RUN_PARAMS = np.dtype(
         ("M", np.float64),
         ("sigma", np.float64),
         ("gamma", np.float64),
+        ("kl_coef", np.float64),
+        ("kl_estimator", np.int64),
+        ("kl_in", np.int64),
     ],
     align=True,
 )

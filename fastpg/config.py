@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .codes import ALGORITHM_CODES, BASELINE_CODES, FEATURE_CODES, LR_CODES, REWARD_CODES
+from .codes import (
+    ALGORITHM_CODES,
+    BASELINE_CODES,
+    FEATURE_CODES,
+    KL_ESTIMATOR_CODES,
+    KL_IN_CODES,
+    LR_CODES,
+    REWARD_CODES,
+)
 
 SCHEMA_VERSION = 2  # 2: /trace/loglik (float64) replaces /trace/likelihood (float32)
 ALPHA_OFF = 1e-3
@@ -42,6 +50,9 @@ ALGORITHMS = tuple(ALGORITHM_CODES)
 REWARDS = tuple(REWARD_CODES)
 BASELINES = tuple(BASELINE_CODES)
 LR_RULES = tuple(LR_CODES)
+KL_REFS = ("base",)
+KL_ESTIMATORS = tuple(KL_ESTIMATOR_CODES)
+KL_INS = tuple(KL_IN_CODES)
 
 
 class ConfigError(ValueError):
@@ -287,6 +298,15 @@ PARAMS: tuple[Param, ...] = (
     Param("floor", "float", FLOOR, "loss floor of the adaptive rule", "post", low=0.0, low_open=True, bases=("sgd",)),
     Param("steps", "int", 1000, "post-training steps", "evaluation", low=0),
     Param("n_train", "int", 0, "training pool size (0: a fresh context every step)", "post", low=0),
+    # KL to the base model (docs/design.md, "KL to the base model")
+    Param("kl_coef", "float", 0.0, "KL penalty beta to the reference model (pg; 0: off). Every step then moves W, so "
+          "pg on a pool steps through (the file records --no-skip)", "post", low=0.0),
+    Param("kl_ref", "choice", "base", "the KL's reference model: the frozen base model", "post", choices=KL_REFS),
+    Param("kl_estimator", "choice", "exact", "what the KL term is: the exact gradient of KL(pi_W || pi_ref) for the "
+          "step's context, or a per-token estimator of the log-ratio l along each sampled response: k1 = l, "
+          "k2 = l^2/2, k3 = exp(-l) - 1 + l", "post", choices=KL_ESTIMATORS),
+    Param("kl_in", "choice", "loss", "where a sampled estimator enters: the loss (its gradient is added to the "
+          "update) or the reward (REINFORCE on r - beta sum_i k(l_i))", "post", choices=KL_INS),
     # evaluation (docs/design.md, "Evaluation")
     Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
     Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),
@@ -327,6 +347,9 @@ class _RunConfigMethods:
                 object.__setattr__(self, p.name, float(value))
             if p.kind == "ints" and isinstance(value, list):
                 object.__setattr__(self, p.name, parse_ints(value))
+        if self.kl_coef > 0 and self.algorithm == "pg" and self.skip is True:
+            # a KL term moves W at every step: nothing can be skipped, and the file says what ran
+            object.__setattr__(self, "skip", False)
         validate(self)
 
     def replace(self, **changes) -> RunConfig:
@@ -454,3 +477,13 @@ def validate(cfg) -> None:
     if cfg.baseline != "none" and cfg.G < 2:
         raise ConfigError("baseline", f"{cfg.baseline!r} needs --G >= 2 (with one sample every advantage is 0); "
                                         "allowed with --G 1: none")
+    if cfg.kl_coef > 0:
+        if cfg.algorithm != "pg":
+            raise ConfigError("kl_coef", f"got {cfg.kl_coef:g} with --algorithm {cfg.algorithm} (it has no KL term); "
+                                         "allowed: 0, or --algorithm pg")
+        if cfg.lr == "adaptive":
+            raise ConfigError("lr", "adaptive divides by the log-loss of the step's rewarded target, which a step moved "
+                                    "only by its KL term does not have; allowed with --kl-coef > 0: constant, invsqrt")
+        if cfg.kl_estimator == "exact" and cfg.kl_in == "reward":
+            raise ConfigError("kl_in", "reward needs a sampled estimator (the exact KL gradient is not a reward); "
+                                       "allowed with --kl-estimator exact: loss")

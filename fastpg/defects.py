@@ -28,6 +28,9 @@ DEFECTS = {
                      "permutation): the off-support set and every base-likelihood level are wrong",
     "teacher-mismatch": "training contexts are labelled (and margin-conditioned) by a teacher rotated away from the "
                         "one that labels the test set (sine of the angle 0.3)",
+    "kl-uniform-ref": "the KL term and kl_to_base measure the KL to the uniform model (W = 0), not to the base model",
+    "kl-estimator-shift": "the kernels run the next KL estimator of k1, k2, k3 where one was asked for (k2 for k1, k3 "
+                          "for k2, k1 for k3)",
 }
 ENV = "FASTPG_DEFECT"
 
@@ -77,3 +80,9 @@ def training_teacher(W_star: np.ndarray) -> np.ndarray:
     noise = np.random.default_rng(54321).standard_normal(W_star.shape)
     noise *= np.linalg.norm(W_star) / np.linalg.norm(noise)
     return np.sqrt(1.0 - 0.3**2) * W_star + 0.3 * noise
+
+
+def kl_reference(W0: np.ndarray) -> np.ndarray:
+    """The reference model of the KL term and of ``kl_to_base``: the base weights ``W0``, or with
+    ``kl-uniform-ref`` the uniform model ``W = 0``."""
+    return np.zeros_like(W0) if active("kl-uniform-ref") else W0

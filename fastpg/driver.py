@@ -369,6 +369,7 @@ def _drive(members, batch, points, sink, progress, base, base_W, history) -> Non
         else:
             status = np.zeros(len(members), dtype=np.int64)
             loglik, token, greedy = loglik0, token0, greedy0
+        kl, entropy = batch.divergences()
         rows, ending = {}, []
         for r, m in enumerate(members):
             if m.result is not None:  # failed or stopped early: frozen
@@ -378,7 +379,7 @@ def _drive(members, batch, points, sink, progress, base, base_W, history) -> Non
                 row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
                 if defects.active("prm-one-query") and m.cfg.reward == "prm":  # testing only (fastpg.defects)
                     row["prm_queries"] = row["sequences"]
-                row.update(test_metrics(loglik[r], greedy[r], m.offsupport, base0[r], m.cfg.pass_k))
+                row.update(test_metrics(loglik[r], greedy[r], m.offsupport, kl[r], entropy[r], base0[r], m.cfg.pass_k))
                 row["wall_time"] = time.perf_counter() - start
                 if all(np.all(np.isfinite(v)) for v in row.values()):
                     m.record(row, loglik[r], token[r])

@@ -7,8 +7,8 @@ import numpy as np
 from . import config as C
 
 
-def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray, base_loglik=None,
-                 pass_k=()) -> dict:
+def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray, kl: np.ndarray,
+                 entropy: np.ndarray, base_loglik=None, pass_k=()) -> dict:
     """Metrics of one evaluation point: one entry per ``metric`` row of :data:`fastpg.outputs.OUTPUTS`
     (and, with ``pass_k``, the ``pass_at_k`` row and the coverage against ``base_loglik``:
     :func:`pass_k_metrics`).
@@ -16,7 +16,9 @@ def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarr
     ``expected_error = 1 - mean_j pi_W(y*_j | x_j)``; ``greedy_error`` = fraction of contexts whose
     greedy decoding is not ``y*_j``; ``off/onsupport_likelihood`` = mean likelihood over contexts
     whose *base* likelihood is below / at least ``alpha_off`` (``offsupport`` is that mask); the
-    mean over an empty set is recorded as 0 (the set's size is stored in ``/base``).
+    mean over an empty set is recorded as 0 (the set's size is stored in ``/base``);
+    ``kl_to_base`` and ``entropy`` are the means of the per-context sequence KL to the base model
+    and entropy (``kl``, ``entropy``: :meth:`fastpg.kernels.engine.Batch.divergences`).
     """
     lik = np.exp(loglik)
     on = ~offsupport
@@ -26,6 +28,8 @@ def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarr
         "offsupport_likelihood": float(lik[offsupport].mean()) if offsupport.any() else 0.0,
         "onsupport_likelihood": float(lik[on].mean()) if on.any() else 0.0,
         "mean_loglik": float(np.sum(loglik / len(loglik))),  # no overflow for huge finite values
+        "kl_to_base": float(np.mean(kl)),
+        "entropy": float(np.mean(entropy)),
         **pass_k_metrics(loglik, base_loglik, pass_k),
     }
 

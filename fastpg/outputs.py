@@ -137,6 +137,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("trace/onsupport_likelihood", METRIC, "f8", "[eval]", "probability",
            "mean pi_W(y*|x) over test contexts with base likelihood >= alpha_off (0 if none)", _METRICS),
     Output("trace/mean_loglik", METRIC, "f8", "[eval]", "nats", "mean_j log pi_W(y*_j|x_j)", _METRICS),
+    Output("trace/kl_to_base", METRIC, "f8", "[eval]", "nats", "mean_j KL(pi_W(.|x_j) || pi_0(.|x_j)) over whole "
+           "responses, exact (pi_0: the base model; in a pretrain experiment the starting W = 0)", _METRICS),
+    Output("trace/entropy", METRIC, "f8", "[eval]", "nats", "mean_j H(pi_W(.|x_j)), the entropy of whole responses, "
+           "exact", _METRICS),
     Output("trace/coverage_preserved", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is >= 1/2 for "
            "both the base model and this one, at the largest k of pass_k", _METRICS, when="pass_k"),
     Output("trace/coverage_expanded", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is below 1/2 "

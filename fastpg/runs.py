@@ -33,6 +33,11 @@ def run_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: floa
     p["M"] = float(cfg.M)
     p["sigma"] = task.sigma
     p["gamma"] = task.gamma
+    p["kl_coef"] = cfg.kl_coef
+    p["kl_estimator"] = codes.KL_ESTIMATOR_CODES[cfg.kl_estimator]
+    if defects.active("kl-estimator-shift") and p["kl_estimator"] != codes.KL_EXACT:
+        p["kl_estimator"] = {codes.KL_K1: codes.KL_K2, codes.KL_K2: codes.KL_K3, codes.KL_K3: codes.KL_K1}[int(p["kl_estimator"])]
+    p["kl_in"] = codes.KL_IN_CODES[cfg.kl_in]
     return p
 
 
@@ -41,7 +46,8 @@ def run_arrays(cfg: RunConfig, task: Task, W0: np.ndarray, *, stream: str, cdf: 
     """One run's arrays for :class:`fastpg.kernels.engine.Batch`, with its own random stream."""
     d, N = cfg.d, cfg.N
     return dict(
-        W=np.array(W0, dtype=np.float64), W_star=defects.training_teacher(task.W_star), centres=task.centres, cdf=cdf,
+        W=np.array(W0, dtype=np.float64), W_ref=defects.kl_reference(W0), W_star=defects.training_teacher(task.W_star),
+        centres=task.centres, cdf=cdf,
         pool_x=task.pool_x if pool else np.zeros((0, d)), pool_y=task.pool_y if pool else np.zeros((0, N), np.int64),
         state=xoshiro_state(seed_sequence(cfg.seed, stream, key)),
         params=run_params(cfg, task, algorithm=algorithm, lr=lr, eta=eta),

@@ -152,11 +152,27 @@ def learning_rate(rule, eta, floor, t, loss):
     return eta
 
 
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n_steps):
+def sample_group(W, x, y_star, cfg, state, counters):
+    """The ``G`` responses of a ``pg`` step and their first mistakes, counted (responses, tokens,
+    mistakes, ORM: ``G`` queries, PRM: ``min(f + 1, N)`` per response)."""
+    G, N = cfg["G"], len(y_star)
+    ys = [sample_response(W, x, cfg["features"], N, state) for _ in range(G)]
+    f = [next((i for i in range(N) if y[i] != y_star[i]), N) for y in ys]
+    counters["sequences"] += G
+    counters["tokens"] += G * N
+    counters["mistakes"] += sum(fj < N for fj in f)
+    if cfg["reward"] == "orm":
+        counters["orm_queries"] += G
+    else:
+        counters["prm_queries"] += sum(min(fj + 1, N) for fj in f)
+    return ys, f
+
+
+def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n_steps, W_ref=None):
     """Reference for ``fastpg.kernels.advance.advance_run`` (stepping through): same stream, same counters, NumPy updates.
 
     ``cfg`` is a dict with keys features, algorithm (pg|rs|sft), reward, G, baseline, skip, lr,
-    eta, floor, M, sigma, gamma.
+    eta, floor, M, sigma, gamma, and optionally kl_coef, kl_estimator, kl_in (with ``W_ref``).
     """
     features = cfg["features"]
     N = pool_y.shape[1]
@@ -176,20 +192,16 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
         t = counters["steps"]
         grad = None
         alg = cfg["algorithm"]
-        if alg == "pg":
+        if alg == "pg" and cfg.get("kl_coef", 0.0) > 0:
+            grad = pg_kl_update(W, W_ref, x, y_star, cfg, t, counters, state)
+        elif alg == "pg":
             G = cfg["G"]
-            ys = [sample_response(W, x, features, N, state) for _ in range(G)]
-            f = [next((i for i in range(N) if y[i] != y_star[i]), N) for y in ys]
-            counters["sequences"] += G
-            counters["tokens"] += G * N
-            counters["mistakes"] += sum(fj < N for fj in f)
+            ys, f = sample_group(W, x, y_star, cfg, state, counters)
             if cfg["reward"] == "orm":
-                counters["orm_queries"] += G
                 r = np.array([1.0 if fj == N else 0.0 for fj in f])
                 target = N if r.any() else 0
                 A = np.tile(advantages(r, cfg["baseline"])[:, None], (1, N))
             else:
-                counters["prm_queries"] += sum(min(fj + 1, N) for fj in f)
                 target = max(f)
                 A = np.zeros((G, N))
                 for i in range(N):
@@ -247,6 +259,88 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
             W += grad
             counters["updates"] += 1
     return W
+
+
+KL_ESTIMATES = {"k1": lambda r: r, "k2": lambda r: 0.5 * r * r, "k3": lambda r: np.expm1(-r) + r}
+KL_SLOPES = {"k1": lambda r: np.ones_like(r), "k2": lambda r: r, "k3": lambda r: -np.expm1(-r)}
+
+
+def sequence_kl_entropy(W, W_ref, x, features, N):
+    """``KL(pi_W || pi_ref)`` and ``H(pi_W)`` over whole responses, by enumerating them (small k, N only)."""
+    ys, _ = response_distribution(W, x, features, N)
+    lp = np.array([sequence_loglik(W, x, np.array(y), features) for y in ys])
+    lp0 = np.array([sequence_loglik(W_ref, x, np.array(y), features) for y in ys])
+    p = np.exp(lp)
+    return float(np.sum(p * (lp - lp0))), float(-np.sum(p * lp))
+
+
+def kl_gradient(W, W_ref, x, features, N):
+    """``grad_W KL(pi_W || pi_ref) = E_y[(log pi_W(y) - log pi_ref(y)) grad log pi_W(y)]`` by enumeration."""
+    ys, p = response_distribution(W, x, features, N)
+    g = np.zeros_like(W)
+    for y, py in zip(ys, p):
+        y = np.array(y)
+        ratio = sequence_loglik(W, x, y, features) - sequence_loglik(W_ref, x, y, features)
+        g += score_gradient(W, x, y, np.full(N, py * ratio), features)
+    return g
+
+
+def kl_term_weights(log_ratio, estimator, kl_in, reward, beta):
+    """Per-token weights of the score in the KL term of one response with log-ratios ``l``
+    (no outcome reward, no baseline): ``-beta k'(l_i)`` in the loss; in the reward, ORM
+    ``-beta sum_i k(l_i)`` at every position, PRM ``-beta sum_{i' >= i} k(l_i')``."""
+    if kl_in == "loss":
+        return -beta * KL_SLOPES[estimator](log_ratio)
+    k = KL_ESTIMATES[estimator](log_ratio)
+    if reward == "orm":
+        return np.full(len(log_ratio), -beta * k.sum())
+    return -beta * np.cumsum(k[::-1])[::-1]
+
+
+def expected_kl_update(W, W_ref, x, features, N, estimator, kl_in, reward, eta, beta):
+    """The expected update of the KL term alone with ``G = 1`` and no baseline, by enumerating
+    responses: ``E_y[sum_i w_i(y) grad log pi_W(y_i | x, y_<i)]`` times ``eta`` (``exact``:
+    ``-eta beta grad KL``)."""
+    if estimator == "exact":
+        return -eta * beta * kl_gradient(W, W_ref, x, features, N)
+    ys, p = response_distribution(W, x, features, N)
+    g = np.zeros_like(W)
+    for y, py in zip(ys, p):
+        y = np.array(y)
+        log_ratio = token_logliks(W, x, y, features) - token_logliks(W_ref, x, y, features)
+        g += score_gradient(W, x, y, py * eta * kl_term_weights(log_ratio, estimator, kl_in, reward, beta), features)
+    return g
+
+
+def pg_kl_update(W, W_ref, x, y_star, cfg, t, counters, state):
+    """Reference for ``fastpg.kernels.kl.pg_kl_update``: the update of a ``pg`` step with a KL term."""
+    features, G, N = cfg["features"], cfg["G"], len(y_star)
+    beta, estimator, kl_in = cfg["kl_coef"], cfg["kl_estimator"], cfg["kl_in"]
+    ys, f = sample_group(W, x, y_star, cfg, state, counters)
+    ls = [token_logliks(W, x, y, features) - token_logliks(W_ref, x, y, features) for y in ys]
+    in_reward = estimator != "exact" and kl_in == "reward"
+    if cfg["reward"] == "orm":
+        r = np.array([1.0 if fj == N else 0.0 for fj in f])
+        if in_reward:
+            r = r - beta * np.array([KL_ESTIMATES[estimator](lj).sum() for lj in ls])
+        A = np.tile(advantages(r, cfg["baseline"])[:, None], (1, N))
+    else:
+        R = np.array([[1.0 if i < fj else 0.0 for i in range(N)] for fj in f])
+        if in_reward:
+            R = R - beta * np.array([np.cumsum(KL_ESTIMATES[estimator](lj)[::-1])[::-1] for lj in ls])
+        A = np.zeros((G, N))
+        for i in range(N):
+            A[:, i] = advantages(R[:, i], cfg["baseline"])
+    eta = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, 0.0)
+    grad = np.zeros_like(W)
+    for j in range(G):
+        w = eta / G * A[j]
+        if estimator != "exact" and not in_reward:
+            w = w - eta / G * beta * KL_SLOPES[estimator](ls[j])
+        grad += score_gradient(W, x, ys[j], w, features)
+    if estimator == "exact":
+        grad -= eta * beta * kl_gradient(W, W_ref, x, features, N)
+    return grad
 
 
 def query_complexity(loglik, base_loglik, queries, alpha, eps):

@@ -43,6 +43,9 @@ SGD_CONSTANT_BOUNDED = "SGD (constant rule): error x gamma^2 n stays bounded"
 MISTAKES_BOUNDED = "PG with the adaptive rule makes a bounded number of mistakes"
 ORM_NO_EXPANSION = "With ORM, post-training does not expand coverage"
 PRM_EXPANDS = "With PRM, post-training expands coverage"
+KL_OPTIMUM = [f"beta={beta:g}: PG with the exact KL gradient ends at the regularised optimum" for beta in (0.3, 1, 3)]
+KL_ESTIMATORS = ["k1 in the loss has zero expected gradient", "k1 in the reward follows the reverse KL",
+                 "k2 in the loss follows the reverse KL", "k3 in the loss follows the forward KL"]
 
 # defect -> experiment -> the claims (prefixes) it must turn from yes to no, or to "not measured"
 # where the defect leaves nothing to measure (every point censored)
@@ -59,6 +62,8 @@ FLIPS = {
                                                          (PG_ORM_SLOPE, CENSORED), (RS_ORM_SLOPE, CENSORED)]},
     "adaptive-constant": {"mistakes": [MISTAKES_BOUNDED], "pretrain": [SGD_EXPECTED_RATE]},
     "teacher-mismatch": {"pretrain": [SGD_GREEDY_RATE, SGD_EXPECTED_RATE, SGD_BOUNDED, SGD_CONSTANT_BOUNDED]},
+    "kl-uniform-ref": {"kl": KL_OPTIMUM},
+    "kl-estimator-shift": {"kl": KL_ESTIMATORS},
 }
 
 

@@ -75,9 +75,11 @@ def test_every_object_of_a_file_has_its_row(tmp_path, layout, options):
 def test_test_metrics_fills_every_metric_row():
     rng = np.random.default_rng(0)
     loglik = np.log(rng.uniform(0.01, 1, 20))
-    values = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3)
+    kl, entropy = rng.uniform(size=20), rng.uniform(size=20)
+    values = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, kl, entropy)
     assert tuple(values) == outputs.METRICS
-    with_k = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, loglik - 1, [1, 4])
+    with_k = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, kl, entropy,
+                                  loglik - 1, [1, 4])
     rows = [o.name for o in OUTPUTS if o.kind == outputs.METRIC or o.name == "pass_at_k"]
     assert sorted(with_k) == sorted(rows) and with_k["pass_at_k"].shape == (2,)
 

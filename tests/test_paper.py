@@ -100,7 +100,7 @@ def test_an_experiment_is_one_module(tmp_path, monkeypatch):
     from fastpg.paper.claims import registry
     from fastpg.paper.reproduce import reproduce
 
-    assert [e.name for e in registry()] == ["fig1", "profile", "any_pretraining", "pretrain", "mistakes", "pass_at_k"]
+    assert [e.name for e in registry()] == ["fig1", "profile", "any_pretraining", "pretrain", "mistakes", "pass_at_k", "kl"]
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "dummy_experiment.py").write_text(

@@ -9,7 +9,7 @@ import naive
 from conftest import new_state, random_W
 from fastpg import codes as S
 from fastpg.config import RunConfig
-from fastpg.kernels.advance import HELD, HOLD_FROM, advance_held, draws_ahead, new_held
+from fastpg.kernels.advance import HELD, HOLD_FROM, advance_held, holds_updates, new_held
 from fastpg.kernels.advance import advance_run as _advance_run
 from fastpg.kernels.contexts import draw_labelled_tile
 from fastpg.kernels.events import EV_HELD, new_event_state
@@ -103,15 +103,16 @@ def test_advantages_match_reference(rng, baseline):
         np.testing.assert_allclose(out, naive.advantages(r, baseline), rtol=1e-12, atol=1e-12)
 
 
-def advance_run(*args, carry=None, settle=True):
+def advance_run(*args, carry=None, settle=True, W_ref=None):
     """One run's call as :func:`fastpg.kernels.engine.advance_runs_held` makes it, with the state the run carries
     from call to call (``carry``: its event state and held-back updates; fresh if not given),
-    settled at the end of the call unless told otherwise."""
+    settled at the end of the call unless told otherwise (``W_ref``: the reference of a KL term;
+    by default the starting weights)."""
     W, W_star, centres, cdf, px, py, state, counters, p, n = args
     events, held_c, held_x = new_carry(W) if carry is None else carry
-    if held_x.shape[0] > 0 and draws_ahead(p, px.shape[0]):
+    if held_x.shape[0] > 0 and holds_updates(p, px.shape[0]):
         return advance_held(W, W_star, centres, cdf, state, counters, p, n, events, held_c, held_x, settle)
-    return _advance_run(*args, events, settle)
+    return _advance_run(W, W.copy() if W_ref is None else W_ref, *args[1:], events, settle)
 
 
 def new_carry(W, hold=None):
@@ -133,6 +134,9 @@ def kernel_params(cfg, features=0, max_tries=1000):
     p["max_tries"] = max_tries
     for name in ("eta", "floor", "M", "sigma", "gamma"):
         p[name] = float(cfg[name])
+    p["kl_coef"] = cfg.get("kl_coef", 0.0)
+    p["kl_estimator"] = S.KL_ESTIMATOR_CODES[cfg.get("kl_estimator", "exact")]
+    p["kl_in"] = S.KL_IN_CODES[cfg.get("kl_in", "loss")]
     return p[()]
 
 

@@ -487,3 +487,35 @@ def pass_at_k_figure(runs: dict, ks):
             a.grid(alpha=0.3, which="both")
             a.legend(fontsize=7)
     return fig
+
+
+def kl_figure(runs: dict, optimum, distances: dict):
+    """Left: final against base likelihood per test context for each beta (``runs``:
+    ``{(beta, placement): RunData}``, one seed), with the regularised optimum ``optimum(alpha, beta)``
+    drawn over it. Right: each estimator's relative distance to the reverse and forward KL's
+    gradients and to zero (``distances``: ``{(estimator, kl_in): {"reverse": .., "forward": .., "zero": ..}}``)."""
+    plt = require_matplotlib()
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    alpha = np.linspace(0.0, 1.0, 201)
+    exact = sorted(beta for beta, label in runs if label.startswith("exact"))
+    for i, beta in enumerate(exact):
+        run = runs[(beta, next(label for b, label in runs if b == beta and label.startswith("exact")))]
+        ax.scatter(np.exp(run.base["loglik"]), np.exp(run.loglik[-1]), s=6, alpha=0.5, color=f"C{i}",
+                   label=f"beta={beta:g} (exact)")
+        ax.plot(alpha, optimum(alpha, beta), "-", color=f"C{i}", lw=1)
+    ax.plot(alpha, alpha, "k:", lw=1, label="no change")
+    ax.set(xlabel="base likelihood alpha = pi_0(y*|x)", ylabel="final likelihood pi(y*|x)", xlim=(0, 1), ylim=(0, 1.02),
+           title="final likelihood against p*(alpha) (lines)")
+    ax.legend(fontsize=7)
+    names = [f"{e}\nin {i}" for e, i in distances]
+    xs = np.arange(len(names))
+    for j, target in enumerate(("reverse", "forward", "zero")):
+        bars.bar(xs + (j - 1) * 0.27, [d[target] for d in distances.values()], 0.27, label=f"to the {target}" +
+                 (" KL's gradient" if target != "zero" else ""))
+    bars.set(xticks=xs, xticklabels=names, yscale="log", ylabel="relative distance of the expected update",
+             title="which gradient each estimator follows")
+    bars.axhline(0.1, color="k", lw=0.8, ls="--")
+    bars.legend(fontsize=7)
+    for a in (ax, bars):
+        a.grid(alpha=0.3, which="both")
+    return fig

@@ -33,6 +33,7 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
+from .kl import new_kl_work, pg_kl_update
 from .lanes import TILE, lane_scores
 from .rng import uniform, uniform_pos
 from .simd import LANES
@@ -246,6 +247,12 @@ def apply_held(W, held_c, held_x, m):
 
 
 @njit(cache=True, _nrt=False)
+def holds_updates(p, n_pool):
+    """Whether a run may hold its updates back (:func:`advance_held`): it draws ahead and has no KL term."""
+    return draws_ahead(p, n_pool) and p.kl_coef == 0.0
+
+
+@njit(cache=True, _nrt=False)
 def draws_ahead(p, n_pool):
     """Whether a run's fresh contexts are drawn a tile ahead: nothing about them depends on the
     weights being trained (no pool, ``position`` features, no margin condition, ``pg`` or ``sft``)."""
@@ -341,7 +348,7 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
 
 
 @njit(cache=True, error_model="numpy")
-def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, settle):
+def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_steps, events, settle):
     """Advance one run by ``n_steps`` steps in place; returns a status code of :mod:`fastpg.codes`.
 
     Each step draws a context: uniformly from the pool ``pool_x, pool_y`` when it is not
@@ -351,6 +358,8 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
 
     ``pg`` on a pool with ``p.skip`` goes event by event (:func:`advance_pool_events`, with the
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
+    ``pg`` with a KL term (``p.kl_coef > 0``, reference weights ``W_ref``) steps through
+    (:func:`fastpg.kernels.kl.pg_kl_update`): every step moves ``W``.
 
     Fresh contexts are drawn a tile ahead (:func:`fastpg.kernels.contexts.draw_labelled_tile`) when
     nothing about them depends on the weights being trained: ``position`` features, no margin
@@ -362,12 +371,14 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
     B, k, d = W.shape
     N = pool_y.shape[1]
     ws = new_workspace(B, k, N, max(p.G, 1))
+    with_kl = p.kl_coef > 0.0
+    kw = new_kl_work(B, k, N, max(p.G, 1)) if with_kl else new_kl_work(1, 1, 1, 1)
     teacher_work = new_table(B, k)[0]
     x = aligned_zeros(1, d)[0]  # 64-byte aligned, as W: no split loads in the products with x
     y_star = np.empty(N, dtype=np.int64)
     n_pool = pool_x.shape[0]
     algorithm = p.algorithm
-    if algorithm == PG and n_pool > 0 and p.skip != 0:
+    if algorithm == PG and n_pool > 0 and p.skip != 0 and not with_kl:
         advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, settle, ws)
         return OK if weights_ok(W) else NON_FINITE
     ahead = draws_ahead(p, n_pool)
@@ -409,7 +420,9 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, p, n_s
         counters[C_CONTEXTS] += 1.0
         t = counters[C_STEPS]
         reset_table(ws.have)
-        if algorithm == PG:
+        if algorithm == PG and with_kl:
+            moved = pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, True, True)
+        elif algorithm == PG:
             moved = _pg_step(W, x, y_star, p, state, t, counters, ws, True)
         elif algorithm == RS:
             moved = _rs_step(W, x, y_star, p, state, t, counters, ws)

@@ -16,8 +16,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..codes import COUNTERS, POSITION, RUN_PARAMS
-from .advance import advance_held, advance_run, draws_ahead, new_held
+from .advance import advance_held, advance_run, holds_updates, new_held
 from .events import new_event_state
+from .kl import sequence_kl_entropy
 from .lanes import TILE, tile_logits
 from .rng import uniform_next
 from .sampling import greedy_matches, inverse_cdf, sample_response
@@ -37,30 +38,32 @@ from .tables import (
 
 
 @njit(cache=True, parallel=True)
-def advance_runs(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, settle, status):
+def advance_runs(W, W_ref, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, settle,
+                 status):
     """Advance run ``r`` by ``n_steps[r]`` steps for every ``r`` in parallel; ``status[r]`` as in
-    ``advance_run`` (``events[r]``: its event state; ``settle``: the call ends at an evaluation point)."""
+    ``advance_run`` (``W_ref[r]``: its reference model for a KL term; ``events[r]``: its event state;
+    ``settle``: the call ends at an evaluation point)."""
     for r in prange(W.shape[0]):
         status[r] = advance_run(
-            W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r], n_steps[r],
-            events[r], settle,
+            W[r], W_ref[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r], params[r],
+            n_steps[r], events[r], settle,
         )
 
 
 @njit(cache=True, parallel=True)
-def advance_runs_held(W, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c, held_x,
-                      settle, status):
+def advance_runs_held(W, W_ref, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c,
+                      held_x, settle, status):
     """:func:`advance_runs` for a batch with room for held-back updates (``held_c``, ``held_x``:
-    ``fastpg.kernels.advance.new_held``, for large ``W``): runs that draw contexts ahead go to
-    ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
+    ``fastpg.kernels.advance.new_held``, for large ``W``): runs that draw contexts ahead and have no
+    KL term go to ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
     small runs never compile the held loop (it adds about 10 s to a cold start)."""
     for r in prange(W.shape[0]):
-        if draws_ahead(params[r], pool_x.shape[1]):
+        if holds_updates(params[r], pool_x.shape[1]):
             status[r] = advance_held(W[r], W_star[r], centres[r], cdf[r], states[r], counters[r], params[r], n_steps[r],
                                      events[r], held_c[r], held_x[r], settle)
         else:
-            status[r] = advance_run(W[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r], counters[r],
-                                    params[r], n_steps[r], events[r], settle)
+            status[r] = advance_run(W[r], W_ref[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r],
+                                    counters[r], params[r], n_steps[r], events[r], settle)
 
 
 CHUNK = 512  # test contexts per parallel work item of the evaluation
@@ -153,6 +156,23 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
 
 
+@njit(cache=True, parallel=True)
+def divergence_runs(W, W_ref, X, N, kl_out, entropy_out, features):
+    """``kl_out[r, j] = KL(pi_W[r](.|x_j) || pi_W_ref[r](.|x_j))`` and ``entropy_out[r, j] = H(pi_W[r](.|x_j))``
+    over whole responses, exactly (:func:`fastpg.kernels.kl.sequence_kl_entropy`), parallel over (run, context)."""
+    R = W.shape[0]
+    n = X.shape[1]
+    B, k = W.shape[1], W.shape[2]
+    for rj in prange(R * n):
+        r = rj // n
+        j = rj - r * n
+        table, have = new_table(B, k)
+        rtable, rhave = new_table(B, k)
+        marg = np.empty((N, k + 1))
+        kl_out[r, j], entropy_out[r, j] = sequence_kl_entropy(W[r], W_ref[r], X[r, j], features, N, table, have, rtable,
+                                                              rhave, marg)
+
+
 def aligned_copy(a, dtype) -> np.ndarray:
     """A C-contiguous copy of ``a`` whose data starts on an ``ALIGN``-byte boundary.
 
@@ -172,7 +192,8 @@ class Batch:
 
     Each entry of ``runs`` is a dict with one run's arrays: ``W[B, k, d]``, ``W_star``,
     ``centres[C, d]``, ``cdf[C]``, ``pool_x``, ``pool_y``, ``state[4]``, ``params`` (a record),
-    ``test_x[n, d]``, ``test_y[n, N]``. The batch owns stacked copies; read results from
+    ``test_x[n, d]``, ``test_y[n, N]`` and optionally ``W_ref`` (the reference of a KL term and of
+    :meth:`divergences`; by default the starting ``W``). The batch owns stacked copies; read results from
     its attributes (``W[r]``, ``counters[r]``).
     """
 
@@ -181,6 +202,7 @@ class Batch:
             return aligned_copy(np.stack([run[key] for run in runs]), dtype)
 
         self.W = stack("W", np.float64)
+        self.W_ref = stack("W_ref", np.float64) if all("W_ref" in run for run in runs) else aligned_copy(self.W, np.float64)
         self.W_star = stack("W_star", np.float64)
         self.centres = stack("centres", np.float64)
         self.cdf = stack("cdf", np.float64)
@@ -209,7 +231,7 @@ class Batch:
         says more steps follow before the next evaluation (event-driven runs may then leave the
         classes of skipped steps uncounted until later; docs/design.md, "Event-driven pg")."""
         n_steps = np.broadcast_to(np.asarray(n_steps, dtype=np.int64), (len(self),)).copy()
-        args = (self.W, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states, self.counters,
+        args = (self.W, self.W_ref, self.W_star, self.centres, self.cdf, self.pool_x, self.pool_y, self.states, self.counters,
                 self.params, n_steps, self.events)
         if self.held_x.shape[1] > 0:
             advance_runs_held(*args, self.held_c, self.held_x, bool(settle), self.status)
@@ -226,6 +248,16 @@ class Batch:
         greedy_ok = np.empty((R, n), dtype=np.bool_)
         evaluate_runs(W, self.test_x, self.test_y, self.features, loglik, token, greedy_ok)
         return loglik, token, greedy_ok
+
+    def divergences(self, W=None):
+        """Exact ``KL(pi_W || pi_ref)`` and entropy ``H(pi_W)`` of whole responses per run and test
+        context ``[R, n]`` (``pi_ref``: the weights each run started from, its base model)."""
+        W = self.W if W is None else aligned_copy(W, np.float64)
+        R, n, N = self.test_y.shape
+        kl = np.empty((R, n))
+        entropy = np.empty((R, n))
+        divergence_runs(W, self.W_ref, self.test_x, N, kl, entropy, self.features)
+        return kl, entropy
 
 
 @njit(cache=True)
