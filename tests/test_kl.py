@@ -153,10 +153,13 @@ def test_which_estimators_follow_which_kl(rng):
     assert np.abs(mean - reverse).max() > 20 * se.max()  # k3 in the loss is not the reverse KL's gradient
 
 
-def test_divergences_of_a_batch_match_enumeration(rng):
-    N, k, d, n = 3, 3, 4, 5
+@pytest.mark.parametrize("features,n", [(0, 5), (0, 40), (1, 5)])
+def test_divergences_of_a_batch_match_enumeration(rng, features, n):
+    """Two runs' exact KL and entropy per test context (with position features a tile of contexts at
+    a time, also over more than one tile) against enumeration; 0 where the weights are the reference."""
+    N, k, d = 3, 3, 4
     runs = []
-    for features in (1, 1):
+    for _ in range(2):
         W0, W_star, centres, cdf, px, py = _setup(rng, features, N, k, d, 0, 0)
         X = np.array([random_x(rng, d) for _ in range(n)])
         runs.append(dict(W=W0, W_star=W_star, centres=centres, cdf=cdf, pool_x=px, pool_y=py, state=new_state(0),
@@ -170,10 +173,10 @@ def test_divergences_of_a_batch_match_enumeration(rng):
     kl, h = batch.divergences(W)
     for r in range(2):
         for j in range(n):
-            ref = naive.sequence_kl_entropy(W[r], batch.W_ref[r], batch.test_x[r, j], 1, N)
+            ref = naive.sequence_kl_entropy(W[r], batch.W_ref[r], batch.test_x[r, j], features, N)
             assert (kl[r, j], h[r, j]) == pytest.approx(ref, rel=1e-10)
-            assert h0[r, j] == pytest.approx(naive.sequence_kl_entropy(batch.W[r], batch.W[r], batch.test_x[r, j], 1,
-                                                                       N)[1], rel=1e-10)
+            assert h0[r, j] == pytest.approx(naive.sequence_kl_entropy(batch.W[r], batch.W[r], batch.test_x[r, j],
+                                                                       features, N)[1], rel=1e-10)
 
 
 def test_kl_options_are_checked_and_the_recorded_skip_is_what_ran():
@@ -199,3 +202,45 @@ def test_a_run_records_kl_and_entropy(tmp_path):
     kl, h = data.trace["kl_to_base"], data.trace["entropy"]
     assert kl[0] == 0.0 and np.all(kl[1:] > 0) and np.all(h > 0)
     assert data.trace["updates"][-1] == 59  # the first step starts at the base (l = 0, k3'(0) = 0) and was not rewarded
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["applied", "held"])
+@pytest.mark.parametrize("case", KL_CASES[:2] + KL_CASES[6:8], ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_kl_with_contexts_drawn_ahead_and_held_updates(rng, case, hold):
+    """Several tiles of contexts drawn ahead, updates applied at their step or held back (the
+    reference's logits then come a tile at a time, in SIMD lanes): the reference's weights (to
+    rounding), counters and stream, and the same numbers whether the call is cut in pieces or not."""
+    from fastpg.kernels.events import EV_HELD
+    from fastpg.kernels.lanes import TILE
+    from test_steps import new_carry
+
+    N, k, d, n = 3, 8, 5, 3 * TILE + 7
+    W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
+    W_ref = W0 + 0.5 * random_W(rng, 0, N, k, d)
+    cfg = dict(features=0, algorithm="pg", skip=False, eta=0.7, floor=1e-8, M=10**6, sigma=0.3, gamma=0.0, kl_coef=0.3)
+    cfg.update(case)
+    p = kernel_params(cfg)
+    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
+    assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n, carry=new_carry(W0, hold),
+                       W_ref=W_ref) == S.OK
+    ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
+    state_ref = new_state(3)
+    W_naive = naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, state_ref, ref_counters, cfg, n, W_ref=W_ref)
+    np.testing.assert_allclose(W_one, W_naive, rtol=1e-9, atol=1e-12)
+    expect = np.array([ref_counters[c] for c in S.COUNTERS])
+    if cfg["baseline"] != "none":  # a group of equal shaped rewards: 0 or a rounding error
+        assert abs(counters_one[S.C_UPDATES] - expect[S.C_UPDATES]) <= 2
+        expect[S.C_UPDATES] = counters_one[S.C_UPDATES]
+    np.testing.assert_array_equal(counters_one, expect)
+    np.testing.assert_array_equal(state_one, state_ref)
+    W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
+    carry = new_carry(W0, hold)
+    parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
+    held = []
+    for i, part in enumerate(parts):
+        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part, carry=carry,
+                    settle=i == len(parts) - 1, W_ref=W_ref)
+        held.append(carry[0][EV_HELD])
+    assert (max(held[:-1]) > 0) == hold and held[-1] == 0
+    np.testing.assert_array_equal(W_parts, W_one)
+    np.testing.assert_array_equal(counters_parts, counters_one)

@@ -110,9 +110,10 @@ def advance_run(*args, carry=None, settle=True, W_ref=None):
     by default the starting weights)."""
     W, W_star, centres, cdf, px, py, state, counters, p, n = args
     events, held_c, held_x = new_carry(W) if carry is None else carry
+    W_ref = W.copy() if W_ref is None else W_ref
     if held_x.shape[0] > 0 and holds_updates(p, px.shape[0]):
-        return advance_held(W, W_star, centres, cdf, state, counters, p, n, events, held_c, held_x, settle)
-    return _advance_run(W, W.copy() if W_ref is None else W_ref, *args[1:], events, settle)
+        return advance_held(W, W_ref, W_star, centres, cdf, state, counters, p, n, events, held_c, held_x, settle)
+    return _advance_run(W, W_ref, *args[1:], events, settle)
 
 
 def new_carry(W, hold=None):

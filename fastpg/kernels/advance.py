@@ -246,10 +246,21 @@ def apply_held(W, held_c, held_x, m):
             i += 1
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def reference_rows(kw, D_ref, t, n_tile):
+    """Fill the reference's table of a KL term (``kw.table``, all rows) for context ``t`` of a tile
+    from the tile's logits ``D_ref[v, b n_tile + t]`` (:func:`fastpg.kernels.lanes.lane_scores`)."""
+    B, k = kw.table.shape[2], kw.table.shape[1]
+    for v in range(k):
+        for b in range(B):
+            kw.table[DIFF, v, b] = D_ref[v, b * n_tile + t]
+    softmax_table(kw.table, kw.have)
+
+
 @njit(cache=True, _nrt=False)
 def holds_updates(p, n_pool):
-    """Whether a run may hold its updates back (:func:`advance_held`): it draws ahead and has no KL term."""
-    return draws_ahead(p, n_pool) and p.kl_coef == 0.0
+    """Whether a run may hold its updates back (:func:`advance_held`): whether it draws ahead."""
+    return draws_ahead(p, n_pool)
 
 
 @njit(cache=True, _nrt=False)
@@ -260,7 +271,7 @@ def draws_ahead(p, n_pool):
 
 
 @njit(cache=True, error_model="numpy")
-def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle):
+def advance_held(W, W_ref, W_star, centres, cdf, state, counters, p, n_steps, events, held_c, held_x, settle):
     """``pg`` or ``sft`` on fresh contexts drawn a tile ahead, holding updates back (docs/kernels.md,
     "Where a PG step's time goes"), for runs that draw ahead (:func:`draws_ahead`) when ``held_x``
     has rows (:func:`new_held`: ``W`` of more than ``HOLD_FROM`` bytes).
@@ -280,6 +291,10 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
     :func:`held_gram` and :func:`add_held_scores`. Each term is formed by the same code whatever
     range, tile or call it falls in, so results do not depend on how a run is cut into calls
     between evaluation points; where evaluation points fall changes them by rounding.
+
+    With a KL term (:func:`fastpg.kernels.kl.pg_kl_update`) the reference's logits ``W_ref x_t``
+    of a whole tile are formed at once, as the teacher's (``W_ref`` does not change), and every
+    step's update is held.
     """
     B, k, d = W.shape
     N = W_star.shape[0]
@@ -292,6 +307,9 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
     St = np.empty((n_tile, 4), dtype=np.uint64)
     teacher_work = new_table(n_tile * B, k)[0]
     D = aligned_zeros(k, n_tile * B)  # W x_t of the tile's contexts: D[v, b n_tile + t] (lane_scores)
+    with_kl = p.kl_coef > 0.0
+    kw = new_kl_work(B, k, N, max(p.G, 1)) if with_kl else new_kl_work(1, 1, 1, 1)
+    D_ref = aligned_zeros(k, n_tile * B) if with_kl else aligned_zeros(1, 1)  # W_ref x_t, as D
     x = aligned_zeros(1, d)[0]
     y_star = np.empty(N, dtype=np.int64)
     g = np.empty(HELD)
@@ -307,6 +325,8 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
             draw_labelled_tile(state, W_star, centres, cdf, p.sigma, m_tile, gap, Xt, XT, Yt, St, teacher_work)
             i_tile = 0
             valid = 0
+            if with_kl:
+                lane_scores(W_ref, XT, 0, D_ref)
         # the same copies as advance_run's, inline: as a helper call (seven arrays) they measured
         # 1-3% slower steps at d=32, k=4, N=8 there
         for j in range(d):
@@ -327,7 +347,11 @@ def advance_held(W, W_star, centres, cdf, state, counters, p, n_steps, events, h
         held_gram(held_x, m, x, g)
         add_held_scores(held_c, g, m, diff)
         softmax_table(table, ws.have)
-        if p.algorithm == PG:
+        if with_kl:
+            reference_rows(kw, D_ref, i_tile, n_tile)
+        if p.algorithm == PG and with_kl:
+            moved = pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, True, False)
+        elif p.algorithm == PG:
             moved = _pg_step(W, x, y_star, p, state, t, counters, ws, False)
         else:  # SFT: one SGD step on the log-loss -log pi_W(y*|x) of a labelled context
             moved = _learn_prefix(W, x, y_star, N, p, t, ws, False)
@@ -420,6 +444,8 @@ def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters,
         counters[C_CONTEXTS] += 1.0
         t = counters[C_STEPS]
         reset_table(ws.have)
+        if with_kl:
+            reset_table(kw.have)
         if algorithm == PG and with_kl:
             moved = pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, True, True)
         elif algorithm == PG:

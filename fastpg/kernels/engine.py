@@ -35,6 +35,7 @@ from .tables import (
     softmax_planes,
     token_logliks,
 )
+from .vecmath import FAST
 
 
 @njit(cache=True, parallel=True)
@@ -54,13 +55,13 @@ def advance_runs(W, W_ref, W_star, centres, cdf, pool_x, pool_y, states, counter
 def advance_runs_held(W, W_ref, W_star, centres, cdf, pool_x, pool_y, states, counters, params, n_steps, events, held_c,
                       held_x, settle, status):
     """:func:`advance_runs` for a batch with room for held-back updates (``held_c``, ``held_x``:
-    ``fastpg.kernels.advance.new_held``, for large ``W``): runs that draw contexts ahead and have no
-    KL term go to ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
+    ``fastpg.kernels.advance.new_held``, for large ``W``): runs that draw contexts ahead go to
+    ``advance_held``, the others to ``advance_run``. A separate entry point, so that batches of
     small runs never compile the held loop (it adds about 10 s to a cold start)."""
     for r in prange(W.shape[0]):
         if holds_updates(params[r], pool_x.shape[1]):
-            status[r] = advance_held(W[r], W_star[r], centres[r], cdf[r], states[r], counters[r], params[r], n_steps[r],
-                                     events[r], held_c[r], held_x[r], settle)
+            status[r] = advance_held(W[r], W_ref[r], W_star[r], centres[r], cdf[r], states[r], counters[r], params[r],
+                                     n_steps[r], events[r], held_c[r], held_x[r], settle)
         else:
             status[r] = advance_run(W[r], W_ref[r], W_star[r], centres[r], cdf[r], pool_x[r], pool_y[r], states[r],
                                     counters[r], params[r], n_steps[r], events[r], settle)
@@ -156,13 +157,58 @@ def evaluate_runs(W, X, Y, features, loglik_out, token_loglik_out, greedy_ok_out
         greedy_ok_out[r, j] = greedy_matches(W[r], X[r, j], Y[r, j], features, table, have)
 
 
+@njit(cache=True, fastmath=FAST, error_model="numpy", _nrt=False)
+def divergence_tile(W, W_ref, X, j0, XT, work, rwork, kl_out, entropy_out):
+    """Sequence KL to ``W_ref`` and entropy of the test contexts ``j0 ..`` of one tile (``position``
+    features): both models' logits for the tile (:func:`softmax_tile`, row ``b TILE + t`` for
+    position ``b`` of context ``j0 + t``), then per row ``KL_r = sum_v pi(v) (log pi(v) - log pi_0(v))``
+    and ``H_r = -sum_v pi(v) log pi(v)``, vectorised over rows, summed over positions in order."""
+    T = softmax_tile(W, X, j0, XT, work, True)
+    softmax_tile(W_ref, X, j0, XT, rwork, True)
+    k, R = work.shape[1], work.shape[2]
+    D, E, lz, iz = work[DIFF], work[EXPS], work[STATS, 0], work[STATS, 1]
+    D0, lz0 = rwork[DIFF], rwork[STATS, 0]
+    kl, h = work[BITS, 0], work[BITS, 1]
+    for r in range(R):
+        kl[r] = 0.0
+        h[r] = 0.0
+    for v in range(k):
+        for r in range(R):
+            p = E[v, r] * iz[r]
+            lp = D[v, r] - lz[r]
+            kl[r] += p * (lp - (D0[v, r] - lz0[r]))
+            h[r] -= p * lp
+    B = R // TILE
+    for t in range(T):
+        total_kl = 0.0
+        total_h = 0.0
+        for b in range(B):
+            total_kl += kl[b * TILE + t]
+            total_h += h[b * TILE + t]
+        kl_out[j0 + t] = total_kl
+        entropy_out[j0 + t] = total_h
+
+
 @njit(cache=True, parallel=True)
 def divergence_runs(W, W_ref, X, N, kl_out, entropy_out, features):
     """``kl_out[r, j] = KL(pi_W[r](.|x_j) || pi_W_ref[r](.|x_j))`` and ``entropy_out[r, j] = H(pi_W[r](.|x_j))``
-    over whole responses, exactly (:func:`fastpg.kernels.kl.sequence_kl_entropy`), parallel over (run, context)."""
+    over whole responses, exactly, parallel over (run, context): with ``position`` features a tile of
+    contexts at a time (:func:`divergence_tile`), with ``markov`` features context by context
+    (:func:`fastpg.kernels.kl.sequence_kl_entropy`)."""
     R = W.shape[0]
     n = X.shape[1]
     B, k = W.shape[1], W.shape[2]
+    if features == POSITION:
+        chunks = (n + CHUNK - 1) // CHUNK
+        for rc in prange(R * chunks):
+            r = rc // chunks
+            c0 = (rc - r * chunks) * CHUNK
+            XT = aligned_zeros(X.shape[2], TILE)
+            work = new_table(TILE * B, k)[0]
+            rwork = new_table(TILE * B, k)[0]
+            for j0 in range(c0, min(c0 + CHUNK, n), TILE):
+                divergence_tile(W[r], W_ref[r], X[r], j0, XT, work, rwork, kl_out[r], entropy_out[r])
+        return
     for rj in prange(R * n):
         r = rj // n
         j = rj - r * n

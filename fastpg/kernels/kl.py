@@ -32,7 +32,7 @@ from numba import njit
 from ..codes import COUNTERS, KL_EXACT, KL_IN_REWARD, KL_K1, KL_K2, ORM, POSITION
 from .sampling import complete_response, sample_until_mistake
 from .steps import advantages, count_samples, learning_rate, new_workspace
-from .tables import LOGP, PROB, block_index, ensure_row, need_row, new_table, open_table, reset_table
+from .tables import LOGP, PROB, block_index, ensure_row, need_row, new_table, open_table
 from .updates import accumulate_score, apply_update
 
 # Scratch of the KL step, allocated once per call of advance_run (with room for one block when the
@@ -179,7 +179,9 @@ def pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, outcome, ap
       ``W -= (eta_t / G) beta sum_j sum_i k'(l_ji) grad log pi_W(y_ji | x, y_j<i)``;
     * ``exact``: the advantages of ``pg``, and ``W -= eta_t beta grad KL(pi_W(.|x) || pi_ref(.|x))``.
 
-    ``eta_t`` follows ``p.lr`` (constant or invsqrt: the configuration refuses adaptive).
+    ``eta_t`` follows ``p.lr`` (constant or invsqrt: the configuration refuses adaptive). Rows
+    already in the tables (``ws.table`` for ``W``, ``kw.table`` for ``W_ref``) are used as they are:
+    the caller resets them when the context or ``W`` changes, or fills them (``advance_held``).
     """
     N = y_star.shape[0]
     G = p.G
@@ -196,7 +198,6 @@ def pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, outcome, ap
             complete_response(W, x, features, table, have, ws.paused[j], Ys[j], f[j], N)
     count_samples(p, ws, N, counters)
     eta = learning_rate(p.lr, p.eta, p.floor, t, 0.0)
-    reset_table(rhave)  # the reference's rows are those of this step's context
     open_table(W_ref, x, features, rtable, rhave)
     for j in range(G):
         prev = k
@@ -271,7 +272,7 @@ def kl_term_updates(W, W_ref, x, y_star, p, state, n, mean_out, var_out):
         for v in range(k):
             mean_out[b, v] = 0.0
             var_out[b, v] = 0.0
-    for t in range(n):
+    for t in range(n):  # W and x stay put: the tables' rows stay valid from draw to draw
         pg_kl_update(W, W_ref, x, y_star, p, state, 1.0, counters, ws, kw, False, False)
         for b in range(B):  # Welford's running mean and variance
             for v in range(k):
