@@ -15,6 +15,7 @@ from .progress import duration as _duration
 
 SHOWN_CONFIG = ("d", "k", "N", "features", "contexts", "base", "algorithm", "reward", "G", "baseline", "lr", "eta",
                 "steps", "seed")
+KL_SHOWN = ("kl_coef", "kl_estimator", "kl_in", "n_train", "skip")  # shown for runs with a KL term
 
 
 STALE_SECONDS = 120.0  # a running file with no new row for this long (and 5x its usual gap) is called stale
@@ -97,7 +98,8 @@ def describe_file(path) -> str:
         f"  status       {state}",
         f"  experiment   {r.experiment}",
         f"  progress     {steps_done} / {total} steps, {rows} evaluation points",
-        "  config       " + " ".join(f"{key}={cfg[key]}" for key in SHOWN_CONFIG if key in cfg),
+        "  config       " + " ".join(f"{key}={cfg[key]}" for key in SHOWN_CONFIG if key in cfg)
+        + ("".join(f" {key}={cfg[key]}" for key in KL_SHOWN if key in cfg) if cfg.get("kl_coef") else ""),
         f"  base         off-support fraction {_fmt(float(r.base.get('offsupport_fraction', 0.0)))} "
         f"(alpha_off={cfg['alpha_off']})",
     ]

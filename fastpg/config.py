@@ -306,7 +306,8 @@ PARAMS: tuple[Param, ...] = (
           "step's context, or a per-token estimator of the log-ratio l along each sampled response: k1 = l, "
           "k2 = l^2/2, k3 = exp(-l) - 1 + l", "post", choices=KL_ESTIMATORS),
     Param("kl_in", "choice", "loss", "where a sampled estimator enters: the loss (its gradient is added to the "
-          "update) or the reward (REINFORCE on r - beta sum_i k(l_i))", "post", choices=KL_INS),
+          "update) or the reward (REINFORCE on r - beta sum_i k(l_i), before the baseline: with grpo a group's "
+          "scale is normalised away, beta included)", "post", choices=KL_INS),
     # evaluation (docs/design.md, "Evaluation")
     Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
     Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),
@@ -335,6 +336,7 @@ STREAM_KEYED_AT_DEFAULT = frozenset(
     "token_trace".split()
 )
 # parameters that do not change a run's dynamics, only its length and what is measured
+KL_OPTIONS = frozenset(("kl_ref", "kl_estimator", "kl_in"))  # what the KL term is: inert without one (kl_coef = 0)
 
 
 class _RunConfigMethods:
@@ -373,6 +375,8 @@ class _RunConfigMethods:
         out = {}
         for name in names:
             value = getattr(self, name)
+            if name in KL_OPTIONS and self.kl_coef == 0:
+                continue  # no KL term: its options change nothing that runs, so they key no stream
             if name in STREAM_KEYED_AT_DEFAULT or value != PARAM[name].default:
                 out[name] = value
         return out

@@ -45,7 +45,8 @@ ORM_NO_EXPANSION = "With ORM, post-training does not expand coverage"
 PRM_EXPANDS = "With PRM, post-training expands coverage"
 KL_OPTIMUM = [f"beta={beta:g}: PG with the exact KL gradient ends at the regularised optimum" for beta in (0.3, 1, 3)]
 KL_ESTIMATORS = ["k1 in the loss has zero expected gradient", "k1 in the reward follows the reverse KL",
-                 "k2 in the loss follows the reverse KL", "k3 in the loss follows the forward KL"]
+                 "k2 in the loss follows the reverse KL", "k3 in the loss follows the forward KL",
+                 "k3 in the reward follows the reverse KL's gradient minus the forward KL's"]
 
 # defect -> experiment -> the claims (prefixes) it must turn from yes to no, or to "not measured"
 # where the defect leaves nothing to measure (every point censored)

@@ -107,11 +107,12 @@ def test_pg_with_kl_matches_reference(rng, case, features, clusters, pool):
         assert counters[S.C_UPDATES] == 20  # a KL term moves W at every step (a baseline: unless a group is alike)
 
 
-def mc_update(W, W_ref, x, features, estimator, kl_in, reward, n, seed, eta=1.0, beta=1.0):
+def mc_update(W, W_ref, x, features, estimator, kl_in, reward, n, seed, eta=1.0, beta=1.0, G=1, baseline="none"):
     """The Monte Carlo mean of the KL term's update (as a gradient array) and its standard error."""
     N = W.shape[0] if features == 0 else W.shape[0] // (W.shape[1] + 1)
     p = kernel_params(dict(algorithm="pg", reward=reward, lr="constant", eta=eta, floor=1e-8, M=1, sigma=0.0,
-                           gamma=0.0, kl_coef=beta, kl_estimator=estimator, kl_in=kl_in), features)
+                           gamma=0.0, kl_coef=beta, kl_estimator=estimator, kl_in=kl_in, G=G, baseline=baseline),
+                      features)
     mean, var = np.empty(W.shape[:2]), np.empty(W.shape[:2])
     kl_term_updates(W, W_ref, x, np.zeros(N, dtype=np.int64), p, new_state(seed), n, mean, var)
     return mean[:, :, None] * x, np.sqrt(var / n)[:, :, None] * np.abs(x)
@@ -151,6 +152,34 @@ def test_which_estimators_follow_which_kl(rng):
         assert np.all(np.abs(mean - target) <= 5 * se + 1e-12), (estimator, kl_in)
     mean, se = mc_update(W, W_ref, x, 0, "k3", "loss", "orm", 40000, 9)
     assert np.abs(mean - reverse).max() > 20 * se.max()  # k3 in the loss is not the reverse KL's gradient
+    mean, se = mc_update(W, W_ref, x, 0, "k3", "reward", "orm", 40000, 9)  # exactly reverse - forward, here
+    assert np.all(np.abs(mean - (reverse - forward)) <= 5 * se + 1e-12)
+
+
+@pytest.mark.parametrize("features,reward,G,baseline", [(1, "orm", 1, "none"), (1, "prm", 4, "rloo"),
+                                                        (0, "prm", 4, "rloo")])
+def test_k1_in_the_reward_follows_the_reverse_kl_in_general(rng, features, reward, G, baseline):
+    """k1 in the reward is REINFORCE on -beta log(pi / pi_0), an unbiased estimate of minus the reverse
+    KL's gradient whatever the features (markov too), with PRM's per-position returns and with a
+    leave-one-out baseline. k2 in the loss is not, once tokens depend on the path (markov)."""
+    N, k, d = 2, 3, 3
+    W, W_ref, x = random_W(rng, features, N, k, d, 1.5), random_W(rng, features, N, k, d, 1.5), random_x(rng, d)
+    reverse = -exact_gradient(W, W_ref, x, features, N)
+    mean, se = mc_update(W, W_ref, x, features, "k1", "reward", reward, 40000, 4, G=G, baseline=baseline)
+    assert np.all(np.abs(mean - reverse) <= 5 * se + 1e-12)
+    if features == 1:
+        mean, se = mc_update(W, W_ref, x, features, "k2", "loss", reward, 40000, 4)
+        # unbiased, the distance would be about the noise's norm; here it is about ten times that
+        assert np.linalg.norm(mean - reverse) > 6 * np.linalg.norm(se)
+
+
+def test_kl_options_are_inert_without_a_kl_term():
+    """With --kl-coef 0 the estimator and placement change nothing that runs: they key no stream
+    (a control run without KL is the same run whatever they say); with a KL term they do."""
+    plain = RunConfig().dynamics_params()
+    assert RunConfig(kl_estimator="k2", kl_in="reward").dynamics_params() == plain
+    with_kl = dict(kl_coef=0.1, lr="constant")
+    assert RunConfig(**with_kl, kl_estimator="k2").dynamics_params() != RunConfig(**with_kl).dynamics_params()
 
 
 @pytest.mark.parametrize("features,n", [(0, 5), (0, 40), (1, 5)])

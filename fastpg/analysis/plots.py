@@ -489,13 +489,16 @@ def pass_at_k_figure(runs: dict, ks):
     return fig
 
 
-def kl_figure(runs: dict, optimum, distances: dict):
+def kl_figure(runs: dict, optimum, distances: dict, fig1: dict | None = None):
     """Left: final against base likelihood per test context for each beta (``runs``:
     ``{(beta, placement): RunData}``, one seed), with the regularised optimum ``optimum(alpha, beta)``
-    drawn over it. Right: each estimator's relative distance to the reverse and forward KL's
-    gradients and to zero (``distances``: ``{(estimator, kl_in): {"reverse": .., "forward": .., "zero": ..}}``)."""
+    drawn over it. Middle (with ``fig1``, ``{(beta, reward): RunData}``): histograms of the final
+    likelihoods on Figure 1's task. Right: each estimator's relative distance to the reverse and
+    forward KL's gradients, their difference and zero (``distances``:
+    ``{(estimator, kl_in): {"reverse": .., "forward": .., "difference": .., "zero": ..}}``)."""
     plt = require_matplotlib()
-    fig, (ax, bars) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3 if fig1 else 2, figsize=(16 if fig1 else 11, 4.5), constrained_layout=True)
+    ax, bars = axes[0], axes[-1]
     alpha = np.linspace(0.0, 1.0, 201)
     exact = sorted(beta for beta, label in runs if label.startswith("exact"))
     for i, beta in enumerate(exact):
@@ -505,17 +508,28 @@ def kl_figure(runs: dict, optimum, distances: dict):
         ax.plot(alpha, optimum(alpha, beta), "-", color=f"C{i}", lw=1)
     ax.plot(alpha, alpha, "k:", lw=1, label="no change")
     ax.set(xlabel="base likelihood alpha = pi_0(y*|x)", ylabel="final likelihood pi(y*|x)", xlim=(0, 1), ylim=(0, 1.02),
-           title="final likelihood against p*(alpha) (lines)")
+           title="one-token skills: final likelihood against p*(alpha) (lines)")
     ax.legend(fontsize=7)
+    if fig1:
+        hist = axes[1]
+        edges = np.linspace(0.0, 1.0, 21)
+        for i, ((beta, reward), run) in enumerate(sorted(fig1.items())):
+            hist.hist(np.exp(run.loglik[-1]), bins=edges, histtype="step", lw=1.5, color=f"C{i}",
+                      label=f"beta={beta:g}, {reward.upper()}")
+        hist.set(xlabel="final likelihood pi(y*|x)", ylabel="test contexts", yscale="log",
+                 title="Figure 1's task (N=8) with a KL term")
+        hist.legend(fontsize=7)
     names = [f"{e}\nin {i}" for e, i in distances]
     xs = np.arange(len(names))
-    for j, target in enumerate(("reverse", "forward", "zero")):
-        bars.bar(xs + (j - 1) * 0.27, [d[target] for d in distances.values()], 0.27, label=f"to the {target}" +
-                 (" KL's gradient" if target != "zero" else ""))
+    targets = ("reverse", "forward", "difference", "zero")
+    for j, target in enumerate(targets):
+        bars.bar(xs + (j - 1.5) * 0.2, [d[target] for d in distances.values()], 0.2,
+                 label={"reverse": "to the reverse KL's gradient", "forward": "to the forward KL's",
+                        "difference": "to reverse - forward", "zero": "to zero"}[target])
     bars.set(xticks=xs, xticklabels=names, yscale="log", ylabel="relative distance of the expected update",
              title="which gradient each estimator follows")
     bars.axhline(0.1, color="k", lw=0.8, ls="--")
     bars.legend(fontsize=7)
-    for a in (ax, bars):
+    for a in axes:
         a.grid(alpha=0.3, which="both")
     return fig
