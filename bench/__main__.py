@@ -52,6 +52,7 @@ from fastpg.kernels.engine import Batch, sample_batch  # noqa: E402
 from fastpg.kernels.rng import seed_sequence, xoshiro_state  # noqa: E402
 from fastpg.kernels.tables import ensure_row, new_table  # noqa: E402
 from fastpg.kernels.updates import accumulate_score, apply_update  # noqa: E402
+from fastpg.machine import cache_sizes  # noqa: E402
 from fastpg.runs import base_model, post_training_run  # noqa: E402
 from fastpg.tasks import make_task  # noqa: E402
 
@@ -345,7 +346,8 @@ def cpu() -> dict:
         numpy_loops = ["unknown"]
     return {"cpu_model": model or platform.processor() or platform.machine(), "llvm_target": ll.get_host_cpu_name(),
             "isa": isa, "compiled_for": "AVX2 + FMA (haswell), the peers capped where their libraries allow" if ISA ==
-            "avx2" else isa, "numpy_loops": "/".join(numpy_loops)}
+            "avx2" else isa, "numpy_loops": "/".join(numpy_loops),
+            "caches": " ".join(f"{level} {size}" for level, size in cache_sizes().items()) or "unknown"}
 
 
 PEERS_TEXT = """What each peer does (`bench/numpy_peer.py`, `bench/jax_peer.py`, `bench/torch_peer.py`): the same

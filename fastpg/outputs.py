@@ -69,6 +69,11 @@ OUTPUTS: tuple[Output, ...] = (
     Output("@fastpg_version", ATTRIBUTE, "str", "[]", "", "version of fastpg that wrote the file", _STORE),
     Output("@created", ATTRIBUTE, "str", "[]", "", "UTC time the file was created (ISO 8601)", _STORE),
     Output("@argv", ATTRIBUTE, "str", "[]", "", "the command line, as JSON", _STORE),
+    Output("@cpu_model", ATTRIBUTE, "str", "[]", "", "the CPU the file was written on", "fastpg.machine"),
+    Output("@cpu_target", ATTRIBUTE, "str", "[]", "", "the LLVM CPU the kernels were compiled for (NUMBA_CPU_NAME "
+           "where set)", "fastpg.machine"),
+    Output("@cpu_isa", ATTRIBUTE, "str", "[]", "", "the widest SIMD instruction set of that target (AVX-512, AVX2, "
+           "...): SIMD sums compiled for another width round differently", "fastpg.machine"),
     Output("@seed", ATTRIBUTE, "int", "[]", "", "the run's seed (also in /config)", _STORE, only="run"),
     Output("@experiment", ATTRIBUTE, "str", "[]", "", "post-training or pretrain", _STORE),
     Output("@status", ATTRIBUTE, "str", "[]", "", "running, complete or failed (written last)", _STORE),

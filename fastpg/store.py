@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import SCHEMA_VERSION, ConfigError
 from .interrupts import Terminated
+from .machine import compiled_for
 from .outputs import TRACE_AXES, output, trace_columns
 from .result import COMPLETE, FAILED, RUNNING, RunData
 from .version import __version__
@@ -512,14 +513,15 @@ class ResultWriter:
         if not self.batch:
             config = self.configs[0]
             for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, created=now, argv=argv,
-                                   seed=config["seed"], experiment=self.experiment, status=RUNNING, message="").items():
+                                   **compiled_for(), seed=config["seed"], experiment=self.experiment, status=RUNNING,
+                                   message="").items():
                 f.attrs[key] = value
             _config_attrs(f.create_group("config"), config)
             return
         R = len(self.ids)
         for key, value in dict(schema_version=SCHEMA_VERSION, fastpg_version=__version__, layout=BATCH_LAYOUT,
-                               created=now, argv=argv, experiment=self.experiment, status=RUNNING, message="",
-                               runs=R).items():
+                               created=now, argv=argv, **compiled_for(), experiment=self.experiment, status=RUNNING,
+                               message="", runs=R).items():
             f.attrs[key] = value
         g = f.create_group("runs")
         g.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=STR)

@@ -175,3 +175,21 @@ def test_files_record_the_command_that_made_them(tmp_path):
     assert argv.pop("b.h5") == sys.argv and argv.pop("c.h5") == ["my", "script"]
     assert len(argv) == 1 and next(iter(argv.values()))[:2] == ["fastpg", "sweep"]
     assert command_line() == sys.argv
+
+
+def test_files_record_the_cpu_target_they_were_computed_with(tiny_result, monkeypatch):
+    """Root attributes say which CPU wrote a file and which target its kernels were compiled for
+    (``NUMBA_CPU_NAME`` where set: an AVX-512 host compiling AVX2 code records AVX2)."""
+    import h5py
+    from numba.core import config
+
+    from fastpg import machine
+
+    with h5py.File(tiny_result.path) as f:
+        attrs = {key: f.attrs[key] for key in ("cpu_model", "cpu_target", "cpu_isa")}
+    assert attrs == machine.compiled_for() and all(attrs.values())
+    assert attrs["cpu_isa"] in ("AVX-512", "AVX2", "AVX", "SSE4.2", "NEON", "scalar")
+    monkeypatch.setattr(config, "CPU_NAME", "haswell")
+    assert machine.compiled_for()["cpu_target"] == "haswell" and machine.compiled_for()["cpu_isa"] == "AVX2"
+    monkeypatch.setattr(config, "CPU_NAME", "znver4")
+    assert machine.compiled_for()["cpu_isa"] == "AVX-512"
