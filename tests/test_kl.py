@@ -239,9 +239,8 @@ def test_kl_with_contexts_drawn_ahead_and_held_updates(rng, case, hold):
     """Several tiles of contexts drawn ahead, updates applied at their step or held back (the
     reference's logits then come a tile at a time, in SIMD lanes): the reference's weights (to
     rounding), counters and stream, and the same numbers whether the call is cut in pieces or not."""
-    from fastpg.kernels.events import EV_HELD
     from fastpg.kernels.lanes import TILE
-    from test_steps import new_carry
+    from test_steps import advance_in_parts, new_carry
 
     N, k, d, n = 3, 8, 5, 3 * TILE + 7
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
@@ -262,14 +261,7 @@ def test_kl_with_contexts_drawn_ahead_and_held_updates(rng, case, hold):
         expect[S.C_UPDATES] = counters_one[S.C_UPDATES]
     np.testing.assert_array_equal(counters_one, expect)
     np.testing.assert_array_equal(state_one, state_ref)
-    W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
-    carry = new_carry(W0, hold)
-    parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
-    held = []
-    for i, part in enumerate(parts):
-        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part, carry=carry,
-                    settle=i == len(parts) - 1, W_ref=W_ref)
-        held.append(carry[0][EV_HELD])
+    W_parts, _, counters_parts, held = advance_in_parts(W0, W_star, centres, cdf, px, py, p, n, hold, 3, W_ref)
     assert (max(held[:-1]) > 0) == hold and held[-1] == 0
     np.testing.assert_array_equal(W_parts, W_one)
     np.testing.assert_array_equal(counters_parts, counters_one)

@@ -116,6 +116,21 @@ def advance_run(*args, carry=None, settle=True, W_ref=None):
     return _advance_run(W, W_ref, *args[1:], events, settle)
 
 
+def advance_in_parts(W0, W_star, centres, cdf, px, py, p, n, hold, seed, W_ref=None):
+    """Advance a run of ``n > 2 TILE + 8`` steps from ``W0`` in five calls (within and across tiles
+    of contexts drawn ahead; an evaluation point only after the last), carrying what a ``Batch``
+    carries; returns its weights, generator state, counters and the updates held after each call."""
+    W, state, counters = W0.copy(), new_state(seed), np.zeros(8)
+    carry = new_carry(W0, hold)
+    parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
+    held = []
+    for i, part in enumerate(parts):
+        advance_run(W, W_star, centres, cdf, px, py, state, counters, p, part, carry=carry,
+                    settle=i == len(parts) - 1, W_ref=W_ref)
+        held.append(carry[0][EV_HELD])
+    return W, state, counters, held
+
+
 def new_carry(W, hold=None):
     """A fresh event state and empty held-back updates for weights ``W`` (``hold``: as
     :func:`fastpg.kernels.advance.new_held`; by default as a ``Batch`` would)."""
@@ -253,14 +268,7 @@ def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
     np.testing.assert_allclose(W_one, W_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(counters_one, [ref_counters[c] for c in S.COUNTERS])
     np.testing.assert_array_equal(state_one, state_ref)
-    W_parts, state_parts, counters_parts = W0.copy(), new_state(3), np.zeros(8)
-    carry = new_carry(W0, hold)
-    parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
-    held = []
-    for i, part in enumerate(parts):
-        advance_run(W_parts, W_star, centres, cdf, px, py, state_parts, counters_parts, p, part, carry=carry,
-                    settle=i == len(parts) - 1)
-        held.append(carry[0][EV_HELD])
+    W_parts, state_parts, counters_parts, held = advance_in_parts(W0, W_star, centres, cdf, px, py, p, n, hold, 3)
     # updates stay held across calls between evaluation points, none after one
     assert (max(held[:-1]) > 0) == hold and held[-1] == 0
     np.testing.assert_array_equal(W_parts, W_one)
