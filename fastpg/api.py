@@ -13,7 +13,7 @@ from .config import ConfigError, RunConfig, check_trace_size
 from .driver import BatchFile, Member, RunFailed, RunFiles, Sink, drive
 from .kernels.engine import Batch
 from .metrics import eval_points, pass_k_metrics
-from .outputs import trace_names
+from .outputs import sampling_policy, trace_names
 from .result import RunData
 from .runs import base_model, post_training_run, pretraining_run
 from .store import COMPLETE, check_output, read_final_W, read_task_arrays
@@ -187,11 +187,11 @@ def continue_run(path, steps: int, *, progress=None) -> RunData:
                                         "with --eval-every whose budget is a multiple of it")
     task = make_task(cfg)
     batch = Batch([post_training_run(cfg, task, base_model(cfg, task, read_final_W))])
-    base, base_W = batch.evaluate(), batch.W.copy()
+    base, base_W = batch.evaluate(), batch.model_W().copy()
     if not np.array_equal(base[0][0], data.base["loglik"]):
         raise ConfigError("continue", f"{path}: this fastpg does not rebuild the same base model (a file of "
                                         "another version?); allowed: files whose base model it reproduces")
-    batch.W[0][...] = final["W"]
+    batch.W[0][...] = final["W_sampling"] if "W_sampling" in final else final["W"]  # what the kernels advance
     batch.states[0][...] = final["state"]
     batch.events[0][...] = final["events"]
     batch.counters[0][...] = [data.trace[name][-1] for name in codes.COUNTERS]
@@ -217,7 +217,7 @@ def _batch_key(cfg: RunConfig) -> tuple:
     """Runs with equal keys can share a batch: same array shapes and evaluation points."""
     contexts = cfg.C if cfg.contexts == "clusters" else 0
     return (cfg.d, cfg.k, cfg.N, cfg.features, contexts, cfg.n_train, cfg.n_test, cfg.G, cfg.steps,
-            cfg.eval_every, cfg.eval_log, cfg.token_trace, tuple(cfg.pass_k))
+            cfg.eval_every, cfg.eval_log, cfg.token_trace, tuple(cfg.pass_k), sampling_policy(cfg.to_dict()))
 
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, progress=None) -> RunData:

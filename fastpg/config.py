@@ -308,6 +308,10 @@ PARAMS: tuple[Param, ...] = (
     Param("kl_in", "choice", "loss", "where a sampled estimator enters: the loss (its gradient is added to the "
           "update) or the reward (REINFORCE on r - beta sum_i k(l_i), before the baseline: with grpo a group's "
           "scale is normalised away, beta included)", "post", choices=KL_INS),
+    # the sampling policy (docs/design.md, "Temperature")
+    Param("temperature", "float", 1.0, "sampling temperature tau: post-training samples from pi_{W/tau} and steps "
+          "along eta grad_W log pi_{W/tau} (logits divided by tau, as TRL does); evaluation stays at pi_W, and "
+          "/trace/expected_error_sampling adds the sampling policy's error", "post", low=0.0, low_open=True),
     # evaluation (docs/design.md, "Evaluation")
     Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
     Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),

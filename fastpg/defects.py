@@ -29,6 +29,8 @@ DEFECTS = {
     "teacher-mismatch": "training contexts are labelled (and margin-conditioned) by a teacher rotated away from the "
                         "one that labels the test set (sine of the angle 0.3)",
     "kl-uniform-ref": "the KL term and kl_to_base measure the KL to the uniform model (W = 0), not to the base model",
+    "temperature-ignored": "the kernels sample and step at temperature 1 whatever --temperature says (the file records "
+                           "the configured temperature, and the base model's likelihoods under it)",
     "kl-estimator-shift": "the kernels run the next KL estimator of k1, k2, k3 where one was asked for (k2 for k1, k3 "
                           "for k2, k1 for k3)",
 }

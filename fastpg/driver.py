@@ -20,7 +20,7 @@ import numpy as np
 from . import codes, defects, interrupts
 from .config import SCHEMA_VERSION, ConfigError, option_of
 from .metrics import likelihood_quantile, test_metrics
-from .outputs import trace_names
+from .outputs import sampling_policy, trace_names
 from .result import COMPLETE, FAILED, RunData
 from .store import ResultWriter, check_output, one_line
 from .version import __version__
@@ -56,10 +56,12 @@ def task_record(task, teacher_scale: str) -> dict:
     }
 
 
-def base_record(W0, loglik, token, offsupport) -> tuple[dict, dict]:
-    """The base model's datasets and attributes, and its Likelihood Quantile tables, for its file."""
+def base_record(W0, loglik, token, offsupport, sampling_loglik=None) -> tuple[dict, dict]:
+    """The base model's datasets and attributes, and its Likelihood Quantile tables, for its file
+    (``sampling_loglik``: its likelihoods under the sampling policy, where that is another)."""
     base = {
-        "datasets": {"W": W0, "loglik": loglik, "token_loglik": token},
+        "datasets": {"W": W0, "loglik": loglik, "token_loglik": token,
+                     **({} if sampling_loglik is None else {"sampling_loglik": sampling_loglik})},
         "attrs": {
             "offsupport_count": int(offsupport.sum()),
             "offsupport_fraction": float(offsupport.mean()),
@@ -124,9 +126,14 @@ class Member:
         else:
             self.offsupport = loglik < math.log(self.cfg.alpha_off)
 
-    def set_static(self, W0, loglik0, token0) -> None:
+    @property
+    def sampling(self) -> bool:
+        """Whether the run samples from another policy than ``pi_W`` (:func:`fastpg.outputs.sampling_policy`)."""
+        return self.experiment == "post-training" and sampling_policy(self.cfg.to_dict())
+
+    def set_static(self, W0, loglik0, token0, sampling0=None) -> None:
         """The run's static data, for its file and its result: task, base model and Likelihood Quantile records."""
-        base, lq_ds = base_record(W0, loglik0, token0, self.offsupport)
+        base, lq_ds = base_record(W0, loglik0, token0, self.offsupport, sampling0 if self.sampling else None)
         self.static = {"task": task_record(self.task, self.cfg.teacher_scale), "base": base, "lq": lq_ds}
 
     def check(self, status: int, loglik: np.ndarray, done: int) -> Exception | None:
@@ -169,9 +176,8 @@ class Member:
             trace={k: np.array(v, dtype=np.float64) for k, v in self.trace.items()},
             loglik=np.array(self.logliks).reshape(n, cfg.n_test),
             token_loglik=np.array(self.token_logliks).reshape(n, cfg.n_test, cfg.N) if cfg.token_trace else None,
-            base={} if static is None else {"loglik": static["base"]["datasets"]["loglik"],
-                                            "token_loglik": static["base"]["datasets"]["token_loglik"],
-                                            **static["base"]["attrs"]},
+            base={} if static is None else {**{name: value for name, value in static["base"]["datasets"].items()
+                                               if name != "W"}, **static["base"]["attrs"]},
             lq={} if static is None else dict(static["lq"]),
             task={} if static is None else dict(static["task"]["attrs"]),
             final_W=W.copy() if complete and W is not None else None,
@@ -196,9 +202,9 @@ class Sink:
     def append(self, rows: dict, loglik: np.ndarray, token: np.ndarray) -> None:
         """``rows[r]``: the row of run ``r`` of the batch, for the runs that recorded this point."""
 
-    def end(self, r: int, member: Member, W, state, events) -> None:
-        """Run ``r`` has ended (its ``member.result`` is set); ``W`` and the generator ``state``
-        and ``events`` are its final states."""
+    def end(self, r: int, member: Member, W, resume: dict) -> None:
+        """Run ``r`` has ended (its ``member.result`` is set); ``W`` is its final model and ``resume``
+        its final states for ``--continue`` (``state``, ``events``, ``W_sampling``)."""
 
     def close(self, members: list[Member], batch) -> None:
         pass
@@ -230,21 +236,24 @@ class RunFiles(Sink):
         for r in live:
             m = members[r]
             if m.out is not None:
-                resume = (batch.states[r].shape, batch.events[r].shape) if m.experiment == "post-training" else None
-                self.writers[r] = _open(_writer(m.out, [m], resume_shapes=resume), [m], batch.W[r].shape)
+                resume = None
+                if m.experiment == "post-training":
+                    resume = {"state": (batch.states[r].shape, "u8"), "events": (batch.events[r].shape, "f8")}
+                    if m.sampling:
+                        resume["W_sampling"] = (batch.W[r].shape, "f8")
+                self.writers[r] = _open(_writer(m.out, [m], resume=resume), [m], batch.W[r].shape)
 
     def append(self, rows, loglik, token) -> None:
         for r, row in rows.items():
             if r in self.writers:
                 self.writers[r].append([row], loglik[r:r + 1], token[r:r + 1])
 
-    def end(self, r, member, W, state, events) -> None:
+    def end(self, r, member, W, resume) -> None:
         writer = self.writers.pop(r, None)
         if writer is not None:
             res = member.result
             complete = res.status == COMPLETE
-            writer.close([res.status], [res.message], W if complete else None,
-                         state if complete else None, events if complete else None)
+            writer.close([res.status], [res.message], W if complete else None, resume if complete else None)
 
     def abort(self, message: str) -> None:
         for writer in self.writers.values():
@@ -279,7 +288,7 @@ class BatchFile(Sink):
         if self.writer is None:
             return
         results = [members[r].result for r in self.slots]
-        W = np.stack([batch.W[r] if res.status == COMPLETE else np.zeros_like(batch.W[r])
+        W = np.stack([batch.model_W(r) if res.status == COMPLETE else np.zeros_like(batch.W[r])
                       for r, res in zip(self.slots, results)])
         self.writer.close([res.status for res in results], [res.message for res in results], W)
         self.writer = None
@@ -336,17 +345,24 @@ def drive(members: list[Member], batch, points, sink: Sink | None = None, *, pro
 def _drive(members, batch, points, sink, progress, base, base_W, history) -> None:
     loglik0, token0, greedy0 = batch.evaluate() if base is None else base
     base0, base_token0 = defects.base_likelihoods(loglik0, token0)  # as evaluated (a testing hook aside)
+    W0 = batch.model_W() if base_W is None else base_W
+    sampling = any(m.sampling for m in members)  # then evaluate the sampling policies too
+    # the base model under each run's configured sampling policy (docs/design.md, "Temperature")
+    tau = np.array([m.cfg.temperature if m.sampling else 1.0 for m in members])
+    sampling0 = batch.evaluate(W0 / tau[:, None, None, None])[0] if sampling else None
     for r, m in enumerate(members):
         m.set_base(base0[r])
         if m.error is None:
-            m.set_static(batch.W[r] if base_W is None else base_W[r], base0[r], base_token0[r])
+            m.set_static(W0[r], base0[r], base_token0[r], None if sampling0 is None else sampling0[r])
     sink.open(members, [r for r, m in enumerate(members) if m.error is None], batch, len(points))
 
     def end(r, status, message=""):
         m = members[r]
         complete = status == COMPLETE
-        m.finish(status, batch.W[r] if complete else None, message)
-        sink.end(r, m, batch.W[r], batch.states[r], batch.events[r])
+        W = batch.model_W(r)
+        m.finish(status, W if complete else None, message)
+        resume = {"state": batch.states[r], "events": batch.events[r], "W_sampling": batch.W[r]}
+        sink.end(r, m, W, resume)
 
     start = time.perf_counter()
     done = 0
@@ -370,6 +386,7 @@ def _drive(members, batch, points, sink, progress, base, base_W, history) -> Non
             status = np.zeros(len(members), dtype=np.int64)
             loglik, token, greedy = loglik0, token0, greedy0
         kl, entropy = batch.divergences()
+        sampling_loglik = batch.evaluate(batch.W)[0] if sampling else None  # what the kernels sample from
         rows, ending = {}, []
         for r, m in enumerate(members):
             if m.result is not None:  # failed or stopped early: frozen
@@ -379,7 +396,8 @@ def _drive(members, batch, points, sink, progress, base, base_W, history) -> Non
                 row = dict(zip(codes.COUNTERS, batch.counters[r].tolist()))
                 if defects.active("prm-one-query") and m.cfg.reward == "prm":  # testing only (fastpg.defects)
                     row["prm_queries"] = row["sequences"]
-                row.update(test_metrics(loglik[r], greedy[r], m.offsupport, kl[r], entropy[r], base0[r], m.cfg.pass_k))
+                row.update(test_metrics(loglik[r], greedy[r], m.offsupport, kl[r], entropy[r], base0[r], m.cfg.pass_k,
+                                        sampling_loglik[r] if m.sampling else None))
                 row["wall_time"] = time.perf_counter() - start
                 if all(np.all(np.isfinite(v)) for v in row.values()):
                     m.record(row, loglik[r], token[r])

@@ -8,7 +8,7 @@ from . import config as C
 
 
 def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarray, kl: np.ndarray,
-                 entropy: np.ndarray, base_loglik=None, pass_k=()) -> dict:
+                 entropy: np.ndarray, base_loglik=None, pass_k=(), sampling_loglik=None) -> dict:
     """Metrics of one evaluation point: one entry per ``metric`` row of :data:`fastpg.outputs.OUTPUTS`
     (and, with ``pass_k``, the ``pass_at_k`` row and the coverage against ``base_loglik``:
     :func:`pass_k_metrics`).
@@ -18,7 +18,9 @@ def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarr
     whose *base* likelihood is below / at least ``alpha_off`` (``offsupport`` is that mask); the
     mean over an empty set is recorded as 0 (the set's size is stored in ``/base``);
     ``kl_to_base`` and ``entropy`` are the means of the per-context sequence KL to the base model
-    and entropy (``kl``, ``entropy``: :meth:`fastpg.kernels.engine.Batch.divergences`).
+    and entropy (``kl``, ``entropy``: :meth:`fastpg.kernels.engine.Batch.divergences`);
+    ``expected_error_sampling = 1 - mean_j pi_{W/tau}(y*_j | x_j)`` from the sampling policy's
+    log-likelihoods ``sampling_loglik``, where it is another than ``pi_W``.
     """
     lik = np.exp(loglik)
     on = ~offsupport
@@ -31,6 +33,7 @@ def test_metrics(loglik: np.ndarray, greedy_ok: np.ndarray, offsupport: np.ndarr
         "kl_to_base": float(np.mean(kl)),
         "entropy": float(np.mean(entropy)),
         **pass_k_metrics(loglik, base_loglik, pass_k),
+        **({} if sampling_loglik is None else {"expected_error_sampling": float(1.0 - np.exp(sampling_loglik).mean())}),
     }
 
 

@@ -39,7 +39,8 @@ class Output:
     filled_by: str
     batch_description: str = ""
     only: str = ""  # "run" or "batch": in files of that layout only
-    when: str = ""  # a run parameter: the output exists only in runs where it is set (true, non-empty)
+    when: str = ""  # a run parameter (the output exists only in runs where it is set: true, non-empty) or a
+    # condition of CONDITIONS
 
     @property
     def name(self) -> str:
@@ -110,6 +111,9 @@ OUTPUTS: tuple[Output, ...] = (
     Output("base/loglik", DATASET, "f8", "[context]", "nats", "log pi_0(y*_j|x_j) of the base model", _BASE),
     Output("base/token_loglik", DATASET, "f8", "[context, position]", "nats",
            "log pi_0(y*_ji|x_j, y*_j<i) of the base model", _BASE),
+    Output("base/sampling_loglik", DATASET, "f8", "[context]", "nats",
+           "log pi_{W0/tau}(y*_j|x_j): the base model's likelihoods under the sampling policy (temperature tau), "
+           "its alpha_tau", _BASE, when="sampling_policy"),
     Output("base@offsupport_count", ATTRIBUTE, "int", "[]", "contexts",
            "test contexts whose base likelihood is below alpha_off", _DRIVER),
     Output("base@offsupport_fraction", ATTRIBUTE, "f8", "[]", "fraction", "the same, as a fraction of the test set",
@@ -146,6 +150,9 @@ OUTPUTS: tuple[Output, ...] = (
            "responses, exact (pi_0: the base model; in a pretrain experiment the starting W = 0)", _METRICS),
     Output("trace/entropy", METRIC, "f8", "[eval]", "nats", "mean_j H(pi_W(.|x_j)), the entropy of whole responses, "
            "exact", _METRICS),
+    Output("trace/expected_error_sampling", METRIC, "f8", "[eval]", "probability",
+           "1 - mean_j pi_{W/tau}(y*_j|x_j): the expected error of the sampling policy (temperature tau)", _METRICS,
+           when="sampling_policy"),
     Output("trace/coverage_preserved", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is >= 1/2 for "
            "both the base model and this one, at the largest k of pass_k", _METRICS, when="pass_k"),
     Output("trace/coverage_expanded", METRIC, "f8", "[eval]", "fraction", "test contexts whose pass@k is below 1/2 "
@@ -181,6 +188,10 @@ OUTPUTS: tuple[Output, ...] = (
     Output("final/W", DATASET, "f8", "[block, token, d]", "weight",
            "final weights W[block, token, d] (block layout of docs/design.md); valid once status is complete", _DRIVER,
            batch_description="final weights W[run, block, token, d]; valid for runs whose status is complete"),
+    Output("final/W_sampling", DATASET, "f8", "[block, token, d]", "weight",
+           "the sampling policy's weights W/tau that the kernels advance (final/W is tau times them, rounded); what "
+           "fastpg run --continue restores; valid once status is complete", _DRIVER, only="run",
+           when="sampling_policy"),
     Output("final/state", DATASET, "u8", "[4]", "",
            "the run's generator state (xoshiro256**) after its last step; valid once status is complete", _DRIVER,
            only="run"),
@@ -205,8 +216,19 @@ def output(path: str) -> Output:
     return _BY_PATH[path]
 
 
+def sampling_policy(config: dict) -> bool:
+    """Whether a run of ``config`` samples from another policy than ``pi_W`` (a temperature other than 1)."""
+    return config.get("temperature", 1.0) != 1.0
+
+
+CONDITIONS = {"sampling_policy": sampling_policy}
+"""Conditions an output's ``when`` may name besides a run parameter."""
+
+
 def present(o: Output, config: dict) -> bool:
-    """Whether a run of ``config`` has output ``o`` (its ``when`` parameter set, if it has one)."""
+    """Whether a run of ``config`` has output ``o`` (its ``when`` parameter set or condition true, if it has one)."""
+    if o.when in CONDITIONS:
+        return CONDITIONS[o.when](config)
     return not o.when or bool(config.get(o.when))
 
 

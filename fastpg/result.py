@@ -53,7 +53,8 @@ class RunData:
     token_loglik : ndarray or None
         ``log pi_W(y*_ji|x_j, y*_j<i)``, ``[eval point, test context, position]``, with ``token_trace``.
     base : dict
-        The base model's ``loglik`` and ``token_loglik`` over the test set and the ``/base``
+        The base model's ``loglik`` and ``token_loglik`` over the test set (and ``sampling_loglik``, its
+        likelihoods under the sampling policy, at a temperature other than 1) and the ``/base``
         attributes (``offsupport_count``, ``offsupport_fraction``).
     lq : dict
         The base model's Likelihood Quantile tables (``/base/lq``).

@@ -69,8 +69,10 @@ def post_training_run(cfg: RunConfig, task: Task, W0: np.ndarray) -> dict:
     key = cfg.dynamics_params()
     if cfg.base == "file":  # key by what the file holds, not where it lies: moving a folder changes no result
         key["base_file"] = hashlib.sha256(np.ascontiguousarray(W0, dtype=np.float64).tobytes()).hexdigest()
-    return run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
-                      lr=cfg.lr, eta=cfg.eta, key=key)
+    arrays = run_arrays(cfg, task, W0, stream="post", cdf=task.post_cdf, pool=cfg.n_train > 0, algorithm=algorithm,
+                        lr=cfg.lr, eta=cfg.eta, key=key)
+    arrays["temperature"] = 1.0 if defects.active("temperature-ignored") else cfg.temperature
+    return arrays
 
 
 def base_file_path(cfg: RunConfig) -> str:

@@ -380,6 +380,7 @@ def _config_attrs(group, config: dict) -> None:
 
 
 BATCH_LAYOUT = "batch"
+BASE_ARRAYS = ("loglik", "token_loglik", "sampling_loglik")  # the /base datasets a RunData carries (per context)
 STR = h5py.string_dtype()
 
 
@@ -398,7 +399,7 @@ class ResultWriter:
     """
 
     def __init__(self, path, *, configs: list[dict], experiment: str = "post-training", ids: list[str] | None = None,
-                 expected_rows: int = 256, resume_shapes=None):
+                 expected_rows: int = 256, resume=None):
         self.path = Path(path)
         self.configs, self.ids = list(configs), None if ids is None else list(ids)
         self.batch = ids is not None
@@ -409,7 +410,8 @@ class ResultWriter:
         # the /trace datasets and the shape of one row of each (the outputs table, for these runs' options)
         self.trace_columns = trace_columns(self.configs[0])
         self.expected_rows = expected_rows
-        self.resume_shapes = None if self.batch else resume_shapes  # a run file's generator and event states
+        # a run file's states for fastpg run --continue: {name in /final: (shape, dtype)}
+        self.resume = None if self.batch else resume
         self.f = None
         self.columns: dict = {}
         self.rows = 0
@@ -584,10 +586,8 @@ class ResultWriter:
         final = f.create_group("final")
         _describe(final.create_dataset("W", shape=(*self.lead, *W_shape), dtype="f8", fillvalue=0.0), "final/W",
                   self.batch)
-        if self.resume_shapes:  # what fastpg run --continue needs besides W and the counters
-            state_shape, events_shape = self.resume_shapes
-            _describe(final.create_dataset("state", shape=state_shape, dtype="u8", fillvalue=0), "final/state")
-            _describe(final.create_dataset("events", shape=events_shape, dtype="f8", fillvalue=0.0), "final/events")
+        for name, (shape, dtype) in (self.resume or {}).items():  # what --continue needs besides W and the counters
+            _describe(final.create_dataset(name, shape=shape, dtype=dtype, fillvalue=0), f"final/{name}")
         f.flush()
         f.swmr_mode = True
 
@@ -617,17 +617,16 @@ class ResultWriter:
         self.f.flush()
 
     @_file_errors
-    def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray | None, state=None,
-              events=None) -> None:
+    def close(self, statuses: list[str], messages: list[str], W_final: np.ndarray | None, resume=None) -> None:
         """Write the final weights (None: none; a batch file's failed runs hold zeros), and a run
-        file's generator and event ``state``, ``events`` where it has room for them, close the SWMR
-        writer, then reopen to write each run's status and message (a batch file itself is then
-        ``complete``). Raises if anything cannot be written (then call :meth:`abort`)."""
+        file's states for ``--continue`` (``resume``: ``{name: array}``, the datasets it was given
+        room for), close the SWMR writer, then reopen to write each run's status and message (a batch
+        file itself is then ``complete``). Raises if anything cannot be written (then call :meth:`abort`)."""
         if self.f is None:
             return
-        if W_final is not None and self.resume_shapes and state is not None:
-            self.f["final/state"][...] = state
-            self.f["final/events"][...] = events
+        if W_final is not None and self.resume and resume is not None:
+            for name in self.resume:
+                self.f[f"final/{name}"][...] = resume[name]
         self._close_swmr(W_final)
 
         def set_status(f):
@@ -760,7 +759,7 @@ def load(path, run: str | None = None) -> RunData:
             with np.errstate(divide="ignore"):
                 loglik = np.log(arrays.pop("likelihood").astype(np.float64))
         token = arrays.pop("token_loglik", None)
-        base = {name: f["base"][name][...] for name in ("loglik", "token_loglik")}
+        base = {name: f["base"][name][...] for name in BASE_ARRAYS if name in f["base"]}
         base.update({key: _plain(value) for key, value in f["base"].attrs.items()})
         return RunData(
             path=str(path),
@@ -816,7 +815,7 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
     # what a run file's RunData holds: base log-likelihoods and attributes, the LQ, the task's
     # attributes (not the weights, the test set or the teacher, which RunData does not carry)
     base_arrays = {name: ds[...] for name, ds in f["base"].items()
-                   if isinstance(ds, h5py.Dataset) and (ds.ndim == 1 or name in ("loglik", "token_loglik"))}
+                   if isinstance(ds, h5py.Dataset) and (ds.ndim == 1 or name in BASE_ARRAYS)}
     task_arrays = {name: ds[...] for name, ds in f["task"].items() if ds.ndim == 1}
     lq = {name: ds[...] for name, ds in f["base/lq"].items()}
     root = {"experiment": str(f.attrs.get("experiment", "post-training")), "created": str(f.attrs.get("created", "")),
@@ -828,7 +827,7 @@ def _read_batch(f, path, wanted) -> dict[str, RunData]:
         n = int(run_rows[i])
         trace = {name: v[:n, i] for name, v in traces.items() if v.ndim == 2}
         token = traces["token_loglik"][:n, i] if "token_loglik" in traces else None
-        base = {name: base_arrays[name][i] for name in ("loglik", "token_loglik")}
+        base = {name: base_arrays[name][i] for name in BASE_ARRAYS if name in base_arrays}
         base.update({name: _plain(v[i]) for name, v in base_arrays.items() if v.ndim == 1})
         out[ids[i]] = RunData(
             path=str(path),

@@ -172,8 +172,12 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
     """Reference for ``fastpg.kernels.advance.advance_run`` (stepping through): same stream, same counters, NumPy updates.
 
     ``cfg`` is a dict with keys features, algorithm (pg|rs|sft), reward, G, baseline, skip, lr,
-    eta, floor, M, sigma, gamma, and optionally kl_coef, kl_estimator, kl_in (with ``W_ref``).
+    eta, floor, M, sigma, gamma, and optionally kl_coef, kl_estimator, kl_in (with ``W_ref``) and
+    temperature ``tau``: the step samples from ``pi_{W/tau}`` and takes ``eta`` times the gradient in ``W``
+    of what it differentiates at ``V = W/tau`` (the chain rule: ``1/tau`` times the gradient in ``V``);
+    the KL term's reference enters as ``W_ref/tau``.
     """
+    tau = cfg.get("temperature", 1.0)
     features = cfg["features"]
     N = pool_y.shape[1]
     d = W.shape[2]
@@ -188,15 +192,17 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
                 if m >= cfg["gamma"]:
                     break
         counters["steps"] += 1
+        V = W / tau if tau != 1.0 else W  # the sampling policy is pi_V
+        V_ref = None if W_ref is None else (W_ref / tau if tau != 1.0 else W_ref)
         counters["contexts"] += 1
         t = counters["steps"]
         grad = None
         alg = cfg["algorithm"]
         if alg == "pg" and cfg.get("kl_coef", 0.0) > 0:
-            grad = pg_kl_update(W, W_ref, x, y_star, cfg, t, counters, state)
+            grad = pg_kl_update(V, V_ref, x, y_star, cfg, t, counters, state)
         elif alg == "pg":
             G = cfg["G"]
-            ys, f = sample_group(W, x, y_star, cfg, state, counters)
+            ys, f = sample_group(V, x, y_star, cfg, state, counters)
             if cfg["reward"] == "orm":
                 r = np.array([1.0 if fj == N else 0.0 for fj in f])
                 target = N if r.any() else 0
@@ -207,18 +213,18 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
                 for i in range(N):
                     A[:, i] = advantages([1.0 if i < fj else 0.0 for fj in f], cfg["baseline"])
             if target > 0:
-                loss = -token_logliks(W, x, y_star, features)[:target].sum()
+                loss = -token_logliks(V, x, y_star, features)[:target].sum()
                 eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, loss) / G
-                grad = sum(score_gradient(W, x, ys[j], eta_t * A[j], features) for j in range(G))
+                grad = sum(score_gradient(V, x, ys[j], eta_t * A[j], features) for j in range(G))
         elif alg == "rs":
             M = float(cfg["M"])
-            tok = token_logliks(W, x, y_star, features)
+            tok = token_logliks(V, x, y_star, features)
             if cfg["reward"] == "orm":
                 if cfg["skip"]:
                     fails = failures_before_success(math.exp(tok.sum()), M, uniform_pos(state))
                 else:
                     fails = 0.0
-                    while fails < M and not np.array_equal(sample_response(W, x, features, N, state), y_star):
+                    while fails < M and not np.array_equal(sample_response(V, x, features, N, state), y_star):
                         fails += 1
                 ok = fails < M
                 q = fails + 1 if ok else M
@@ -234,7 +240,7 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
                     if cfg["skip"]:
                         fails = failures_before_success(math.exp(tok[i]), M, uniform_pos(state))
                     else:
-                        lp = token_logprobs(W, x, features, list(y_star[:i]))
+                        lp = token_logprobs(V, x, features, list(y_star[:i]))
                         fails = 0.0
                         while fails < M and sample_token(lp, state) != y_star[i]:
                             fails += 1
@@ -249,14 +255,14 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
             if reached > 0:
                 eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, -tok[:reached].sum())
                 if eta_t != 0:
-                    grad = score_gradient(W, x, y_star, np.where(np.arange(N) < reached, eta_t, 0.0), features)
+                    grad = score_gradient(V, x, y_star, np.where(np.arange(N) < reached, eta_t, 0.0), features)
         else:  # sft
-            loss = -sequence_loglik(W, x, y_star, features)
+            loss = -sequence_loglik(V, x, y_star, features)
             eta_t = learning_rate(cfg["lr"], cfg["eta"], cfg["floor"], t, loss)
             if eta_t != 0:
-                grad = score_gradient(W, x, y_star, np.full(N, eta_t), features)
+                grad = score_gradient(V, x, y_star, np.full(N, eta_t), features)
         if grad is not None and np.any(grad != 0):
-            W += grad
+            W += grad / tau  # d/dW of a function of V = W / tau: its gradient in V over tau
             counters["updates"] += 1
     return W
 

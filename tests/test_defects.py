@@ -47,6 +47,8 @@ KL_OPTIMUM = [f"beta={beta:g}: PG with the exact KL gradient ends at the regular
 KL_ESTIMATORS = ["k1 in the loss has zero expected gradient", "k1 in the reward follows the reverse KL",
                  "k2 in the loss follows the reverse KL", "k3 in the loss follows the forward KL",
                  "k3 in the reward follows the reverse KL's gradient minus the forward KL's"]
+TEMPERATURE_LQ = "At temperature tau, ORM's sampling policy is held at the LQ of its own base likelihoods"
+TEMPERATURE_COLLAPSE = "Q(alpha_tau) collapses across temperatures"
 
 # defect -> experiment -> the claims (prefixes) it must turn from yes to no, or to "not measured"
 # where the defect leaves nothing to measure (every point censored)
@@ -65,6 +67,7 @@ FLIPS = {
     "teacher-mismatch": {"pretrain": [SGD_GREEDY_RATE, SGD_EXPECTED_RATE, SGD_BOUNDED, SGD_CONSTANT_BOUNDED]},
     "kl-uniform-ref": {"kl": KL_OPTIMUM},
     "kl-estimator-shift": {"kl": KL_ESTIMATORS},
+    "temperature-ignored": {"temperature": [TEMPERATURE_LQ, TEMPERATURE_COLLAPSE]},
 }
 
 

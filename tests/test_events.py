@@ -178,11 +178,12 @@ GROUPS = [(1, "none"), (4, "none"), (4, "mean"), (4, "rloo"), (4, "grpo")]
 RATES = {"adaptive": dict(lr="adaptive", eta=1.0), "slow": dict(lr="constant", eta=0.02)}  # slow: rare moves throughout
 
 
-def _batch(setting, G, baseline, skip, seeds, rate="adaptive"):
+def _batch(setting, G, baseline, skip, seeds, rate="adaptive", temperature=1.0):
     runs = []
     for seed in seeds:
         cfg = RunConfig.from_dict(dict(SETTINGS[setting], base="uniform", algorithm="pg", G=G, baseline=baseline,
-                                       **RATES[rate], n_train=4, n_test=16, steps=10, skip=skip, seed=seed))
+                                       **RATES[rate], n_train=4, n_test=16, steps=10, skip=skip, seed=seed,
+                                       temperature=temperature))
         task = make_task(cfg)
         runs.append(post_training_run(cfg, task, base_model(cfg, task)))
     return Batch(runs)
@@ -206,23 +207,26 @@ def _to_updates(batch, marks=(1, 10), max_steps=20000):
     return found
 
 
-CASES = [(s, g, b, r) for r in RATES for s in ("orm", "prm") for g, b in GROUPS] + [
-    ("orm-markov", 4, "mean", "adaptive"), ("prm-markov", 1, "none", "slow"), ("prm-markov", 4, "grpo", "adaptive")]
+CASES = [(s, g, b, r, 1.0) for r in RATES for s in ("orm", "prm") for g, b in GROUPS] + [
+    ("orm-markov", 4, "mean", "adaptive", 1.0), ("prm-markov", 1, "none", "slow", 1.0),
+    ("prm-markov", 4, "grpo", "adaptive", 1.0),
+    # at a temperature the sampling policy moves (eta / tau^2 on W / tau): moves stay exact
+    ("orm", 4, "mean", "adaptive", 0.5), ("prm", 1, "none", "slow", 2.0)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting,G,baseline,rate", CASES, ids=["-".join(map(str, c)) for c in CASES])
-def test_event_driven_runs_match_stepping_through(setting, G, baseline, rate):
+@pytest.mark.parametrize("setting,G,baseline,rate,tau", CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_event_driven_runs_match_stepping_through(setting, G, baseline, rate, tau):
     seeds_a, seeds_b = range(0, 300), range(1000, 1300)
-    events = _to_updates(_batch(setting, G, baseline, True, seeds_a, rate))
-    steps = _to_updates(_batch(setting, G, baseline, False, seeds_b, rate))
+    events = _to_updates(_batch(setting, G, baseline, True, seeds_a, rate, tau))
+    steps = _to_updates(_batch(setting, G, baseline, False, seeds_b, rate, tau))
     for m in events:
         assert not np.isnan(events[m]).any() and not np.isnan(steps[m]).any()
         for col, what in enumerate(("steps", "queries", "mistakes")):
             p = stats.ks_2samp(events[m][:, col], steps[m][:, col]).pvalue
             assert p > P_MIN, f"{what} to update {m}: KS p = {p:.2g}"
     # the test likelihoods after many steps, each batch advanced in one call
-    a, b = _batch(setting, G, baseline, True, seeds_a, rate), _batch(setting, G, baseline, False, seeds_b, rate)
+    a, b = _batch(setting, G, baseline, True, seeds_a, rate, tau), _batch(setting, G, baseline, False, seeds_b, rate, tau)
     a.advance(3000)
     b.advance(3000)
     la, lb = a.evaluate()[0].mean(axis=1), b.evaluate()[0].mean(axis=1)

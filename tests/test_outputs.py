@@ -79,7 +79,7 @@ def test_test_metrics_fills_every_metric_row():
     values = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, kl, entropy)
     assert tuple(values) == outputs.METRICS
     with_k = metrics.test_metrics(loglik, rng.uniform(size=20) < 0.5, rng.uniform(size=20) < 0.3, kl, entropy,
-                                  loglik - 1, [1, 4])
+                                  loglik - 1, [1, 4], sampling_loglik=loglik - 0.5)
     rows = [o.name for o in OUTPUTS if o.kind == outputs.METRIC or o.name == "pass_at_k"]
     assert sorted(with_k) == sorted(rows) and with_k["pass_at_k"].shape == (2,)
 

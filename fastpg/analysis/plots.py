@@ -533,3 +533,30 @@ def kl_figure(runs: dict, optimum, distances: dict, fig1: dict | None = None):
     for a in axes:
         a.grid(alpha=0.3, which="both")
     return fig
+
+
+def temperature_figure(runs: dict, fits: dict):
+    """Left: the sampling policy's expected error against ORM queries for each temperature (``runs``:
+    ``{tau: RunData}``), with the LQ of its own base likelihoods ``alpha_tau`` at the fitted ``c/T``
+    (``fits[tau]["own"]``, dashed). Right: per test context, the model's final likelihood against
+    ``alpha_tau T / c_tau`` (``T``: the run's ORM queries): the LQ test puts every temperature's
+    barrier at 1."""
+    plt = require_matplotlib()
+    fig, (ax, sc) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    for i, (tau, run) in enumerate(sorted(runs.items())):
+        err = run.trace.get("expected_error_sampling", run.trace["expected_error"])
+        ax.plot(np.maximum(run.queries, 1), err, "-", color=f"C{i}", label=f"tau={tau:g}")
+        f = fits[tau]["own"]
+        ax.plot(f["queries"], f["curve"], "--", color=f"C{i}", lw=1)
+        log_alpha = run.base.get("sampling_loglik", run.base["loglik"])
+        x = np.exp(log_alpha + np.log(run.queries[-1] / f["c"]))
+        sc.scatter(np.maximum(x, 1e-12), np.exp(run.loglik[-1]), s=5, alpha=0.5, color=f"C{i}", label=f"tau={tau:g}")
+    ax.set(xscale="log", xlabel="ORM queries", ylabel="expected error of the sampling policy", ylim=(0, 1),
+           title="error against the LQ of alpha_tau at c/T (dashed)")
+    sc.axvline(1.0, color="k", lw=0.8, ls="--")
+    sc.set(xscale="log", xlabel="alpha_tau T / c_tau (the LQ barrier at 1)",
+           ylabel="final likelihood pi_W(y*|x)", ylim=(0, 1.02), title="per test context: one barrier for every tau")
+    for a in (ax, sc):
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=7)
+    return fig

@@ -238,17 +238,29 @@ class Batch:
 
     Each entry of ``runs`` is a dict with one run's arrays: ``W[B, k, d]``, ``W_star``,
     ``centres[C, d]``, ``cdf[C]``, ``pool_x``, ``pool_y``, ``state[4]``, ``params`` (a record),
-    ``test_x[n, d]``, ``test_y[n, N]`` and optionally ``W_ref`` (the reference of a KL term and of
-    :meth:`divergences`; by default the starting ``W``). The batch owns stacked copies; read results from
-    its attributes (``W[r]``, ``counters[r]``).
+    ``test_x[n, d]``, ``test_y[n, N]``, optionally ``W_ref`` (the reference of a KL term and of
+    :meth:`divergences`; by default the starting ``W``) and ``temperature`` (default 1). The batch owns
+    stacked copies; read results from its attributes (``counters[r]``) and :meth:`model_W`.
+
+    **Temperature** (docs/design.md, "Temperature"). A run at temperature ``tau`` samples from
+    ``pi_{W/tau}`` and steps along ``eta grad_W log pi_{W/tau} = (eta/tau) grad_V log pi_V`` at
+    ``V = W/tau``; in ``V`` that is ``V += (eta/tau^2) grad_V log pi_V``, an ordinary step at
+    temperature 1 (its KL term too, with the reference ``W_ref/tau``: every update is linear in
+    ``eta``, every learning-rate rule too). So the kernels advance ``W = V`` (the attribute) from
+    ``W0/tau`` with ``eta/tau^2`` and know nothing of temperatures: skip-ahead and event-driven
+    ``pg`` stay exact, their probabilities those of the sampling policy. :meth:`model_W` is
+    ``tau V`` (rounded), what evaluation, divergences and result files see. At ``tau = 1`` nothing
+    is scaled: the arrays are those given, bit for bit.
     """
 
     def __init__(self, runs: list[dict]):
         def stack(key, dtype):
             return aligned_copy(np.stack([run[key] for run in runs]), dtype)
 
+        self.temperature = np.array([float(run.get("temperature", 1.0)) for run in runs])
         self.W = stack("W", np.float64)
-        self.W_ref = stack("W_ref", np.float64) if all("W_ref" in run for run in runs) else aligned_copy(self.W, np.float64)
+        self.W_base = stack("W_ref", np.float64) if all("W_ref" in run for run in runs) else aligned_copy(self.W, np.float64)
+        self.W_ref = self.W_base  # the KL term's reference, as the kernels see it
         self.W_star = stack("W_star", np.float64)
         self.centres = stack("centres", np.float64)
         self.cdf = stack("cdf", np.float64)
@@ -258,6 +270,11 @@ class Batch:
         self.params = stack("params", RUN_PARAMS)
         self.test_x = stack("test_x", np.float64)
         self.test_y = stack("test_y", np.int64)
+        if self.tempered:
+            tau = self.temperature[:, None, None, None]
+            self.W = aligned_copy(self.W / tau, np.float64)
+            self.W_ref = aligned_copy(self.W_base / tau, np.float64)
+            self.params["eta"] /= self.temperature**2
         self.features = int(self.params["features"][0])
         if np.any(self.params["features"] != self.features):
             raise ValueError("a batch holds runs of one feature map")
@@ -271,6 +288,20 @@ class Batch:
 
     def __len__(self) -> int:
         return self.W.shape[0]
+
+    @property
+    def tempered(self) -> bool:
+        """Whether a run of the batch samples at a temperature other than 1."""
+        return bool(np.any(self.temperature != 1.0))
+
+    def model_W(self, r: int | None = None) -> np.ndarray:
+        """The model's weights ``tau V`` of run ``r`` (of every run: ``[R, B, k, d]``); at ``tau = 1`` the
+        kernels' weights themselves (not a copy)."""
+        if not self.tempered:
+            return self.W if r is None else self.W[r]
+        if r is None:
+            return aligned_copy(self.W * self.temperature[:, None, None, None], np.float64)
+        return self.W[r] * self.temperature[r]
 
     def advance(self, n_steps, settle: bool = True) -> np.ndarray:
         """Advance run ``r`` by ``n_steps[r]`` steps; returns the status of each run. ``settle=False``
@@ -286,8 +317,9 @@ class Batch:
         return self.status.copy()
 
     def evaluate(self, W=None):
-        """Exact test log-likelihoods ``[R, n]``, token log-likelihoods ``[R, n, N]``, greedy-correct flags."""
-        W = self.W if W is None else aligned_copy(W, np.float64)
+        """Exact test log-likelihoods ``[R, n]``, token log-likelihoods ``[R, n, N]`` and greedy-correct
+        flags of the models (:meth:`model_W`), or of weights ``W`` (the sampling policies: ``batch.W``)."""
+        W = self.model_W() if W is None else aligned_copy(W, np.float64)
         R, n, N = self.test_y.shape
         loglik = np.empty((R, n))
         token = np.empty((R, n, N))
@@ -297,12 +329,13 @@ class Batch:
 
     def divergences(self, W=None):
         """Exact ``KL(pi_W || pi_ref)`` and entropy ``H(pi_W)`` of whole responses per run and test
-        context ``[R, n]`` (``pi_ref``: the weights each run started from, its base model)."""
-        W = self.W if W is None else aligned_copy(W, np.float64)
+        context ``[R, n]``, at temperature 1 (``W``: the models, :meth:`model_W`, unless given; ``pi_ref``:
+        the weights each run started from, its base model)."""
+        W = self.model_W() if W is None else aligned_copy(W, np.float64)
         R, n, N = self.test_y.shape
         kl = np.empty((R, n))
         entropy = np.empty((R, n))
-        divergence_runs(W, self.W_ref, self.test_x, N, kl, entropy, self.features)
+        divergence_runs(W, self.W_base, self.test_x, N, kl, entropy, self.features)
         return kl, entropy
 
 
