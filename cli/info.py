@@ -99,14 +99,17 @@ def describe_file(path) -> str:
         f"  experiment   {r.experiment}",
         f"  progress     {steps_done} / {total} steps, {rows} evaluation points",
         "  config       " + " ".join(f"{key}={cfg[key]}" for key in SHOWN_CONFIG if key in cfg)
-        + ("".join(f" {key}={cfg[key]}" for key in KL_SHOWN if key in cfg) if cfg.get("kl_coef") else ""),
+        + ("".join(f" {key}={cfg[key]}" for key in KL_SHOWN if key in cfg) if cfg.get("kl_coef") else "")
+        + (f" temperature={cfg['temperature']}" if cfg.get("temperature", 1.0) != 1.0 else "")
+        + (" filter_groups=True" if cfg.get("filter_groups") else ""),
         f"  base         off-support fraction {_fmt(float(r.base.get('offsupport_fraction', 0.0)))} "
         f"(alpha_off={cfg['alpha_off']})",
     ]
     if rows:
         t = r.trace
-        lines.append("  counters     " + " ".join(f"{c}={_fmt(float(t[c][-1]))}" for c in COUNTERS))
-        lines.append("  metrics      " + " ".join(f"{m}={_fmt(float(t[m][-1]))}" for m in METRICS))
+        lines.append("  counters     " + " ".join(f"{c}={_fmt(float(t[c][-1]))}" for c in COUNTERS if c in t))
+        shown = (*METRICS, "expected_error_sampling")  # and the sampling policy's error, where recorded
+        lines.append("  metrics      " + " ".join(f"{m}={_fmt(float(t[m][-1]))}" for m in shown if m in t))
     return "\n".join(lines)
 
 

@@ -194,7 +194,8 @@ def continue_run(path, steps: int, *, progress=None) -> RunData:
     batch.W[0][...] = final["W_sampling"] if "W_sampling" in final else final["W"]  # what the kernels advance
     batch.states[0][...] = final["state"]
     batch.events[0][...] = final["events"]
-    batch.counters[0][...] = [data.trace[name][-1] for name in codes.COUNTERS]
+    # a counter a run does not record (groups_discarded without filter_groups) is 0 throughout
+    batch.counters[0][...] = [data.trace[name][-1] if name in data.trace else 0.0 for name in codes.COUNTERS]
     token = data.token_loglik if cfg.token_trace else np.zeros((data.rows, cfg.n_test, cfg.N))
     rows = [({**{name: float(data.trace[name][i]) for name in trace_names(cfg.to_dict())},
               **pass_k_metrics(data.loglik[i], data.base["loglik"], cfg.pass_k)}, data.loglik[i], token[i])
@@ -246,6 +247,8 @@ def pretrain(config=None, out=None, *, overwrite: bool = False, progress=None) -
         With ``experiment == "pretrain"``.
     """
     cfg = _as_config(config)
+    if cfg.temperature != 1.0:  # its file would promise the sampling policy's outputs
+        raise ConfigError("temperature", f"got {cfg.temperature:g}, but pre-training samples nothing; allowed: 1")
     if out is not None:
         check_output(out, overwrite)
     task = make_task(cfg)

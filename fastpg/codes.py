@@ -42,8 +42,9 @@ KL_IN_CODES = {"reward": KL_IN_REWARD, "loss": KL_IN_LOSS}
 
 # Counters kept per run (docs/design.md, "Counters"), float64 so that skip-ahead can count
 # beyond 2^63; C_* are their positions in a run's counter row.
-COUNTERS = ("steps", "contexts", "sequences", "tokens", "orm_queries", "prm_queries", "updates", "mistakes")
-(C_STEPS, C_CONTEXTS, C_SEQUENCES, C_TOKENS, C_ORM, C_PRM, C_UPDATES, C_MISTAKES) = range(len(COUNTERS))
+COUNTERS = ("steps", "contexts", "sequences", "tokens", "orm_queries", "prm_queries", "updates", "mistakes",
+            "groups_discarded")
+(C_STEPS, C_CONTEXTS, C_SEQUENCES, C_TOKENS, C_ORM, C_PRM, C_UPDATES, C_MISTAKES, C_DISCARDED) = range(len(COUNTERS))
 
 # status codes returned by the step loop
 OK, NON_FINITE, REJECTION_FAILED = 0, 1, 2
@@ -72,6 +73,7 @@ RUN_PARAMS = np.dtype(
         ("kl_coef", np.float64),
         ("kl_estimator", np.int64),
         ("kl_in", np.int64),
+        ("filter_groups", np.int64),
     ],
     align=True,
 )

@@ -289,13 +289,18 @@ PARAMS: tuple[Param, ...] = (
     Param("G", "int", 1, "responses sampled per step (pg)", "post", low=1),
     Param("baseline", "choice", "none", "advantage baseline of pg (mean, rloo, grpo need --G >= 2)", "post",
           choices=BASELINES),
-    Param("M", "int", 10**12, "query budget per step, per token with prm (rs)", "post", low=1, high=MAX_EXACT_INT),
+    Param("M", "int", 10**12, "query budget per step, per token with prm (rs); groups per step with --filter-groups",
+          "post", low=1, high=MAX_EXACT_INT),
     Param("skip", "bool", True, "exact skip-ahead: rs skips failed queries; pg on a pool (--n-train > 0) jumps from "
           "one update to the next, skipping the steps that cannot move W (--no-skip steps through)", "post"),
     Param("lr", "choice", "adaptive", "learning-rate rule: adaptive eta / max(loss, floor) (the paper's near-optimal "
           "rule, used by every preset), constant eta, invsqrt eta / sqrt(t)", "post", choices=LR_RULES),
     Param("eta", "float", 0.5, "learning rate", "post", low=0.0),
     Param("floor", "float", FLOOR, "loss floor of the adaptive rule", "post", low=0.0, low_open=True, bases=("sgd",)),
+    Param("filter_groups", "bool", False, "DAPO's dynamic sampling (pg with --G >= 2 and a group baseline): a group "
+          "whose rewards are all equal is discarded and a new one sampled for the same context, its queries counted, "
+          "until one is mixed or --M groups are spent (/trace/groups_discarded); with --skip the discarded groups are "
+          "skipped ahead exactly", "post"),
     Param("steps", "int", 1000, "post-training steps", "evaluation", low=0),
     Param("n_train", "int", 0, "training pool size (0: a fresh context every step)", "post", low=0),
     # KL to the base model (docs/design.md, "KL to the base model")
@@ -311,7 +316,7 @@ PARAMS: tuple[Param, ...] = (
     # the sampling policy (docs/design.md, "Temperature")
     Param("temperature", "float", 1.0, "sampling temperature tau: post-training samples from pi_{W/tau} and steps "
           "along eta grad_W log pi_{W/tau} (logits divided by tau, as TRL does); evaluation stays at pi_W, and "
-          "/trace/expected_error_sampling adds the sampling policy's error", "post", low=0.0, low_open=True),
+          "/trace/expected_error_sampling adds the sampling policy's error", "post", low=0.01, high=100.0),
     # evaluation (docs/design.md, "Evaluation")
     Param("n_test", "int", 256, "test contexts", "evaluation", low=1),
     Param("eval_every", "int", 100, "evaluate every this many steps", "evaluation", low=1),
@@ -495,3 +500,12 @@ def validate(cfg) -> None:
         if cfg.kl_estimator == "exact" and cfg.kl_in == "reward":
             raise ConfigError("kl_in", "reward needs a sampled estimator (the exact KL gradient is not a reward); "
                                        "allowed with --kl-estimator exact: loss")
+    if cfg.filter_groups:
+        if cfg.algorithm != "pg" or cfg.baseline == "none":
+            name = "algorithm" if cfg.algorithm != "pg" else "baseline"
+            raise ConfigError("filter_groups", f"needs pg with a group baseline (a group of equal rewards moves W only "
+                                               f"without one), got --{name} {getattr(cfg, name)}; allowed: "
+                                               "--algorithm pg with --baseline mean, rloo or grpo (and --G >= 2)")
+        if cfg.kl_coef > 0:
+            raise ConfigError("filter_groups", "a KL term moves W whatever the rewards, so no group is uninformative; "
+                                               "allowed with --kl-coef > 0: false")

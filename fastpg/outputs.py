@@ -137,6 +137,9 @@ OUTPUTS: tuple[Output, ...] = (
     Output("trace/updates", COUNTER, "f8", "[eval]", "updates", "steps with a non-zero update", _KERNELS),
     Output("trace/mistakes", COUNTER, "f8", "[eval]", "responses",
            "sampled responses (tokens for rs+prm) that were not correct", _KERNELS),
+    Output("trace/groups_discarded", COUNTER, "f8", "[eval]", "groups", "groups of G responses discarded because "
+           "their rewards were all equal (filter_groups); each is also counted in sequences, tokens, queries and "
+           "mistakes", _KERNELS, when="filter_groups"),
     Output("trace/expected_error", METRIC, "f8", "[eval]", "probability",
            "1 - mean_j pi_W(y*_j|x_j) over the test set", _METRICS),
     Output("trace/greedy_error", METRIC, "f8", "[eval]", "fraction",
@@ -205,6 +208,9 @@ TRACE_NAMES = tuple(o.name for o in OUTPUTS if o.kind in (COUNTER, METRIC, CLOCK
 """The 1-D trace columns every run has (a value per evaluation point), in file order: counters,
 metrics, wall time. :func:`trace_columns` adds those of a run's options."""
 COUNTERS = tuple(o.name for o in OUTPUTS if o.kind == COUNTER)
+"""The kernels' counter row (:data:`fastpg.codes.COUNTERS`); a run records those of :func:`trace_names`."""
+RUN_COUNTERS = tuple(o.name for o in OUTPUTS if o.kind == COUNTER and not o.when)
+"""The counters every run records (``index.csv`` has a column for each)."""
 METRICS = tuple(o.name for o in OUTPUTS if o.kind == METRIC and not o.when)
 TRACE_AXES = tuple(o.name for o in OUTPUTS if o.kind == AXIS)
 """Dimension scales in /trace: the axes of the trace arrays, not rows of the trace (readers leave them out)."""

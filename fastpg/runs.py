@@ -38,6 +38,7 @@ def run_params(cfg: RunConfig, task: Task, *, algorithm: int, lr: str, eta: floa
     if defects.active("kl-estimator-shift") and p["kl_estimator"] != codes.KL_EXACT:
         p["kl_estimator"] = {codes.KL_K1: codes.KL_K2, codes.KL_K2: codes.KL_K3, codes.KL_K3: codes.KL_K1}[int(p["kl_estimator"])]
     p["kl_in"] = codes.KL_IN_CODES[cfg.kl_in]
+    p["filter_groups"] = int(cfg.filter_groups)
     return p
 
 

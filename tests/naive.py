@@ -203,6 +203,16 @@ def advance_run(W, W_star, centres, cdf, pool_x, pool_y, state, counters, cfg, n
         elif alg == "pg":
             G = cfg["G"]
             ys, f = sample_group(V, x, y_star, cfg, state, counters)
+            if cfg.get("filter_groups"):  # groups of equal rewards are discarded: sample until mixed, or M groups
+                discarded = 0
+                while len({fj == N for fj in f} if cfg["reward"] == "orm" else set(f)) == 1:
+                    discarded += 1
+                    if discarded >= cfg["M"]:
+                        break
+                    ys, f = sample_group(V, x, y_star, cfg, state, counters)
+                counters["groups_discarded"] += discarded
+                if discarded >= cfg["M"]:
+                    continue
             if cfg["reward"] == "orm":
                 r = np.array([1.0 if fj == N else 0.0 for fj in f])
                 target = N if r.any() else 0

@@ -91,7 +91,7 @@ def test_pg_with_kl_matches_reference(rng, case, features, clusters, pool):
     cfg.update(case)
     p = kernel_params(cfg, features)
     state_fast, state_ref = new_state(3), new_state(3)
-    counters = np.zeros(8)
+    counters = np.zeros(len(S.COUNTERS))
     W_fast = W0.copy()
     assert advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, p, 20, W_ref=W_ref) == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
@@ -248,7 +248,7 @@ def test_kl_with_contexts_drawn_ahead_and_held_updates(rng, case, hold):
     cfg = dict(features=0, algorithm="pg", skip=False, eta=0.7, floor=1e-8, M=10**6, sigma=0.3, gamma=0.0, kl_coef=0.3)
     cfg.update(case)
     p = kernel_params(cfg)
-    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
+    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(len(S.COUNTERS))
     assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n, carry=new_carry(W0, hold),
                        W_ref=W_ref) == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)

@@ -120,7 +120,7 @@ def advance_in_parts(W0, W_star, centres, cdf, px, py, p, n, hold, seed, W_ref=N
     """Advance a run of ``n > 2 TILE + 8`` steps from ``W0`` in five calls (within and across tiles
     of contexts drawn ahead; an evaluation point only after the last), carrying what a ``Batch``
     carries; returns its weights, generator state, counters and the updates held after each call."""
-    W, state, counters = W0.copy(), new_state(seed), np.zeros(8)
+    W, state, counters = W0.copy(), new_state(seed), np.zeros(len(S.COUNTERS))
     carry = new_carry(W0, hold)
     parts = (1, TILE - 1, TILE + 3, 5, n - 2 * TILE - 8)
     held = []
@@ -203,7 +203,7 @@ def test_advance_run_matches_reference(rng, case, features, clusters, pool):
         cfg["skip"] = False  # step through: pg on a pool with skip goes event by event (tests/test_events.py)
     p = kernel_params(cfg, features)
     state_fast, state_ref = new_state(7), new_state(7)
-    counters = np.zeros(8)
+    counters = np.zeros(len(S.COUNTERS))
     W_fast = W0.copy()
     status = advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, p, 25)
     assert status == S.OK
@@ -231,7 +231,7 @@ def test_long_responses_match_reference(rng, case, near):
     cfg.update(case)
     p = kernel_params(cfg)
     state_fast, state_ref = new_state(11), new_state(11)
-    counters = np.zeros(8)
+    counters = np.zeros(len(S.COUNTERS))
     W_fast = W0.copy()
     assert advance_run(W_fast, W_star, centres, cdf, px, py, state_fast, counters, p, n) == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
@@ -258,7 +258,7 @@ def test_contexts_drawn_ahead_match_reference_and_chunking(rng, case, hold):
                sigma=0.3, gamma=0.0, reward="orm")
     cfg.update(case)
     p = kernel_params(cfg)
-    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(8)
+    W_one, state_one, counters_one = W0.copy(), new_state(3), np.zeros(len(S.COUNTERS))
     assert advance_run(W_one, W_star, centres, cdf, px, py, state_one, counters_one, p, n,
                        carry=new_carry(W0, hold)) == S.OK
     assert counters_one[S.C_UPDATES] > HELD
@@ -305,7 +305,7 @@ def test_non_finite_weights_are_reported(rng):
     N, k, d = 2, 2, 3
     W0, W_star, centres, cdf, px, py = _setup(rng, 0, N, k, d, 0, 0)
     p = kernel_params(dict(algorithm="sft", lr="constant", eta=1e308, floor=1e-8, M=1, sigma=0, gamma=0), max_tries=10)
-    status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(8), p, 50)
+    status = advance_run(W0, W_star, centres, cdf, px, py, new_state(0), np.zeros(len(S.COUNTERS)), p, 50)
     assert status == S.NON_FINITE
 
 
@@ -319,7 +319,7 @@ def test_zero_rate_never_moves(rng, reward):
     cfg = dict(features=0, algorithm="pg", reward=reward, G=1, baseline="none", lr="constant", skip=True, eta=0.0,
                floor=1e-8, M=10**6, sigma=0.3, gamma=0.0)
     p = kernel_params(cfg)
-    W, counters = W0.copy(), np.zeros(8)
+    W, counters = W0.copy(), np.zeros(len(S.COUNTERS))
     assert advance_run(W, W_star, centres, cdf, px, py, new_state(5), counters, p, n) == S.OK
     ref_counters = dict.fromkeys(S.COUNTERS, 0.0)
     naive.advance_run(W0.copy(), W_star, centres, cdf, px, py, new_state(5), ref_counters, cfg, n)

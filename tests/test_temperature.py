@@ -132,3 +132,25 @@ def test_temperature_one_writes_what_it_always_wrote(tmp_path):
 def test_a_temperature_must_be_positive_and_finite(value):
     with pytest.raises(ConfigError, match="temperature"):
         RunConfig.from_dict({"temperature": value})
+
+
+def test_pretraining_refuses_a_temperature():
+    """A pretrain file would promise the sampling policy's outputs, and pre-training samples nothing."""
+    with pytest.raises(ConfigError, match="temperature"):
+        fastpg.pretrain({**TINY, "temperature": 0.5})
+
+
+@pytest.mark.parametrize("layout", ["run", "batch"])
+def test_a_sweep_over_temperatures_loads_with_the_sampling_error_of_the_tempered_runs(tmp_path, layout):
+    """Runs at tau = 1 have no expected_error_sampling column: load_sweep gives them NaN there."""
+    from test_cli import fastpg as fastpg_cmd
+
+    out = tmp_path / "sweep"
+    r = fastpg_cmd("sweep", out, "--preset", "tiny", "--steps", "200", "--eval-every", "100", "--grid",
+                   "temperature=0.5,1", "--seeds", "0", "--layout", layout, "-q")
+    assert r.returncode == 0, r.stderr
+    traces = fastpg.load_sweep(out).traces
+    hot = traces[traces["config_temperature"] == 0.5] if "config_temperature" in traces else traces[traces["temperature"] == 0.5]
+    cold = traces.drop(hot.index)
+    assert len(hot) == len(cold) == 3
+    assert hot["expected_error_sampling"].notna().all() and cold["expected_error_sampling"].isna().all()

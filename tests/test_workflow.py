@@ -349,6 +349,7 @@ def _datasets(path):
     ["--preset", "tiny", "--n-train", "8", "--reward", "orm", "--G", "1", "--baseline", "none"],  # event-driven pool
     ["-d", "6", "-k", "3", "-N", "4", "--algorithm", "rs", "--reward", "prm", "--n-pre", "50", "--token-trace"],
     ["--preset", "tiny", "--temperature", "0.7"],  # the kernels' weights W / tau restored, not recomputed from W
+    ["--preset", "tiny", "--filter-groups", "--lr", "constant", "--M", "50"],  # groups_discarded carried on
 ])
 @pytest.mark.slow
 def test_a_continued_run_is_the_run_made_with_the_larger_budget(tmp_path, extra):

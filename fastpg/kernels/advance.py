@@ -33,6 +33,7 @@ from .events import (
     pool_classes,
     pool_move_probabilities,
 )
+from .filtering import filtered_pg_step, new_filter_work
 from .kl import new_kl_work, pg_kl_update
 from .lanes import TILE, lane_scores
 from .rng import uniform, uniform_pos
@@ -267,7 +268,7 @@ def holds_updates(p, n_pool):
 def draws_ahead(p, n_pool):
     """Whether a run's fresh contexts are drawn a tile ahead: nothing about them depends on the
     weights being trained (no pool, ``position`` features, no margin condition, ``pg`` or ``sft``)."""
-    return n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and p.algorithm != RS
+    return n_pool == 0 and p.features == POSITION and p.gamma <= 0.0 and p.algorithm != RS and p.filter_groups == 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -383,7 +384,9 @@ def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters,
     ``pg`` on a pool with ``p.skip`` goes event by event (:func:`advance_pool_events`, with the
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
     ``pg`` with a KL term (``p.kl_coef > 0``, reference weights ``W_ref``) steps through
-    (:func:`fastpg.kernels.kl.pg_kl_update`): every step moves ``W``.
+    (:func:`fastpg.kernels.kl.pg_kl_update`): every step moves ``W``; so does ``pg`` with
+    ``p.filter_groups`` (:func:`fastpg.kernels.filtering.filtered_pg_step`), where ``p.skip`` skips
+    the discarded groups of a step instead.
 
     Fresh contexts are drawn a tile ahead (:func:`fastpg.kernels.contexts.draw_labelled_tile`) when
     nothing about them depends on the weights being trained: ``position`` features, no margin
@@ -397,12 +400,14 @@ def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters,
     ws = new_workspace(B, k, N, max(p.G, 1))
     with_kl = p.kl_coef > 0.0
     kw = new_kl_work(B, k, N, max(p.G, 1)) if with_kl else new_kl_work(1, 1, 1, 1)
+    filtering = p.filter_groups != 0
+    fw = new_filter_work(N, max(p.G, 1)) if filtering else new_filter_work(1, 1)
     teacher_work = new_table(B, k)[0]
     x = aligned_zeros(1, d)[0]  # 64-byte aligned, as W: no split loads in the products with x
     y_star = np.empty(N, dtype=np.int64)
     n_pool = pool_x.shape[0]
     algorithm = p.algorithm
-    if algorithm == PG and n_pool > 0 and p.skip != 0 and not with_kl:
+    if algorithm == PG and n_pool > 0 and p.skip != 0 and not with_kl and not filtering:
         advance_pool_events(W, pool_x, pool_y, state, counters, p, n_steps, events, settle, ws)
         return OK if weights_ok(W) else NON_FINITE
     ahead = draws_ahead(p, n_pool)
@@ -448,6 +453,8 @@ def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters,
             reset_table(kw.have)
         if algorithm == PG and with_kl:
             moved = pg_kl_update(W, W_ref, x, y_star, p, state, t, counters, ws, kw, True, True)
+        elif algorithm == PG and filtering:
+            moved = filtered_pg_step(W, x, y_star, p, state, t, counters, ws, fw, True)
         elif algorithm == PG:
             moved = _pg_step(W, x, y_star, p, state, t, counters, ws, True)
         elif algorithm == RS:

@@ -139,7 +139,14 @@ def count_deferred(state, counters, n, logf, reward, G, baseline, weights, count
         for i in range(logf.shape[0]):
             weights[c] += math.exp(G * class_logprob(logf[i], reward, c))
     categorical_counts(state, n, weights[:K], counts[:K])
-    for c in range(K):
+    count_class_costs(counters, counts, reward, G, N)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def count_class_costs(counters, counts, reward, G, N):
+    """The mistakes and PRM queries of ``counts[c]`` groups whose ``G`` responses are all of class ``c``
+    (a wrong class: ``G`` mistakes each; PRM: ``min(c + 1, N)`` prefix queries per response)."""
+    for c in range(n_classes(reward, N)):
         wrong = c == 0 if reward == ORM else c < N
         if wrong:
             counters[C_MISTAKES] += counts[c] * G

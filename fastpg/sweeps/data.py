@@ -184,9 +184,14 @@ def load_sweep(outdir, *, loglik: bool = False) -> SweepData:
             per_run[param_column(key)].append(data.config.get(key))
         per_run["run"].append(row["run"])
         per_run["file"].append(row["file"])
+        n = len(data.queries)
         for name, values in {**data.trace, "queries": data.queries}.items():
-            columns.setdefault(name, []).append(values)
-        lengths.append(len(data.queries))
+            # a column only some runs record (expected_error_sampling, groups_discarded) is NaN for the others
+            columns.setdefault(name, [np.full(m, np.nan) for m in lengths]).append(values)
+        for values in columns.values():
+            if len(values) == len(lengths):
+                values.append(np.full(n, np.nan))
+        lengths.append(n)
         if loglik:
             logliks[row["run"]] = data.loglik
             base_logliks[row["run"]] = data.base["loglik"]

@@ -13,7 +13,7 @@ import numpy as np
 from ..analysis.complexity import query_complexity
 from ..analysis.fits import censored_quantile
 from ..config import PARAM, ConfigError, parse_value
-from ..outputs import COUNTERS, METRICS
+from ..outputs import METRICS, RUN_COUNTERS
 from ..result import param_column
 from ..store import (
     BATCH_LAYOUT,
@@ -54,7 +54,7 @@ def index_values(run, eps_list, alphas) -> dict:
     final counters and metrics, its margins, queries_to_eps for each ``eps`` and Q(alpha, eps) for
     each ``alpha`` and ``eps``."""
     trace, loglik, base_loglik, task = run.trace, run.loglik, run.base["loglik"], run.task
-    values = {name: float(trace[name][-1]) for name in (*COUNTERS, *METRICS)}
+    values = {name: float(trace[name][-1]) for name in (*RUN_COUNTERS, *METRICS)}
     values.update(task_gamma=task.get("gamma", ""), realised_min_margin=task.get("realised_min_margin", ""))
     queries = np.asarray(trace["orm_queries"]) + np.asarray(trace["prm_queries"])
     for i, e in enumerate(eps_list):
@@ -78,7 +78,7 @@ class Index:
         self.rows: dict[str, dict] = {}
         # a parameter that is also a result column (steps, contexts) is config_<name>: result.param_column
         self.columns = [*map(param_column, sweep.point_names), "seed", "run", "file", "status", "message",
-                        *COUNTERS, *METRICS, "task_gamma", "realised_min_margin",
+                        *RUN_COUNTERS, *METRICS, "task_gamma", "realised_min_margin",
                         *(eps_column(e, i == 0) for i, e in enumerate(sweep.eps_list)),
                         *(q_column(a, e, part) for a in sweep.alphas for e in sweep.eps_list
                           for part in ("", *Q_PARTS))]
