@@ -12,14 +12,14 @@ import click
 @click.option("--quick", is_flag=True, help="smaller runs (a check that everything works, not for quoting)")
 @click.option("--only", multiple=True, metavar="NAME",
               help="run only this experiment (repeatable): fig1, profile, any_pretraining, pretrain, mistakes, pass_at_k, "
-                   "kl, temperature")
+                   "kl, temperature, filtering")
 @click.option("--page", type=click.Path(dir_okay=False), default=None,
               help="also write the report as this Markdown page (docs/results.md), its figures in a folder beside it")
 @click.option("--quiet", "-q", is_flag=True, help="no progress or table")
 def reproduce_cmd(outdir, quick, only, page, quiet):
     """Run Figure 1, the LQ test, the query-complexity profile, exponential-in-N for several base
     models, statistical learning, online mistakes, and beyond the paper pass@k coverage, KL to the base
-    model and sampling temperature, and write OUTDIR/report.md.
+    model, sampling temperature and filtering uninformative groups, and write OUTDIR/report.md.
 
     The report has one row per claim: the quantity measured, its fitted value with an interval over
     seeds, the theory's value and whether it holds by a stated rule, then a section per experiment

@@ -218,7 +218,8 @@ def _batch_key(cfg: RunConfig) -> tuple:
     """Runs with equal keys can share a batch: same array shapes and evaluation points."""
     contexts = cfg.C if cfg.contexts == "clusters" else 0
     return (cfg.d, cfg.k, cfg.N, cfg.features, contexts, cfg.n_train, cfg.n_test, cfg.G, cfg.steps,
-            cfg.eval_every, cfg.eval_log, cfg.token_trace, tuple(cfg.pass_k), sampling_policy(cfg.to_dict()))
+            cfg.eval_every, cfg.eval_log, cfg.token_trace, tuple(cfg.pass_k), sampling_policy(cfg.to_dict()),
+            cfg.filter_groups)
 
 
 def pretrain(config=None, out=None, *, overwrite: bool = False, progress=None) -> RunData:

@@ -34,6 +34,7 @@ SCHEMA_VERSION = 2  # 2: /trace/loglik (float64) replaces /trace/likelihood (flo
 ALPHA_OFF = 1e-3
 FLOOR = 1e-8
 PILOT_SIZE = 4096
+FILTER_NO_SKIP_MAX_M = 10**6  # groups per step that --filter-groups --no-skip may sample one by one
 MIN_ACCEPTANCE = 1e-3  # below this, rejection sampling for the margin is refused
 REJECTION_SAFETY = 50.0  # tries per context = SAFETY / acceptance: failure prob ~ e^-50
 LQ_LOG10_ALPHA = (-300.0, 0.0, 601)  # log grid of alpha for the Likelihood Quantile CDFs
@@ -509,3 +510,8 @@ def validate(cfg) -> None:
         if cfg.kl_coef > 0:
             raise ConfigError("filter_groups", "a KL term moves W whatever the rewards, so no group is uninformative; "
                                                "allowed with --kl-coef > 0: false")
+        if not cfg.skip and cfg.M > FILTER_NO_SKIP_MAX_M:
+            # every discarded group sampled, inside one kernel call that signals cannot interrupt
+            raise ConfigError("M", f"got {cfg.M} with --filter-groups --no-skip, which samples every discarded group "
+                                   f"(a solved context discards about 1/(G(1-p)) of them a step); allowed: at most "
+                                   f"{FILTER_NO_SKIP_MAX_M:g}, or --skip")

@@ -84,7 +84,7 @@ def test_reproduce_quick_fills_every_row(tmp_path):
         assert value != "-", row  # every measured value is filled
     for png in ("fig1/fig1.png", "fig1-wide/exceptions.png", "profile/q_alpha.png", "any_pretraining/growth.png",
                 "pretrain/pretrain.png", "mistakes/mistakes.png", "pass_at_k/pass_at_k.png",
-                "kl/kl.png", "temperature/temperature.png"):
+                "kl/kl.png", "temperature/temperature.png", "filtering/filtering.png"):
         assert (tmp_path / "paper" / png).exists(), png
         assert f"]({png})" in report
     again = fastpg_cmd("reproduce", tmp_path / "paper", "--quick", "-q")  # resumes: nothing recomputed
@@ -102,7 +102,7 @@ def test_an_experiment_is_one_module(tmp_path, monkeypatch):
     from fastpg.paper.reproduce import reproduce
 
     assert [e.name for e in registry()] == ["fig1", "profile", "any_pretraining", "pretrain", "mistakes", "pass_at_k", "kl",
-                                                "temperature"]
+                                                "temperature", "filtering"]
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "dummy_experiment.py").write_text(

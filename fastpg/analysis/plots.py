@@ -560,3 +560,22 @@ def temperature_figure(runs: dict, fits: dict):
         a.grid(alpha=0.3, which="both")
         a.legend(fontsize=7)
     return fig
+
+
+def filtering_figure(runs: dict):
+    """Expected error against ORM queries (left) and against steps (right) for runs with and without
+    ``--filter-groups`` (``runs``: ``{label: RunData}``)."""
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    for i, (label, run) in enumerate(runs.items()):
+        style = "-" if "filtered" in label else "--"
+        color = f"C{i // 2}"
+        axes[0].plot(np.maximum(run.queries, 1), run.trace["expected_error"], style, color=color, label=label)
+        axes[1].plot(np.maximum(run.trace["steps"], 1), run.trace["expected_error"], style, color=color, label=label)
+    axes[0].set(xscale="log", xlabel="ORM queries (discarded groups included)", ylabel="expected error", ylim=(0, 1),
+                title="at equal queries")
+    axes[1].set(xscale="log", xlabel="steps", ylabel="expected error", ylim=(0, 1), title="at equal steps")
+    for a in axes:
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=7)
+    return fig

@@ -385,8 +385,8 @@ def advance_run(W, W_ref, W_star, centres, cdf, pool_x, pool_y, state, counters,
     run's persistent ``events`` state; ``settle``: this call ends at an evaluation point).
     ``pg`` with a KL term (``p.kl_coef > 0``, reference weights ``W_ref``) steps through
     (:func:`fastpg.kernels.kl.pg_kl_update`): every step moves ``W``; so does ``pg`` with
-    ``p.filter_groups`` (:func:`fastpg.kernels.filtering.filtered_pg_step`), where ``p.skip`` skips
-    the discarded groups of a step instead.
+    ``p.filter_groups`` (:func:`fastpg.kernels.filtering.filtered_pg_step`) unless a step's budget of
+    groups runs out, and there ``p.skip`` skips the discarded groups of a step instead.
 
     Fresh contexts are drawn a tile ahead (:func:`fastpg.kernels.contexts.draw_labelled_tile`) when
     nothing about them depends on the weights being trained: ``position`` features, no margin
